@@ -1,0 +1,521 @@
+"""Catalogue → index; ticket text → ServiceMatch with evidence. Pure and deterministic.
+
+How a ticket is matched:
+1. Each service gets weighted terms: its name (strongest), keywords, description words, and
+   the terms of every thesaurus concept that its name or keywords mention (the shipped IT
+   thesaurus knows that "AnyConnect" and "hjemmekontor" are about VPN, so a catalogue that
+   lists only "VPN" still catches them).
+2. Every term is indexed under its Snowball stems in each catalogue language, so
+   "skriveren", "printers" and "printing" meet their terms; multi-word terms match as phrases.
+3. A ticket word with no direct hit is tried as a Norwegian compound (head + tail, with the
+   linking -s/-e: "eksamens|systemet", "trådløs|nettet") and then as a typo (one edit away,
+   two for long words) via a symmetric-delete index, so lookups never scan the catalogue.
+4. A service's score sums, over distinct terms hit, field weight × rarity (BM25 idf over
+   services) × match quality. Confidence combines the winner's strength with its margin over
+   the runner-up.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+
+from connector.catalogue import Catalogue, Service
+from connector.events import Evidence, ServiceMatch
+from connector.text import clean_text, fold, guess_language, language_data, stem, tokenize
+from connector.yamlsource import load_data
+
+FIELD_WEIGHT = {"name": 3.0, "keyword": 2.0, "thesaurus": 1.2, "description": 0.6}
+# Words of a multi-word name or keyword also count alone, at this share of the phrase weight.
+PART_SHARE = 0.5
+# A description link from a thesaurus concept is weaker evidence than a name/keyword link.
+DESCRIPTION_LINK = 0.5
+QUALITY = {"exact": 1.0, "stem": 0.95, "phrase": 1.0, "compound": 0.8, "fuzzy": 0.7}
+SUBJECT_BOOST = 1.5
+LENGTH_NORM = 0.3  # BM25's b over the number of terms a service has
+MIN_SCORE = 2.0  # below this the ticket is about nothing in the catalogue
+STRENGTH_SCALE = 4.0  # score at which strength reaches 1 - 1/e
+MIN_FUZZY_LEN = 5
+MIN_COMPOUND_LEN = 6
+MIN_PART_LEN = 3
+
+
+@dataclass(frozen=True)
+class Concept:
+    id: str
+    terms: dict[str, tuple[str, ...]]  # language -> terms
+
+
+@cache
+def shipped_thesaurus() -> tuple[Concept, ...]:
+    """The IT thesaurus that ships with the product (en + nb), one YAML file per topic."""
+    folder = resources.files("connector").joinpath("data/thesaurus")
+    concepts: list[Concept] = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            concepts += parse_thesaurus(load_data(entry.read_text(encoding="utf-8")))
+    return tuple(concepts)
+
+
+def parse_thesaurus(raw: dict[str, object]) -> tuple[Concept, ...]:
+    concepts = raw.get("concepts", []) if isinstance(raw, dict) else []
+    out = []
+    for item in concepts if isinstance(concepts, list) else []:
+        terms = {
+            lang: tuple(str(t) for t in words)
+            for lang, words in item.items()
+            if lang != "id" and isinstance(words, list)
+        }
+        out.append(Concept(id=str(item["id"]), terms=terms))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Posting:
+    service: int
+    term: str  # canonical key of the term (its stems joined) — one hit per service and term
+    surface: str
+    source: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class Phrase:
+    keys: tuple[frozenset[str], ...]  # acceptable keys at each position
+    posting: Posting
+
+
+@dataclass
+class _Hit:
+    weight: float
+    evidence: Evidence
+    in_subject: bool
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+    position: int
+    in_subject: bool
+
+
+@dataclass
+class CatalogueIndex:
+    """Everything needed to classify a ticket, built once per catalogue."""
+
+    catalogue: Catalogue
+    languages: tuple[str, ...]
+    services: list[Service] = field(default_factory=list)
+    postings: dict[str, list[Posting]] = field(default_factory=lambda: defaultdict(list))
+    phrases: dict[str, list[Phrase]] = field(default_factory=lambda: defaultdict(list))
+    idf: dict[str, float] = field(default_factory=dict)
+    norm: list[float] = field(default_factory=list)
+    deletes: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    cues: dict[str, list[tuple[tuple[frozenset[str], ...], str]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    stopwords: frozenset[str] = frozenset()
+    _token_cache: dict[str, list[tuple[Posting, str, str]]] = field(default_factory=dict)
+
+    # ----- building -------------------------------------------------------------------------
+
+    def keys(self, word: str) -> frozenset[str]:
+        """All index keys of one folded word: itself and its stem in each language."""
+        return frozenset([word, *(stem(word, lang) for lang in self.languages)])
+
+    def _term_keys(self, term: str) -> tuple[frozenset[str], ...]:
+        return tuple(self.keys(w) for w in tokenize(term))
+
+    def _add_term(
+        self, service: int, term: str, source: str, weight: float, add_parts: bool
+    ) -> None:
+        words = tokenize(term)
+        if not words:
+            return
+        canonical = " ".join(min(self.keys(w)) for w in words)
+        posting = Posting(service, canonical, term, source, weight)
+        if len(words) == 1:
+            if words[0] in self.stopwords:
+                return
+            for key in self.keys(words[0]):
+                self.postings[key].append(posting)
+            self._add_deletes(words[0])
+            return
+        keys = tuple(self.keys(w) for w in words)
+        for key in keys[0]:
+            self.phrases[key].append(Phrase(keys, posting))
+        for word in words:
+            self._add_deletes(word)
+        if add_parts:
+            for word in words:
+                self._add_term(service, word, source, weight * PART_SHARE, add_parts=False)
+
+    def _add_deletes(self, word: str) -> None:
+        if len(word) >= MIN_FUZZY_LEN and not word.isdigit():
+            for variant in _deletes(word):
+                self.deletes[variant].add(word)
+            self.deletes[word].add(word)
+
+    def _service_terms(self, service: Service) -> list[tuple[str, str, float, bool]]:
+        """(term, source, weight, add_parts) for the catalogue's own text of a service."""
+        terms: list[tuple[str, str, float, bool]] = []
+        for name in service.name.values():
+            terms.append((_strip_brackets(name), "name", FIELD_WEIGHT["name"], True))
+            terms += [(inner, "name", FIELD_WEIGHT["name"], True) for inner in _brackets(name)]
+        for words in service.keywords.values():
+            terms += [(w, "keyword", FIELD_WEIGHT["keyword"], True) for w in words]
+        for text in service.description.values():
+            terms += [
+                (w, "description", FIELD_WEIGHT["description"], False)
+                for w in tokenize(text)
+                if len(w) > 2
+            ]
+        terms += [(service.id.replace("-", " "), "name", FIELD_WEIGHT["name"] * 0.5, True)]
+        return terms
+
+    def _linked_concepts(
+        self,
+        terms: list[tuple[str, str, float, bool]],
+        concept_keys: dict[str, set[int]],
+        phrase_keys: dict[str, set[int]],
+    ) -> dict[int, float]:
+        """Concepts a service's own terms mention, with the strength of the link."""
+        strength: dict[int, float] = defaultdict(float)
+        description_hits: dict[int, int] = defaultdict(int)
+        for term, source, _, _ in terms:
+            words = tokenize(term)
+            canonical = " ".join(min(self.keys(w)) for w in words)
+            hits = phrase_keys.get(canonical, set()) if len(words) > 1 else set()
+            if len(words) == 1 and words[0] not in self.stopwords:
+                hits = concept_keys.get(canonical, set())
+            for concept in hits:
+                if source == "description":
+                    description_hits[concept] += 1
+                else:
+                    strength[concept] = 1.0
+        for concept, count in description_hits.items():
+            if concept not in strength and count >= 2:
+                strength[concept] = DESCRIPTION_LINK
+        return strength
+
+    def build(self, concepts: Sequence[Concept]) -> CatalogueIndex:
+        self.services = list(self.catalogue.services)
+        self.stopwords = language_data().all_stopwords
+        concept_terms: list[list[str]] = [
+            [t for words in c.terms.values() for t in words] for c in concepts
+        ]
+        concept_keys: dict[str, set[int]] = defaultdict(set)  # single-word canonical → concepts
+        phrase_keys: dict[str, set[int]] = defaultdict(set)  # multi-word canonical → concepts
+        for index, terms in enumerate(concept_terms):
+            for term in terms:
+                words = tokenize(term)
+                if not words:
+                    continue
+                canonical = " ".join(min(self.keys(w)) for w in words)
+                (concept_keys if len(words) == 1 else phrase_keys)[canonical].add(index)
+        sizes = []
+        for number, service in enumerate(self.services):
+            own = self._service_terms(service)
+            before = self._count_terms()
+            for term, source, weight, parts in own:
+                self._add_term(number, term, source, weight, parts)
+            for concept, strength in self._linked_concepts(own, concept_keys, phrase_keys).items():
+                label = f"thesaurus:{concepts[concept].id}"
+                for term in concept_terms[concept]:
+                    self._add_term(
+                        number, term, label, FIELD_WEIGHT["thesaurus"] * strength, add_parts=False
+                    )
+            sizes.append(self._count_terms() - before)
+        self._compute_idf()
+        average = sum(sizes) / len(sizes) if sizes else 1.0
+        self.norm = [
+            1 - LENGTH_NORM + LENGTH_NORM * (s / average if average else 1.0) for s in sizes
+        ]
+        self._build_cues()
+        return self
+
+    def _count_terms(self) -> int:
+        return sum(len(v) for v in self.postings.values()) + sum(
+            len(v) for v in self.phrases.values()
+        )
+
+    def _compute_idf(self) -> None:
+        services_with: dict[str, set[int]] = defaultdict(set)
+        for postings in self.postings.values():
+            for p in postings:
+                services_with[p.term].add(p.service)
+        for phrases in self.phrases.values():
+            for ph in phrases:
+                services_with[ph.posting.term].add(ph.posting.service)
+        n = len(self.services)
+        self.idf = {
+            term: math.log(1 + (n - len(s) + 0.5) / (len(s) + 0.5))
+            for term, s in services_with.items()
+        }
+
+    def _build_cues(self) -> None:
+        builtin = language_data().change_cues
+        merged: dict[str, list[str]] = defaultdict(list)
+        for source in (builtin, self.catalogue.change_cues):
+            for lang, cues in source.items():
+                merged[lang] += cues
+        for cues in merged.values():
+            for cue in cues:
+                keys = self._term_keys(cue)
+                if keys:
+                    for key in keys[0]:
+                        self.cues[key].append((keys, cue))
+
+    # ----- matching -------------------------------------------------------------------------
+
+    def _lookup(self, word: str) -> list[tuple[Posting, str, str]]:
+        """(posting, how, matched word) for one ticket word; cached across tickets."""
+        cached = self._token_cache.get(word)
+        if cached is not None:
+            return cached
+        found = self._direct(word)
+        if not found and len(word) >= MIN_COMPOUND_LEN:
+            found = self._compound(word)
+        if not found and len(word) >= MIN_FUZZY_LEN and not word.isdigit():
+            found = self._fuzzy(word)
+        if len(self._token_cache) > 100_000:
+            self._token_cache.clear()
+        self._token_cache[word] = found
+        return found
+
+    def _direct(self, word: str, how: str | None = None) -> list[tuple[Posting, str, str]]:
+        out = []
+        seen: set[tuple[int, str]] = set()
+        for key in self.keys(word):
+            for posting in self.postings.get(key, ()):
+                if (posting.service, posting.term) in seen:
+                    continue
+                seen.add((posting.service, posting.term))
+                kind = how or ("exact" if key == word else "stem")
+                out.append((posting, kind, word))
+        return out
+
+    def _compound(self, word: str) -> list[tuple[Posting, str, str]]:
+        """Split a compound into head + tail that are both, or whose tail is, a known term.
+
+        Norwegian puts the meaning-bearing part last ("trådløs|nettet" is a network), so a
+        known tail alone is enough; a known head alone is accepted only when long (≥ 5),
+        which keeps "pass|ord" style accidents out.
+        """
+        best: list[tuple[Posting, str, str]] = []
+        best_len = 0
+        for cut in range(MIN_PART_LEN, len(word) - MIN_PART_LEN + 1):
+            head, tail = word[:cut], word[cut:]
+            tail_hits = self._direct(tail, "compound") if len(tail) >= MIN_PART_LEN + 1 else []
+            head_hits = self._direct(head, "compound")
+            if not head_hits and head[-1] in "se" and len(head) > MIN_PART_LEN + 1:
+                head_hits = self._direct(head[:-1], "compound")
+            if head_hits and len(head) < 5 and not tail_hits:
+                head_hits = []
+            covered = (len(head) if head_hits else 0) + (len(tail) if tail_hits else 0)
+            if covered > best_len:
+                best, best_len = head_hits + tail_hits, covered
+        return best
+
+    def _fuzzy(self, word: str) -> list[tuple[Posting, str, str]]:
+        limit = 2 if len(word) >= 9 else 1
+        candidates: set[str] = set(self.deletes.get(word, ()))
+        for variant in _deletes(word):
+            candidates |= self.deletes.get(variant, set())
+        out: list[tuple[Posting, str, str]] = []
+        for candidate in sorted(candidates):
+            if candidate[0] == word[0] and _osa_distance(word, candidate) <= limit:
+                out += [(p, "fuzzy", word) for p, _, _ in self._direct(candidate)]
+        return out
+
+    def _phrase_hits(
+        self, tokens: Sequence[Token], index: dict[str, list[Phrase]]
+    ) -> list[tuple[Phrase, int]]:
+        hits = []
+        words = [t.text for t in tokens]
+        for i, word in enumerate(words):
+            if not any(k in index for k in self.keys(word)):
+                continue
+            candidates = {id(p): p for k in self.keys(word) for p in index.get(k, ())}
+            for phrase in candidates.values():
+                n = len(phrase.keys)
+                if i + n <= len(words) and all(
+                    self.keys(words[i + j]) & phrase.keys[j] for j in range(1, n)
+                ):
+                    hits.append((phrase, i))
+        return hits
+
+    def change_cues(self, tokens: Sequence[Token]) -> tuple[str, ...]:
+        found: list[str] = []
+        words = [t.text for t in tokens]
+        for i, word in enumerate(words):
+            for key in self.keys(word):
+                for keys, cue in self.cues.get(key, ()):
+                    n = len(keys)
+                    if (
+                        i + n <= len(words)
+                        and all(self.keys(words[i + j]) & keys[j] for j in range(1, n))
+                        and cue not in found
+                    ):
+                        found.append(cue)
+        return tuple(found)
+
+    def classify(
+        self, body: str, subject: str = "", language_hint: str | None = None
+    ) -> ServiceMatch:
+        tokens = ticket_tokens(subject, body)
+        default = self.catalogue.languages[0] if self.catalogue.languages else "en"
+        language = language_hint or guess_language(
+            (t.text for t in tokens), self.catalogue.languages, default
+        )
+        hits: dict[int, dict[str, _Hit]] = defaultdict(dict)
+
+        def record(posting: Posting, how: str, word: str, in_subject: bool) -> None:
+            quality = QUALITY[how]
+            weight = posting.weight * self.idf.get(posting.term, 1.0) * quality
+            if in_subject:
+                weight *= SUBJECT_BOOST
+            current = hits[posting.service].get(posting.term)
+            if current is None or weight > current.weight:
+                ev = Evidence(
+                    term=posting.surface,
+                    word=word,
+                    source=posting.source,
+                    how=how,
+                    weight=round(weight, 3),
+                )
+                hits[posting.service][posting.term] = _Hit(weight, ev, in_subject)
+
+        for token in tokens:
+            if token.text in self.stopwords or len(token.text) < 2:
+                continue
+            for posting, how, word in self._lookup(token.text):
+                record(posting, how, word, token.in_subject)
+        for phrase, start in self._phrase_hits(tokens, self.phrases):
+            surface = " ".join(t.text for t in tokens[start : start + len(phrase.keys)])
+            record(phrase.posting, "phrase", surface, tokens[start].in_subject)
+
+        kept = {service: _one_term_per_word(terms) for service, terms in hits.items()}
+        scored = sorted(
+            ((sum(h.weight for h in kept[s]) / self.norm[s], s) for s in kept),
+            key=lambda item: (-item[0], self.services[item[1]].id),
+        )
+        cues = self.change_cues(tokens)
+        if not scored or scored[0][0] < MIN_SCORE:
+            return ServiceMatch(
+                service=None,
+                score=round(scored[0][0], 3) if scored else 0.0,
+                confidence=_confidence(scored),
+                language=language,
+                change_cues=cues,
+                runner_up=self.services[scored[0][1]].id if scored else None,
+                runner_up_score=round(scored[0][0], 3) if scored else 0.0,
+            )
+        best_score, best = scored[0]
+        runner = scored[1] if len(scored) > 1 else None
+        evidence = sorted(
+            (h.evidence for h in kept[best]), key=lambda e: (-e.weight, e.term)
+        )[:6]
+        return ServiceMatch(
+            service=self.services[best].id,
+            score=round(best_score, 3),
+            confidence=_confidence(scored),
+            language=language,
+            evidence=tuple(evidence),
+            runner_up=self.services[runner[1]].id if runner else None,
+            runner_up_score=round(runner[0], 3) if runner else 0.0,
+            change_cues=cues,
+        )
+
+
+def _one_term_per_word(terms: dict[str, _Hit]) -> list[_Hit]:
+    """Each ticket word counts once per service, for its best term: 'skriveren' matching
+    both the keyword 'skriver' and the thesaurus' 'skrivere' is one piece of evidence."""
+    used: set[str] = set()
+    kept = []
+    for hit in sorted(terms.values(), key=lambda h: (-h.weight, h.evidence.term)):
+        if hit.evidence.word not in used:
+            used.add(hit.evidence.word)
+            kept.append(hit)
+    return kept
+
+
+def _confidence(scored: Sequence[tuple[float, int]]) -> float:
+    """Strength of the winner × its margin over the runner-up, in [0, 1]."""
+    if not scored:
+        return 0.0
+    top = scored[0][0]
+    second = scored[1][0] if len(scored) > 1 else 0.0
+    if top <= 0:
+        return 0.0
+    strength = 1 - math.exp(-top / STRENGTH_SCALE)
+    margin = (top - second) / top
+    return round(strength * math.sqrt(margin), 4)
+
+
+def ticket_tokens(subject: str, body: str) -> list[Token]:
+    tokens = [Token(w, i, True) for i, w in enumerate(tokenize(fold(subject)))]
+    offset = len(tokens) + 1
+    tokens += [Token(w, offset + i, False) for i, w in enumerate(tokenize(clean_text(body)))]
+    return tokens
+
+
+def _brackets(name: str) -> list[str]:
+    out, depth, current = [], 0, ""
+    for ch in name:
+        if ch == "(":
+            depth += 1
+            current = ""
+        elif ch == ")" and depth:
+            depth -= 1
+            out.append(current.strip())
+        elif depth:
+            current += ch
+    return [o for o in out if o]
+
+
+def _strip_brackets(name: str) -> str:
+    result, depth = "", 0
+    for ch in name:
+        if ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif not depth:
+            result += ch
+    return result.strip()
+
+
+def _deletes(word: str) -> set[str]:
+    return {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+def _osa_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance (Levenshtein + adjacent transposition)."""
+    if abs(len(a) - len(b)) > 2:
+        return 3
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cost = 0 if ca == cb else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def build_index(catalogue: Catalogue, concepts: Iterable[Concept] | None = None) -> CatalogueIndex:
+    """Index a catalogue once; reuse the result for every ticket."""
+    languages = tuple(dict.fromkeys([*catalogue.languages, "en"]))
+    chosen = tuple(concepts) if concepts is not None else shipped_thesaurus()
+    return CatalogueIndex(catalogue=catalogue, languages=languages).build(chosen)
+
+
+__all__ = ["CatalogueIndex", "Concept", "build_index", "shipped_thesaurus"]

@@ -1,0 +1,308 @@
+"""The `bpsm` command line (click). Thin: parse options, call the library, print."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from connector.catalogue import CatalogueError, check_catalogue_document, load_catalogue
+from connector.classify import CatalogueIndex, build_index
+from connector.evaluate import DataError, evaluate, format_report, read_labelled, sweep
+from connector.events import TicketEvent
+from connector.mapping import Mapping, MappingError, check_mapping_document, load_mapping
+from connector.route import decide
+from connector.yamlsource import Problem, read_yaml
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def catalogue_option(func: F) -> F:
+    return click.option(
+        "--catalogue",
+        "catalogue_path",
+        type=click.Path(dir_okay=False),
+        default=lambda: os.environ.get("BPSM_CATALOGUE", "catalogue.yaml"),
+        show_default="./catalogue.yaml or $BPSM_CATALOGUE",
+        help="Service catalogue file.",
+    )(func)
+
+
+def mapping_option(func: F) -> F:
+    return click.option(
+        "--mapping",
+        "mapping_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Mapping file (queues, threshold); built-in defaults when omitted.",
+    )(func)
+
+
+def _fail(problems: list[Problem]) -> None:
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    sys.exit(1)
+
+
+def _load(catalogue_path: str, mapping_path: str | None) -> tuple[CatalogueIndex, Mapping]:
+    try:
+        catalogue = load_catalogue(catalogue_path)
+        mapping = load_mapping(mapping_path) if mapping_path else Mapping()
+    except (CatalogueError, MappingError) as exc:
+        _fail(exc.problems)
+        raise  # unreachable; keeps mypy sure of the types
+    return build_index(catalogue), mapping
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bpsm-connector")
+def main() -> None:
+    """bpsm-connector: route helpdesk tickets to BPSM processes by the service catalogue."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(dir_okay=False))
+@catalogue_option
+def check(paths: tuple[str, ...], catalogue_path: str) -> None:
+    """Validate catalogues or mappings; prints file:line: message for every problem."""
+    errors = 0
+    for path in paths or (catalogue_path,):
+        doc = read_yaml(path)
+        is_mapping = (
+            isinstance(doc.data, dict)
+            and "services" not in doc.data
+            and (
+                "processes" in doc.data
+                or "host" in doc.data
+                or Path(path).parent.name == "mappings"
+            )
+        )
+        if is_mapping:
+            _, problems = check_mapping_document(doc)
+        else:
+            _, problems = check_catalogue_document(doc)
+        for problem in problems:
+            click.echo(str(problem), err=problem.severity == "error")
+        failed = sum(p.severity == "error" for p in problems)
+        errors += failed
+        if not failed:
+            kind = "mapping" if is_mapping else "catalogue"
+            click.echo(f"{path}: ok ({kind})")
+    if errors:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("text")
+@click.option("--subject", default="", help="Ticket subject.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@catalogue_option
+@mapping_option
+def classify(
+    text: str, subject: str, as_json: bool, catalogue_path: str, mapping_path: str | None
+) -> None:
+    """Classify TEXT and show the routing decision with its evidence."""
+    index, mapping = _load(catalogue_path, mapping_path)
+    match = index.classify(text, subject)
+    event = TicketEvent(host="cli", delivery_id="cli", ticket_id="cli", subject=subject, body=text)
+    decision = decide(event, match, index.catalogue, mapping)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "match": match.model_dump(mode="json"),
+                    "decision": decision.model_dump(mode="json"),
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return
+    click.echo(
+        f"service:    {match.service or '-'}  (score {match.score:.2f}, "
+        f"confidence {match.confidence:.2f}, runner-up {match.runner_up or '-'})"
+    )
+    click.echo(f'process:    {decision.process}  → queue "{decision.queue}"')
+    click.echo(f"language:   {match.language}")
+    click.echo(f"tags:       {', '.join(decision.tags)}")
+    for ev in match.evidence:
+        click.echo(f"evidence:   {ev.word!r} → {ev.term!r} ({ev.source}, {ev.how}, {ev.weight})")
+    if match.change_cues:
+        click.echo(f"change:     {', '.join(match.change_cues)}")
+    click.echo("note:\n  " + decision.note.replace("\n", "\n  "))
+
+
+@main.command("evaluate")
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Confidence threshold for auto-routing (default: the mapping's).",
+)
+@click.option("--sweep", "do_sweep", is_flag=True, help="Show share vs accuracy per threshold.")
+@catalogue_option
+@mapping_option
+def evaluate_command(
+    data: str,
+    as_json: bool,
+    threshold: float | None,
+    do_sweep: bool,
+    catalogue_path: str,
+    mapping_path: str | None,
+) -> None:
+    """Accuracy of service and process on labelled tickets (CSV subject,body,service,process)."""
+    index, mapping = _load(catalogue_path, mapping_path)
+    try:
+        tickets = read_labelled(data, index.catalogue)
+    except DataError as exc:
+        _fail(exc.problems)
+        return
+    result = evaluate(tickets, index, mapping, threshold)
+    table = sweep(tickets, result["predictions"]) if do_sweep else None
+    if as_json:
+        if table is not None:
+            result["sweep"] = table
+        click.echo(json.dumps(result, ensure_ascii=False))
+        return
+    click.echo(format_report(result))
+    if table is not None:
+        click.echo("\nthreshold  routed  service-acc  process-acc")
+        for row in table:
+            service = "-" if row["service"] is None else f"{row['service']:.3f}"
+            process = "-" if row["process"] is None else f"{row['process']:.3f}"
+            click.echo(
+                f"{row['threshold']:>9.1f}  {row['share']:>6.1%}  {service:>11}  {process:>11}"
+            )
+
+
+def _runtime(catalogue_path: str | None = None) -> Any:
+    from connector.config import ConfigError, load_settings
+    from connector.hosts import host_classes
+    from connector.runtime import Runtime
+
+    overrides: dict[str, Any] = {}
+    if catalogue_path:
+        overrides["catalogue_path"] = Path(catalogue_path)
+    try:
+        settings = load_settings(host_names=tuple(host_classes()), **overrides)
+        return Runtime(settings)
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+    except (CatalogueError, MappingError) as exc:
+        _fail(exc.problems)
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="gunicorn web worker processes.",
+)
+@click.option(
+    "--threads",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Job-consumer threads in this process.",
+)
+@catalogue_option
+def serve(bind: str, port: int, workers: int, threads: int, catalogue_path: str) -> None:
+    """Run the webhook service: gunicorn for HTTP, the job consumer and pollers in-process.
+
+    State lives under $BPSM_DATA_DIR (default ./data). With no helpdesk configured it runs
+    in dry-run mode with the demo host: POST a ticket to /hooks/demo and see the decision
+    with `bpsm decisions`.
+    """
+    from connector.logs import setup_logging
+    from connector.service import run_service
+
+    os.environ["BPSM_CATALOGUE"] = str(Path(catalogue_path).resolve())
+    rt = _runtime(catalogue_path)
+    setup_logging(rt.settings.log_level)
+    sys.exit(run_service(rt, bind=bind, port=port, web_workers=workers, consumer_threads=threads))
+
+
+@main.command()
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 64))
+@catalogue_option
+def worker(threads: int, catalogue_path: str) -> None:
+    """Run a job consumer (and host pollers) without the web layer; run many with Redis."""
+    from connector.logs import setup_logging
+    from connector.service import run_worker
+
+    rt = _runtime(catalogue_path)
+    setup_logging(rt.settings.log_level)
+    sys.exit(run_worker(rt, consumer_threads=threads))
+
+
+@main.command()
+@click.option("--id", "dead_letter_id", type=int, default=None, help="One dead letter.")
+@click.option("--all", "replay_all", is_flag=True, help="Every dead letter not yet replayed.")
+@click.option("--list", "list_only", is_flag=True, help="Only list the dead letters.")
+@catalogue_option
+def replay(
+    dead_letter_id: int | None, replay_all: bool, list_only: bool, catalogue_path: str
+) -> None:
+    """List dead letters, or put them back in the queue once the cause is fixed."""
+    rt = _runtime(catalogue_path)
+    if list_only or (dead_letter_id is None and not replay_all):
+        letters = rt.store.list_dead_letters()
+        for row in letters:
+            click.echo(
+                f"{row['id']:>5}  {row['host']:<16} ticket {row['ticket_id']:<10} {row['reason']}"
+            )
+        if not letters:
+            click.echo("no dead letters")
+        return
+    ids = rt.store.replay(None if replay_all else dead_letter_id)
+    for pk in ids:
+        rt.enqueue(pk)
+    click.echo(
+        f"replayed {len(ids)} deliver{'y' if len(ids) == 1 else 'ies'}"
+        + ("" if ids or replay_all else f" (no open dead letter {dead_letter_id})")
+    )
+    if dead_letter_id is not None and not ids:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True)
+@catalogue_option
+def decisions(limit: int, as_json: bool, catalogue_path: str) -> None:
+    """The latest routing decisions from the audit log."""
+    rt = _runtime(catalogue_path)
+    rows = rt.store.all_routings()[-limit:]
+    if as_json:
+        click.echo(
+            json.dumps(
+                [{k: v for k, v in r.items() if k not in ("match",)} for r in rows],
+                ensure_ascii=False,
+                default=str,
+            )
+        )
+        return
+    for row in rows:
+        click.echo(
+            f"{row['host']:<16} ticket {row['ticket_id']:<10} {row['process']:<9} "
+            f"{row['service'] or '-':<22} {row['queue']:<22} "
+            f"conf {row['confidence']:.2f}  {row['outcome']}"
+        )
+    if not rows:
+        click.echo("no decisions yet")
+
+
+if __name__ == "__main__":
+    main()

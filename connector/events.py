@@ -1,0 +1,74 @@
+"""Host-agnostic data that flows through the connector (pydantic, serialisable for the store)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Process = Literal["reactive", "relation", "change", "proactive", "improvement"]
+PROCESSES: tuple[Process, ...] = ("reactive", "relation", "change", "proactive", "improvement")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Evidence(_Frozen):
+    """One reason for a match: which catalogue term the ticket's word hit, and how."""
+
+    term: str  # the catalogue or thesaurus term
+    word: str  # what the ticket said
+    source: str  # name | keyword | description | thesaurus:<concept> | cue
+    how: str  # exact | stem | phrase | compound | fuzzy
+    weight: float
+
+
+class ServiceMatch(_Frozen):
+    """The classifier's answer: best service (or none), its score and why."""
+
+    service: str | None
+    score: float
+    confidence: float = Field(ge=0.0, le=1.0)
+    language: str
+    evidence: tuple[Evidence, ...] = ()
+    runner_up: str | None = None
+    runner_up_score: float = 0.0
+    change_cues: tuple[str, ...] = ()
+
+
+class SLATimes(_Frozen):
+    response_due: datetime
+    resolution_due: datetime
+
+
+class RoutingDecision(_Frozen):
+    """What the connector will do with one ticket, in host-neutral terms."""
+
+    process: Process
+    service: str | None
+    queue: str
+    tags: tuple[str, ...]
+    note: str  # internal note, in the ticket's language
+    language: str
+    confidence: float
+    low_confidence: bool = False
+    sla: SLATimes | None = None
+    reasons: tuple[str, ...] = ()
+
+
+class TicketEvent(_Frozen):
+    """One helpdesk event, whatever the helpdesk: what the worker needs and nothing else."""
+
+    host: str
+    delivery_id: str
+    ticket_id: str
+    kind: Literal["created", "customer_reply", "updated", "polled"] = "created"
+    subject: str = ""
+    body: str = ""
+    queue: str | None = None  # queue/group the ticket is in at event time
+    requester: str | None = None
+    actor: str | None = None  # who caused the event (login, id or e-mail), if the host says
+    created_at: datetime | None = None
+    language_hint: str | None = None

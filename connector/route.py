@@ -1,0 +1,143 @@
+"""BPSM decision rules: (event, match, catalogue, mapping) → RoutingDecision. Pure.
+
+Rules, in order:
+1. nothing in the catalogue matches            → relation (no service)
+2. the matched service is unsupported          → relation, note carries reason + alternative
+3. change cues on a supported service          → change
+4. otherwise                                   → reactive, with the catalogue's SLA
+A match below the mapping's confidence threshold keeps its process but goes to the fallback
+queue (when one is configured), and the note says why.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from connector.catalogue import Catalogue, Service, pick_text
+from connector.events import Process, RoutingDecision, ServiceMatch, SLATimes, TicketEvent
+from connector.mapping import Mapping
+from connector.yamlsource import load_data
+
+NOTE_MARKER = "[bpsm-connector]"
+
+
+@cache
+def messages() -> dict[str, dict[str, Any]]:
+    text = resources.files("connector").joinpath("data/messages.yaml").read_text(encoding="utf-8")
+    data: dict[str, dict[str, Any]] = load_data(text)
+    return data
+
+
+def _texts(language: str) -> dict[str, Any]:
+    return messages().get(language) or messages()["en"]
+
+
+def choose_process(match: ServiceMatch, catalogue: Catalogue) -> tuple[Process, Service | None]:
+    if match.service is None:
+        return "relation", None
+    service = catalogue.service(match.service)
+    if not service.supported:
+        return "relation", service
+    if match.change_cues:
+        return "change", service
+    return "reactive", service
+
+
+def sla_times(catalogue: Catalogue, service: Service, start: datetime) -> SLATimes:
+    sla = catalogue.sla_for(service)
+    return SLATimes(response_due=start + sla.response, resolution_due=start + sla.resolution)
+
+
+def decide(
+    event: TicketEvent,
+    match: ServiceMatch,
+    catalogue: Catalogue,
+    mapping: Mapping,
+    now: datetime | None = None,
+) -> RoutingDecision:
+    process, service = choose_process(match, catalogue)
+    queue = mapping.queue_for(process)
+    if process == "reactive" and service is not None and service.id in mapping.services:
+        queue = mapping.services[service.id]
+    low = match.service is not None and match.confidence < mapping.confidence_threshold
+    if low and mapping.fallback:
+        queue = mapping.fallback
+    start = event.created_at or now or datetime.now(UTC)
+    sla = sla_times(catalogue, service, start) if process == "reactive" and service else None
+    tags = ["bpsm", process] + ([service.id] if service else [])
+    if low:
+        tags.append("bpsm-low-confidence")
+    language = event.language_hint or match.language
+    decision = RoutingDecision(
+        process=process,
+        service=service.id if service else None,
+        queue=queue,
+        tags=tuple(tags),
+        note="",
+        language=language,
+        confidence=match.confidence,
+        low_confidence=low,
+        sla=sla,
+    )
+    note = render_note(decision, match, service, mapping)
+    return decision.model_copy(update={"note": note})
+
+
+def render_note(
+    decision: RoutingDecision, match: ServiceMatch, service: Service | None, mapping: Mapping
+) -> str:
+    """The internal note, in the ticket's language, starting with the connector's marker."""
+    lang = decision.language
+    t = _texts(lang)
+    process_name = t["processes"][decision.process]
+    lines = [f"{NOTE_MARKER} " + t["routed"].format(process=process_name, queue=decision.queue)]
+    if service is None:
+        lines.append(t["no_service"].format(guess=match.runner_up or "-"))
+    else:
+        name = pick_text(service.name, lang)
+        lines.append(
+            t["service"].format(
+                service_name=name, service_id=service.id, confidence=decision.confidence
+            )
+        )
+        if match.evidence:
+            lines.append(
+                t["evidence"].format(
+                    evidence=", ".join(
+                        f"{e.word} → {e.term}" if e.word != e.term else e.term
+                        for e in match.evidence
+                    )
+                )
+            )
+        if not service.supported:
+            lines.append(t["unsupported"].format(service_name=name))
+            if service.reason:
+                lines.append(t["reason"].format(reason=pick_text(service.reason, lang)))
+            if service.alternative:
+                lines.append(
+                    t["alternative"].format(alternative=pick_text(service.alternative, lang))
+                )
+        if decision.process == "change":
+            lines.append(t["change"].format(service_name=name, cues=", ".join(match.change_cues)))
+        if service.owner and decision.process in ("change", "relation"):
+            lines.append(t["owner"].format(owner=service.owner))
+    if decision.sla:
+        lines.append(
+            t["sla"].format(
+                response_due=decision.sla.response_due.strftime("%Y-%m-%d %H:%M"),
+                resolution_due=decision.sla.resolution_due.strftime("%Y-%m-%d %H:%M"),
+            )
+        )
+    if decision.low_confidence:
+        lines.append(
+            t["low_confidence"].format(threshold=mapping.confidence_threshold, queue=decision.queue)
+        )
+    return "\n".join(lines)
+
+
+def is_own_note(text: str) -> bool:
+    """True for text the connector wrote (used for loop prevention and idempotent writes)."""
+    return NOTE_MARKER in text

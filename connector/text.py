@@ -1,0 +1,234 @@
+"""Text normalisation: HTML to text, e-mail clutter out, tokens, language guess, stems.
+
+Everything language-specific (stopwords, function words, signature and reply markers) is
+data in ``connector/data/language.yaml``; adding a language means adding lists there and a
+Snowball stemmer name below, not code.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from html.parser import HTMLParser
+from importlib import resources
+
+import snowballstemmer
+
+from connector.yamlsource import load_data
+
+# Snowball algorithm per language code; languages without one are matched unstemmed.
+SNOWBALL = {
+    "en": "english",
+    "nb": "norwegian",
+    "nn": "norwegian",
+    "no": "norwegian",
+    "sv": "swedish",
+    "da": "danish",
+    "de": "german",
+    "fr": "french",
+    "es": "spanish",
+    "nl": "dutch",
+    "fi": "finnish",
+    "it": "italian",
+    "pt": "portuguese",
+}
+
+# Very long tickets (pasted logs) carry no more routing signal after the first pages;
+# cutting keeps classification in milliseconds whatever users paste.
+MAX_CHARS = 20_000
+
+_TOKEN = re.compile(r"[^\W_]+(?:['’.\-/][^\W_]+)*", re.UNICODE)
+_HTML_HINT = re.compile(r"<\s*(?:/?[a-zA-Z][a-zA-Z0-9]*\b[^>]*|!--.*?--)>", re.S)
+_BLOCK_TAGS = {
+    "p",
+    "div",
+    "br",
+    "li",
+    "tr",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "blockquote",
+    "pre",
+    "table",
+    "ul",
+    "ol",
+    "hr",
+}
+_HEADER_LINE = re.compile(
+    r"^\s*(from|to|cc|bcc|sent|date|subject|fra|til|kopi|sendt|dato|emne|emnet)\s*:\s*(.*)$",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class LanguageData:
+    stopwords: dict[str, frozenset[str]]
+    function_words: dict[str, frozenset[str]]
+    signature_markers: tuple[str, ...]
+    reply_markers: tuple[re.Pattern[str], ...]
+    change_cues: dict[str, tuple[str, ...]]
+
+    @property
+    def all_stopwords(self) -> frozenset[str]:
+        return frozenset().union(*self.stopwords.values())
+
+
+@cache
+def language_data() -> LanguageData:
+    raw = load_data(
+        resources.files("connector").joinpath("data/language.yaml").read_text(encoding="utf-8")
+    )
+
+    def sets(key: str) -> dict[str, frozenset[str]]:
+        return {lang: frozenset(fold(w) for w in words) for lang, words in raw[key].items()}
+
+    return LanguageData(
+        stopwords=sets("stopwords"),
+        function_words=sets("function_words"),
+        signature_markers=tuple(
+            sorted(
+                {fold(m) for words in raw["signature_markers"].values() for m in words},
+                key=len,
+                reverse=True,
+            )
+        ),
+        reply_markers=tuple(
+            re.compile(p) for words in raw["reply_markers"].values() for p in words
+        ),
+        change_cues={lang: tuple(words) for lang, words in raw.get("change_cues", {}).items()},
+    )
+
+
+def fold(text: str) -> str:
+    """Unicode-normalise and casefold: 'E-POST' and 'e‑post' compare equal."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return text.replace("\u2011", "-").replace("\u2010", "-").replace("\u2013", "-")
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+        self._quote = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style", "head", "title"):
+            self._skip += 1
+        if tag == "blockquote":
+            # Quoted mail in HTML replies; the new text is outside it.
+            self._quote += 1
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style", "head", "title") and self._skip:
+            self._skip -= 1
+        if tag == "blockquote" and self._quote:
+            self._quote -= 1
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip and not self._quote:
+            self.parts.append(data)
+
+
+def html_to_text(text: str) -> str:
+    """Plain text of an HTML body; plain text passes through (entities decoded once)."""
+    if not _HTML_HINT.search(text):
+        return html.unescape(text) if "&" in text else text
+    parser = _TextExtractor()
+    parser.feed(text)
+    parser.close()
+    return "".join(parser.parts)
+
+
+def _is_signature_start(line: str, markers: Iterable[str]) -> bool:
+    folded = fold(line).strip(" \t,.!-–—:")
+    if not folded:
+        return False
+    for marker in markers:
+        if folded == marker or (
+            folded.startswith(marker + " ") and len(folded) <= len(marker) + 40
+        ):
+            return True
+    return line.strip() in ("--", "-- ", "__")
+
+
+def strip_mail_clutter(text: str) -> str:
+    """Drop quoted replies, forwarded headers, signatures and '>' quotes; keep the message.
+
+    A forward keeps its content (users forward the error they got), only header lines go.
+    A signature marker only cuts when real text came before it, so 'Thanks, the printer…'
+    as an opening line survives.
+    """
+    data = language_data()
+    kept: list[str] = []
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        folded = fold(line)
+        if any(p.search(folded) for p in data.reply_markers):
+            if "forward" in folded or "videresendt" in folded:
+                continue
+            break
+        if line.startswith(">"):
+            continue
+        header = _HEADER_LINE.match(line)
+        if header:
+            if header.group(1).lower() in ("subject", "emne", "emnet"):
+                kept.append(header.group(2))
+            continue
+        content_before = sum(len(k) for k in kept)
+        if content_before >= 15 and _is_signature_start(line, data.signature_markers):
+            break
+        kept.append(line)
+    return "\n".join(kept).strip()
+
+
+def clean_text(text: str) -> str:
+    """HTML → text, mail clutter removed, length-capped."""
+    return strip_mail_clutter(html_to_text(text[: MAX_CHARS * 5]))[:MAX_CHARS]
+
+
+def tokenize(text: str) -> list[str]:
+    """Folded word tokens. Inner hyphens, dots and slashes are dropped so 'e-post', 'epost'
+    and 'E-POST' are one token, and 'wi-fi' equals 'wifi'."""
+    return [re.sub(r"['’.\-/]", "", m.group()) for m in _TOKEN.finditer(fold(text))]
+
+
+def guess_language(tokens: Iterable[str], candidates: Iterable[str], default: str) -> str:
+    """Vote by function words; Norwegian/Danish letters tip a tie. Unknown → default."""
+    data = language_data()
+    langs = [lang for lang in candidates if lang in data.function_words]
+    if not langs:
+        return default
+    votes = dict.fromkeys(langs, 0.0)
+    for token in tokens:
+        for lang in langs:
+            if token in data.function_words[lang]:
+                votes[lang] += 1
+            if lang in ("nb", "nn", "no", "da") and any(ch in token for ch in "æøå"):
+                votes[lang] += 0.5
+    best = max(votes, key=lambda lang: votes[lang])
+    return best if votes[best] > 0 else default
+
+
+@cache
+def _stemmer(lang: str) -> snowballstemmer.BaseStemmer | None:
+    algorithm = SNOWBALL.get(lang)
+    return snowballstemmer.stemmer(algorithm) if algorithm else None
+
+
+@lru_cache(maxsize=200_000)
+def stem(token: str, lang: str) -> str:
+    stemmer = _stemmer(lang)
+    return stemmer.stemWord(token) if stemmer else token

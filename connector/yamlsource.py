@@ -1,0 +1,157 @@
+"""Load YAML while remembering the line of every node, so errors can name file and line.
+
+PyYAML's ``safe_load`` forgets positions and silently keeps the last of two equal keys; both
+hide admin mistakes. We compose the node tree ourselves, record ``path -> line`` and report
+duplicate keys as problems of their own.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Loc = tuple[str | int, ...]
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false. YAML 1.1 also reads yes/no/on/off
+    as booleans, which turns the Norwegian language code `no` into False."""
+
+
+Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def load_data(text: str) -> Any:
+    """safe_load with YAML 1.2 booleans, for the product's own data files."""
+    return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about a configuration file: where it is and what is wrong."""
+
+    file: str
+    line: int
+    path: str
+    message: str
+    severity: str = "error"  # "error" or "warning"
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{self.file}:{self.line}: {prefix}{where}{self.message}"
+
+
+@dataclass
+class YamlDocument:
+    """Plain Python data plus the line of every mapping key and sequence item."""
+
+    file: str
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    constructor: yaml.SafeLoader = field(default_factory=lambda: Yaml12Loader(""), repr=False)
+
+    def line_of(self, loc: Loc) -> int:
+        """The line of ``loc``, or of its nearest ancestor that has one."""
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get((), 1)
+
+
+def format_loc(loc: Loc) -> str:
+    """('services', 3, 'sla', 'response') -> 'services[3].sla.response'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _convert(node: yaml.Node, loc: Loc, doc: YamlDocument) -> Any:
+    doc.lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _convert(key_node, loc + ("<key>",), doc)
+            if isinstance(key, list | dict):
+                doc.problems.append(
+                    Problem(
+                        doc.file,
+                        key_node.start_mark.line + 1,
+                        format_loc(loc),
+                        "a mapping key must be a plain value",
+                    )
+                )
+                continue
+            child = loc + (str(key),)
+            if key in result:
+                doc.problems.append(
+                    Problem(
+                        doc.file,
+                        key_node.start_mark.line + 1,
+                        format_loc(child),
+                        f"duplicate key {key!r} (first on line {doc.lines.get(child, '?')})",
+                    )
+                )
+                continue
+            doc.lines[child] = key_node.start_mark.line + 1
+            result[key] = _convert(value_node, child, doc)
+        doc.lines.pop(loc + ("<key>",), None)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, loc + (i,), doc) for i, item in enumerate(node.value)]
+    # Scalars resolve exactly as safe_load would (ints, bools, nulls, strings).
+    return doc.constructor.construct_object(node, deep=True)
+
+
+def parse_yaml(text: str, file: str) -> YamlDocument:
+    """Parse ``text``; syntax errors become a Problem with the line YAML reports."""
+    doc = YamlDocument(file=file, data=None)
+    try:
+        node = yaml.compose(text, Loader=Yaml12Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        doc.problems.append(Problem(file, line, "", f"YAML syntax error: {exc.problem}"))
+        return doc
+    except yaml.YAMLError as exc:
+        doc.problems.append(Problem(file, 1, "", f"YAML error: {exc}"))
+        return doc
+    if node is None:
+        doc.data = None
+        return doc
+    doc.data = _convert(node, (), doc)
+    return doc
+
+
+def read_yaml(path: str | Path) -> YamlDocument:
+    """Read and parse a YAML file; unreadable files and bad UTF-8 become Problems."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return YamlDocument(name, None, problems=[Problem(name, 0, "", "file not found")])
+    except UnicodeDecodeError as exc:
+        return YamlDocument(
+            name, None, problems=[Problem(name, 1, "", f"not valid UTF-8 ({exc.reason})")]
+        )
+    except OSError as exc:
+        return YamlDocument(name, None, problems=[Problem(name, 0, "", f"cannot read: {exc}")])
+    return parse_yaml(text, name)

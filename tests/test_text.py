@@ -1,0 +1,90 @@
+from connector.text import (
+    clean_text,
+    fold,
+    guess_language,
+    html_to_text,
+    stem,
+    strip_mail_clutter,
+    tokenize,
+)
+
+
+def test_fold_unifies_case_and_dashes():
+    assert fold("E‑POST") == "e-post"
+    assert fold("Straße") == "strasse"
+
+
+def test_tokenize_joins_hyphenated_words_and_keeps_norwegian_letters():
+    assert tokenize("E-post og Wi-Fi på kontoret!") == ["epost", "og", "wifi", "på", "kontoret"]
+    assert tokenize("") == []
+
+
+def test_html_to_text_drops_markup_scripts_and_quotes():
+    body = (
+        "<div>Hello,<br><br>the amount &amp; the VAT are wrong.</div>"
+        "<script>alert(1)</script><blockquote>old quoted mail</blockquote>"
+    )
+    text = html_to_text(body)
+    assert "the amount & the VAT are wrong." in text
+    assert "alert" not in text and "old quoted mail" not in text
+
+
+def test_html_entities_in_plain_text_are_decoded_once():
+    assert html_to_text("a &amp;lt; b") == "a &lt; b"
+
+
+def test_quoted_reply_and_signature_are_removed_en():
+    body = (
+        "Hi,\nOutlook keeps asking for my password.\n\nBest regards,\nKari Nordmann\n"
+        "IT coordinator\n\nOn Mon, 3 Mar 2025 at 10:12, Help <help@example.com> wrote:\n"
+        "> Have you tried restarting?\n"
+    )
+    text = strip_mail_clutter(body)
+    assert "Outlook keeps asking" in text
+    assert "Kari" not in text and "restarting" not in text
+
+
+def test_quoted_reply_and_signature_are_removed_nb():
+    body = (
+        "Hei!\nSkriveren i 2. etasje skriver ikke ut.\n\nMed vennlig hilsen\nOla\n"
+        "Sendt fra min iPhone\n"
+    )
+    text = strip_mail_clutter(body)
+    assert "Skriveren" in text and "Ola" not in text and "iPhone" not in text
+
+
+def test_signature_word_at_the_start_does_not_cut_the_message():
+    assert "VPN" in strip_mail_clutter("Thanks\nthe VPN drops every hour since Monday")
+
+
+def test_forwarded_mail_keeps_its_content_but_not_headers():
+    body = (
+        "See below\n---------- Forwarded message ---------\nFrom: Backup <b@x.no>\n"
+        "Subject: Backup job failed\nThe nightly backup of FILESRV01 failed.\n"
+    )
+    text = strip_mail_clutter(body)
+    assert "nightly backup of FILESRV01 failed" in text
+    assert "Backup job failed" in text
+    assert "b@x.no" not in text
+
+
+def test_language_guess():
+    nb = tokenize("Jeg får ikke logget inn på maskinen min, kan dere hjelpe?")
+    en = tokenize("I cannot log in to my laptop, could you help?")
+    assert guess_language(nb, ["en", "nb"], "en") == "nb"
+    assert guess_language(en, ["en", "nb"], "nb") == "en"
+    assert guess_language(tokenize("12345"), ["en", "nb"], "nb") == "nb"
+    assert guess_language(nb, ["de"], "en") == "en"  # no function words for de: default
+
+
+def test_stems_for_both_languages():
+    # The index keeps both the word and its stem, so "skriveren" meets the keyword "skriver".
+    assert stem("skriveren", "nb") == "skriver"
+    assert stem("passordet", "nb") == "passord"
+    assert stem("printers", "en") == stem("printer", "en")
+    assert stem("word", "xx") == "word"  # no stemmer: unchanged
+
+
+def test_clean_text_caps_very_long_input():
+    text = clean_text("printer " * 200_000)
+    assert len(text) <= 20_000
