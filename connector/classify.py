@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -32,8 +32,14 @@ from connector.yamlsource import load_data
 FIELD_WEIGHT = {"name": 3.0, "keyword": 2.0, "thesaurus": 1.2, "description": 0.6}
 # Words of a multi-word name or keyword also count alone, at this share of the phrase weight.
 PART_SHARE = 0.5
+# ...unless the word is not IT vocabulary (not in the thesaurus): "home" of "home care" or
+# "new" of "new employee" says little on its own.
+PLAIN_PART_SHARE = 0.1
 # A description link from a thesaurus concept is weaker evidence than a name/keyword link.
 DESCRIPTION_LINK = 0.5
+SIBLING_LINK = 0.5
+SIBLING_FULL = 3.0  # linked concepts of a topic at which siblings reach SIBLING_LINK
+PHRASE_WORD_LINK = 0.0  # measured: linking by words inside concept phrases hurt
 QUALITY = {"exact": 1.0, "stem": 0.95, "phrase": 1.0, "compound": 0.8, "fuzzy": 0.7}
 SUBJECT_BOOST = 1.5
 LENGTH_NORM = 0.3  # BM25's b over the number of terms a service has
@@ -42,12 +48,15 @@ STRENGTH_SCALE = 4.0  # score at which strength reaches 1 - 1/e
 MIN_FUZZY_LEN = 5
 MIN_COMPOUND_LEN = 6
 MIN_PART_LEN = 3
+COMPOUNDING = frozenset({"nb", "nn", "no", "da", "sv", "de", "nl", "fi", "is"})
+MIN_TAIL_LEN = 5
 
 
 @dataclass(frozen=True)
 class Concept:
     id: str
     terms: dict[str, tuple[str, ...]]  # language -> terms
+    topic: str = ""  # concepts of one topic (one thesaurus file) are siblings
 
 
 @cache
@@ -57,11 +66,12 @@ def shipped_thesaurus() -> tuple[Concept, ...]:
     concepts: list[Concept] = []
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            concepts += parse_thesaurus(load_data(entry.read_text(encoding="utf-8")))
+            topic = entry.name.removesuffix(".yaml")
+            concepts += parse_thesaurus(load_data(entry.read_text(encoding="utf-8")), topic)
     return tuple(concepts)
 
 
-def parse_thesaurus(raw: dict[str, object]) -> tuple[Concept, ...]:
+def parse_thesaurus(raw: dict[str, object], topic: str = "") -> tuple[Concept, ...]:
     concepts = raw.get("concepts", []) if isinstance(raw, dict) else []
     out = []
     for item in concepts if isinstance(concepts, list) else []:
@@ -70,7 +80,7 @@ def parse_thesaurus(raw: dict[str, object]) -> tuple[Concept, ...]:
             for lang, words in item.items()
             if lang != "id" and isinstance(words, list)
         }
-        out.append(Concept(id=str(item["id"]), terms=terms))
+        out.append(Concept(id=str(item["id"]), terms=terms, topic=topic))
     return tuple(out)
 
 
@@ -115,10 +125,15 @@ class CatalogueIndex:
     idf: dict[str, float] = field(default_factory=dict)
     norm: list[float] = field(default_factory=list)
     deletes: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    cues: dict[str, list[tuple[tuple[frozenset[str], ...], str]]] = field(
+    cues: dict[str, list[tuple[tuple[frozenset[str], ...], str, int]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    cue_groups: list[tuple[str, float]] = field(default_factory=list)
+    change_threshold: float = 2.0
     stopwords: frozenset[str] = frozenset()
+    it_vocabulary: frozenset[str] = frozenset()
+    compounding: tuple[str, ...] = ()  # languages that write compounds as one word
+    _concept_phrase_words: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     _token_cache: dict[str, list[tuple[Posting, str, str]]] = field(default_factory=dict)
 
     # ----- building -------------------------------------------------------------------------
@@ -152,7 +167,12 @@ class CatalogueIndex:
             self._add_deletes(word)
         if add_parts:
             for word in words:
-                self._add_term(service, word, source, weight * PART_SHARE, add_parts=False)
+                share = PART_SHARE if self.is_it_word(word) else PLAIN_PART_SHARE
+                self._add_term(service, word, source, weight * share, add_parts=False)
+
+    def is_it_word(self, word: str) -> bool:
+        """True when the thesaurus knows the word (in any of its forms) as an IT term."""
+        return not self.keys(word).isdisjoint(self.it_vocabulary)
 
     def _add_deletes(self, word: str) -> None:
         if len(word) >= MIN_FUZZY_LEN and not word.isdigit():
@@ -169,10 +189,11 @@ class CatalogueIndex:
         for words in service.keywords.values():
             terms += [(w, "keyword", FIELD_WEIGHT["keyword"], True) for w in words]
         for text in service.description.values():
+            # Descriptions are prose: only their IT words carry signal.
             terms += [
                 (w, "description", FIELD_WEIGHT["description"], False)
                 for w in tokenize(text)
-                if len(w) > 2
+                if len(w) > 2 and self.is_it_word(w)
             ]
         terms += [(service.id.replace("-", " "), "name", FIELD_WEIGHT["name"] * 0.5, True)]
         return terms
@@ -180,18 +201,35 @@ class CatalogueIndex:
     def _linked_concepts(
         self,
         terms: list[tuple[str, str, float, bool]],
-        concept_keys: dict[str, set[int]],
-        phrase_keys: dict[str, set[int]],
+        concept_words: dict[str, set[int]],
+        concept_phrases: dict[str, list[tuple[int, tuple[frozenset[str], ...]]]],
     ) -> dict[int, float]:
-        """Concepts a service's own terms mention, with the strength of the link."""
+        """Concepts a service's own terms mention, with the strength of the link.
+
+        A term links a concept when they share a form (word, or stem in any language);
+        multi-word terms must match a concept phrase word for word."""
         strength: dict[int, float] = defaultdict(float)
         description_hits: dict[int, int] = defaultdict(int)
+        weak: dict[int, float] = {}
+        concept_phrase_words = self._concept_phrase_words
         for term, source, _, _ in terms:
             words = tokenize(term)
-            canonical = " ".join(min(self.keys(w)) for w in words)
-            hits = phrase_keys.get(canonical, set()) if len(words) > 1 else set()
+            hits: set[int] = set()
             if len(words) == 1 and words[0] not in self.stopwords:
-                hits = concept_keys.get(canonical, set())
+                for key in self.keys(words[0]):
+                    hits |= concept_words.get(key, set())
+                    if source != "description" and PHRASE_WORD_LINK > 0:
+                        # "pc" links the concept whose symptoms say "treg pc", more weakly.
+                        for concept in concept_phrase_words.get(key, ()):
+                            weak.setdefault(concept, PHRASE_WORD_LINK)
+            elif len(words) > 1:
+                keys = [self.keys(w) for w in words]
+                for key in keys[0]:
+                    for concept, phrase in concept_phrases.get(key, ()):
+                        if len(phrase) == len(keys) and all(
+                            a & b for a, b in zip(phrase, keys, strict=True)
+                        ):
+                            hits.add(concept)
             for concept in hits:
                 if source == "description":
                     description_hits[concept] += 1
@@ -200,30 +238,42 @@ class CatalogueIndex:
         for concept, count in description_hits.items():
             if concept not in strength and count >= 2:
                 strength[concept] = DESCRIPTION_LINK
+        for concept, value in weak.items():
+            if concept not in strength:
+                strength[concept] = value
         return strength
 
     def build(self, concepts: Sequence[Concept]) -> CatalogueIndex:
         self.services = list(self.catalogue.services)
+        self.compounding = tuple(lang for lang in self.languages if lang in COMPOUNDING)
         self.stopwords = language_data().all_stopwords
         concept_terms: list[list[str]] = [
             [t for words in c.terms.values() for t in words] for c in concepts
         ]
-        concept_keys: dict[str, set[int]] = defaultdict(set)  # single-word canonical → concepts
-        phrase_keys: dict[str, set[int]] = defaultdict(set)  # multi-word canonical → concepts
+        concept_words: dict[str, set[int]] = defaultdict(set)  # word key → concepts
+        concept_phrases: dict[str, list[tuple[int, tuple[frozenset[str], ...]]]] = defaultdict(list)
         for index, terms in enumerate(concept_terms):
             for term in terms:
                 words = tokenize(term)
-                if not words:
-                    continue
-                canonical = " ".join(min(self.keys(w)) for w in words)
-                (concept_keys if len(words) == 1 else phrase_keys)[canonical].add(index)
+                if len(words) == 1 and words[0] not in self.stopwords:
+                    for key in self.keys(words[0]):
+                        concept_words[key].add(index)
+                elif len(words) > 1:
+                    keys = tuple(self.keys(w) for w in words)
+                    for key in keys[0]:
+                        concept_phrases[key].append((index, keys))
+                    for word in words:
+                        if word not in self.stopwords and len(word) > 1:
+                            self._concept_phrase_words[word].add(index)
+        self.it_vocabulary = frozenset(concept_words)
         sizes = []
         for number, service in enumerate(self.services):
             own = self._service_terms(service)
             before = self._count_terms()
             for term, source, weight, parts in own:
                 self._add_term(number, term, source, weight, parts)
-            for concept, strength in self._linked_concepts(own, concept_keys, phrase_keys).items():
+            linked = self._linked_concepts(own, concept_words, concept_phrases)
+            for concept, strength in _with_siblings(linked, concepts).items():
                 label = f"thesaurus:{concepts[concept].id}"
                 for term in concept_terms[concept]:
                     self._add_term(
@@ -258,17 +308,23 @@ class CatalogueIndex:
         }
 
     def _build_cues(self) -> None:
-        builtin = language_data().change_cues
-        merged: dict[str, list[str]] = defaultdict(list)
-        for source in (builtin, self.catalogue.change_cues):
+        """Change-intent signal groups (language data + the catalogue's change_cues)."""
+        intent = language_data().change_intent
+        explicit: dict[str, list[str]] = defaultdict(list)
+        for source in (language_data().change_cues, self.catalogue.change_cues):
             for lang, cues in source.items():
-                merged[lang] += cues
-        for cues in merged.values():
-            for cue in cues:
+                explicit[lang] += cues
+        groups: list[tuple[str, float, Mapping[str, Sequence[str]]]] = [
+            ("explicit", intent.explicit_weight, explicit),
+            *intent.signals,
+        ]
+        for group, (name, weight, phrases) in enumerate(groups):
+            self.cue_groups.append((name, weight))
+            for cue in (c for cues in phrases.values() for c in cues):
                 keys = self._term_keys(cue)
-                if keys:
-                    for key in keys[0]:
-                        self.cues[key].append((keys, cue))
+                for key in keys[0] if keys else ():
+                    self.cues[key].append((keys, cue, group))
+        self.change_threshold = intent.threshold
 
     # ----- matching -------------------------------------------------------------------------
 
@@ -310,16 +366,28 @@ class CatalogueIndex:
         best_len = 0
         for cut in range(MIN_PART_LEN, len(word) - MIN_PART_LEN + 1):
             head, tail = word[:cut], word[cut:]
-            tail_hits = self._direct(tail, "compound") if len(tail) >= MIN_PART_LEN + 1 else []
-            head_hits = self._direct(head, "compound")
+            tail_hits = self._part(tail) if len(tail) >= MIN_TAIL_LEN else []
+            head_hits = self._part(head)
             if not head_hits and head[-1] in "se" and len(head) > MIN_PART_LEN + 1:
-                head_hits = self._direct(head[:-1], "compound")
-            if head_hits and len(head) < 5 and not tail_hits:
-                head_hits = []
+                head_hits = self._part(head[:-1])  # linking -s-/-e-: "eksamen|s|system"
+            if head_hits and not tail_hits and (len(head) < 5 or len(tail) < 4):
+                head_hits = []  # "konto|ret" is "kontoret", an inflection, not a compound
             covered = (len(head) if head_hits else 0) + (len(tail) if tail_hits else 0)
             if covered > best_len:
                 best, best_len = head_hits + tail_hits, covered
         return best
+
+    def _part(self, part: str) -> list[tuple[Posting, str, str]]:
+        """Postings of a compound part: the part as written or stemmed in a compounding
+        language (English stems of fragments, "ecting" → "ect", match nonsense)."""
+        out = []
+        seen: set[tuple[int, str]] = set()
+        for key in {part, *(stem(part, lang) for lang in self.compounding)}:
+            for posting in self.postings.get(key, ()):
+                if (posting.service, posting.term) not in seen:
+                    seen.add((posting.service, posting.term))
+                    out.append((posting, "compound", part))
+        return out
 
     def _fuzzy(self, word: str) -> list[tuple[Posting, str, str]]:
         limit = 2 if len(word) >= 9 else 1
@@ -349,34 +417,33 @@ class CatalogueIndex:
                     hits.append((phrase, i))
         return hits
 
-    def change_cues(self, tokens: Sequence[Token]) -> tuple[str, ...]:
-        found: list[str] = []
+    def change_intent(self, tokens: Sequence[Token]) -> tuple[float, tuple[str, ...]]:
+        """Score of the change-intent groups that occur (each once) and the cues seen."""
+        groups: dict[int, str] = {}
         words = [t.text for t in tokens]
-        for i, word in enumerate(words):
-            for key in self.keys(word):
-                for keys, cue in self.cues.get(key, ()):
-                    n = len(keys)
+        keys = [self.keys(w) for w in words]
+        for i in range(len(words)):
+            for key in keys[i]:
+                for cue_keys, cue, group in self.cues.get(key, ()):
+                    n = len(cue_keys)
                     if (
-                        i + n <= len(words)
-                        and all(self.keys(words[i + j]) & keys[j] for j in range(1, n))
-                        and cue not in found
+                        group not in groups
+                        and i + n <= len(words)
+                        and all(keys[i + j] & cue_keys[j] for j in range(1, n))
                     ):
-                        found.append(cue)
-        return tuple(found)
+                        groups[group] = cue
+        score = sum(self.cue_groups[g][1] for g in groups)
+        positive = tuple(cue for g, cue in sorted(groups.items()) if self.cue_groups[g][1] > 0)
+        return round(score, 3), positive
 
-    def classify(
-        self, body: str, subject: str = "", language_hint: str | None = None
-    ) -> ServiceMatch:
-        tokens = ticket_tokens(subject, body)
-        default = self.catalogue.languages[0] if self.catalogue.languages else "en"
-        language = language_hint or guess_language(
-            (t.text for t in tokens), self.catalogue.languages, default
-        )
+    def candidates(
+        self, tokens: Sequence[Token]
+    ) -> tuple[list[tuple[float, int]], dict[int, list[_Hit]]]:
+        """Every service with any evidence, best first: (score, service index), and hits."""
         hits: dict[int, dict[str, _Hit]] = defaultdict(dict)
 
         def record(posting: Posting, how: str, word: str, in_subject: bool) -> None:
-            quality = QUALITY[how]
-            weight = posting.weight * self.idf.get(posting.term, 1.0) * quality
+            weight = posting.weight * self.idf.get(posting.term, 1.0) * QUALITY[how]
             if in_subject:
                 weight *= SUBJECT_BOOST
             current = hits[posting.service].get(posting.term)
@@ -404,7 +471,19 @@ class CatalogueIndex:
             ((sum(h.weight for h in kept[s]) / self.norm[s], s) for s in kept),
             key=lambda item: (-item[0], self.services[item[1]].id),
         )
-        cues = self.change_cues(tokens)
+        return scored, kept
+
+    def classify(
+        self, body: str, subject: str = "", language_hint: str | None = None
+    ) -> ServiceMatch:
+        tokens = ticket_tokens(subject, body)
+        default = self.catalogue.languages[0] if self.catalogue.languages else "en"
+        language = language_hint or guess_language(
+            (t.text for t in tokens), self.catalogue.languages, default
+        )
+        scored, kept = self.candidates(tokens)
+        change_score, cues = self.change_intent(tokens)
+        is_change = change_score >= self.change_threshold
         if not scored or scored[0][0] < MIN_SCORE:
             return ServiceMatch(
                 service=None,
@@ -412,14 +491,14 @@ class CatalogueIndex:
                 confidence=_confidence(scored),
                 language=language,
                 change_cues=cues,
+                change_score=change_score,
+                change_intent=is_change,
                 runner_up=self.services[scored[0][1]].id if scored else None,
                 runner_up_score=round(scored[0][0], 3) if scored else 0.0,
             )
         best_score, best = scored[0]
         runner = scored[1] if len(scored) > 1 else None
-        evidence = sorted(
-            (h.evidence for h in kept[best]), key=lambda e: (-e.weight, e.term)
-        )[:6]
+        evidence = sorted((h.evidence for h in kept[best]), key=lambda e: (-e.weight, e.term))[:6]
         return ServiceMatch(
             service=self.services[best].id,
             score=round(best_score, 3),
@@ -429,7 +508,32 @@ class CatalogueIndex:
             runner_up=self.services[runner[1]].id if runner else None,
             runner_up_score=round(runner[0], 3) if runner else 0.0,
             change_cues=cues,
+            change_score=change_score,
+            change_intent=is_change,
         )
+
+
+def _with_siblings(linked: dict[int, float], concepts: Sequence[Concept]) -> dict[int, float]:
+    """Extend a service's concepts to their topic siblings, by how much of the topic it covers.
+
+    A service whose keywords name laptops, monitors and docking stations is about workplace
+    hardware, so "blue screen" and "won't boot" (same topic) are its symptoms too; a service
+    that mentions one monitor among other things gets the siblings only faintly."""
+    if SIBLING_LINK <= 0:
+        return linked
+    by_topic: dict[str, list[int]] = defaultdict(list)
+    for index, concept in enumerate(concepts):
+        if concept.topic:
+            by_topic[concept.topic].append(index)
+    result = dict(linked)
+    for members in by_topic.values():
+        covered = sum(linked.get(m, 0.0) for m in members)
+        if covered <= 0:
+            continue
+        share = SIBLING_LINK * min(1.0, covered / SIBLING_FULL)
+        for member in members:
+            result[member] = max(result.get(member, 0.0), share)
+    return result
 
 
 def _one_term_per_word(terms: dict[str, _Hit]) -> list[_Hit]:

@@ -35,7 +35,9 @@ class ServiceMatch(_Frozen):
     evidence: tuple[Evidence, ...] = ()
     runner_up: str | None = None
     runner_up_score: float = 0.0
-    change_cues: tuple[str, ...] = ()
+    change_cues: tuple[str, ...] = ()  # change-intent evidence
+    change_score: float = 0.0
+    change_intent: bool = False
 
 
 class SLATimes(_Frozen):

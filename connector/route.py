@@ -41,7 +41,7 @@ def choose_process(match: ServiceMatch, catalogue: Catalogue) -> tuple[Process, 
     service = catalogue.service(match.service)
     if not service.supported:
         return "relation", service
-    if match.change_cues:
+    if match.change_intent:
         return "change", service
     return "reactive", service
 

@@ -69,12 +69,20 @@ _HEADER_LINE = re.compile(
 
 
 @dataclass(frozen=True)
+class ChangeIntent:
+    threshold: float
+    explicit_weight: float
+    signals: tuple[tuple[str, float, dict[str, tuple[str, ...]]], ...]  # name, weight, phrases
+
+
+@dataclass(frozen=True)
 class LanguageData:
     stopwords: dict[str, frozenset[str]]
     function_words: dict[str, frozenset[str]]
     signature_markers: tuple[str, ...]
     reply_markers: tuple[re.Pattern[str], ...]
     change_cues: dict[str, tuple[str, ...]]
+    change_intent: ChangeIntent
 
     @property
     def all_stopwords(self) -> frozenset[str]:
@@ -90,6 +98,7 @@ def language_data() -> LanguageData:
     def sets(key: str) -> dict[str, frozenset[str]]:
         return {lang: frozenset(fold(w) for w in words) for lang, words in raw[key].items()}
 
+    intent = raw["change_intent"]
     return LanguageData(
         stopwords=sets("stopwords"),
         function_words=sets("function_words"),
@@ -104,6 +113,18 @@ def language_data() -> LanguageData:
             re.compile(p) for words in raw["reply_markers"].values() for p in words
         ),
         change_cues={lang: tuple(words) for lang, words in raw.get("change_cues", {}).items()},
+        change_intent=ChangeIntent(
+            threshold=float(intent["threshold"]),
+            explicit_weight=float(intent["explicit_weight"]),
+            signals=tuple(
+                (
+                    str(group["name"]),
+                    float(group["weight"]),
+                    {lang: tuple(v) for lang, v in group.items() if lang not in ("name", "weight")},
+                )
+                for group in intent["signals"]
+            ),
+        ),
     )
 
 
@@ -153,6 +174,8 @@ def html_to_text(text: str) -> str:
 
 
 def _is_signature_start(line: str, markers: Iterable[str]) -> bool:
+    if line.strip() in ("--", "__"):  # the classic "-- " signature separator
+        return True
     folded = fold(line).strip(" \t,.!-–—:")
     if not folded:
         return False
@@ -161,7 +184,7 @@ def _is_signature_start(line: str, markers: Iterable[str]) -> bool:
             folded.startswith(marker + " ") and len(folded) <= len(marker) + 40
         ):
             return True
-    return line.strip() in ("--", "-- ", "__")
+    return False
 
 
 def strip_mail_clutter(text: str) -> str:
