@@ -1,0 +1,190 @@
+"""The small interface every helpdesk module implements.
+
+A host module (`connector/hosts/<name>.py`) defines one subclass of `Host` and sets
+`HOST = ThatClass`. Parsing and signature checks are pure (headers + bytes in, TicketEvent
+out); only `HostClient` does I/O, through an `HttpTransport` that tests can swap.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping as AbcMapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal, Protocol
+
+from connector.config import HostSettings
+from connector.events import RoutingDecision, TicketEvent
+from connector.mapping import Mapping
+
+
+class BadPayload(Exception):
+    """The body is not what this host sends (→ 400). `field` names what is wrong."""
+
+    def __init__(self, message: str, field: str | None = None):
+        self.field = field
+        super().__init__(message)
+
+
+class Unauthorized(Exception):
+    """Missing or wrong signature/token (→ 401)."""
+
+
+class HostError(Exception):
+    """A helpdesk call failed. `permanent` ones go to dead letters instead of retrying."""
+
+    def __init__(self, message: str, permanent: bool = False, retry_after: float | None = None):
+        self.permanent = permanent
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class HeaderLookup(Protocol):
+    def get(self, key: str, /) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    method: str
+    headers: HeaderLookup  # werkzeug Headers (case-insensitive) or a plain dict
+    body: bytes
+    query: AbcMapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        value = self.headers.get(name)
+        if value is None and isinstance(self.headers, dict):
+            lowered = {k.lower(): v for k, v in self.headers.items()}
+            value = lowered.get(name.lower())
+        return value
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """An event the connector deliberately does not act on (→ 200)."""
+
+    reason: str
+    ticket_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    outcome: Literal["applied", "shadow", "override", "dry-run"]
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class NewTicket:
+    """A ticket the connector opens itself (proactive maintenance, improvement)."""
+
+    queue: str
+    title: str
+    body: str
+    tags: tuple[str, ...] = ()
+    language: str = "en"
+
+
+class HostClient(ABC):
+    """Talks to one helpdesk's API. Every write must be safe to repeat (see apply)."""
+
+    @abstractmethod
+    def apply(self, event: TicketEvent, decision: RoutingDecision, mode: str) -> ApplyResult:
+        """Move/tag/annotate the ticket. Must be idempotent: a retry after a lost answer
+        must not add a second note (look for the connector's marker first), and a ticket an
+        agent has already moved (its queue differs from `event.queue`) is not moved back."""
+
+    def poll(self, since: str | None) -> tuple[list[TicketEvent], str | None]:
+        """New/changed tickets since the high-water mark; returns events and the new mark."""
+        raise NotImplementedError
+
+    def create_ticket(self, ticket: NewTicket) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most hosts keep no session
+        """Release sessions (GLPI's killSession); default: nothing to do."""
+
+
+class Host(ABC):
+    name: ClassVar[str]
+    polling: ClassVar[bool] = False  # True when the host has no webhooks (RT, GLPI ≤ 10)
+
+    def __init__(self, settings: HostSettings, mapping: Mapping):
+        self.settings = settings
+        self.mapping = mapping
+
+    def verify(self, request: WebhookRequest) -> None:  # noqa: B027 - optional hook
+        """Raise Unauthorized unless the request is signed with the configured secret.
+
+        Default: no verification possible; hosts with signatures override this."""
+
+    @abstractmethod
+    def parse(self, request: WebhookRequest) -> TicketEvent | Ignored:
+        """Turn a webhook into a TicketEvent; raise BadPayload naming what is wrong."""
+
+    def client(self) -> HostClient:
+        raise NotImplementedError(f"{self.name}: no API client")
+
+    def challenge(self, request: WebhookRequest) -> str | None:
+        """Answer to a GET verification challenge, if the host uses one."""
+        return None
+
+
+# ----- helpers shared by host modules -------------------------------------------------------
+
+
+def hmac_hex(secret: str, message: bytes, digest: str) -> str:
+    return hmac.new(secret.encode("utf-8"), message, digest).hexdigest()
+
+
+def same(a: str | None, b: str) -> bool:
+    """Constant-time comparison (timing must not reveal how much of a signature matched)."""
+    if a is None:
+        return False
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape")
+    )
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """Decode a JSON object body or raise BadPayload with a precise reason."""
+    if not body.strip():
+        raise BadPayload("empty body; expected a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadPayload(f"body is not valid UTF-8 (byte {exc.start})") from exc
+    try:
+        data = json.loads(text)
+    except RecursionError as exc:
+        raise BadPayload("JSON is nested too deeply") from exc
+    except json.JSONDecodeError as exc:
+        raise BadPayload(
+            f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise BadPayload(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def need(data: AbcMapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """data[key] of the given type, else BadPayload naming `where.key`."""
+    path = f"{where}.{key}" if where else key
+    if key not in data or data[key] is None:
+        raise BadPayload(f"missing field {path}", path)
+    value = data[key]
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise BadPayload(f"field {path} has the wrong type (bool)", path)
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise BadPayload(f"field {path} must be {names}, got {type(value).__name__}", path)
+    return value
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -1,0 +1,138 @@
+"""HTTP to helpdesk APIs: one requests session, timeouts, tenacity retries, clear errors.
+
+Short in-call retries ride out a blip (a 502 from a proxy, a 429 with Retry-After of a few
+seconds); a longer outage surfaces as a transient HostError so the job is retried later
+with backoff instead of holding a worker thread for minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from tenacity import (
+    RetryCallState,
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from connector.hosts.base import HostError
+
+log = logging.getLogger("bpsm.http")
+
+RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+MAX_INLINE_RETRY_AFTER = 5.0  # longer waits go back to the queue
+
+
+class RetryableResponse(Exception):
+    def __init__(self, response: requests.Response):
+        self.response = response
+        super().__init__(f"HTTP {response.status_code}")
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            import time
+
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, RetryableResponse):
+        after = retry_after_seconds(exc.response)
+        if after is not None:
+            return min(after, MAX_INLINE_RETRY_AFTER)
+    return float(wait_exponential(multiplier=0.25, max=2.0)(state))
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, RetryableResponse):
+        after = retry_after_seconds(exc.response)
+        return after is None or after <= MAX_INLINE_RETRY_AFTER
+    return isinstance(exc, requests.ConnectionError | requests.Timeout)
+
+
+ErrorText = Callable[[requests.Response], str]
+
+
+def default_error_text(response: requests.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:200].strip()
+    return str(data)[:300]
+
+
+class HttpTransport:
+    """A requests session bound to one base URL. Tests may pass their own session."""
+
+    def __init__(
+        self,
+        base_url: str,
+        host: str,
+        timeout: float = 10.0,
+        session: requests.Session | None = None,
+        attempts: int = 3,
+        error_text: ErrorText = default_error_text,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.host = host
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.session.headers.setdefault("User-Agent", "bpsm-connector")
+        self.error_text = error_text
+        self._send = retry(
+            retry=retry_if_exception(_retryable),
+            wait=_wait,
+            stop=stop_after_attempt(attempts),
+            reraise=True,
+        )(self._send_once)
+
+    def url(self, path: str) -> str:
+        return path if path.startswith("http") else f"{self.base_url}/{path.lstrip('/')}"
+
+    def _send_once(self, method: str, path: str, kwargs: dict[str, Any]) -> requests.Response:
+        response = self.session.request(method, self.url(path), timeout=self.timeout, **kwargs)
+        if response.status_code in RETRY_STATUSES:
+            raise RetryableResponse(response)
+        return response
+
+    def request(
+        self, method: str, path: str, ok: tuple[int, ...] = (200, 201, 204, 206), **kwargs: Any
+    ) -> requests.Response:
+        """Send with retries; non-`ok` answers become HostError (permanent for 4xx)."""
+        try:
+            response = self._send(method, path, kwargs)
+        except RetryableResponse as exc:
+            response = exc.response
+        except requests.Timeout as exc:
+            raise HostError(
+                f"{self.host}: {method} {path} timed out after {self.timeout}s "
+                "(the write may have been saved; the retry checks first)"
+            ) from exc
+        except requests.ConnectionError as exc:
+            raise HostError(
+                f"{self.host}: cannot connect to {self.base_url} ({type(exc).__name__})"
+            ) from exc
+        if response.status_code in ok:
+            return response
+        status = response.status_code
+        detail = self.error_text(response)
+        message = f"{self.host}: {method} {path} answered {status}: {detail}"
+        if status in RETRY_STATUSES:
+            raise HostError(message, retry_after=retry_after_seconds(response))
+        raise HostError(message, permanent=True)

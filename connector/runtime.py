@@ -1,0 +1,171 @@
+"""Wiring: settings → store, catalogue index, mappings, host modules, job queue.
+
+One Runtime per process. The web layer uses it to record and enqueue; workers use it to
+process. Nothing here decides anything: that is classify/route (pure) and the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from huey import Huey, RedisHuey, SqliteHuey
+
+from connector.catalogue import load_catalogue
+from connector.classify import CatalogueIndex, build_index
+from connector.config import Mode, Settings, load_settings
+from connector.hosts import host_classes
+from connector.hosts.base import Host, HostClient
+from connector.mapping import Mapping, load_mapping
+from connector.store import Store
+from connector.worker import process_delivery
+
+log = logging.getLogger("bpsm.runtime")
+
+
+def make_huey(settings: Settings) -> Huey:
+    if settings.redis_url:
+        return RedisHuey(settings.queue_name, url=settings.redis_url, results=False)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey(
+        settings.queue_name, filename=str(settings.data_dir / "queue.db"), results=False
+    )
+
+
+class Runtime:
+    def __init__(self, settings: Settings | None = None, index: CatalogueIndex | None = None):
+        self.settings = settings or load_settings(host_names=tuple(host_classes()))
+        self.store = Store(self.settings.database)
+        self.index = index or build_index(load_catalogue(self.settings.catalogue_path))
+        self._mappings: dict[str, Mapping] = {}
+        self._hosts: dict[str, Host] = {}
+        self._clients: dict[str, HostClient] = {}
+        self._lock = threading.Lock()
+        self.huey = make_huey(self.settings)
+        self._task = self.huey.task(name="bpsm.process_delivery")(self._run_task)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+
+    # ----- hosts ----------------------------------------------------------------------------
+
+    def mapping(self, host: str) -> Mapping:
+        if host not in self._mappings:
+            settings = self.settings.host(host)
+            path = (
+                Path(settings.mapping_path)
+                if settings.mapping_path
+                else (self.settings.mappings_dir / f"{host}.yaml")
+            )
+            self._mappings[host] = load_mapping(path) if path.exists() else Mapping(host=host)
+        return self._mappings[host]
+
+    def host(self, name: str) -> Host:
+        with self._lock:
+            if name not in self._hosts:
+                cls = host_classes()[name]
+                self._hosts[name] = cls(self.settings.host(name), self.mapping(name))
+            return self._hosts[name]
+
+    def client(self, name: str) -> HostClient:
+        host = self.host(name)
+        with self._lock:
+            if name not in self._clients:
+                self._clients[name] = host.client()
+            return self._clients[name]
+
+    def mode(self, host: str) -> Mode:
+        """dry-run for any host without a URL, whatever BPSM_MODE says."""
+        if not self.settings.host(host).configured:
+            return "dry-run"
+        return self.settings.effective_mode()
+
+    # ----- queue ----------------------------------------------------------------------------
+
+    def _run_task(self, delivery_pk: int) -> str:
+        return process_delivery(self, delivery_pk)
+
+    def enqueue(self, delivery_pk: int, delay: float | None = None) -> None:
+        if delay:
+            self._task.schedule((delivery_pk,), delay=delay)
+        else:
+            self._task(delivery_pk)
+
+    def sweep(self, grace: float | None = None) -> int:
+        """Re-enqueue deliveries nobody is working on (lost enqueue, killed worker)."""
+        grace = self.settings.lease_seconds if grace is None else grace
+        ids = self.store.due_for_enqueue(grace)
+        for pk in ids:
+            self.enqueue(pk)
+        if ids:
+            log.info("sweep re-enqueued deliveries", extra={"count": len(ids)})
+        return len(ids)
+
+    def status_counts(self) -> dict[str, int]:
+        return {
+            status: self.store.count_deliveries(status)
+            for status in ("queued", "processing", "dead")
+        }
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            try:
+                client.close()
+            except Exception as exc:  # shutting down: report, do not mask other closes
+                log.warning("closing client failed", extra={"error": repr(exc)})
+        self.store.engine.dispose()
+
+
+class BackgroundWorker:
+    """The in-process job consumer of `bpsm serve` (and the body of `bpsm worker`):
+    huey's consumer threads plus a sweep thread that recovers abandoned deliveries."""
+
+    def __init__(self, rt: Runtime, workers: int = 2, sweep_interval: float = 5.0):
+        self.rt = rt
+        self.consumer: Any = rt.huey.create_consumer(
+            workers=workers,
+            worker_type="thread",
+            periodic=False,
+            check_worker_health=False,
+            initial_delay=0.05,
+            max_delay=0.5,
+            backoff=1.2,
+        )
+        self.sweep_interval = sweep_interval
+        self._stop = threading.Event()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="bpsm-sweep", daemon=True)
+
+    def start(self) -> None:
+        # huey installs signal handlers in start(); only the main thread may do that.
+        if threading.current_thread() is not threading.main_thread():
+            self.consumer._set_signal_handlers = lambda: None
+        self.consumer.start()
+        self._sweeper.start()
+
+    def _sweep_loop(self) -> None:
+        # At start-up everything not finished is fair game: the previous process is gone.
+        first = True
+        while not self._stop.is_set():
+            try:
+                self.rt.sweep(grace=0.0 if first else None)
+                first = False
+            except Exception as exc:  # the database may be briefly unavailable
+                log.warning("sweep failed", extra={"error": repr(exc)})
+            self._stop.wait(self.sweep_interval)
+
+    def stop(self, graceful: bool = True) -> None:
+        self._stop.set()
+        self.consumer.stop(graceful=graceful)
+        self._sweeper.join(timeout=5)
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -1,0 +1,524 @@
+"""Durable state (SQLAlchemy Core): deliveries, routings (the audit log), dead letters, pollers.
+
+The store, not the job queue, is the source of truth. A webhook is acknowledged only after
+its delivery row is committed; the queue merely wakes workers. A worker *claims* a delivery
+with a lease (one atomic UPDATE), so a worker killed with SIGKILL loses nothing: the lease
+expires and the sweep enqueues the delivery again. One routing row per (host, ticket) makes
+a ticket's decision unique however many events and workers race for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from connector.events import TicketEvent
+
+SCHEMA_VERSION = 1
+metadata = MetaData()
+
+schema_version = Table("bpsm_schema", metadata, Column("version", Integer, nullable=False))
+
+deliveries = Table(
+    "bpsm_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(40), nullable=False),
+    Column("delivery_id", String(200), nullable=False),
+    Column("ticket_id", String(100), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("event", Text, nullable=False),  # TicketEvent as JSON
+    # queued → processing → done | dead ; processing with an expired lease is retaken
+    Column("status", String(20), nullable=False, index=True),
+    Column("outcome", String(40)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("received_at", Float, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("enqueued_at", Float, nullable=False),
+    Column("lease_until", Float),
+    Column("finished_at", Float),
+    Column("error", Text),
+    UniqueConstraint("host", "delivery_id", name="uq_delivery"),
+)
+
+routings = Table(
+    "bpsm_routings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(40), nullable=False),
+    Column("ticket_id", String(100), nullable=False),
+    Column("delivery", Integer, nullable=False),
+    Column("process", String(20), nullable=False),
+    Column("service", String(100)),
+    Column("queue", String(200), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("low_confidence", Integer, nullable=False, default=0),
+    Column("language", String(10)),
+    Column("mode", String(10), nullable=False),
+    # applying → applied | shadow | dry-run | override | failed
+    Column("outcome", String(20), nullable=False),
+    Column("decision", Text, nullable=False),
+    Column("match", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("applied_at", Float),
+    Column("apply_ms", Float),
+    Column("ticket_created_at", Float),
+    Column("moved_by_agent_at", Float),
+    UniqueConstraint("host", "ticket_id", name="uq_routing"),
+)
+
+dead_letters = Table(
+    "bpsm_dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery", Integer, nullable=False, index=True),
+    Column("host", String(40), nullable=False),
+    Column("ticket_id", String(100), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("replayed_at", Float),
+)
+
+pollers = Table(
+    "bpsm_pollers",
+    metadata,
+    Column("host", String(40), primary_key=True),
+    Column("high_water", String(64)),
+    Column("lease_owner", String(100)),
+    Column("lease_until", Float),
+    Column("updated_at", Float),
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    host: str
+    delivery_id: str
+    ticket_id: str
+    status: str
+    attempts: int
+    event: TicketEvent
+    outcome: str | None = None
+    error: str | None = None
+
+
+def _row_to_delivery(row: Any) -> Delivery:
+    return Delivery(
+        id=row.id,
+        host=row.host,
+        delivery_id=row.delivery_id,
+        ticket_id=row.ticket_id,
+        status=row.status,
+        attempts=row.attempts,
+        event=TicketEvent.model_validate_json(row.event),
+        outcome=row.outcome,
+        error=row.error,
+    )
+
+
+class Store:
+    def __init__(self, url: str):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.engine = self._make_engine(url)
+        self.migrate()
+
+    @staticmethod
+    def _make_engine(url: str) -> Engine:
+        if not url.startswith("sqlite"):
+            return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # WAL lets readers work while a writer commits; several processes share the file.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+
+    # ----- schema ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _migration_lock(self, conn: Connection) -> Iterator[None]:
+        """Serialise schema creation across processes starting at the same moment."""
+        if self.is_sqlite:
+            path = self.url.split("///", 1)[-1]
+            lock_path = Path(path + ".migrate.lock") if path != ":memory:" else None
+            if lock_path is None:
+                yield
+                return
+            with open(lock_path, "w") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        else:
+            conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+            yield
+
+    def migrate(self) -> None:
+        with self.engine.begin() as conn, self._migration_lock(conn):
+            metadata.create_all(conn, checkfirst=True)
+            current = conn.execute(select(func.max(schema_version.c.version))).scalar()
+            if current is None:
+                conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+            elif current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"database schema {current} is newer than this connector "
+                    f"({SCHEMA_VERSION}); upgrade bpsm-connector"
+                )
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    # ----- deliveries -----------------------------------------------------------------------
+
+    def record_delivery(self, event_: TicketEvent, now: float | None = None) -> int | None:
+        """Store a new delivery; None when (host, delivery_id) was seen before."""
+        now = time.time() if now is None else now
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    insert(deliveries).values(
+                        host=event_.host,
+                        delivery_id=event_.delivery_id,
+                        ticket_id=event_.ticket_id,
+                        kind=event_.kind,
+                        event=event_.model_dump_json(),
+                        status="queued",
+                        attempts=0,
+                        received_at=now,
+                        next_attempt_at=now,
+                        enqueued_at=now,
+                    )
+                )
+                key = result.inserted_primary_key
+                return int(key[0]) if key else None
+        except IntegrityError:
+            return None
+
+    def claim(
+        self, delivery_id: int, lease_seconds: float, now: float | None = None
+    ) -> Delivery | None:
+        """Take a delivery for processing; None if it is done or another worker holds it."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id)
+                .where(
+                    or_(
+                        and_(deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now),
+                        and_(deliveries.c.status == "processing", deliveries.c.lease_until < now),
+                    )
+                )
+                .values(
+                    status="processing",
+                    lease_until=now + lease_seconds,
+                    attempts=deliveries.c.attempts + 1,
+                )
+            )
+            if result.rowcount != 1:
+                return None
+            row = conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).one()
+        return _row_to_delivery(row)
+
+    def finish(
+        self, delivery_id: int, outcome: str, status: str = "done", error: str | None = None
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id)
+                .values(
+                    status=status,
+                    outcome=outcome,
+                    finished_at=time.time(),
+                    error=error,
+                    lease_until=None,
+                )
+            )
+
+    def postpone(self, delivery_id: int, delay: float, error: str) -> None:
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id)
+                .values(
+                    status="queued",
+                    next_attempt_at=now + delay,
+                    enqueued_at=now + delay,
+                    lease_until=None,
+                    error=error,
+                )
+            )
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery.id)
+                .values(
+                    status="dead",
+                    outcome="dead-letter",
+                    finished_at=now,
+                    error=reason,
+                    lease_until=None,
+                )
+            )
+            conn.execute(
+                insert(dead_letters).values(
+                    delivery=delivery.id,
+                    host=delivery.host,
+                    ticket_id=delivery.ticket_id,
+                    reason=reason,
+                    created_at=now,
+                )
+            )
+
+    def due_for_enqueue(
+        self, grace: float, now: float | None = None, limit: int = 500
+    ) -> list[int]:
+        """Deliveries a worker should pick up but nobody will: lost enqueue, dead worker.
+
+        Each returned id has its enqueued_at bumped in the same statement, so two sweeps
+        running at once do not both enqueue it.
+        """
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(deliveries.c.id, deliveries.c.enqueued_at)
+                .where(
+                    or_(
+                        and_(
+                            deliveries.c.status == "queued",
+                            deliveries.c.next_attempt_at <= now,
+                            deliveries.c.enqueued_at <= now - grace,
+                        ),
+                        and_(
+                            deliveries.c.status == "processing",
+                            deliveries.c.lease_until < now,
+                            deliveries.c.enqueued_at <= now - grace,
+                        ),
+                    )
+                )
+                .order_by(deliveries.c.id)
+                .limit(limit)
+            ).all()
+            taken = []
+            for row in rows:
+                result = conn.execute(
+                    update(deliveries)
+                    .where(
+                        and_(deliveries.c.id == row.id, deliveries.c.enqueued_at == row.enqueued_at)
+                    )
+                    .values(enqueued_at=now)
+                )
+                if result.rowcount == 1:
+                    taken.append(int(row.id))
+        return taken
+
+    def delivery(self, delivery_id: int) -> Delivery | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).first()
+        return _row_to_delivery(row) if row else None
+
+    def count_deliveries(self, status: str | None = None) -> int:
+        query = select(func.count()).select_from(deliveries)
+        if status:
+            query = query.where(deliveries.c.status == status)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    # ----- routings -------------------------------------------------------------------------
+
+    def routing(self, host: str, ticket_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(routings).where(
+                    and_(routings.c.host == host, routings.c.ticket_id == ticket_id)
+                )
+            ).first()
+        return dict(row._mapping) if row else None
+
+    def begin_routing(self, delivery: Delivery, record: dict[str, Any]) -> dict[str, Any]:
+        """Create the ticket's routing row, or return the one that exists (first one wins)."""
+        values = {
+            "host": delivery.host,
+            "ticket_id": delivery.ticket_id,
+            "delivery": delivery.id,
+            "outcome": "applying",
+            "created_at": time.time(),
+            **record,
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(routings).values(**values))
+        except IntegrityError:
+            pass
+        existing = self.routing(delivery.host, delivery.ticket_id)
+        assert existing is not None
+        return existing
+
+    def complete_routing(self, host: str, ticket_id: str, outcome: str, apply_ms: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(routings)
+                .where(and_(routings.c.host == host, routings.c.ticket_id == ticket_id))
+                .values(outcome=outcome, applied_at=time.time(), apply_ms=apply_ms)
+            )
+
+    def mark_moved_by_agent(self, host: str, ticket_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(routings)
+                .where(
+                    and_(
+                        routings.c.host == host,
+                        routings.c.ticket_id == ticket_id,
+                        routings.c.moved_by_agent_at.is_(None),
+                    )
+                )
+                .values(moved_by_agent_at=time.time())
+            )
+
+    def all_routings(self, since: float | None = None) -> list[dict[str, Any]]:
+        query = select(routings).order_by(routings.c.id)
+        if since is not None:
+            query = query.where(routings.c.created_at >= since)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    # ----- dead letters ---------------------------------------------------------------------
+
+    def list_dead_letters(self, include_replayed: bool = False) -> list[dict[str, Any]]:
+        query = select(dead_letters).order_by(dead_letters.c.id)
+        if not include_replayed:
+            query = query.where(dead_letters.c.replayed_at.is_(None))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def replay(self, dead_letter_id: int | None = None) -> list[int]:
+        """Put dead-lettered deliveries back in the queue; returns their delivery ids."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            query = select(dead_letters).where(dead_letters.c.replayed_at.is_(None))
+            if dead_letter_id is not None:
+                query = query.where(dead_letters.c.id == dead_letter_id)
+            rows = conn.execute(query).all()
+            for row in rows:
+                conn.execute(
+                    update(dead_letters).where(dead_letters.c.id == row.id).values(replayed_at=now)
+                )
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == row.delivery)
+                    .values(
+                        status="queued",
+                        attempts=0,
+                        next_attempt_at=now,
+                        enqueued_at=now,
+                        error=None,
+                        outcome=None,
+                    )
+                )
+                # A failed routing must be allowed to run again.
+                conn.execute(
+                    update(routings)
+                    .where(
+                        and_(
+                            routings.c.host == row.host,
+                            routings.c.ticket_id == row.ticket_id,
+                            routings.c.outcome.in_(["failed", "applying"]),
+                        )
+                    )
+                    .values(outcome="applying")
+                )
+        return [int(r.delivery) for r in rows]
+
+    # ----- pollers --------------------------------------------------------------------------
+
+    def acquire_poller(self, host: str, owner: str, lease: float) -> bool:
+        """One active poller per host across all workers: a lease row in the database."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            with contextlib.suppress(IntegrityError), conn.begin_nested():
+                conn.execute(
+                    insert(pollers).values(
+                        host=host, lease_owner=None, lease_until=0.0, updated_at=now
+                    )
+                )
+            result = conn.execute(
+                update(pollers)
+                .where(
+                    and_(
+                        pollers.c.host == host,
+                        or_(
+                            pollers.c.lease_owner == owner,
+                            pollers.c.lease_until < now,
+                            pollers.c.lease_owner.is_(None),
+                        ),
+                    )
+                )
+                .values(lease_owner=owner, lease_until=now + lease, updated_at=now)
+            )
+            return result.rowcount == 1
+
+    def high_water(self, host: str) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(pollers.c.high_water).where(pollers.c.host == host)
+            ).scalar()
+        return str(value) if value is not None else None
+
+    def set_high_water(self, host: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(pollers)
+                .where(pollers.c.host == host)
+                .values(high_water=value, updated_at=time.time())
+            )
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)

@@ -1,0 +1,140 @@
+"""The worker: one delivery → classify → route → host.apply, exactly once in effect.
+
+Exactly-once comes from three pieces: the claim (a lease on the delivery row), the routing
+row (unique per host and ticket: the first decision wins) and idempotent host writes (each
+client looks for the connector's marker before adding a note). Failures are classified:
+a permanent HostError (ticket deleted, group missing, no rights) goes to dead letters at once;
+anything else is retried with exponential backoff until the retry budget is spent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from typing import TYPE_CHECKING
+
+from connector.events import RoutingDecision, ServiceMatch
+from connector.hosts.base import HostError
+from connector.metrics import APPLY_SECONDS, DEAD, DECISIONS, RETRIES
+from connector.route import decide
+from connector.store import Delivery
+
+if TYPE_CHECKING:
+    from connector.runtime import Runtime
+
+log = logging.getLogger("bpsm.worker")
+
+
+def backoff(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    return float(max(delay, retry_after or 0.0))
+
+
+def process_delivery(rt: Runtime, delivery_pk: int) -> str:
+    """Handle one delivery; returns what happened (for logs and tests)."""
+    delivery = rt.store.claim(delivery_pk, rt.settings.lease_seconds)
+    if delivery is None:
+        return "not-claimed"
+    fields = {
+        "host": delivery.host,
+        "delivery": delivery.delivery_id,
+        "ticket": delivery.ticket_id,
+        "attempt": delivery.attempts,
+    }
+    try:
+        outcome = route_delivery(rt, delivery)
+    except HostError as exc:
+        return _failed(rt, delivery, str(exc), exc.permanent, exc.retry_after, fields)
+    except Exception as exc:  # a bug or an unexpected answer: keep the ticket, retry later
+        log.error(
+            "unexpected error",
+            extra={**fields, "error": repr(exc), "trace": traceback.format_exc(limit=5)},
+        )
+        return _failed(rt, delivery, f"unexpected error: {exc!r}", False, None, fields)
+    rt.store.finish(delivery.id, outcome)
+    log.info("delivery done", extra={**fields, "outcome": outcome})
+    return outcome
+
+
+def _failed(
+    rt: Runtime,
+    delivery: Delivery,
+    reason: str,
+    permanent: bool,
+    retry_after: float | None,
+    fields: dict[str, object],
+) -> str:
+    settings = rt.settings
+    if permanent or delivery.attempts >= settings.retry_budget:
+        rt.store.dead_letter(delivery, reason)
+        rt.store.complete_routing(delivery.host, delivery.ticket_id, "failed", 0.0)
+        DEAD.labels(delivery.host).inc()
+        log.warning("dead letter", extra={**fields, "reason": reason})
+        return "dead-letter"
+    delay = backoff(
+        delivery.attempts, settings.retry_base_delay, settings.retry_max_delay, retry_after
+    )
+    rt.store.postpone(delivery.id, delay, reason)
+    rt.enqueue(delivery.id, delay)
+    RETRIES.labels(delivery.host).inc()
+    log.warning("retry later", extra={**fields, "reason": reason, "delay": round(delay, 2)})
+    return "retry"
+
+
+def route_delivery(rt: Runtime, delivery: Delivery) -> str:
+    event = delivery.event
+    existing = rt.store.routing(delivery.host, delivery.ticket_id)
+    if existing and existing["outcome"] != "applying":
+        if event.queue and existing["outcome"] == "applied" and event.queue != existing["queue"]:
+            rt.store.mark_moved_by_agent(delivery.host, delivery.ticket_id)
+        return "already-routed"
+    mapping = rt.mapping(delivery.host)
+    if existing is None:
+        match = rt.index.classify(event.body, event.subject, event.language_hint)
+        decision = decide(event, match, rt.index.catalogue, mapping)
+        existing = rt.store.begin_routing(
+            delivery,
+            {
+                "process": decision.process,
+                "service": decision.service,
+                "queue": decision.queue,
+                "confidence": decision.confidence,
+                "low_confidence": int(decision.low_confidence),
+                "language": decision.language,
+                "mode": rt.mode(delivery.host),
+                "decision": decision.model_dump_json(),
+                "match": match.model_dump_json(),
+                "ticket_created_at": event.created_at.timestamp() if event.created_at else None,
+            },
+        )
+    if existing["delivery"] != delivery.id:
+        # Another event of the same ticket owns the routing; it finishes it (or, if its
+        # worker died, its lease expires and it is retried).
+        return "duplicate-ticket"
+    decision = RoutingDecision.model_validate_json(existing["decision"])
+    ServiceMatch.model_validate_json(existing["match"])  # fail loudly on a corrupt row
+    mode = existing["mode"]
+    started = time.perf_counter()
+    if mode == "dry-run":
+        outcome = "dry-run"
+    else:
+        result = rt.client(delivery.host).apply(event, decision, mode)
+        outcome = result.outcome
+    elapsed = time.perf_counter() - started
+    APPLY_SECONDS.labels(delivery.host).observe(elapsed)
+    rt.store.complete_routing(delivery.host, delivery.ticket_id, outcome, elapsed * 1000)
+    DECISIONS.labels(delivery.host, decision.process, outcome).inc()
+    log.info(
+        "routed",
+        extra={
+            "host": delivery.host,
+            "ticket": delivery.ticket_id,
+            "bpsm_process": decision.process,
+            "service": decision.service,
+            "queue": decision.queue,
+            "confidence": decision.confidence,
+            "outcome": outcome,
+        },
+    )
+    return outcome

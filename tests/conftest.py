@@ -1,0 +1,58 @@
+"""Shared fixtures: real PostgreSQL and Redis on this machine (see scripts/ensure-services.sh),
+a fresh database / Redis key space per test, and the example catalogue's index."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from connector.catalogue import load_catalogue
+from connector.classify import CatalogueIndex, build_index
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("BPSM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1/test")
+REDIS_URL = os.environ.get("BPSM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def example_index() -> CatalogueIndex:
+    return build_index(load_catalogue(ROOT / "catalogue.yaml"))
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test (dropped afterwards)."""
+    name = f"bpsm_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+                ),
+                {"n": name},
+            )
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis URL; the huey queue name is made unique per test by the caller's data dir."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    yield REDIS_URL
+    for key in client.scan_iter("huey.*test*"):
+        client.delete(key)

@@ -1,0 +1,150 @@
+"""The web layer: HTTP in, queue out. It never calls a helpdesk during a request.
+
+POST /hooks/<host>  202 queued · 200 ignored/duplicate · 400 malformed · 401 bad signature
+                    · 404 unknown host · 413 too large
+GET  /hooks/<host>  answers a host's verification challenge (GLPI's crc_token)
+GET  /healthz       store and queue reachable
+GET  /metrics       Prometheus text format
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from connector.config import Settings, load_settings
+from connector.hosts import host_classes
+from connector.hosts.base import BadPayload, Ignored, Unauthorized, WebhookRequest
+from connector.logs import setup_logging
+from connector.metrics import EVENTS, render
+from connector.runtime import Runtime
+
+log = logging.getLogger("bpsm.web")
+
+
+def _error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify({"error": message, **extra}), status
+
+
+def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> Flask:
+    """App factory. `config` may be a Runtime, Settings, or overrides for load_settings."""
+    if isinstance(config, Runtime):
+        rt = config
+    else:
+        if isinstance(config, Settings):
+            settings = config
+        else:
+            settings = load_settings(host_names=tuple(host_classes()), **dict(config or {}))
+        rt = Runtime(settings)
+    setup_logging(rt.settings.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = rt.settings.max_body_bytes
+    app.extensions["bpsm"] = rt
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        if isinstance(exc, RequestEntityTooLarge):
+            return _error(413, f"body larger than {rt.settings.max_body_bytes} bytes")
+        return _error(status, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error")
+        return _error(500, "internal error; see the service log")
+
+    @app.post("/hooks/<host>")
+    def hook(host: str) -> tuple[Response, int]:
+        if host not in host_classes():
+            return _error(404, f"unknown host {host!r}; known: {', '.join(host_classes())}")
+        length = request.content_length
+        if length is not None and length > rt.settings.max_body_bytes:
+            EVENTS.labels(host, "rejected", "too-large").inc()
+            return _error(413, f"body larger than {rt.settings.max_body_bytes} bytes")
+        body = request.get_data(cache=False)
+        webhook = WebhookRequest(
+            method="POST", headers=request.headers, body=body, query=request.args
+        )
+        adapter = rt.host(host)
+        try:
+            adapter.verify(webhook)
+        except Unauthorized as exc:
+            EVENTS.labels(host, "rejected", "signature").inc()
+            log.warning("rejected webhook", extra={"host": host, "reason": str(exc)})
+            return _error(401, str(exc))
+        try:
+            parsed = adapter.parse(webhook)
+        except BadPayload as exc:
+            EVENTS.labels(host, "rejected", "malformed").inc()
+            log.warning("malformed webhook", extra={"host": host, "reason": str(exc)})
+            return _error(400, str(exc), field=exc.field)
+        if isinstance(parsed, Ignored):
+            EVENTS.labels(host, "ignored", parsed.reason[:40]).inc()
+            log.info(
+                "ignored event",
+                extra={"host": host, "ticket": parsed.ticket_id, "reason": parsed.reason},
+            )
+            return jsonify({"status": "ignored", "reason": parsed.reason}), 200
+        pk = rt.store.record_delivery(parsed)
+        fields = {"host": host, "delivery": parsed.delivery_id, "ticket": parsed.ticket_id}
+        if pk is None:
+            EVENTS.labels(host, "ignored", "duplicate").inc()
+            log.info("duplicate delivery", extra=fields)
+            return jsonify({"status": "duplicate", "delivery": parsed.delivery_id}), 200
+        try:
+            rt.enqueue(pk)
+        except Exception as exc:
+            # The delivery is stored; the sweep will enqueue it. Still a success for the host.
+            log.warning(
+                "enqueue failed; the sweep will pick it up", extra={**fields, "error": repr(exc)}
+            )
+        EVENTS.labels(host, "queued", "").inc()
+        log.info("queued", extra=fields)
+        return jsonify({"status": "queued", "delivery": parsed.delivery_id, "id": pk}), 202
+
+    @app.get("/hooks/<host>")
+    def challenge(host: str) -> tuple[Response, int]:
+        if host not in host_classes():
+            return _error(404, f"unknown host {host!r}")
+        webhook = WebhookRequest(
+            method="GET", headers=request.headers, body=b"", query=request.args
+        )
+        answer = rt.host(host).challenge(webhook)
+        if answer is None:
+            return _error(405, "POST webhooks here")
+        return Response(answer, mimetype="text/plain"), 200
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        checks: dict[str, str] = {}
+        started = time.perf_counter()
+        try:
+            rt.store.ping()
+            checks["store"] = "ok"
+        except Exception as exc:
+            checks["store"] = f"error: {type(exc).__name__}"
+        try:
+            rt.huey.pending_count()
+            checks["queue"] = "ok"
+        except Exception as exc:
+            checks["queue"] = f"error: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return jsonify(
+            {
+                "status": "ok" if ok else "degraded",
+                "checks": checks,
+                "mode": rt.settings.effective_mode(),
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+        ), (200 if ok else 503)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(render(rt.status_counts), mimetype="text/plain; version=0.0.4")
+
+    return app
