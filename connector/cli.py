@@ -277,6 +277,139 @@ def replay(
         sys.exit(1)
 
 
+def _host_option_env(
+    host: str, url: str | None, token_file: str | None, user: str | None, password_file: str | None
+) -> None:
+    """Command-line connection options become the host's environment variables."""
+    from connector.config import env_prefix
+
+    prefix = env_prefix(host)
+    for key, value in (
+        ("URL", url),
+        ("TOKEN_FILE", token_file),
+        ("USER", user),
+        ("PASSWORD_FILE", password_file),
+    ):
+        if value:
+            os.environ[prefix + key] = value
+
+
+def _host_argument(func: F) -> F:
+    from connector.hosts import host_names
+
+    func = click.option("--password-file", default=None, help="File holding the password.")(func)
+    func = click.option("--user", default=None, help="API user (hosts with basic auth).")(func)
+    func = click.option("--token-file", default=None, help="File holding the API token.")(func)
+    func = click.option("--url", default=None, help="Helpdesk base URL (else from env).")(func)
+    return click.argument("host", type=click.Choice([h for h in host_names() if h != "demo"]))(func)
+
+
+@main.command()
+@_host_argument
+@click.option(
+    "--hook-url",
+    default=None,
+    help="Public URL of this connector's /hooks/<host> (for hosts with webhooks).",
+)
+@click.option(
+    "--secret-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Where to write a generated webhook secret (mode 0600).",
+)
+@catalogue_option
+def setup(
+    host: str,
+    url: str | None,
+    token_file: str | None,
+    user: str | None,
+    password_file: str | None,
+    hook_url: str | None,
+    secret_file: str | None,
+    catalogue_path: str,
+) -> None:
+    """Create the BPSM queues (and webhook/triggers) in the helpdesk; safe to run again."""
+    from connector.hosts.base import HostError
+
+    _host_option_env(host, url, token_file, user, password_file)
+    rt = _runtime(catalogue_path)
+    if not rt.settings.host(host).configured:
+        click.echo(f"{host}: no URL; pass --url or set the {host} URL variable", err=True)
+        sys.exit(2)
+    client = rt.client(host)
+    try:
+        for line in client.setup(rt.mapping(host), hook_url):
+            click.echo(line)
+        secret = getattr(client, "webhook_secret", None)
+        if secret:
+            path = Path(secret_file or rt.settings.data_dir / f"{host}-webhook-secret")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600, exist_ok=True)
+            path.write_text(secret + "\n", encoding="utf-8")
+            from connector.config import env_prefix
+
+            click.echo(
+                f"webhook secret written to {path}; run the service with "
+                f"{env_prefix(host)}WEBHOOK_SECRET_FILE={path.resolve()}"
+            )
+        test = getattr(client, "test_event", None)
+        if hook_url and callable(test):
+            click.echo(test(hook_url))
+    except HostError as exc:
+        click.echo(f"setup failed: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        client.close()
+
+
+@main.command()
+@_host_argument
+@click.option(
+    "--since",
+    default="7d",
+    show_default=True,
+    help="Route open tickets created within this period (30m, 4h, 7d).",
+)
+@catalogue_option
+def backfill(
+    host: str,
+    url: str | None,
+    token_file: str | None,
+    user: str | None,
+    password_file: str | None,
+    since: str,
+    catalogue_path: str,
+) -> None:
+    """Queue existing tickets for routing (each is routed once; re-running is safe)."""
+    from datetime import UTC, datetime
+
+    from connector.catalogue import parse_duration
+    from connector.hosts.base import HostError
+
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    _host_option_env(host, url, token_file, user, password_file)
+    rt = _runtime(catalogue_path)
+    try:
+        events = rt.client(host).backfill(datetime.now(UTC) - window)
+    except HostError as exc:
+        click.echo(f"backfill failed: {exc}", err=True)
+        sys.exit(1)
+    queued = 0
+    for event in events:
+        pk = rt.store.record_delivery(event)
+        if pk is not None:
+            rt.enqueue(pk)
+            queued += 1
+    click.echo(
+        f"{len(events)} tickets found, {queued} queued for routing "
+        f"({len(events) - queued} seen before); a running service or "
+        "`bpsm worker` routes them"
+    )
+
+
 @main.command()
 @click.option("--limit", default=20, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True)

@@ -95,10 +95,29 @@ class HostClient(ABC):
         agent has already moved (its queue differs from `event.queue`) is not moved back."""
 
     def poll(self, since: str | None) -> tuple[list[TicketEvent], str | None]:
-        """New/changed tickets since the high-water mark; returns events and the new mark."""
+        """New/changed tickets since the high-water mark; returns events and the new mark.
+
+        `since` is what the previous call returned (None the first time: start from now,
+        minus a small overlap, so installation does not route the whole history; use
+        `backfill` for that). Used by polling hosts and by `bpsm backfill`."""
+        raise NotImplementedError
+
+    def backfill(self, since: datetime) -> list[TicketEvent]:
+        """Open tickets created since `since`, for `bpsm backfill` (routes them once)."""
+        raise NotImplementedError
+
+    def setup(self, mapping: Mapping, hook_url: str | None) -> list[str]:
+        """Idempotently create what routing needs in the helpdesk (queues/groups, and the
+        webhook pointing at `hook_url` where the host has webhooks); returns lines for the
+        admin: what was created, what existed, what to do by hand."""
         raise NotImplementedError
 
     def create_ticket(self, ticket: NewTicket) -> str:
+        """Open a ticket (proactive maintenance, improvement); returns its id."""
+        raise NotImplementedError
+
+    def add_tags(self, ticket_id: str, tags: tuple[str, ...]) -> None:
+        """Tag an existing ticket (where the host has tags; else a no-op is fine)."""
         raise NotImplementedError
 
     def close(self) -> None:  # noqa: B027 - optional hook; most hosts keep no session

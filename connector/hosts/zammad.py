@@ -9,7 +9,11 @@ connector's API user are ignored, and so is any article carrying the connector's
 from __future__ import annotations
 
 import html
+import secrets
+from datetime import UTC, datetime
 from typing import Any
+
+import requests
 
 from connector.events import RoutingDecision, TicketEvent
 from connector.hosts.base import (
@@ -29,9 +33,11 @@ from connector.hosts.base import (
     same,
 )
 from connector.hosts.http import HttpTransport
+from connector.mapping import Mapping
 from connector.route import NOTE_MARKER, is_own_note
 
 DEFAULT_CONNECTOR_LOGIN = "bpsm-connector"
+WEBHOOK_NAME = "bpsm-connector"
 
 
 def _login(user: Any) -> str | None:
@@ -133,6 +139,7 @@ def note_html(note: str) -> str:
 class ZammadClient(HostClient):
     def __init__(self, transport: HttpTransport):
         self.http = transport
+        self.webhook_secret: str | None = None  # set when setup generated one
 
     def ticket(self, ticket_id: str) -> dict[str, Any]:
         data: dict[str, Any] = self.http.request(
@@ -159,12 +166,7 @@ class ZammadClient(HostClient):
         tags = list(decision.tags) + (["bpsm-shadow"] if mode == "shadow" else [])
         if outcome == "override":
             tags.append("bpsm-override")
-        for tag in tags:
-            self.http.request(
-                "POST",
-                "/api/v1/tags/add",
-                json={"object": "Ticket", "o_id": int(event.ticket_id), "item": tag},
-            )
+        self.add_tags(event.ticket_id, tuple(tags))
         # The marker check makes the note idempotent when an earlier answer was lost.
         if not self.has_note(event.ticket_id):
             self.http.request(
@@ -180,6 +182,161 @@ class ZammadClient(HostClient):
                 },
             )
         return ApplyResult(outcome, f"group was {current!r}")
+
+    def setup(self, mapping: Mapping, hook_url: str | None) -> list[str]:
+        """Groups, webhook (signed, SSL verified) and triggers; safe to run again."""
+        lines: list[str] = []
+        existing = {g["name"] for g in self.http.request("GET", "/api/v1/groups").json()}
+        for name in mapping.all_queues():
+            if name in existing:
+                lines.append(f"group exists: {name}")
+            else:
+                self.http.request(
+                    "POST",
+                    "/api/v1/groups",
+                    json={"name": name, "active": True, "note": "BPSM queue (bpsm-connector)"},
+                )
+                lines.append(f"group created: {name}")
+        if not hook_url:
+            lines.append("no --hook-url given: webhook and triggers not configured")
+            return lines
+        me = self.http.request("GET", "/api/v1/users/me").json()
+        webhooks = self.http.request("GET", "/api/v1/webhooks").json()
+        webhook = next((w for w in webhooks if w.get("name") == WEBHOOK_NAME), None)
+        if webhook is None:
+            self.webhook_secret = secrets.token_urlsafe(32)
+            webhook = self.http.request(
+                "POST",
+                "/api/v1/webhooks",
+                json={
+                    "name": WEBHOOK_NAME,
+                    "endpoint": hook_url,
+                    "ssl_verify": True,
+                    "active": True,
+                    "signature_token": self.webhook_secret,
+                    "customized_payload": False,
+                    "note": "Routes new tickets to BPSM queues",
+                },
+            ).json()
+            lines.append(f"webhook created: {hook_url} (signature token generated)")
+        else:
+            if webhook.get("endpoint") != hook_url:
+                self.http.request(
+                    "PUT", f"/api/v1/webhooks/{webhook['id']}", json={"endpoint": hook_url}
+                )
+                lines.append(f"webhook endpoint updated: {hook_url}")
+            else:
+                lines.append(f"webhook exists: {hook_url}")
+        not_connector = {
+            "operator": "is not",
+            "pre_condition": "specific",
+            "value": [str(me["id"])],
+        }
+        wanted = {
+            f"{WEBHOOK_NAME}: ticket created": {
+                "ticket.action": {"operator": "is", "value": "create"},
+                "ticket.updated_by_id": not_connector,
+            },
+            f"{WEBHOOK_NAME}: customer article": {
+                "article.action": {"operator": "is", "value": "create"},
+                "article.sender_id": {"operator": "is", "value": ["2"]},  # 2 = Customer
+                "article.internal": {"operator": "is", "value": "false"},
+                "ticket.updated_by_id": not_connector,
+            },
+        }
+        triggers = {t["name"].lower() for t in self.http.request("GET", "/api/v1/triggers").json()}
+        for name, condition in wanted.items():
+            if name.lower() in triggers:
+                lines.append(f"trigger exists: {name}")
+                continue
+            self.http.request(
+                "POST",
+                "/api/v1/triggers",
+                json={
+                    "name": name,
+                    "active": True,
+                    "activator": "action",
+                    "execution_condition_mode": "selective",
+                    "condition": condition,
+                    "perform": {"notification.webhook": {"webhook_id": webhook["id"]}},
+                    "note": "bpsm-connector; excludes the connector's own updates",
+                },
+            )
+            lines.append(f"trigger created: {name}")
+        return lines
+
+    def test_event(self, hook_url: str) -> str:
+        """Send the connector a signed event with no article: it must answer 200 ignored."""
+        if self.webhook_secret is None:
+            return "test event skipped: the webhook existed already (its secret is not shown)"
+        body = b'{"article":{},"ticket":{"id":0,"title":"bpsm-connector setup test"}}'
+        signature = "sha1=" + hmac_hex(self.webhook_secret, body, "sha1")
+        try:
+            answer = requests.post(
+                hook_url,
+                data=body,
+                timeout=10,
+                headers={
+                    "Content-Type": "application/json; charset=utf-8",
+                    "X-Zammad-Delivery": f"setup-test-{secrets.token_hex(8)}",
+                    "X-Hub-Signature": signature,
+                },
+            )
+        except requests.RequestException as exc:
+            return f"test event failed: cannot reach {hook_url} ({type(exc).__name__})"
+        if answer.status_code == 401:
+            return (
+                "test event reached the connector but the signature was refused: start it "
+                "with the webhook secret printed above"
+            )
+        return f"test event: connector answered {answer.status_code} {answer.text.strip()}"
+
+    def backfill(self, since: datetime) -> list[TicketEvent]:
+        stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        events: list[TicketEvent] = []
+        page = 1
+        while True:
+            found = self.http.request(
+                "GET",
+                "/api/v1/tickets/search",
+                params={
+                    "query": f"created_at:>{stamp}",
+                    "expand": "true",
+                    "limit": 100,
+                    "page": page,
+                },
+            ).json()
+            tickets = found if isinstance(found, list) else []
+            for ticket in tickets:
+                articles = self.http.request(
+                    "GET", f"/api/v1/ticket_articles/by_ticket/{ticket['id']}"
+                ).json()
+                first = next((a for a in articles if a.get("sender") == "Customer"), None)
+                if first is None:
+                    continue
+                events.append(
+                    TicketEvent(
+                        host="zammad",
+                        delivery_id=f"backfill:{ticket['id']}",
+                        ticket_id=str(ticket["id"]),
+                        kind="polled",
+                        subject=str(ticket.get("title")),
+                        body=str(first.get("body", "")),
+                        queue=ticket.get("group"),
+                        created_at=parse_time(ticket.get("created_at")),
+                    )
+                )
+            if len(tickets) < 100:
+                return events
+            page += 1
+
+    def add_tags(self, ticket_id: str, tags: tuple[str, ...]) -> None:
+        for tag in tags:
+            self.http.request(
+                "POST",
+                "/api/v1/tags/add",
+                json={"object": "Ticket", "o_id": int(ticket_id), "item": tag},
+            )
 
     def create_ticket(self, ticket: NewTicket) -> str:
         data = self.http.request(

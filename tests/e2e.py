@@ -1,0 +1,116 @@
+"""The connector as a running service inside the test process, for end-to-end tests.
+
+`ConnectorService` serves the real Flask app on a free loopback port (threaded, as gunicorn
+would) and runs the real job consumer and pollers. Tests drive a helpdesk (fake or real),
+which calls the connector over HTTP, and then read the helpdesk's own state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import make_server
+
+from connector.catalogue import load_catalogue
+from connector.classify import CatalogueIndex, build_index
+from connector.config import load_settings
+from connector.hosts import host_classes
+from connector.poller import PollerThreads
+from connector.runtime import BackgroundWorker, Runtime
+from webhook_app import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+_INDEX: dict[Path, CatalogueIndex] = {}
+
+
+def example_index(path: Path = ROOT / "catalogue.yaml") -> CatalogueIndex:
+    if path not in _INDEX:
+        _INDEX[path] = build_index(load_catalogue(path))
+    return _INDEX[path]
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+class ConnectorService:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: Mapping[str, str] | None = None,
+        consumer_threads: int = 2,
+        poll: bool = True,
+    ):
+        environ = {
+            "BPSM_DATA_DIR": str(data_dir),
+            "BPSM_RETRY_BASE_DELAY": "0.2",
+            "BPSM_RETRY_MAX_DELAY": "1",
+            "BPSM_LEASE_SECONDS": "5",
+            "BPSM_MAPPINGS_DIR": str(ROOT / "mappings"),
+            **(env or {}),
+        }
+        settings = load_settings(
+            environ, host_names=tuple(host_classes()), catalogue_path=ROOT / "catalogue.yaml"
+        )
+        self.rt = Runtime(settings, index=example_index())
+        self.app = create_app(self.rt)
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.background = BackgroundWorker(self.rt, workers=consumer_threads, sweep_interval=1.0)
+        self.pollers = PollerThreads(self.rt) if poll else None
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def hook_url(self, host: str) -> str:
+        return f"{self.url}/hooks/{host}"
+
+    def start(self) -> ConnectorService:
+        self._thread.start()
+        self.background.start()
+        if self.pollers:
+            self.pollers.start()
+        return self
+
+    def stop(self) -> None:
+        if self.pollers:
+            self.pollers.stop()
+        self.background.stop(graceful=True)
+        self.server.shutdown()
+        self.rt.close()
+
+    def __enter__(self) -> ConnectorService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def routing(self, host: str, ticket_id: str | int) -> dict[str, Any] | None:
+        return self.rt.store.routing(host, str(ticket_id))
+
+    def wait_routed(self, host: str, ticket_id: str | int, timeout: float = 20.0) -> dict[str, Any]:
+        """Wait until the ticket's routing reached a final outcome; return the row."""
+
+        def done() -> dict[str, Any] | None:
+            row = self.routing(host, ticket_id)
+            return row if row and row["outcome"] != "applying" else None
+
+        result: dict[str, Any] = wait_for(done, timeout, message=f"{host} ticket {ticket_id}")
+        return result
+
+    def idle(self) -> bool:
+        counts = self.rt.status_counts()
+        return counts["queued"] == 0 and counts["processing"] == 0
