@@ -60,6 +60,7 @@ class Settings(BaseModel):
     retry_base_delay: float = 5.0  # seconds; doubles per attempt, capped below
     retry_max_delay: float = 600.0
     lease_seconds: float = 120.0  # a claimed job is retaken after this (worker killed)
+    sweep_interval: float = 5.0  # how often abandoned deliveries are looked for
     http_timeout: float = 10.0
     hosts: dict[str, HostSettings] = {}
 

@@ -123,7 +123,7 @@ class BackgroundWorker:
     """The in-process job consumer of `bpsm serve` (and the body of `bpsm worker`):
     huey's consumer threads plus a sweep thread that recovers abandoned deliveries."""
 
-    def __init__(self, rt: Runtime, workers: int = 2, sweep_interval: float = 5.0):
+    def __init__(self, rt: Runtime, workers: int = 2, sweep_interval: float | None = None):
         self.rt = rt
         self.consumer: Any = rt.huey.create_consumer(
             workers=workers,
@@ -134,7 +134,7 @@ class BackgroundWorker:
             max_delay=0.5,
             backoff=1.2,
         )
-        self.sweep_interval = sweep_interval
+        self.sweep_interval = sweep_interval or rt.settings.sweep_interval
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="bpsm-sweep", daemon=True)
 
