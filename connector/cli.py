@@ -411,6 +411,46 @@ def backfill(
 
 
 @main.command()
+@catalogue_option
+def maintenance(catalogue_path: str) -> None:
+    """Open this period's maintenance tickets (proactive process); once per period."""
+    from connector.processes import run_maintenance
+
+    rt = _runtime(catalogue_path)
+    results = run_maintenance(rt)
+    for result in results:
+        click.echo(str(result))
+    if not results:
+        click.echo("the catalogue has no maintenance entries")
+    rt.close()
+    if any(r.status == "failed" for r in results):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("service")
+@click.option("--reason", required=True, help='Why, e.g. "new legislation: …".')
+@click.option("--host", "host_name", default=None, help="Helpdesk (default: the configured one).")
+@catalogue_option
+def improvement(service: str, reason: str, host_name: str | None, catalogue_path: str) -> None:
+    """Open an improvement ticket for SERVICE by hand (structural improvement process)."""
+    from connector.processes import open_improvement, target_hosts
+
+    rt = _runtime(catalogue_path)
+    try:
+        rt.index.catalogue.service(service)
+    except KeyError:
+        click.echo(f"unknown service {service!r}; see `bpsm check` for the catalogue", err=True)
+        sys.exit(2)
+    host = host_name or target_hosts(rt)[0]
+    result = open_improvement(rt, host, service, reason, [])
+    click.echo(str(result))
+    rt.close()
+    if result.status == "failed":
+        sys.exit(1)
+
+
+@main.command()
 @click.option("--limit", default=20, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True)
 @catalogue_option

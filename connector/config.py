@@ -61,6 +61,7 @@ class Settings(BaseModel):
     retry_max_delay: float = 600.0
     lease_seconds: float = 120.0  # a claimed job is retaken after this (worker killed)
     sweep_interval: float = 5.0  # how often abandoned deliveries are looked for
+    maintenance_interval: float = 600.0  # how often due maintenance tickets are checked
     http_timeout: float = 10.0
     hosts: dict[str, HostSettings] = {}
 
@@ -149,6 +150,8 @@ def load_settings(
         ("retry_base_delay", "BPSM_RETRY_BASE_DELAY"),
         ("retry_max_delay", "BPSM_RETRY_MAX_DELAY"),
         ("lease_seconds", "BPSM_LEASE_SECONDS"),
+        ("sweep_interval", "BPSM_SWEEP_INTERVAL"),
+        ("maintenance_interval", "BPSM_MAINTENANCE_INTERVAL"),
         ("http_timeout", "BPSM_HTTP_TIMEOUT"),
     ):
         number = _float(env, name)

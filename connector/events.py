@@ -57,6 +57,7 @@ class RoutingDecision(_Frozen):
     confidence: float
     low_confidence: bool = False
     sla: SLATimes | None = None
+    approver_group: str | None = None  # change approval (CAB), from the mapping
     reasons: tuple[str, ...] = ()
 
 

@@ -71,7 +71,9 @@ def decide(
     if low:
         tags.append("bpsm-low-confidence")
     language = event.language_hint or match.language
+    approver = mapping.change.approver_group if process == "change" else None
     decision = RoutingDecision(
+        approver_group=approver,
         process=process,
         service=service.id if service else None,
         queue=queue,
@@ -124,6 +126,8 @@ def render_note(
             lines.append(t["change"].format(service_name=name, cues=", ".join(match.change_cues)))
         if service.owner and decision.process in ("change", "relation"):
             lines.append(t["owner"].format(owner=service.owner))
+        if decision.approver_group:
+            lines.append(t["approver"].format(group=decision.approver_group))
     if decision.sla:
         lines.append(
             t["sla"].format(

@@ -148,13 +148,27 @@ class BackgroundWorker:
     def _sweep_loop(self) -> None:
         # At start-up everything not finished is fair game: the previous process is gone.
         first = True
+        next_maintenance = 0.0
         while not self._stop.is_set():
             try:
                 self.rt.sweep(grace=0.0 if first else None)
                 first = False
             except Exception as exc:  # the database may be briefly unavailable
                 log.warning("sweep failed", extra={"error": repr(exc)})
+            if time.monotonic() >= next_maintenance:
+                next_maintenance = time.monotonic() + self.rt.settings.maintenance_interval
+                self._maintenance()
             self._stop.wait(self.sweep_interval)
+
+    def _maintenance(self) -> None:
+        """The proactive process as a periodic task: safe with any number of workers, since
+        each entry and period is claimed once in the store."""
+        from connector.processes import run_maintenance
+
+        try:
+            run_maintenance(self.rt)
+        except Exception as exc:  # a helpdesk outage must not stop the sweep
+            log.warning("maintenance run failed", extra={"error": repr(exc)})
 
     def stop(self, graceful: bool = True) -> None:
         self._stop.set()

@@ -42,7 +42,7 @@ from sqlalchemy.exc import IntegrityError
 
 from connector.events import TicketEvent
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: maintenance and improvement tables
 metadata = MetaData()
 
 schema_version = Table("bpsm_schema", metadata, Column("version", Integer, nullable=False))
@@ -92,7 +92,42 @@ routings = Table(
     Column("apply_ms", Float),
     Column("ticket_created_at", Float),
     Column("moved_by_agent_at", Float),
+    Column("replied_at", Float),
     UniqueConstraint("host", "ticket_id", name="uq_routing"),
+)
+
+# One row per maintenance entry and period: the unique key makes "exactly once per period"
+# hold across workers, restarts and two `bpsm maintenance` runs at the same moment.
+maintenance = Table(
+    "bpsm_maintenance",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(40), nullable=False),
+    Column("item", String(200), nullable=False),
+    Column("period", String(20), nullable=False),
+    Column("status", String(20), nullable=False),  # opening → opened | dry-run
+    Column("ticket_id", String(100)),
+    Column("claimed_at", Float, nullable=False),
+    Column("opened_at", Float),
+    UniqueConstraint("host", "item", "period", name="uq_maintenance"),
+)
+
+# open_key is "host:service" while the improvement ticket is open, NULL once closed, so a
+# unique index allows one open improvement per service (NULLs never collide).
+improvements = Table(
+    "bpsm_improvements",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(40), nullable=False),
+    Column("service", String(100), nullable=False),
+    Column("open_key", String(150), unique=True),
+    Column("status", String(20), nullable=False),  # opening → open | dry-run | closed
+    Column("reason", Text, nullable=False),
+    Column("tickets", Text, nullable=False),  # JSON list of linked ticket ids
+    Column("ticket_id", String(100)),
+    Column("claimed_at", Float, nullable=False),
+    Column("opened_at", Float),
+    Column("closed_at", Float),
 )
 
 dead_letters = Table(
@@ -116,6 +151,12 @@ pollers = Table(
     Column("lease_until", Float),
     Column("updated_at", Float),
 )
+
+
+# Steps for databases created by an older version (new tables come from create_all).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE bpsm_routings ADD COLUMN replied_at FLOAT",),
+}
 
 
 @dataclass(frozen=True)
@@ -199,11 +240,18 @@ class Store:
             current = conn.execute(select(func.max(schema_version.c.version))).scalar()
             if current is None:
                 conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
-            elif current > SCHEMA_VERSION:
+                return
+            if current > SCHEMA_VERSION:
                 raise RuntimeError(
                     f"database schema {current} is newer than this connector "
                     f"({SCHEMA_VERSION}); upgrade bpsm-connector"
                 )
+            # Versioned steps for databases created by an older connector.
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS.get(version, ()):
+                    conn.execute(text(statement))
+            if current < SCHEMA_VERSION:
+                conn.execute(update(schema_version).values(version=SCHEMA_VERSION))
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -408,6 +456,14 @@ class Store:
                 .values(outcome=outcome, applied_at=time.time(), apply_ms=apply_ms)
             )
 
+    def mark_replied(self, host: str, ticket_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(routings)
+                .where(and_(routings.c.host == host, routings.c.ticket_id == ticket_id))
+                .values(replied_at=time.time())
+            )
+
     def mark_moved_by_agent(self, host: str, ticket_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(
@@ -522,3 +578,151 @@ class Store:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+class ProcessStore:
+    """Claims for the proactive and improvement processes (see the tables' comments)."""
+
+    def __init__(self, store: Store):
+        self.engine = store.engine
+
+    # ----- maintenance ----------------------------------------------------------------------
+
+    def claim_maintenance(
+        self, host: str, item: str, period: str, lease: float, retake_dry_run: bool
+    ) -> tuple[int | None, dict[str, Any] | None]:
+        """(row id, None) when this caller must open the ticket; (None, row) when another
+        run already did or is doing it. A claim older than `lease` that never finished
+        (process killed) is taken over; so is a dry-run record once the mode is `route`."""
+        now = time.time()
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    insert(maintenance).values(
+                        host=host, item=item, period=period, status="opening", claimed_at=now
+                    )
+                )
+                key = result.inserted_primary_key
+                return (int(key[0]) if key else None), None
+        except IntegrityError:
+            pass
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(maintenance).where(
+                    and_(
+                        maintenance.c.host == host,
+                        maintenance.c.item == item,
+                        maintenance.c.period == period,
+                    )
+                )
+            ).one()
+            stale = row.status == "opening" and row.claimed_at < now - lease
+            if stale or (retake_dry_run and row.status == "dry-run"):
+                taken = conn.execute(
+                    update(maintenance)
+                    .where(
+                        and_(maintenance.c.id == row.id, maintenance.c.claimed_at == row.claimed_at)
+                    )
+                    .values(status="opening", claimed_at=now)
+                )
+                if taken.rowcount == 1:
+                    return int(row.id), None
+            return None, dict(row._mapping)
+
+    def finish_maintenance(self, row_id: int, status: str, ticket_id: str | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(maintenance)
+                .where(maintenance.c.id == row_id)
+                .values(status=status, ticket_id=ticket_id, opened_at=time.time())
+            )
+
+    def release_maintenance(self, row_id: int) -> None:
+        """The ticket could not be opened: forget the claim so the next run tries again."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                maintenance.delete().where(
+                    and_(maintenance.c.id == row_id, maintenance.c.status == "opening")
+                )
+            )
+
+    # ----- improvement ----------------------------------------------------------------------
+
+    def last_improvement_at(self, host: str, service: str) -> float | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(func.max(improvements.c.claimed_at)).where(
+                    and_(improvements.c.host == host, improvements.c.service == service)
+                )
+            ).scalar()
+        return float(value) if value is not None else None
+
+    def reactive_tickets(self, host: str, service: str, since: float) -> list[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(routings.c.ticket_id)
+                .where(
+                    and_(
+                        routings.c.host == host,
+                        routings.c.service == service,
+                        routings.c.process == "reactive",
+                        routings.c.created_at >= since,
+                        routings.c.outcome.in_(["applied", "shadow", "dry-run", "override"]),
+                    )
+                )
+                .order_by(routings.c.id)
+            ).all()
+        return [str(r.ticket_id) for r in rows]
+
+    def open_improvement(self, host: str, service: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(improvements).where(improvements.c.open_key == f"{host}:{service}")
+            ).first()
+        return dict(row._mapping) if row else None
+
+    def claim_improvement(
+        self, host: str, service: str, reason: str, tickets: list[str]
+    ) -> int | None:
+        """A new improvement row holding the service's open slot; None if one is open."""
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    insert(improvements).values(
+                        host=host,
+                        service=service,
+                        open_key=f"{host}:{service}",
+                        status="opening",
+                        reason=reason,
+                        tickets=dumps(tickets),
+                        claimed_at=time.time(),
+                    )
+                )
+                key = result.inserted_primary_key
+                return int(key[0]) if key else None
+        except IntegrityError:
+            return None
+
+    def finish_improvement(self, row_id: int, status: str, ticket_id: str | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(improvements)
+                .where(improvements.c.id == row_id)
+                .values(status=status, ticket_id=ticket_id, opened_at=time.time())
+            )
+
+    def close_improvement(self, row_id: int, status: str = "closed") -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(improvements)
+                .where(improvements.c.id == row_id)
+                .values(status=status, open_key=None, closed_at=time.time())
+            )
+
+    def release_improvement(self, row_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                improvements.delete().where(
+                    and_(improvements.c.id == row_id, improvements.c.status == "opening")
+                )
+            )

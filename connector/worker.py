@@ -82,6 +82,50 @@ def _failed(
     return "retry"
 
 
+def _relation_reply(
+    rt: Runtime, delivery: Delivery, decision: RoutingDecision, draft_only: bool
+) -> None:
+    """Relation management answers the customer (mapping `relation.reply`)."""
+    policy = rt.mapping(delivery.host).relation.reply
+    if decision.process != "relation" or policy == "off":
+        return
+    from connector.replies import relation_reply
+
+    text = relation_reply(delivery.event, decision, rt.index.catalogue, rt.mapping(delivery.host))
+    try:
+        rt.client(delivery.host).reply(
+            delivery.event, text, send=policy == "send" and not draft_only
+        )
+    except NotImplementedError:
+        log.warning("host cannot post replies", extra={"host": delivery.host})
+        return
+    rt.store.mark_replied(delivery.host, delivery.ticket_id)
+
+
+def _improvement(rt: Runtime, host: str, service: str) -> None:
+    """A reactive ticket may complete the set that calls for an improvement ticket; a
+    failure here must not fail the routing, which is done (the next ticket retries)."""
+    from connector.processes import check_improvement
+
+    try:
+        opened = check_improvement(rt, host, service)
+    except Exception as exc:
+        log.warning(
+            "improvement check failed", extra={"host": host, "service": service, "error": repr(exc)}
+        )
+        return
+    if opened is not None:
+        log.info(
+            "improvement",
+            extra={
+                "host": host,
+                "service": service,
+                "status": opened.status,
+                "ticket": opened.ticket_id,
+            },
+        )
+
+
 def route_delivery(rt: Runtime, delivery: Delivery) -> str:
     event = delivery.event
     existing = rt.store.routing(delivery.host, delivery.ticket_id)
@@ -121,9 +165,14 @@ def route_delivery(rt: Runtime, delivery: Delivery) -> str:
     else:
         result = rt.client(delivery.host).apply(event, decision, mode)
         outcome = result.outcome
+        # Before completing the routing: a failed reply retries the (idempotent) apply.
+        if outcome in ("applied", "shadow") and existing.get("replied_at") is None:
+            _relation_reply(rt, delivery, decision, draft_only=mode == "shadow")
     elapsed = time.perf_counter() - started
     APPLY_SECONDS.labels(delivery.host).observe(elapsed)
     rt.store.complete_routing(delivery.host, delivery.ticket_id, outcome, elapsed * 1000)
+    if decision.process == "reactive" and decision.service:
+        _improvement(rt, delivery.host, decision.service)
     DECISIONS.labels(delivery.host, decision.process, outcome).inc()
     log.info(
         "routed",

@@ -85,6 +85,17 @@ class NewTicket:
     language: str = "en"
 
 
+@dataclass(frozen=True)
+class TicketTimes:
+    """What the helpdesk knows of a ticket's handling, for `bpsm report --host-times`.
+
+    Epoch seconds; None means it has not happened (yet). `first_response_at` is the first
+    reply to the customer by a person, never the connector's own internal note."""
+
+    first_response_at: float | None = None
+    closed_at: float | None = None
+
+
 class HostClient(ABC):
     """Talks to one helpdesk's API. Every write must be safe to repeat (see apply)."""
 
@@ -120,13 +131,29 @@ class HostClient(ABC):
         """Tag an existing ticket (where the host has tags; else a no-op is fine)."""
         raise NotImplementedError
 
+    def is_open(self, ticket_id: str) -> bool | None:
+        """Whether the ticket is still open; None when the host cannot tell."""
+        return None
+
+    def reply(self, event: TicketEvent, text: str, send: bool) -> None:
+        """Relation management's answer to the customer: sent (`send`) or left as an
+        internal draft for an agent. Must not post the same text twice."""
+        raise NotImplementedError
+
+    def ticket_times(self, ticket_id: str) -> TicketTimes | None:
+        """First response and close times of a ticket (KPI report); None when the host
+        cannot tell. Optional: hosts that do not override it are skipped by the report."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook; most hosts keep no session
         """Release sessions (GLPI's killSession); default: nothing to do."""
 
 
 class Host(ABC):
     name: ClassVar[str]
-    polling: ClassVar[bool] = False  # True when the host has no webhooks (RT, GLPI ≤ 10)
+    # True when the host has no webhooks (RT, GLPI ≤ 10). Not a ClassVar: a host may decide
+    # per installation (django-helpdesk polls when BPSM_DJANGO_HELPDESK_POLL_INTERVAL is set).
+    polling: bool = False
 
     def __init__(self, settings: HostSettings, mapping: Mapping):
         self.settings = settings

@@ -126,7 +126,7 @@ def zammad_error_text(response: Any) -> str:
         401: "check BPSM_ZAMMAD_TOKEN (token unknown or expired)",
         403: "the token's user lacks ticket.agent on the ticket's groups (or admin.* for setup)",
         404: "the ticket or object no longer exists",
-        422: "Zammad rejected the values; run `bpsm setup zammad` to create missing groups",
+        422: "Zammad rejected the values (if a group is missing: run `bpsm setup zammad`)",
     }
     hint = hints.get(response.status_code)
     return f"{text} — {hint}" if hint else text
@@ -140,6 +140,7 @@ class ZammadClient(HostClient):
     def __init__(self, transport: HttpTransport):
         self.http = transport
         self.webhook_secret: str | None = None  # set when setup generated one
+        self._me: dict[str, Any] | None = None
 
     def ticket(self, ticket_id: str) -> dict[str, Any]:
         data: dict[str, Any] = self.http.request(
@@ -166,6 +167,8 @@ class ZammadClient(HostClient):
         tags = list(decision.tags) + (["bpsm-shadow"] if mode == "shadow" else [])
         if outcome == "override":
             tags.append("bpsm-override")
+        if decision.approver_group:
+            tags.append("bpsm-cab-approval")  # the note names the approver group
         self.add_tags(event.ticket_id, tuple(tags))
         # The marker check makes the note idempotent when an earlier answer was lost.
         if not self.has_note(event.ticket_id):
@@ -200,7 +203,7 @@ class ZammadClient(HostClient):
         if not hook_url:
             lines.append("no --hook-url given: webhook and triggers not configured")
             return lines
-        me = self.http.request("GET", "/api/v1/users/me").json()
+        me = self.me()
         webhooks = self.http.request("GET", "/api/v1/webhooks").json()
         webhook = next((w for w in webhooks if w.get("name") == WEBHOOK_NAME), None)
         if webhook is None:
@@ -330,6 +333,30 @@ class ZammadClient(HostClient):
                 return events
             page += 1
 
+    def is_open(self, ticket_id: str) -> bool | None:
+        state = str(self.ticket(ticket_id).get("state", ""))
+        return state not in ("closed", "merged", "removed")
+
+    def reply(self, event: TicketEvent, text: str, send: bool) -> None:
+        articles = self.http.request(
+            "GET", f"/api/v1/ticket_articles/by_ticket/{event.ticket_id}"
+        ).json()
+        body = note_html(text)
+        if any(a.get("body") == body for a in articles):
+            return  # posted before; the answer was lost
+        article: dict[str, Any] = {
+            "ticket_id": int(event.ticket_id),
+            "body": body,
+            "content_type": "text/html",
+            "subject": event.subject,
+        }
+        if send:
+            # An e-mail article reaches the customer; Zammad fills in From from the group.
+            article.update(type="email", internal=False, to=event.requester or "")
+        else:
+            article.update(type="note", internal=True)
+        self.http.request("POST", "/api/v1/ticket_articles", json=article)
+
     def add_tags(self, ticket_id: str, tags: tuple[str, ...]) -> None:
         for tag in tags:
             self.http.request(
@@ -338,28 +365,31 @@ class ZammadClient(HostClient):
                 json={"object": "Ticket", "o_id": int(ticket_id), "item": tag},
             )
 
+    def me(self) -> dict[str, Any]:
+        if self._me is None:
+            self._me = self.http.request("GET", "/api/v1/users/me").json()
+        return self._me
+
     def create_ticket(self, ticket: NewTicket) -> str:
-        data = self.http.request(
+        # Zammad needs a customer; the connector's own user opens its process tickets.
+        created = self.http.request(
             "POST",
             "/api/v1/tickets",
             json={
                 "title": ticket.title,
                 "group": ticket.queue,
+                "customer_id": self.me()["id"],
                 "article": {
                     "subject": ticket.title,
-                    "body": ticket.body,
+                    "body": note_html(ticket.body),
+                    "content_type": "text/html",
                     "type": "note",
                     "internal": True,
                 },
             },
         ).json()
-        ticket_id = str(data["id"])
-        for tag in ticket.tags:
-            self.http.request(
-                "POST",
-                "/api/v1/tags/add",
-                json={"object": "Ticket", "o_id": int(ticket_id), "item": tag},
-            )
+        ticket_id = str(created["id"])
+        self.add_tags(ticket_id, ticket.tags)
         return ticket_id
 
 

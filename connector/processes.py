@@ -1,0 +1,173 @@
+"""Proactive and improvement processes, the I/O part: claim in the store, open in the host.
+
+Both work through the host interface (`create_ticket`, `add_tags`, `is_open`), so every
+helpdesk module gets them. Without a configured helpdesk (or in dry-run/shadow mode) they
+record what they would have opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from connector.catalogue import format_duration
+from connector.hosts.base import HostError
+from connector.proactive import due_maintenance, improvement_ticket, maintenance_ticket
+from connector.route import messages
+from connector.runtime import Runtime
+from connector.store import ProcessStore
+
+log = logging.getLogger("bpsm.processes")
+CLAIM_LEASE = 600.0  # a claim older than this whose process died is taken over
+
+
+@dataclass(frozen=True)
+class Opened:
+    host: str
+    what: str  # maintenance entry key or service id
+    period: str
+    status: str  # opened | dry-run | already-open | failed
+    ticket_id: str | None = None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        ticket = f" ticket {self.ticket_id}" if self.ticket_id else ""
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{self.host}: {self.what} [{self.period}] {self.status}{ticket}{detail}"
+
+
+def target_hosts(rt: Runtime) -> list[str]:
+    """Configured helpdesks; with none, the demo host (records in dry-run)."""
+    hosts = [name for name, s in sorted(rt.settings.hosts.items()) if s.configured]
+    return hosts or ["demo"]
+
+
+def run_maintenance(rt: Runtime, now: datetime | None = None) -> list[Opened]:
+    now = now or datetime.now(UTC)
+    store = ProcessStore(rt.store)
+    results = []
+    for host in target_hosts(rt):
+        mapping = rt.mapping(host)
+        live = rt.mode(host) == "route"
+        for item, period in due_maintenance(rt.index.catalogue, now):
+            row_id, existing = store.claim_maintenance(
+                host, item.key, period, CLAIM_LEASE, retake_dry_run=live
+            )
+            if row_id is None:
+                assert existing is not None
+                results.append(
+                    Opened(
+                        host,
+                        item.key,
+                        period,
+                        "already-open",
+                        existing.get("ticket_id"),
+                        existing["status"],
+                    )
+                )
+                continue
+            if not live:
+                store.finish_maintenance(row_id, "dry-run", None)
+                results.append(Opened(host, item.key, period, "dry-run"))
+                continue
+            ticket = maintenance_ticket(item, period, rt.index.catalogue, mapping)
+            try:
+                ticket_id = rt.client(host).create_ticket(ticket)
+            except HostError as exc:
+                store.release_maintenance(row_id)
+                results.append(Opened(host, item.key, period, "failed", detail=str(exc)))
+                continue
+            store.finish_maintenance(row_id, "opened", ticket_id)
+            results.append(Opened(host, item.key, period, "opened", ticket_id))
+    for result in results:
+        if result.status in ("opened", "failed"):
+            log.info(
+                "maintenance",
+                extra={
+                    "host": result.host,
+                    "item": result.what,
+                    "period": result.period,
+                    "status": result.status,
+                },
+            )
+    return results
+
+
+def check_improvement(rt: Runtime, host: str, service_id: str) -> Opened | None:
+    """After a reactive ticket: open an improvement if the service crossed the threshold.
+
+    Tickets counted are those since the window start, or since the last improvement for
+    the service if later, so a closed improvement does not reopen on the same tickets."""
+    policy = rt.index.catalogue.improvement
+    store = ProcessStore(rt.store)
+    now = time.time()
+    since = max(
+        now - policy.window.total_seconds(), store.last_improvement_at(host, service_id) or 0.0
+    )
+    tickets = store.reactive_tickets(host, service_id, since)
+    if len(tickets) < policy.threshold:
+        return None
+    if not _free_slot(rt, store, host, service_id):
+        return None
+    lang = (rt.index.catalogue.languages or ["en"])[0]
+    reason = (messages().get(lang) or messages()["en"])["improvement_reason_threshold"].format(
+        count=len(tickets), window=format_duration(policy.window)
+    )
+    return open_improvement(rt, host, service_id, reason, tickets)
+
+
+def _free_slot(rt: Runtime, store: ProcessStore, host: str, service_id: str) -> bool:
+    """True when no improvement is open for the service (closing finished ones first)."""
+    row = store.open_improvement(host, service_id)
+    if row is None:
+        return True
+    if row["status"] == "opening" and row["claimed_at"] < time.time() - CLAIM_LEASE:
+        store.release_improvement(row["id"])  # its process died before opening it
+        return True
+    if row["status"] == "open" and row["ticket_id"] and rt.mode(host) == "route":
+        try:
+            still_open = rt.client(host).is_open(str(row["ticket_id"]))
+        except HostError:
+            return False
+        if still_open is False:
+            store.close_improvement(row["id"])
+            return True
+    return False
+
+
+def open_improvement(
+    rt: Runtime, host: str, service_id: str, reason: str, tickets: list[str]
+) -> Opened:
+    store = ProcessStore(rt.store)
+    service = rt.index.catalogue.service(service_id)
+    row_id = store.claim_improvement(host, service_id, reason, tickets)
+    if row_id is None:
+        row = store.open_improvement(host, service_id) or {}
+        return Opened(host, service_id, "-", "already-open", row.get("ticket_id"))
+    if rt.mode(host) != "route":
+        store.finish_improvement(row_id, "dry-run", None)
+        store.close_improvement(row_id, status="dry-run")
+        return Opened(host, service_id, "-", "dry-run", detail=reason)
+    client = rt.client(host)
+    ticket = improvement_ticket(service, tickets, reason, rt.index.catalogue, rt.mapping(host))
+    try:
+        ticket_id = client.create_ticket(ticket)
+    except HostError as exc:
+        store.release_improvement(row_id)
+        return Opened(host, service_id, "-", "failed", detail=str(exc))
+    store.finish_improvement(row_id, "open", ticket_id)
+    for linked in tickets:
+        try:
+            client.add_tags(linked, ("bpsm-improvement",))
+        except (HostError, NotImplementedError) as exc:
+            log.warning(
+                "could not tag linked ticket",
+                extra={"host": host, "ticket": linked, "error": str(exc)},
+            )
+    log.info(
+        "improvement opened",
+        extra={"host": host, "service": service_id, "ticket": ticket_id, "linked": len(tickets)},
+    )
+    return Opened(host, service_id, "-", "opened", ticket_id, reason)
