@@ -37,6 +37,9 @@ PART_SHARE = 0.5
 PLAIN_PART_SHARE = 0.1
 # A description link from a thesaurus concept is weaker evidence than a name/keyword link.
 DESCRIPTION_LINK = 0.5
+DESCRIPTION_MIN_HITS = 2
+NON_IT_KEYWORD = 0.7
+COORDINATION = 0.5  # exponent on the number of distinct matched words
 SIBLING_LINK = 0.5
 SIBLING_FULL = 3.0  # linked concepts of a topic at which siblings reach SIBLING_LINK
 PHRASE_WORD_LINK = 0.0  # measured: linking by words inside concept phrases hurt
@@ -170,6 +173,12 @@ class CatalogueIndex:
                 share = PART_SHARE if self.is_it_word(word) else PLAIN_PART_SHARE
                 self._add_term(service, word, source, weight * share, add_parts=False)
 
+    def _keyword_weight(self, keyword: str) -> float:
+        """Keywords the thesaurus knows as IT terms weigh fully; others (places, units,
+        "home care") are often the ticket's context rather than its subject."""
+        it = any(self.is_it_word(w) for w in tokenize(keyword))
+        return FIELD_WEIGHT["keyword"] * (1.0 if it else NON_IT_KEYWORD)
+
     def is_it_word(self, word: str) -> bool:
         """True when the thesaurus knows the word (in any of its forms) as an IT term."""
         return not self.keys(word).isdisjoint(self.it_vocabulary)
@@ -187,7 +196,7 @@ class CatalogueIndex:
             terms.append((_strip_brackets(name), "name", FIELD_WEIGHT["name"], True))
             terms += [(inner, "name", FIELD_WEIGHT["name"], True) for inner in _brackets(name)]
         for words in service.keywords.values():
-            terms += [(w, "keyword", FIELD_WEIGHT["keyword"], True) for w in words]
+            terms += [(w, "keyword", self._keyword_weight(w), True) for w in words]
         for text in service.description.values():
             # Descriptions are prose: only their IT words carry signal.
             terms += [
@@ -236,7 +245,7 @@ class CatalogueIndex:
                 else:
                     strength[concept] = 1.0
         for concept, count in description_hits.items():
-            if concept not in strength and count >= 2:
+            if concept not in strength and count >= DESCRIPTION_MIN_HITS:
                 strength[concept] = DESCRIPTION_LINK
         for concept, value in weak.items():
             if concept not in strength:
@@ -344,15 +353,12 @@ class CatalogueIndex:
         return found
 
     def _direct(self, word: str, how: str | None = None) -> list[tuple[Posting, str, str]]:
+        # Exact form first and every posting kept: the scorer keeps the best per term, and
+        # the result must not depend on set iteration order (hash seeds differ per process).
         out = []
-        seen: set[tuple[int, str]] = set()
-        for key in self.keys(word):
-            for posting in self.postings.get(key, ()):
-                if (posting.service, posting.term) in seen:
-                    continue
-                seen.add((posting.service, posting.term))
-                kind = how or ("exact" if key == word else "stem")
-                out.append((posting, kind, word))
+        for key in sorted(self.keys(word), key=lambda k: (k != word, k)):
+            kind = how or ("exact" if key == word else "stem")
+            out += [(posting, kind, word) for posting in self.postings.get(key, ())]
         return out
 
     def _compound(self, word: str) -> list[tuple[Posting, str, str]]:
@@ -380,14 +386,10 @@ class CatalogueIndex:
     def _part(self, part: str) -> list[tuple[Posting, str, str]]:
         """Postings of a compound part: the part as written or stemmed in a compounding
         language (English stems of fragments, "ecting" → "ect", match nonsense)."""
-        out = []
-        seen: set[tuple[int, str]] = set()
-        for key in {part, *(stem(part, lang) for lang in self.compounding)}:
-            for posting in self.postings.get(key, ()):
-                if (posting.service, posting.term) not in seen:
-                    seen.add((posting.service, posting.term))
-                    out.append((posting, "compound", part))
-        return out
+        keys = sorted({part, *(stem(part, lang) for lang in self.compounding)})
+        return [
+            (posting, "compound", part) for key in keys for posting in self.postings.get(key, ())
+        ]
 
     def _fuzzy(self, word: str) -> list[tuple[Posting, str, str]]:
         limit = 2 if len(word) >= 9 else 1
@@ -468,7 +470,7 @@ class CatalogueIndex:
 
         kept = {service: _one_term_per_word(terms) for service, terms in hits.items()}
         scored = sorted(
-            ((sum(h.weight for h in kept[s]) / self.norm[s], s) for s in kept),
+            ((_coordinated(kept[s]) / self.norm[s], s) for s in kept),
             key=lambda item: (-item[0], self.services[item[1]].id),
         )
         return scored, kept
@@ -534,6 +536,12 @@ def _with_siblings(linked: dict[int, float], concepts: Sequence[Concept]) -> dic
         for member in members:
             result[member] = max(result.get(member, 0.0), share)
     return result
+
+
+def _coordinated(hits: list[_Hit]) -> float:
+    """Sum of the evidence, raised for services that several distinct words point to: a
+    ticket about a printer says printer, paper and toner; a stray word says one thing."""
+    return sum(h.weight for h in hits) * len(hits) ** COORDINATION
 
 
 def _one_term_per_word(terms: dict[str, _Hit]) -> list[_Hit]:
