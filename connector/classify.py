@@ -541,7 +541,7 @@ def _with_siblings(linked: dict[int, float], concepts: Sequence[Concept]) -> dic
 def _coordinated(hits: list[_Hit]) -> float:
     """Sum of the evidence, raised for services that several distinct words point to: a
     ticket about a printer says printer, paper and toner; a stray word says one thing."""
-    return sum(h.weight for h in hits) * len(hits) ** COORDINATION
+    return float(sum(h.weight for h in hits) * len(hits) ** COORDINATION)
 
 
 def _one_term_per_word(terms: dict[str, _Hit]) -> list[_Hit]:
