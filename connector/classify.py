@@ -49,8 +49,10 @@ LENGTH_NORM = 0.3  # BM25's b over the number of terms a service has
 MIN_SCORE = 2.0  # below this the ticket is about nothing in the catalogue
 STRENGTH_SCALE = 4.0  # score at which strength reaches 1 - 1/e
 MIN_FUZZY_LEN = 5
+FUZZY2_LEN = 11  # words this long may be two edits off
 MIN_COMPOUND_LEN = 6
 MIN_PART_LEN = 3
+STEM_IN_OWN_LANGUAGE = True
 COMPOUNDING = frozenset({"nb", "nn", "no", "da", "sv", "de", "nl", "fi", "is"})
 MIN_TAIL_LEN = 5
 
@@ -69,8 +71,10 @@ def shipped_thesaurus() -> tuple[Concept, ...]:
     concepts: list[Concept] = []
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            topic = entry.name.removesuffix(".yaml")
-            concepts += parse_thesaurus(load_data(entry.read_text(encoding="utf-8")), topic)
+            raw = load_data(entry.read_text(encoding="utf-8"))
+            # A file is a topic unless it names one (several files may share a topic).
+            topic = str(raw.get("topic") or entry.name.removesuffix(".yaml"))
+            concepts += parse_thesaurus(raw, topic)
     return tuple(concepts)
 
 
@@ -85,6 +89,10 @@ def parse_thesaurus(raw: dict[str, object], topic: str = "") -> tuple[Concept, .
         }
         out.append(Concept(id=str(item["id"]), terms=terms, topic=topic))
     return tuple(out)
+
+
+# (term, source, weight, add parts, language) of a service's own catalogue text
+Term = tuple[str, str, float, bool, str | None]
 
 
 @dataclass(frozen=True)
@@ -148,8 +156,23 @@ class CatalogueIndex:
     def _term_keys(self, term: str) -> tuple[frozenset[str], ...]:
         return tuple(self.keys(w) for w in tokenize(term))
 
+    def term_keys(self, word: str, lang: str | None) -> frozenset[str]:
+        """Index keys of a catalogue or thesaurus word: itself and its stem in its own
+        language. (Ticket words are looked up under their stems in every language, so
+        "printeren" still meets "printer"; but the English "leave" no longer meets the
+        keyword "leaver" through the Norwegian stemmer.)"""
+        if lang is None or lang not in self.languages or not STEM_IN_OWN_LANGUAGE:
+            return self.keys(word)
+        return frozenset((word, stem(word, lang)))
+
     def _add_term(
-        self, service: int, term: str, source: str, weight: float, add_parts: bool
+        self,
+        service: int,
+        term: str,
+        source: str,
+        weight: float,
+        add_parts: bool,
+        lang: str | None = None,
     ) -> None:
         words = tokenize(term)
         if not words:
@@ -159,11 +182,11 @@ class CatalogueIndex:
         if len(words) == 1:
             if words[0] in self.stopwords:
                 return
-            for key in self.keys(words[0]):
+            for key in self.term_keys(words[0], lang):
                 self.postings[key].append(posting)
             self._add_deletes(words[0])
             return
-        keys = tuple(self.keys(w) for w in words)
+        keys = tuple(self.term_keys(w, lang) for w in words)
         for key in keys[0]:
             self.phrases[key].append(Phrase(keys, posting))
         for word in words:
@@ -171,7 +194,7 @@ class CatalogueIndex:
         if add_parts:
             for word in words:
                 share = PART_SHARE if self.is_it_word(word) else PLAIN_PART_SHARE
-                self._add_term(service, word, source, weight * share, add_parts=False)
+                self._add_term(service, word, source, weight * share, False, lang)
 
     def _keyword_weight(self, keyword: str) -> float:
         """Keywords the thesaurus knows as IT terms weigh fully; others (places, units,
@@ -189,27 +212,28 @@ class CatalogueIndex:
                 self.deletes[variant].add(word)
             self.deletes[word].add(word)
 
-    def _service_terms(self, service: Service) -> list[tuple[str, str, float, bool]]:
-        """(term, source, weight, add_parts) for the catalogue's own text of a service."""
-        terms: list[tuple[str, str, float, bool]] = []
-        for name in service.name.values():
-            terms.append((_strip_brackets(name), "name", FIELD_WEIGHT["name"], True))
-            terms += [(inner, "name", FIELD_WEIGHT["name"], True) for inner in _brackets(name)]
-        for words in service.keywords.values():
-            terms += [(w, "keyword", self._keyword_weight(w), True) for w in words]
-        for text in service.description.values():
+    def _service_terms(self, service: Service) -> list[Term]:
+        """(term, source, weight, add_parts, language) for a service's catalogue text."""
+        terms: list[Term] = []
+        name_weight = FIELD_WEIGHT["name"]
+        for lang, name in service.name.items():
+            terms.append((_strip_brackets(name), "name", name_weight, True, lang))
+            terms += [(inner, "name", name_weight, True, lang) for inner in _brackets(name)]
+        for lang, words in service.keywords.items():
+            terms += [(w, "keyword", self._keyword_weight(w), True, lang) for w in words]
+        for lang, text in service.description.items():
             # Descriptions are prose: only their IT words carry signal.
             terms += [
-                (w, "description", FIELD_WEIGHT["description"], False)
+                (w, "description", FIELD_WEIGHT["description"], False, lang)
                 for w in tokenize(text)
                 if len(w) > 2 and self.is_it_word(w)
             ]
-        terms += [(service.id.replace("-", " "), "name", FIELD_WEIGHT["name"] * 0.5, True)]
+        terms += [(service.id.replace("-", " "), "name", name_weight * 0.5, True, None)]
         return terms
 
     def _linked_concepts(
         self,
-        terms: list[tuple[str, str, float, bool]],
+        terms: list[Term],
         concept_words: dict[str, set[int]],
         concept_phrases: dict[str, list[tuple[int, tuple[frozenset[str], ...]]]],
     ) -> dict[int, float]:
@@ -221,7 +245,7 @@ class CatalogueIndex:
         description_hits: dict[int, int] = defaultdict(int)
         weak: dict[int, float] = {}
         concept_phrase_words = self._concept_phrase_words
-        for term, source, _, _ in terms:
+        for term, source, _, _, _ in terms:
             words = tokenize(term)
             hits: set[int] = set()
             if len(words) == 1 and words[0] not in self.stopwords:
@@ -256,13 +280,13 @@ class CatalogueIndex:
         self.services = list(self.catalogue.services)
         self.compounding = tuple(lang for lang in self.languages if lang in COMPOUNDING)
         self.stopwords = language_data().all_stopwords
-        concept_terms: list[list[str]] = [
-            [t for words in c.terms.values() for t in words] for c in concepts
+        concept_terms: list[list[tuple[str, str]]] = [
+            [(t, lang) for lang, words in c.terms.items() for t in words] for c in concepts
         ]
         concept_words: dict[str, set[int]] = defaultdict(set)  # word key → concepts
         concept_phrases: dict[str, list[tuple[int, tuple[frozenset[str], ...]]]] = defaultdict(list)
         for index, terms in enumerate(concept_terms):
-            for term in terms:
+            for term, _ in terms:
                 words = tokenize(term)
                 if len(words) == 1 and words[0] not in self.stopwords:
                     for key in self.keys(words[0]):
@@ -279,15 +303,14 @@ class CatalogueIndex:
         for number, service in enumerate(self.services):
             own = self._service_terms(service)
             before = self._count_terms()
-            for term, source, weight, parts in own:
-                self._add_term(number, term, source, weight, parts)
+            for term, source, weight, parts, lang in own:
+                self._add_term(number, term, source, weight, parts, lang)
             linked = self._linked_concepts(own, concept_words, concept_phrases)
             for concept, strength in _with_siblings(linked, concepts).items():
                 label = f"thesaurus:{concepts[concept].id}"
-                for term in concept_terms[concept]:
-                    self._add_term(
-                        number, term, label, FIELD_WEIGHT["thesaurus"] * strength, add_parts=False
-                    )
+                weight = FIELD_WEIGHT["thesaurus"] * strength
+                for term, lang in concept_terms[concept]:
+                    self._add_term(number, term, label, weight, False, lang)
             sizes.append(self._count_terms() - before)
         self._compute_idf()
         average = sum(sizes) / len(sizes) if sizes else 1.0
@@ -392,7 +415,7 @@ class CatalogueIndex:
         ]
 
     def _fuzzy(self, word: str) -> list[tuple[Posting, str, str]]:
-        limit = 2 if len(word) >= 9 else 1
+        limit = 2 if len(word) >= FUZZY2_LEN else 1
         candidates: set[str] = set(self.deletes.get(word, ()))
         for variant in _deletes(word):
             candidates |= self.deletes.get(variant, set())

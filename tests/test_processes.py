@@ -14,27 +14,37 @@ import yaml
 from connector.catalogue import load_catalogue
 from connector.config import load_settings
 from connector.hosts import host_classes
-from connector.processes import run_maintenance
 from connector.proactive import due_maintenance, period_key
+from connector.processes import run_maintenance
 from connector.runtime import Runtime
 from tests.e2e import ROOT, ConnectorService, example_index
 from tests.fakes.zammad import FakeZammad
 
 SECRET = "s3cr3t-t0k3n"
-GROUPS = ["BPSM Reactive", "BPSM Relation", "BPSM Change", "BPSM Proactive",
-          "BPSM Improvement", "BPSM Triage", "CAB"]
+GROUPS = [
+    "BPSM Reactive",
+    "BPSM Relation",
+    "BPSM Change",
+    "BPSM Proactive",
+    "BPSM Improvement",
+    "BPSM Triage",
+    "CAB",
+]
 PRINTER = "The printer on the 2nd floor keeps jamming and prints blank pages."
 
 
-@pytest.mark.parametrize("every,when,expected", [
-    ("daily", datetime(2026, 3, 1, 23, 59), "2026-03-01"),
-    ("weekly", datetime(2026, 1, 1), "2026-W01"),
-    ("weekly", datetime(2027, 1, 1), "2026-W53"),  # ISO week of the previous year
-    ("monthly", datetime(2026, 12, 31), "2026-12"),
-    ("quarterly", datetime(2026, 4, 1), "2026-Q2"),
-    ("quarterly", datetime(2026, 3, 31), "2026-Q1"),
-    ("yearly", datetime(2026, 7, 7), "2026"),
-])
+@pytest.mark.parametrize(
+    "every,when,expected",
+    [
+        ("daily", datetime(2026, 3, 1, 23, 59), "2026-03-01"),
+        ("weekly", datetime(2026, 1, 1), "2026-W01"),
+        ("weekly", datetime(2027, 1, 1), "2026-W53"),  # ISO week of the previous year
+        ("monthly", datetime(2026, 12, 31), "2026-12"),
+        ("quarterly", datetime(2026, 4, 1), "2026-Q2"),
+        ("quarterly", datetime(2026, 3, 31), "2026-Q1"),
+        ("yearly", datetime(2026, 7, 7), "2026"),
+    ],
+)
 def test_period_keys(every, when, expected):
     assert period_key(every, when) == expected
 
@@ -55,22 +65,27 @@ def zammad() -> Iterator[FakeZammad]:
         yield fake
 
 
-def zammad_env(zammad: FakeZammad, data_dir: Path, mappings: Path | None = None
-               ) -> dict[str, str]:
-    return {"BPSM_DATA_DIR": str(data_dir), "BPSM_ZAMMAD_URL": zammad.base_url,
-            "BPSM_ZAMMAD_TOKEN": "zammad-api-token", "BPSM_ZAMMAD_WEBHOOK_SECRET": SECRET,
-            "BPSM_MAPPINGS_DIR": str(mappings or ROOT / "mappings")}
+def zammad_env(zammad: FakeZammad, data_dir: Path, mappings: Path | None = None) -> dict[str, str]:
+    return {
+        "BPSM_DATA_DIR": str(data_dir),
+        "BPSM_ZAMMAD_URL": zammad.base_url,
+        "BPSM_ZAMMAD_TOKEN": "zammad-api-token",
+        "BPSM_ZAMMAD_WEBHOOK_SECRET": SECRET,
+        "BPSM_MAPPINGS_DIR": str(mappings or ROOT / "mappings"),
+    }
 
 
 def runtime(env: dict[str, str]) -> Runtime:
-    settings = load_settings(env, host_names=tuple(host_classes()),
-                             catalogue_path=ROOT / "catalogue.yaml")
+    settings = load_settings(
+        env, host_names=tuple(host_classes()), catalogue_path=ROOT / "catalogue.yaml"
+    )
     return Runtime(settings, index=example_index())
 
 
 def proactive_tickets(zammad: FakeZammad) -> list[dict]:
-    return [zammad.ticket(t) for t in zammad.db.tickets
-            if zammad.ticket(t)["group"] == "BPSM Proactive"]
+    return [
+        zammad.ticket(t) for t in zammad.db.tickets if zammad.ticket(t)["group"] == "BPSM Proactive"
+    ]
 
 
 def test_maintenance_once_per_period_across_restarts_and_parallel_runs(zammad, tmp_path):
@@ -100,8 +115,9 @@ def test_maintenance_once_per_period_across_restarts_and_parallel_runs(zammad, t
     assert "bpsm" in zammad.tags(ticket["id"]) and "proactive" in zammad.tags(ticket["id"])
     # December: the monthly entries are due again, the quarterly ones are not.
     december = run_maintenance(runtime(env), datetime(2026, 12, 1, tzinfo=UTC))
-    monthly = sum(1 for s in example_index().catalogue.services for m in s.maintenance
-                  if m.every == "monthly")
+    monthly = sum(
+        1 for s in example_index().catalogue.services for m in s.maintenance if m.every == "monthly"
+    )
     assert sum(r.status == "opened" for r in december) == monthly
     for rt in runtimes:
         rt.close()
@@ -126,8 +142,9 @@ def test_improvement_opens_once_at_threshold_and_not_again_while_open(zammad, tm
         for n in range(6):
             ids.append(zammad.create_ticket_as_customer(f"Printer {n}", PRINTER))
             service.wait_routed("zammad", ids[-1])
-        improvement = [t for t in zammad.db.tickets
-                       if zammad.ticket(t)["group"] == "BPSM Improvement"]
+        improvement = [
+            t for t in zammad.db.tickets if zammad.ticket(t)["group"] == "BPSM Improvement"
+        ]
         assert len(improvement) == 1  # threshold 5 reached at the 5th; the 6th adds none
         body = zammad.articles(improvement[0])[0]["body"]
         for ticket_id in ids[:5]:
@@ -140,8 +157,10 @@ def test_improvement_opens_once_at_threshold_and_not_again_while_open(zammad, tm
         for n in range(5):
             ticket_id = zammad.create_ticket_as_customer(f"Printer again {n}", PRINTER)
             service.wait_routed("zammad", ticket_id)
-        assert len([t for t in zammad.db.tickets
-                    if zammad.ticket(t)["group"] == "BPSM Improvement"]) == 2
+        assert (
+            len([t for t in zammad.db.tickets if zammad.ticket(t)["group"] == "BPSM Improvement"])
+            == 2
+        )
 
 
 def test_relation_reply_is_sent_in_norwegian_and_change_names_the_approvers(zammad, tmp_path):
@@ -154,22 +173,29 @@ def test_relation_reply_is_sent_in_norwegian_and_change_names_the_approvers(zamm
     with ConnectorService(tmp_path, zammad_env(zammad, tmp_path, mappings)) as service:
         zammad.configure_webhook(service.hook_url("zammad"), signature_token=SECRET)
         mac = zammad.create_ticket_as_customer(
-            "Mac på jobb?", "Hei! Kan jeg bruke min egen MacBook med macOS på jobben i stedet "
-            "for Windows-PC? Mvh Kari", customer="nicole.braun@zammad.org")
+            "Mac på jobb?",
+            "Hei! Kan jeg bruke min egen MacBook med macOS på jobben i stedet "
+            "for Windows-PC? Mvh Kari",
+            customer="nicole.braun@zammad.org",
+        )
         routing = service.wait_routed("zammad", mac)
         assert routing["process"] == "relation" and routing["language"] == "nb"
-        replies = [a for a in zammad.articles(mac) if a["type"] == "email"
-                   and not a["internal"] and a["sender"] == "Agent"]
+        replies = [
+            a
+            for a in zammad.articles(mac)
+            if a["type"] == "email" and not a["internal"] and a["sender"] == "Agent"
+        ]
         assert len(replies) == 1
         assert "Hei," in replies[0]["body"] and "ikke en tjeneste" in replies[0]["body"]
         assert replies[0]["to"] == "nicole.braun@zammad.org"
 
         change = zammad.create_ticket_as_customer(
-            "Integration", "We would like a new integration between Visma and the archive "
-            "for the whole department, the budget is approved.")
+            "Integration",
+            "We would like a new integration between Visma and the archive "
+            "for the whole department, the budget is approved.",
+        )
         routing = service.wait_routed("zammad", change)
         assert routing["process"] == "change"
         assert "bpsm-cab-approval" in zammad.tags(change)
         notes = [a["body"] for a in zammad.articles(change) if a["internal"]]
-        assert any("assigned to &quot;CAB&quot;" in n or 'assigned to "CAB"' in n
-                   for n in notes)
+        assert any("assigned to &quot;CAB&quot;" in n or 'assigned to "CAB"' in n for n in notes)
