@@ -46,6 +46,7 @@ PHRASE_WORD_LINK = 0.0  # measured: linking by words inside concept phrases hurt
 QUALITY = {"exact": 1.0, "stem": 0.95, "phrase": 1.0, "compound": 0.8, "fuzzy": 0.7}
 SUBJECT_BOOST = 1.5
 LENGTH_NORM = 0.3  # BM25's b over the number of terms a service has
+IDF_SCALE = 3.0
 MIN_SCORE = 2.0  # below this the ticket is about nothing in the catalogue
 STRENGTH_SCALE = 4.0  # score at which strength reaches 1 - 1/e
 MIN_FUZZY_LEN = 5
@@ -334,8 +335,11 @@ class CatalogueIndex:
             for ph in phrases:
                 services_with[ph.posting.term].add(ph.posting.service)
         n = len(self.services)
+        # BM25 idf, rescaled so a term unique to one service weighs IDF_SCALE whatever the
+        # catalogue's size: score thresholds then mean the same for 5 or 10,000 services.
+        rarest = math.log(1 + (n - 0.5) / 1.5) if n > 1 else 1.0
         self.idf = {
-            term: math.log(1 + (n - len(s) + 0.5) / (len(s) + 0.5))
+            term: IDF_SCALE * math.log(1 + (n - len(s) + 0.5) / (len(s) + 0.5)) / rarest
             for term, s in services_with.items()
         }
 

@@ -1,0 +1,139 @@
+"""The classifier: matching forms, evidence, confidence, edge cases."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from connector.catalogue import Catalogue
+from connector.classify import Concept, build_index
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    catalogue = Catalogue.model_validate(
+        {
+            "version": 1,
+            "languages": ["en", "nb"],
+            "services": [
+                {
+                    "id": "printing",
+                    "name": {"en": "Printing", "nb": "Utskrift"},
+                    "keywords": {"en": ["printer", "toner"], "nb": ["skriver"]},
+                },
+                {
+                    "id": "email",
+                    "name": {"en": "E-mail", "nb": "E-post"},
+                    "keywords": {"en": ["outlook", "mailbox"], "nb": ["e-postkonto", "innboks"]},
+                },
+                {
+                    "id": "network",
+                    "name": {"en": "Network", "nb": "Nettverk"},
+                    "keywords": {
+                        "en": ["wifi", "wireless network"],
+                        "nb": ["trådløst nett", "nett"],
+                    },
+                },
+                {
+                    "id": "mac",
+                    "name": {"en": "Mac computers"},
+                    "supported": False,
+                    "reason": {"en": "Windows only"},
+                    "keywords": {"en": ["macbook"]},
+                },
+            ],
+        }
+    )
+    concepts = [
+        Concept(
+            "printing",
+            {"en": ("printer", "paper jam", "hp laserjet"), "nb": ("skriver", "papirstopp")},
+        ),
+        Concept("vpn", {"en": ("vpn", "anyconnect"), "nb": ("vpn", "hjemmekontor")}),
+    ]
+    return build_index(catalogue, concepts)
+
+
+def test_exact_keyword_with_evidence(tiny):
+    match = tiny.classify("The printer prints nothing")
+    assert match.service == "printing"
+    # One piece of evidence per ticket word: its best term (here the name, by stem).
+    assert [(e.word, e.source) for e in match.evidence] == [("printer", "name")]
+
+
+def test_norwegian_inflection_and_compound(tiny):
+    assert tiny.classify("skriveren virker ikke").service == "printing"
+    nb = tiny.classify("Får ikke logget inn på e-postkontoen min")
+    assert nb.service == "email" and nb.language == "nb"
+    compound = tiny.classify("trådløsnettet faller ut hele tiden")
+    assert compound.service == "network"
+    assert any(e.how == "compound" for e in compound.evidence)
+
+
+def test_thesaurus_phrase_and_typo(tiny):
+    jam = tiny.classify("paper jam again on floor 3")
+    assert jam.service == "printing"
+    assert any(e.source == "thesaurus:printing" and e.how == "phrase" for e in jam.evidence)
+    typo = tiny.classify("my mailbx is full")
+    assert typo.service == "email" and typo.evidence[0].how == "fuzzy"
+
+
+def test_multiword_keyword_is_a_phrase(tiny):
+    match = tiny.classify("the wireless network drops")
+    assert match.service == "network"
+    assert any(e.how == "phrase" and e.term == "wireless network" for e in match.evidence)
+
+
+def test_confidence_reflects_the_margin(tiny):
+    clear = tiny.classify("printer toner empty, paper jam")
+    mixed = tiny.classify("printer and outlook")
+    assert 0 <= mixed.confidence < clear.confidence <= 1
+    assert mixed.runner_up in ("printing", "email")
+
+
+def test_unsupported_service_is_matched_like_any_other(tiny):
+    assert tiny.classify("can I get a macbook").service == "mac"
+
+
+@pytest.mark.parametrize("body", ["", "   ", "<p><br></p>", "<div>&nbsp;</div>", "12345 !!!"])
+def test_empty_or_markup_only_text_matches_nothing(tiny, body):
+    match = tiny.classify(body)
+    assert match.service is None and match.confidence == 0.0 and match.evidence == ()
+
+
+def test_html_only_body_is_read_as_text(tiny):
+    assert (
+        tiny.classify("<html><body><p>The <b>printer</b> jams</p></body></html>").service
+        == "printing"
+    )
+
+
+def test_language_not_in_the_catalogue_falls_back_and_still_matches_brands(tiny):
+    match = tiny.classify("Der Drucker druckt nicht, Toner leer")
+    assert match.service == "printing"
+    assert match.language in ("en", "nb")
+
+
+def test_one_megabyte_ticket_is_fast_and_bounded(tiny):
+    body = "The printer on floor 2 is broken. " + "lorem ipsum dolor sit amet " * 40_000
+    assert len(body) > 1_000_000
+    started = time.perf_counter()
+    match = tiny.classify(body)
+    assert match.service == "printing"
+    assert time.perf_counter() - started < 5  # generous: only guards against a hang
+
+
+def test_deterministic_and_no_catalogue_rescan(tiny):
+    first = tiny.classify("skriveren har papirstopp")
+    assert tiny.classify("skriveren har papirstopp") == first
+
+
+def test_change_intent_signals(example_index):
+    change = example_index.classify(
+        "We would like a new integration between Visma and the archive for the whole "
+        "department, the budget is approved."
+    )
+    assert change.change_intent and change.change_cues
+    disruption = example_index.classify("Visma does not work, I get an error when I log in")
+    assert not disruption.change_intent
