@@ -65,6 +65,18 @@ def main() -> None:
     """bpsm-connector: route helpdesk tickets to BPSM processes by the service catalogue."""
 
 
+def _looks_like_mapping(data: Any, path: Path) -> bool:
+    """Catalogues have `version` and a list of services; mappings name queues."""
+    if not isinstance(data, dict) or "version" in data:
+        return False
+    return (
+        path.parent.name == "mappings"
+        or "processes" in data
+        or "host" in data
+        or isinstance(data.get("services"), dict)
+    )
+
+
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(dir_okay=False))
 @catalogue_option
@@ -73,15 +85,7 @@ def check(paths: tuple[str, ...], catalogue_path: str) -> None:
     errors = 0
     for path in paths or (catalogue_path,):
         doc = read_yaml(path)
-        is_mapping = (
-            isinstance(doc.data, dict)
-            and "services" not in doc.data
-            and (
-                "processes" in doc.data
-                or "host" in doc.data
-                or Path(path).parent.name == "mappings"
-            )
-        )
+        is_mapping = _looks_like_mapping(doc.data, Path(path))
         if is_mapping:
             _, problems = check_mapping_document(doc)
         else:
@@ -147,6 +151,13 @@ def classify(
     help="Confidence threshold for auto-routing (default: the mapping's).",
 )
 @click.option("--sweep", "do_sweep", is_flag=True, help="Show share vs accuracy per threshold.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the sweep as an HTML page with a chart to this file.",
+)
 @catalogue_option
 @mapping_option
 def evaluate_command(
@@ -154,6 +165,7 @@ def evaluate_command(
     as_json: bool,
     threshold: float | None,
     do_sweep: bool,
+    html_path: str | None,
     catalogue_path: str,
     mapping_path: str | None,
 ) -> None:
@@ -166,6 +178,11 @@ def evaluate_command(
         return
     result = evaluate(tickets, index, mapping, threshold)
     table = sweep(tickets, result["predictions"]) if do_sweep else None
+    if html_path:
+        from connector.report import render_sweep_html
+
+        rows = table if table is not None else sweep(tickets, result["predictions"])
+        _write_output(html_path, render_sweep_html(result, rows, data))
     if as_json:
         if table is not None:
             result["sweep"] = table
@@ -475,6 +492,102 @@ def decisions(limit: int, as_json: bool, catalogue_path: str) -> None:
         )
     if not rows:
         click.echo("no decisions yet")
+
+
+def _write_output(path: str, text: str) -> None:
+    """Write a report file; the note goes to stderr so stdout stays clean for pipes."""
+    try:
+        Path(path).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    except OSError as exc:
+        click.echo(f"cannot write {path}: {exc.strerror}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote {path}", err=True)
+
+
+def _host_times(rt: Any, rows: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    """Ask each configured helpdesk for its tickets' response/close times.
+
+    Hosts without a URL, or whose client does not implement `ticket_times`, are skipped. A
+    host that fails with a transient error is not asked again in this run (it is down or
+    throttling; N more timeouts would not help); a permanent error only loses that ticket.
+    """
+    from connector.hosts.base import HostClient, HostError
+
+    found: dict[tuple[str, str], Any] = {}
+    for host in sorted({str(r["host"]) for r in rows}):
+        tickets = [str(r["ticket_id"]) for r in rows if r["host"] == host]
+        if not rt.settings.host(host).configured:
+            continue
+        try:
+            client = rt.client(host)
+        except NotImplementedError:  # a host module without an API client
+            continue
+        if type(client).ticket_times is HostClient.ticket_times:
+            click.echo(f"{host}: the connector cannot read ticket times from it", err=True)
+            continue
+        for ticket_id in tickets:
+            try:
+                found[(host, ticket_id)] = client.ticket_times(ticket_id)
+            except HostError as exc:
+                if not exc.permanent:
+                    click.echo(f"{host}: stopped asking for ticket times: {exc}", err=True)
+                    break
+        known = sum(found.get((host, t)) is not None for t in tickets)
+        click.echo(f"{host}: ticket times for {known} of {len(tickets)} tickets", err=True)
+    return found
+
+
+@main.command()
+@click.option(
+    "--since",
+    default="30d",
+    show_default=True,
+    help="Tickets routed within this period (30m, 4h, 30d, 12w).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "csv", "html"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write to this file instead of standard output.",
+)
+@click.option(
+    "--host-times",
+    is_flag=True,
+    help="Ask the helpdesks for first-response and close times (SLA breaches, medians).",
+)
+@catalogue_option
+def report(since: str, fmt: str, output: str | None, host_times: bool, catalogue_path: str) -> None:
+    """KPIs per process and service: auto-routed share, overrides, confidence, SLAs."""
+    import time
+
+    from connector.catalogue import parse_duration
+    from connector.report import RENDERERS, kpis
+
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    rt = _runtime(catalogue_path)
+    try:
+        now = time.time()
+        start = now - window.total_seconds()
+        rows = rt.store.all_routings(since=start)
+        times = _host_times(rt, rows) if host_times else None
+        text = RENDERERS[fmt](kpis(rows, now, times, since=start))
+    finally:
+        rt.close()
+    if output:
+        _write_output(output, text)
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
 
 
 if __name__ == "__main__":

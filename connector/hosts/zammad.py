@@ -24,6 +24,7 @@ from connector.hosts.base import (
     HostError,
     Ignored,
     NewTicket,
+    TicketTimes,
     Unauthorized,
     WebhookRequest,
     hmac_hex,
@@ -336,6 +337,18 @@ class ZammadClient(HostClient):
     def is_open(self, ticket_id: str) -> bool | None:
         state = str(self.ticket(ticket_id).get("state", ""))
         return state not in ("closed", "merged", "removed")
+
+    def ticket_times(self, ticket_id: str) -> TicketTimes | None:
+        """Zammad tracks first response and close times on the ticket itself."""
+        ticket = self.ticket(ticket_id)
+
+        def epoch(key: str) -> float | None:
+            moment = parse_time(ticket.get(key))
+            return moment.timestamp() if moment else None
+
+        return TicketTimes(
+            first_response_at=epoch("first_response_at"), closed_at=epoch("close_at")
+        )
 
     def reply(self, event: TicketEvent, text: str, send: bool) -> None:
         articles = self.http.request(

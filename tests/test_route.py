@@ -1,0 +1,107 @@
+"""Each BPSM routing rule, on hand-made matches (the router is pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from connector.catalogue import load_catalogue
+from connector.events import Evidence, ServiceMatch, TicketEvent
+from connector.mapping import Mapping
+from connector.route import NOTE_MARKER, decide, is_own_note
+from tests.e2e import ROOT
+
+CATALOGUE = load_catalogue(ROOT / "catalogue.yaml")
+EVENT = TicketEvent(host="t", delivery_id="1", ticket_id="7",
+                    created_at=datetime(2026, 11, 24, 8, 0, tzinfo=UTC))
+MAPPING = Mapping(fallback="BPSM Triage", services={"email": "E-mail team"},
+                  change={"approver_group": "CAB"})
+
+
+def match(service: str | None, confidence: float = 0.9, change: bool = False,
+          language: str = "en") -> ServiceMatch:
+    evidence = (Evidence(term="printer", word="printer", source="keyword", how="exact",
+                         weight=3.0),) if service else ()
+    return ServiceMatch(service=service, score=5.0 if service else 0.5, confidence=confidence,
+                        language=language, evidence=evidence, change_intent=change,
+                        change_cues=("could you add",) if change else ())
+
+
+def test_supported_service_is_reactive_with_sla_from_the_catalogue():
+    decision = decide(EVENT, match("printing"), CATALOGUE, MAPPING)
+    sla = CATALOGUE.sla_for(CATALOGUE.service("printing"))
+    assert (decision.process, decision.queue) == ("reactive", "BPSM Reactive")
+    assert decision.tags == ("bpsm", "reactive", "printing")
+    assert decision.sla is not None
+    assert decision.sla.response_due - EVENT.created_at == sla.response
+    assert decision.sla.resolution_due - EVENT.created_at == sla.resolution
+    assert decision.note.startswith(NOTE_MARKER) and "SLA: first response by" in decision.note
+
+
+def test_service_specific_reactive_queue():
+    assert decide(EVENT, match("email"), CATALOGUE, MAPPING).queue == "E-mail team"
+
+
+def test_unsupported_service_is_relation_with_reason_and_alternative():
+    service = CATALOGUE.service("mac-computers")
+    decision = decide(EVENT, match("mac-computers"), CATALOGUE, MAPPING)
+    assert (decision.process, decision.queue, decision.sla) == (
+        "relation", "BPSM Relation", None)
+    assert service.reason and service.reason["en"] in decision.note
+    assert service.alternative and service.alternative["en"] in decision.note
+
+
+def test_nothing_matches_is_relation_without_service():
+    decision = decide(EVENT, match(None, confidence=0.0), CATALOGUE, MAPPING)
+    assert (decision.process, decision.service, decision.queue) == (
+        "relation", None, "BPSM Relation")
+    assert "No service in the catalogue matches" in decision.note
+    assert not decision.low_confidence
+
+
+def test_change_intent_on_a_supported_service_is_change_with_approver():
+    decision = decide(EVENT, match("erp", change=True), CATALOGUE, MAPPING)
+    assert (decision.process, decision.queue, decision.approver_group) == (
+        "change", "BPSM Change", "CAB")
+    assert "change" in decision.tags and "erp" in decision.tags
+    owner = CATALOGUE.service("erp").owner
+    assert owner and owner in decision.note and "CAB" in decision.note
+
+
+def test_change_intent_on_an_unsupported_service_stays_relation():
+    decision = decide(EVENT, match("mac-computers", change=True), CATALOGUE, MAPPING)
+    assert decision.process == "relation"
+
+
+def test_low_confidence_goes_to_the_fallback_queue_and_says_so():
+    decision = decide(EVENT, match("printing", confidence=0.1), CATALOGUE, MAPPING)
+    assert decision.process == "reactive" and decision.queue == "BPSM Triage"
+    assert decision.low_confidence and "bpsm-low-confidence" in decision.tags
+    assert "below the threshold (25%)" in decision.note
+
+
+def test_low_confidence_without_fallback_keeps_the_process_queue():
+    decision = decide(EVENT, match("printing", confidence=0.1), CATALOGUE, Mapping())
+    assert decision.queue == "BPSM Reactive" and decision.low_confidence
+
+
+@pytest.mark.parametrize("language,expected", [
+    ("nb", "Rutet til reaktiv håndtering"), ("en", "Routed to reactive management"),
+    ("de", "Routed to reactive management"),  # no German texts: English
+])
+def test_note_language(language, expected):
+    decision = decide(EVENT, match("printing", language=language), CATALOGUE, MAPPING)
+    assert expected in decision.note
+
+
+def test_missing_creation_time_uses_now():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    event = EVENT.model_copy(update={"created_at": None})
+    decision = decide(event, match("printing"), CATALOGUE, MAPPING, now=now)
+    assert decision.sla and decision.sla.response_due > now
+    assert decision.sla.response_due - now < timedelta(days=7)
+
+
+def test_own_note_marker():
+    assert is_own_note(f"<p>{NOTE_MARKER} Routed</p>") and not is_own_note("hello")
