@@ -18,10 +18,23 @@ def run_setup(tmp_path: Path, zammad: FakeZammad, hook_url: str, monkeypatch) ->
     token.write_text("zammad-api-token\n")
     monkeypatch.setenv("BPSM_DATA_DIR", str(tmp_path / "cli"))
     monkeypatch.setenv("BPSM_MAPPINGS_DIR", str(ROOT / "mappings"))
-    result = CliRunner().invoke(main, [
-        "setup", "zammad", "--url", zammad.base_url, "--token-file", str(token),
-        "--hook-url", hook_url, "--secret-file", str(tmp_path / "secret"),
-        "--catalogue", str(ROOT / "catalogue.yaml")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "setup",
+            "zammad",
+            "--url",
+            zammad.base_url,
+            "--token-file",
+            str(token),
+            "--hook-url",
+            hook_url,
+            "--secret-file",
+            str(tmp_path / "secret"),
+            "--catalogue",
+            str(ROOT / "catalogue.yaml"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -46,14 +59,18 @@ def test_setup_is_idempotent_and_routes_afterwards(tmp_path, monkeypatch):
         webhooks = [w for w in zammad.db.webhooks.values() if w["name"] == "bpsm-connector"]
         assert len(webhooks) == 1 and webhooks[0]["ssl_verify"] is True
 
-        env = {"BPSM_ZAMMAD_URL": zammad.base_url, "BPSM_ZAMMAD_TOKEN": "zammad-api-token",
-               "BPSM_ZAMMAD_WEBHOOK_SECRET_FILE": str(secret_file)}
+        env = {
+            "BPSM_ZAMMAD_URL": zammad.base_url,
+            "BPSM_ZAMMAD_TOKEN": "zammad-api-token",
+            "BPSM_ZAMMAD_WEBHOOK_SECRET_FILE": str(secret_file),
+        }
         with ConnectorService(tmp_path / "svc", env) as service:
             for webhook in webhooks:
                 with zammad._lock:
                     zammad.db.webhooks[webhook["id"]]["endpoint"] = service.hook_url("zammad")
             ticket_id = zammad.create_ticket_as_customer(
-                "Printer", "The printer on the 2nd floor keeps jamming and prints blank pages.")
+                "Printer", "The printer on the 2nd floor keeps jamming and prints blank pages."
+            )
             routing = service.wait_routed("zammad", ticket_id)
             assert routing["outcome"] == "applied"
             assert zammad.ticket(ticket_id)["group"] == "BPSM Reactive"
