@@ -47,8 +47,15 @@ def test_check_bad_mapping(tmp_path):
 def test_classify_text_and_json():
     code, out = run("classify", "skriveren på 3. etasje virker ikke", "--catalogue", CATALOGUE)
     assert code == 0 and "printing" in out and "evidence:" in out and "Rutet til" in out
-    code, out = run("classify", "Outlook asks for my password", "--subject", "Outlook",
-                    "--json", "--catalogue", CATALOGUE)
+    code, out = run(
+        "classify",
+        "Outlook asks for my password",
+        "--subject",
+        "Outlook",
+        "--json",
+        "--catalogue",
+        CATALOGUE,
+    )
     data = json.loads(out)
     assert data["match"]["service"] == data["decision"]["service"]
     assert 0 <= data["match"]["confidence"] <= 1 and data["match"]["evidence"]
@@ -70,13 +77,20 @@ def write_csv(path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
 
 
 def test_evaluate_json_contract_and_recomputable_predictions(tmp_path):
-    data = write_csv(tmp_path / "t.csv", [
-        ("Printer", "The printer on the 2nd floor keeps jamming", "printing", "reactive"),
-        ("Mac", "Does IT support Macs? I want my own MacBook with macOS", "mac-computers",
-         "relation"),
-        ("Canteen", "The canteen menu for tomorrow?", "", "relation"),
-        ("Wrong", "The printer on the 2nd floor keeps jamming", "email", "change"),
-    ])
+    data = write_csv(
+        tmp_path / "t.csv",
+        [
+            ("Printer", "The printer on the 2nd floor keeps jamming", "printing", "reactive"),
+            (
+                "Mac",
+                "Does IT support Macs? I want my own MacBook with macOS",
+                "mac-computers",
+                "relation",
+            ),
+            ("Canteen", "The canteen menu for tomorrow?", "", "relation"),
+            ("Wrong", "The printer on the 2nd floor keeps jamming", "email", "change"),
+        ],
+    )
     code, out = run("evaluate", str(data), "--json", "--catalogue", CATALOGUE)
     assert code == 0
     result = json.loads(out)
@@ -84,8 +98,12 @@ def test_evaluate_json_contract_and_recomputable_predictions(tmp_path):
     predictions = result["predictions"]
     assert [p["service"] for p in predictions[:3]] == ["printing", "mac-computers", None]
     # Recompute the headline figures from the predictions, as anyone can.
-    gold = [("printing", "reactive"), ("mac-computers", "relation"), (None, "relation"),
-            ("email", "change")]
+    gold = [
+        ("printing", "reactive"),
+        ("mac-computers", "relation"),
+        (None, "relation"),
+        ("email", "change"),
+    ]
     service_ok = sum(p["service"] == g[0] for p, g in zip(predictions, gold, strict=True))
     process_ok = sum(p["process"] == g[1] for p, g in zip(predictions, gold, strict=True))
     assert result["service_accuracy"] == service_ok / 4 == 0.75
@@ -96,8 +114,13 @@ def test_evaluate_json_contract_and_recomputable_predictions(tmp_path):
 
 
 def test_evaluate_text_has_a_confusion_table_and_sweep():
-    code, out = run("evaluate", str(ROOT / "tests" / "data" / "tickets.csv"), "--sweep",
-                    "--catalogue", CATALOGUE)
+    code, out = run(
+        "evaluate",
+        str(ROOT / "tests" / "data" / "tickets.csv"),
+        "--sweep",
+        "--catalogue",
+        CATALOGUE,
+    )
     assert code == 0
     assert "confusion (rows: labelled, columns: predicted)" in out
     assert "threshold  routed" in out
@@ -105,8 +128,10 @@ def test_evaluate_text_has_a_confusion_table_and_sweep():
 
 def test_evaluate_bad_csv_names_lines(tmp_path):
     bad = tmp_path / "bad.csv"
-    bad.write_text("subject,body,service,process\na,b,printing,reactive\nc,d,nope,reactive\n"
-                   "e,f,printing,broken\n")
+    bad.write_text(
+        "subject,body,service,process\na,b,printing,reactive\nc,d,nope,reactive\n"
+        "e,f,printing,broken\n"
+    )
     code, out = run("evaluate", str(bad), "--catalogue", CATALOGUE)
     assert code == 1
     assert f"{bad}:3: service: 'nope' is not a service id" in out

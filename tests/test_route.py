@@ -13,19 +13,31 @@ from connector.route import NOTE_MARKER, decide, is_own_note
 from tests.e2e import ROOT
 
 CATALOGUE = load_catalogue(ROOT / "catalogue.yaml")
-EVENT = TicketEvent(host="t", delivery_id="1", ticket_id="7",
-                    created_at=datetime(2026, 11, 24, 8, 0, tzinfo=UTC))
-MAPPING = Mapping(fallback="BPSM Triage", services={"email": "E-mail team"},
-                  change={"approver_group": "CAB"})
+EVENT = TicketEvent(
+    host="t", delivery_id="1", ticket_id="7", created_at=datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+)
+MAPPING = Mapping(
+    fallback="BPSM Triage", services={"email": "E-mail team"}, change={"approver_group": "CAB"}
+)
 
 
-def match(service: str | None, confidence: float = 0.9, change: bool = False,
-          language: str = "en") -> ServiceMatch:
-    evidence = (Evidence(term="printer", word="printer", source="keyword", how="exact",
-                         weight=3.0),) if service else ()
-    return ServiceMatch(service=service, score=5.0 if service else 0.5, confidence=confidence,
-                        language=language, evidence=evidence, change_intent=change,
-                        change_cues=("could you add",) if change else ())
+def match(
+    service: str | None, confidence: float = 0.9, change: bool = False, language: str = "en"
+) -> ServiceMatch:
+    evidence = (
+        (Evidence(term="printer", word="printer", source="keyword", how="exact", weight=3.0),)
+        if service
+        else ()
+    )
+    return ServiceMatch(
+        service=service,
+        score=5.0 if service else 0.5,
+        confidence=confidence,
+        language=language,
+        evidence=evidence,
+        change_intent=change,
+        change_cues=("could you add",) if change else (),
+    )
 
 
 def test_supported_service_is_reactive_with_sla_from_the_catalogue():
@@ -46,8 +58,7 @@ def test_service_specific_reactive_queue():
 def test_unsupported_service_is_relation_with_reason_and_alternative():
     service = CATALOGUE.service("mac-computers")
     decision = decide(EVENT, match("mac-computers"), CATALOGUE, MAPPING)
-    assert (decision.process, decision.queue, decision.sla) == (
-        "relation", "BPSM Relation", None)
+    assert (decision.process, decision.queue, decision.sla) == ("relation", "BPSM Relation", None)
     assert service.reason and service.reason["en"] in decision.note
     assert service.alternative and service.alternative["en"] in decision.note
 
@@ -55,7 +66,10 @@ def test_unsupported_service_is_relation_with_reason_and_alternative():
 def test_nothing_matches_is_relation_without_service():
     decision = decide(EVENT, match(None, confidence=0.0), CATALOGUE, MAPPING)
     assert (decision.process, decision.service, decision.queue) == (
-        "relation", None, "BPSM Relation")
+        "relation",
+        None,
+        "BPSM Relation",
+    )
     assert "No service in the catalogue matches" in decision.note
     assert not decision.low_confidence
 
@@ -63,7 +77,10 @@ def test_nothing_matches_is_relation_without_service():
 def test_change_intent_on_a_supported_service_is_change_with_approver():
     decision = decide(EVENT, match("erp", change=True), CATALOGUE, MAPPING)
     assert (decision.process, decision.queue, decision.approver_group) == (
-        "change", "BPSM Change", "CAB")
+        "change",
+        "BPSM Change",
+        "CAB",
+    )
     assert "change" in decision.tags and "erp" in decision.tags
     owner = CATALOGUE.service("erp").owner
     assert owner and owner in decision.note and "CAB" in decision.note
@@ -86,10 +103,14 @@ def test_low_confidence_without_fallback_keeps_the_process_queue():
     assert decision.queue == "BPSM Reactive" and decision.low_confidence
 
 
-@pytest.mark.parametrize("language,expected", [
-    ("nb", "Rutet til reaktiv håndtering"), ("en", "Routed to reactive management"),
-    ("de", "Routed to reactive management"),  # no German texts: English
-])
+@pytest.mark.parametrize(
+    "language,expected",
+    [
+        ("nb", "Rutet til reaktiv håndtering"),
+        ("en", "Routed to reactive management"),
+        ("de", "Routed to reactive management"),  # no German texts: English
+    ],
+)
 def test_note_language(language, expected):
     decision = decide(EVENT, match("printing", language=language), CATALOGUE, MAPPING)
     assert expected in decision.note
