@@ -61,7 +61,7 @@ class Settings(BaseModel):
     retry_max_delay: float = 600.0
     lease_seconds: float = 120.0  # a claimed job is retaken after this (worker killed)
     sweep_interval: float = 5.0  # how often abandoned deliveries are looked for
-    maintenance_interval: float = 600.0  # how often due maintenance tickets are checked
+    maintenance_interval: float = 600.0  # how often maintenance is checked; 0: never
     http_timeout: float = 10.0
     hosts: dict[str, HostSettings] = {}
 

@@ -155,8 +155,9 @@ class BackgroundWorker:
                 first = False
             except Exception as exc:  # the database may be briefly unavailable
                 log.warning("sweep failed", extra={"error": repr(exc)})
-            if time.monotonic() >= next_maintenance:
-                next_maintenance = time.monotonic() + self.rt.settings.maintenance_interval
+            interval = self.rt.settings.maintenance_interval
+            if interval > 0 and time.monotonic() >= next_maintenance:
+                next_maintenance = time.monotonic() + interval
                 self._maintenance()
             self._stop.wait(self.sweep_interval)
 

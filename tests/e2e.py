@@ -61,6 +61,7 @@ class ConnectorService:
             "BPSM_RETRY_BASE_DELAY": "0.2",
             "BPSM_RETRY_MAX_DELAY": "1",
             "BPSM_LEASE_SECONDS": "5",
+            "BPSM_MAINTENANCE_INTERVAL": "0",  # tests of the proactive process run it
             "BPSM_MAPPINGS_DIR": str(ROOT / "mappings"),
             **(env or {}),
         }
