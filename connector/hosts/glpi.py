@@ -1,0 +1,1066 @@
+"""GLPI: webhooks (GLPI ≥ 11) or polling (GLPI ≤ 10) in, the legacy REST API (apirest.php) out.
+
+Contract: ../shared/contracts/glpi.md. A GLPI 11 webhook body is
+`{"item": <HL API v2 object>, "event": "new"|"update"|"delete"[, "parent_item": …]}`, signed with
+`X-GLPI-signature` = hex HMAC-SHA256(body + X-GLPI-timestamp). GLPI computes both headers when
+the event is raised and re-sends them unchanged on its retries, minutes later: the timestamp
+only has to fall inside a wide window, and the delivery id (item type, id, event, timestamp)
+makes those retries duplicates.
+
+Loop prevention: the payload names no acting user. The connector is subscribed to `new` events
+only (Ticket, ITILFollowup) — its own writes raise `update`, plus one ITILFollowup `new` for its
+note — and it ignores any ticket or followup carrying NOTE_MARKER. Polling (GLPI ≤ 10) skips
+tickets last changed by the connector's own API user.
+
+GLPI has no tags: the tags other hosts get are written into the private followup instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from connector.config import ConfigError, HostSettings
+from connector.events import RoutingDecision, TicketEvent
+from connector.hosts.base import (
+    ApplyResult,
+    BadPayload,
+    Host,
+    HostClient,
+    HostError,
+    Ignored,
+    NewTicket,
+    Unauthorized,
+    WebhookRequest,
+    hmac_hex,
+    json_object,
+    need,
+    parse_time,
+    same,
+)
+from connector.hosts.http import HttpTransport
+from connector.mapping import Mapping as HostMapping
+from connector.route import NOTE_MARKER, is_own_note
+from connector.text import html_to_text
+
+log = logging.getLogger("bpsm.glpi")
+
+REQUESTER, ASSIGNED = 1, 2  # CommonITILActor types (3 is observer)
+SO_NAME, SO_ID, SO_OPENED, SO_MODIFIED = 1, 2, 15, 19  # Ticket search-option ids
+OK = (200, 201, 204, 206)
+DATE_FMT = "%Y-%m-%d %H:%M:%S"
+DEFAULT_MAX_AGE = 3600.0
+DEFAULT_POLL_INTERVAL = 30.0  # the poller's default too
+WEBHOOK_NAME = "bpsm-connector"
+WEBHOOK_EVENTS = (("Ticket", "new"), ("ITILFollowup", "new"))
+ROUTED_TYPES = ("Ticket", "ITILFollowup")
+
+# Lines GLPI needs because it has no tags (other hosts tag instead); English fallback.
+EXTRA_LINES: dict[str, dict[str, str]] = {
+    "en": {
+        "tags": "Tags: {tags}",
+        "override": 'Not moved: an agent had already assigned "{group}".',
+        "shadow": "Shadow mode: the ticket was not moved.",
+    },
+    "nb": {
+        "tags": "Stikkord: {tags}",
+        "override": "Ikke flyttet: en saksbehandler hadde allerede tildelt «{group}».",
+        "shadow": "Skyggemodus: saken ble ikke flyttet.",
+    },
+}
+
+# Profile rights per (resource, method), named as GLPI's profile form shows them.
+RIGHTS: dict[tuple[str, str], str] = {
+    ("Ticket", "GET"): "Assistance > Tickets: See all tickets",
+    ("search", "GET"): "Assistance > Tickets: See all tickets",
+    ("Ticket", "PUT"): "Assistance > Tickets: Update",
+    ("Ticket", "POST"): "Assistance > Tickets: Create",
+    ("Group_Ticket", "GET"): "Assistance > Tickets: See all tickets",
+    ("Group_Ticket", "POST"): "Assistance > Tickets: Update and Assign a ticket",
+    ("Ticket_User", "GET"): "Assistance > Tickets: See all tickets",
+    ("ITILFollowup", "GET"): "Assistance > Followups: See public ones and See private ones",
+    ("ITILFollowup", "POST"): "Assistance > Followups: Add to all tickets",
+    ("Group", "GET"): "Administration > Groups: Read",
+    ("Group", "POST"): "Administration > Groups: Create (only for bpsm setup)",
+    ("ITILCategory", "GET"): "Setup > ITIL categories: Read",
+    ("ITILCategory", "POST"): "Setup > ITIL categories: Create (only for bpsm setup)",
+    ("Webhook", "GET"): "Setup > General: Update (webhooks; only for bpsm setup)",
+    ("Webhook", "POST"): "Setup > General: Update (webhooks; only for bpsm setup)",
+    ("Webhook", "PUT"): "Setup > General: Update (webhooks; only for bpsm setup)",
+}
+
+HINTS = {
+    "ERROR_ITEM_NOT_FOUND": "the item no longer exists in GLPI (deleted or purged)",
+    "ERROR_WRONG_APP_TOKEN_PARAMETER": (
+        "BPSM_GLPI_APP_TOKEN does not match the API client (Setup > General > API)"
+    ),
+    "ERROR_APP_TOKEN_PARAMETERS_MISSING": (
+        "the API client has an App-Token: set BPSM_GLPI_APP_TOKEN (Setup > General > API)"
+    ),
+    "ERROR_NOT_ALLOWED_IP": (
+        "add the connector's address to an active API client's IP range (Setup > General > API)"
+    ),
+    "ERROR_GLPI_LOGIN_USER_TOKEN": (
+        "BPSM_GLPI_USER_TOKEN is not the API token of an active user (user form > API token)"
+    ),
+    "ERROR_LOGIN_PARAMETERS_MISSING": "set BPSM_GLPI_USER_TOKEN",
+    "ERROR_SESSION_TOKEN_INVALID": (
+        "GLPI forgot the session it had just opened: several GLPI web servers without shared "
+        "PHP sessions?"
+    ),
+    "ERROR_RESOURCE_NOT_FOUND_NOR_COMMONDBTM": (
+        "GLPI does not know this item type (webhooks need GLPI 11: set api_version 10 to poll)"
+    ),
+}
+
+
+# ----- options ------------------------------------------------------------------------------
+
+
+class GlpiOptions(BaseModel):
+    """`options:` of mappings/glpi.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_version: int = Field(default=11, ge=9, le=99)
+    entity: int = Field(default=0, ge=0)  # where setup creates groups, categories, webhooks
+    categories: dict[str, str] = Field(default_factory=dict)  # service id → ITIL category
+    set_time_to_resolve: bool = False
+    page_size: int = Field(default=50, ge=1, le=1000)  # rows per search/list page
+    poll_overlap: float = Field(default=120.0, ge=0.0)  # seconds re-read on every poll
+
+
+def parse_options(options: Mapping[str, Any]) -> GlpiOptions:
+    try:
+        return GlpiOptions.model_validate(dict(options))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"glpi mapping: {problems}") from exc
+
+
+def api_major(env_value: str | None, option: int) -> int:
+    """BPSM_GLPI_API_VERSION ("10", "10.0.18", "11") wins over `options.api_version`."""
+    if not env_value:
+        return option
+    head = env_value.strip().split(".", 1)[0]
+    if not head.isdigit() or not 9 <= int(head) <= 99:
+        raise ConfigError(f"BPSM_GLPI_API_VERSION: {env_value!r} is not a GLPI version (10, 11)")
+    return int(head)
+
+
+# ----- pure helpers -------------------------------------------------------------------------
+
+
+def glpi_text(value: Any, api_version: int) -> str:
+    """A GLPI string as the HTML/text it stands for. GLPI ≤ 10 stores <, > and & as entities
+    (`&lt;` or 10.0's `&#60;`): undo that layer exactly once. GLPI 11 is raw: leave it alone,
+    its entities are real HTML (a second unescape would turn `&lt;x&gt;` text into a tag)."""
+    if not isinstance(value, str):
+        return ""
+    return html.unescape(value) if api_version < 11 else value
+
+
+def note_html(lines: list[str]) -> str:
+    return "<p>" + "<br>".join(html.escape(line, quote=False) for line in lines) + "</p>"
+
+
+def webhook_delivery_id(itemtype: str, item_id: int, event: str, stamp: str) -> str:
+    """Stable per raised event: GLPI's retries re-send the same timestamp, so they dedupe."""
+    digest = hashlib.sha256(f"{itemtype}:{item_id}:{event}:{stamp}".encode()).hexdigest()
+    return f"glpi-hook:{digest[:40]}"
+
+
+def _team(item: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    team = item.get("team")
+    if team is None:
+        return []
+    if not isinstance(team, list):
+        raise BadPayload(f"field {where}.team must be a list", f"{where}.team")
+    for index, member in enumerate(team):
+        if not isinstance(member, dict):
+            raise BadPayload(
+                f"field {where}.team[{index}] must be an object", f"{where}.team[{index}]"
+            )
+    return team
+
+
+def _is_group(member: Mapping[str, Any]) -> bool:
+    # Users and groups differ only by their form link (ITILController::getCleanTeam).
+    return "group.form.php" in str(member.get("href", ""))
+
+
+def team_requester(team: list[dict[str, Any]]) -> str | None:
+    for member in team:
+        if member.get("role") == "requester" and not _is_group(member) and member.get("name"):
+            return str(member["name"])
+    return None
+
+
+def team_queue(team: list[dict[str, Any]]) -> str | None:
+    """The most recently assigned group (team lists actors in the order they were added)."""
+    groups = [m for m in team if m.get("role") == "assigned" and _is_group(m) and m.get("name")]
+    return str(groups[-1]["name"]) if groups else None
+
+
+def _string(data: Mapping[str, Any], key: str, where: str) -> str:
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadPayload(f"field {where}.{key} must be str, got {type(value).__name__}")
+    return value
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value and value.tzinfo else value
+
+
+def local_time(value: Any) -> datetime | None:
+    """GLPI's REST API dates: 'Y-m-d H:i:s' in the server's own timezone (naive)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        return datetime.strptime(value.strip()[:19], DATE_FMT)
+    except ValueError:
+        return None
+
+
+def utc_offset(date_mod: Any, last_modified: str | None) -> timedelta:
+    """GLPI's timezone, from a row's local `date_mod` and the GMT `Last-Modified` header GLPI
+    derives from it; 0 (UTC) when either is missing."""
+    local = local_time(date_mod)
+    if local is None or not last_modified:
+        return timedelta(0)
+    try:
+        gmt = parsedate_to_datetime(last_modified)
+    except (TypeError, ValueError):
+        return timedelta(0)
+    seconds = (local - gmt.replace(tzinfo=None)).total_seconds()
+    return timedelta(minutes=15 * round(seconds / 900))
+
+
+def local_to_utc(value: Any, offset: timedelta) -> datetime | None:
+    local = local_time(value)
+    return (local - offset).replace(tzinfo=UTC) if local else None
+
+
+def glpi_error(response: requests.Response) -> tuple[str | None, str]:
+    """GLPI's error body `["ERROR_…", message]` as (code, message without the doc link)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None, response.text[:200].strip()
+    if isinstance(data, list) and data and isinstance(data[0], str):
+        message = data[1] if len(data) > 1 else ""
+        text = message if isinstance(message, str) else json.dumps(message)[:300]
+        return data[0], text.split("; view documentation")[0]
+    return None, str(data)[:300]
+
+
+def _resource(response: requests.Response) -> tuple[str, str]:
+    """(item type, method) of the request behind a response, e.g. ('Group_Ticket', 'POST')."""
+    request = response.request
+    path = unquote(urlsplit(str(request.url or "")).path)
+    parts = [p for p in path.split("apirest.php", 1)[-1].split("/") if p and not p.isdigit()]
+    name = "search" if parts[:1] == ["search"] else (parts[-1] if parts else "")
+    return name, str(request.method or "GET")
+
+
+def glpi_error_text(response: requests.Response) -> str:
+    """GLPI's error plus what the admin should do about it (the right to grant, the variable
+    to fix)."""
+    code, message = glpi_error(response)
+    text = f"{code}: {message}" if code and message else (code or message)
+    resource, method = _resource(response)
+    denied = code == "ERROR_RIGHT_MISSING" or "permission" in message.lower()
+    if denied:
+        right = RIGHTS.get((resource, method), f"{method} on {resource}")
+        hint = f"the API user's profile lacks the right '{right}' (see docs/glpi.md)"
+    elif code in HINTS:
+        hint = HINTS[code]
+    elif code is None and response.status_code == 404:
+        hint = "BPSM_GLPI_URL must be the apirest.php base, e.g. https://glpi.example/apirest.php"
+    else:
+        return text
+    return f"{text} — {hint}"
+
+
+def _content_range_total(header: str | None) -> int | None:
+    if not header or "/" not in header:
+        return None
+    total = header.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
+def _mark(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def _mark_epoch(mark: str, default: float) -> float:
+    try:
+        parsed = datetime.fromisoformat(mark)
+    except ValueError:
+        log.warning("unreadable GLPI poll mark; starting afresh", extra={"mark": mark})
+        return default
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+# ----- the host (webhooks) ------------------------------------------------------------------
+
+
+class GlpiHost(Host):
+    name = "glpi"
+
+    def __init__(self, settings: HostSettings, mapping: HostMapping):
+        super().__init__(settings, mapping)
+        self.options = parse_options(mapping.options)
+        self.api_version = api_major(settings.api_version, self.options.api_version)
+        max_age = settings.webhook_max_age
+        self.max_age = DEFAULT_MAX_AGE if max_age is None else max_age
+        self.clock: Callable[[], float] = time.time  # tests move it
+        self.polling = self.api_version < 11  # GLPI ≤ 10 has no outgoing webhooks
+
+    def verify(self, request: WebhookRequest) -> None:
+        secret = self.settings.webhook_secret
+        if secret is None:
+            return
+        given = request.header("X-GLPI-signature")
+        stamp = request.header("X-GLPI-timestamp")
+        if not given:
+            raise Unauthorized("missing X-GLPI-signature header (a webhook secret is configured)")
+        if not stamp:
+            raise Unauthorized("missing X-GLPI-timestamp header (it is part of the signature)")
+        expected = hmac_hex(secret.get_secret_value(), request.body + stamp.encode(), "sha256")
+        if not same(given.strip().lower(), expected):
+            raise Unauthorized("X-GLPI-signature does not match the configured webhook secret")
+        self._check_age(stamp)
+
+    def _check_age(self, stamp: str) -> None:
+        # A window, not freshness: GLPI sends ≥ 1 min after the event and retries with the
+        # same headers; de-duplication stops replays inside the window.
+        try:
+            age = self.clock() - int(stamp.strip())
+        except ValueError:
+            raise Unauthorized("X-GLPI-timestamp must be unix seconds") from None
+        if abs(age) > self.max_age:
+            raise Unauthorized(
+                f"X-GLPI-timestamp is {round(age)} s from now, outside the {self.max_age:g} s "
+                "window (BPSM_GLPI_WEBHOOK_MAX_AGE; check both clocks)"
+            )
+
+    def challenge(self, request: WebhookRequest) -> str | None:
+        """GLPI's CRA: GET ?crc_token=T must answer hex HMAC-SHA256(secret, T)."""
+        token = request.query.get("crc_token")
+        secret = self.settings.webhook_secret
+        if not token or secret is None or len(token) > 256:
+            return None
+        return hmac_hex(secret.get_secret_value(), token.encode(), "sha256")
+
+    def parse(self, request: WebhookRequest) -> TicketEvent | Ignored:
+        data = json_object(request.body)
+        item = need(data, "item", dict, "")
+        event = need(data, "event", str, "")
+        item_id = need(item, "id", int, "item")
+        parent = data.get("parent_item")
+        if parent is not None and not isinstance(parent, dict):
+            raise BadPayload("field parent_item must be an object", "parent_item")
+        itemtype = request.query.get("itemtype") or infer_itemtype(item, parent)
+        if itemtype not in ROUTED_TYPES:
+            return Ignored(f"{itemtype} events are not routed (only Ticket and ITILFollowup)")
+        if event != "new":
+            ticket = str(item_id) if itemtype == "Ticket" else None
+            return Ignored(_why_not_new(itemtype, event), ticket)
+        stamp = request.header("X-GLPI-timestamp") or hashlib.sha256(request.body).hexdigest()
+        delivery = webhook_delivery_id(itemtype, item_id, event, stamp)
+        if itemtype == "Ticket":
+            return self._ticket_event(item, delivery)
+        return self._followup_event(item, parent, delivery)
+
+    def _ticket_event(self, item: dict[str, Any], delivery: str) -> TicketEvent | Ignored:
+        ticket_id = str(item["id"])
+        content = need(item, "content", str, "item")
+        team = _team(item, "item")
+        if item.get("is_deleted") is True:
+            return Ignored("ticket is in the trash", ticket_id)
+        if is_own_note(content):
+            return Ignored("own update", ticket_id)  # a ticket the connector opened itself
+        return TicketEvent(
+            host=self.name,
+            delivery_id=delivery,
+            ticket_id=ticket_id,
+            kind="created",
+            subject=_string(item, "name", "item"),
+            body=content,
+            queue=team_queue(team),
+            requester=team_requester(team),
+            created_at=_utc(parse_time(item.get("date") or item.get("date_creation"))),
+        )
+
+    def _followup_event(
+        self, item: dict[str, Any], parent: dict[str, Any] | None, delivery: str
+    ) -> TicketEvent | Ignored:
+        content = need(item, "content", str, "item")
+        parent_type = _string(item, "itemtype", "item") or "Ticket"
+        if parent_type != "Ticket":
+            return Ignored(f"followup on a {parent_type}, not a ticket")
+        ticket_id = str(need(item, "items_id", int, "item"))
+        if is_own_note(content):
+            return Ignored("own update", ticket_id)
+        if item.get("is_private") is True:
+            # Requesters cannot write private followups: this is an agent's internal note.
+            return Ignored("private followup (an agent's note), not requester text", ticket_id)
+        if parent is None:
+            raise BadPayload("missing field parent_item", "parent_item")
+        team = _team(parent, "parent_item")
+        return TicketEvent(
+            host=self.name,
+            delivery_id=delivery,
+            ticket_id=ticket_id,
+            kind="customer_reply",
+            subject=_string(parent, "name", "parent_item"),
+            body=content,
+            queue=team_queue(team),
+            requester=team_requester(team),
+            created_at=_utc(parse_time(parent.get("date") or parent.get("date_creation"))),
+        )
+
+    def client(self) -> GlpiClient:
+        settings = self.settings
+        # `bpsm setup/backfill --token-file` sets BPSM_GLPI_TOKEN_FILE: take it as the user token.
+        user_token = settings.user_token or settings.token
+        if not settings.url or user_token is None:
+            raise HostError(
+                "glpi: BPSM_GLPI_URL and BPSM_GLPI_USER_TOKEN are required", permanent=True
+            )
+        session = requests.Session()
+        if settings.app_token is not None:
+            session.headers["App-Token"] = settings.app_token.get_secret_value()
+        retrying = HttpTransport(settings.url, "glpi", session=session, error_text=glpi_error_text)
+        once = HttpTransport(
+            settings.url, "glpi", session=session, attempts=1, error_text=glpi_error_text
+        )
+        return GlpiClient(
+            retrying,
+            once,
+            user_token,
+            self.options,
+            self.api_version,
+            settings.poll_interval or DEFAULT_POLL_INTERVAL,
+        )
+
+
+def infer_itemtype(item: Mapping[str, Any], parent: Mapping[str, Any] | None) -> str:
+    """Which item a default payload carries (it does not say). `bpsm setup glpi` also puts
+    `?itemtype=` in the webhook URL, which wins; this covers hand-made webhooks."""
+    if parent is None:
+        return "Ticket" if "team" in item or "status" in item else "unknown item"
+    if "itemtype" in item and "items_id" in item:
+        return "ITILFollowup"
+    return "TicketTask" if "tickets_id" in item else "unknown sub-item"
+
+
+def _why_not_new(itemtype: str, event: str) -> str:
+    if event == "update":
+        return (
+            f"{itemtype} update ignored: only new tickets and new followups are routed "
+            "(updates include the connector's own changes)"
+        )
+    if event == "delete":
+        return f"{itemtype} delete ignored: a deleted item has nothing to route"
+    return f"{itemtype} {event!r} event ignored: only 'new' is routed"
+
+
+# ----- the REST client ----------------------------------------------------------------------
+
+
+class GlpiClient(HostClient):
+    """apirest.php with a session token. `http` retries blips in-call (reads and idempotent
+    writes); `once` does not, for POSTs that a blind retry could duplicate — those fail the
+    job instead, and the job's retry looks before it writes."""
+
+    def __init__(
+        self,
+        http: HttpTransport,
+        once: HttpTransport,
+        user_token: SecretStr,
+        options: GlpiOptions,
+        api_version: int,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ):
+        self.http = http
+        self.once = once
+        self.options = options
+        self.api_version = api_version
+        self.poll_interval = poll_interval
+        self.user_id: int | None = None  # the API user, from the session
+        self.webhook_secret: str | None = None  # set when setup generated one
+        self.clock: Callable[[], float] = time.time
+        self._user_token = user_token
+        self._session: str | None = None
+        self._lock = threading.Lock()
+        self._group_ids: dict[str, int] = {}
+        self._group_names: dict[int, str] = {}
+        self._category_ids: dict[str, int] = {}
+
+    # ----- session ------------------------------------------------------------------------
+
+    def _token(self) -> str:
+        with self._lock:
+            if self._session is None:
+                self._session = self._init_session()
+            return self._session
+
+    def _renew(self, stale: str) -> str:
+        """New session after a 401; threads that saw the same stale token share one renewal."""
+        with self._lock:
+            if self._session in (None, stale):
+                self._session = self._init_session()
+            assert self._session is not None
+            return self._session
+
+    def _init_session(self) -> str:
+        data = self.http.request(
+            "GET",
+            "initSession",
+            params={"get_full_session": "true"},
+            headers={"Authorization": f"user_token {self._user_token.get_secret_value()}"},
+        ).json()
+        token = data.get("session_token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token:
+            raise HostError(f"glpi: initSession answered no session_token: {str(data)[:200]}")
+        session = data.get("session")
+        user_id = session.get("glpiID") if isinstance(session, dict) else None
+        self.user_id = int(user_id) if isinstance(user_id, int | str) and user_id else None
+        return token
+
+    def _call(
+        self, method: str, path: str, *, retry: bool = True, accept: tuple[int, ...] = (), **kw: Any
+    ) -> requests.Response:
+        """One API call with the session; an expired session is renewed once, then retried
+        (GLPI checks the session before anything else, so nothing was written)."""
+        transport = self.http if retry else self.once
+        ok = OK + accept
+        token = self._token()
+        response = transport.request(
+            method, path, ok=ok + (401,), headers={"Session-Token": token}, **kw
+        )
+        if response.status_code != 401:
+            return response
+        code, _ = glpi_error(response)
+        if code != "ERROR_SESSION_TOKEN_INVALID":
+            raise HostError(f"glpi: {method} {path} answered 401: {glpi_error_text(response)}")
+        token = self._renew(token)
+        return transport.request(method, path, ok=ok, headers={"Session-Token": token}, **kw)
+
+    def close(self) -> None:
+        with self._lock:
+            token, self._session = self._session, None
+        if token:
+            self.once.request(
+                "GET", "killSession", ok=OK + (400, 401), headers={"Session-Token": token}
+            )
+
+    # ----- reads --------------------------------------------------------------------------
+
+    def _rows(self, path: str, params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """Every row of a list endpoint, paged with `range` until Content-Range's total."""
+        rows: list[dict[str, Any]] = []
+        size = self.options.page_size
+        while True:
+            query = {**(params or {}), "range": f"{len(rows)}-{len(rows) + size - 1}"}
+            response = self._call("GET", path, params=query)
+            batch = response.json()
+            if not isinstance(batch, list):
+                raise HostError(f"glpi: GET {path} did not answer a list: {str(batch)[:200]}")
+            rows += [row for row in batch if isinstance(row, dict)]
+            total = _content_range_total(response.headers.get("Content-Range"))
+            if not batch or total is None or len(rows) >= total:
+                return rows
+
+    def _ticket(self, ticket_id: str) -> requests.Response:
+        response = self._call("GET", f"Ticket/{ticket_id}", accept=(404,))
+        if response.status_code == 404:
+            raise HostError(
+                f"glpi: ticket {ticket_id} was deleted (404 ERROR_ITEM_NOT_FOUND); "
+                "nothing to route",
+                permanent=True,
+            )
+        return response
+
+    def _assigned(self, ticket_id: str) -> list[int]:
+        """Assigned group ids, oldest first (requester/observer groups are not touched)."""
+        rows = self._rows(f"Ticket/{ticket_id}/Group_Ticket")
+        rows.sort(key=lambda r: int(r.get("id") or 0))
+        return [
+            int(r["groups_id"]) for r in rows if r.get("type") == ASSIGNED and r.get("groups_id")
+        ]
+
+    def _followups(self, ticket_id: str) -> list[str]:
+        """The followups' text (HTML tags and GLPI ≤ 10's entity layer removed)."""
+        rows = self._rows(f"Ticket/{ticket_id}/ITILFollowup")
+        return [html_to_text(glpi_text(r.get("content"), self.api_version)) for r in rows]
+
+    def _own_note_exists(self, ticket_id: str) -> bool:
+        # In the visible text: a relation reply carries the marker only in an HTML comment.
+        return any(NOTE_MARKER in text for text in self._followups(ticket_id))
+
+    def _find(self, itemtype: str, name: str) -> dict[str, Any] | None:
+        """The row whose name or full name ("Parent > Child") is exactly `name`."""
+        column = "completename" if " > " in name else "name"
+        for row in self._rows(itemtype, {f"searchText[{column}]": name}):
+            names = (glpi_text(row.get(k), self.api_version) for k in ("name", "completename"))
+            if name in names:
+                return row
+        return None
+
+    def group_id(self, name: str) -> int:
+        if name in self._group_ids:
+            return self._group_ids[name]
+        row = self._find("Group", name)
+        if row is None:
+            raise HostError(
+                f"glpi: group {name!r} (mappings/glpi.yaml) does not exist: run "
+                "`bpsm setup glpi` or create it in Administration > Groups",
+                permanent=True,
+            )
+        if row.get("is_assign") in (0, "0", False):
+            raise HostError(
+                f"glpi: group {name!r} may not be assigned tickets: tick 'Assigned to' on its "
+                "form (Administration > Groups)",
+                permanent=True,
+            )
+        self._group_ids[name] = int(row["id"])
+        self._group_names[int(row["id"])] = glpi_text(row.get("name"), self.api_version)
+        return int(row["id"])
+
+    def group_name(self, group_id: int) -> str:
+        if group_id not in self._group_names:
+            response = self._call("GET", f"Group/{group_id}", accept=(404,))
+            row = response.json() if response.status_code != 404 else {}
+            name = glpi_text(row.get("name"), self.api_version) if isinstance(row, dict) else ""
+            self._group_names[group_id] = name or f"group #{group_id}"
+        return self._group_names[group_id]
+
+    def category_id(self, name: str) -> int | None:
+        """None (and a warning) when missing: a category is a nicety, routing goes on."""
+        if name not in self._category_ids:
+            row = self._find("ITILCategory", name)
+            if row is None:
+                log.warning("ITIL category not found; run `bpsm setup glpi`", extra={"name": name})
+                return None
+            self._category_ids[name] = int(row["id"])
+        return self._category_ids[name]
+
+    # ----- apply --------------------------------------------------------------------------
+
+    def apply(self, event: TicketEvent, decision: RoutingDecision, mode: str) -> ApplyResult:
+        ticket = self._ticket(event.ticket_id).json()
+        if ticket.get("is_deleted") in (1, "1", True):
+            raise HostError(f"glpi: ticket {event.ticket_id} is in the trash", permanent=True)
+        outcome: Literal["applied", "shadow", "override"] = "shadow"
+        agent_group = None
+        if mode != "shadow":  # shadow: the followup only, nothing moved
+            assigned = self._assigned(event.ticket_id)
+            target = self.group_id(decision.queue)
+            agent_group = self._moved_by_agent(event, assigned, target)
+            if agent_group is not None:
+                outcome = "override"
+            else:
+                outcome = "applied"
+                if target not in assigned:
+                    self._assign(event.ticket_id, target)
+                self._update_fields(ticket, event, decision)
+        self._add_note_once(event.ticket_id, decision, outcome, agent_group)
+        return ApplyResult(outcome, f"assigned groups at event time: {event.queue!r}")
+
+    def _moved_by_agent(self, event: TicketEvent, assigned: list[int], target: int) -> str | None:
+        """The group an agent assigned after the event (the latest one, if it is neither the
+        process group nor the group the ticket had when the event was raised)."""
+        if not assigned or assigned[-1] == target:
+            return None
+        latest = self.group_name(assigned[-1])
+        return None if latest == event.queue else latest
+
+    def _assign(self, ticket_id: str, group_id: int) -> None:
+        # tickets_id must be in input even on the nested URL: createItems() ignores the parent.
+        self._call(
+            "POST",
+            f"Ticket/{ticket_id}/Group_Ticket",
+            retry=False,
+            json={"input": {"tickets_id": int(ticket_id), "groups_id": group_id, "type": ASSIGNED}},
+        )
+
+    def _update_fields(
+        self, ticket: dict[str, Any], event: TicketEvent, decision: RoutingDecision
+    ) -> None:
+        """Category and time to resolve, each only where nobody (GLPI's own SLA, the requester,
+        an agent) set one: never overwrite a person's choice; also makes retries no-ops."""
+        changes: dict[str, Any] = {}
+        category = self.options.categories.get(decision.service or "")
+        if category and not ticket.get("itilcategories_id"):
+            category_id = self.category_id(category)
+            if category_id is not None:
+                changes["itilcategories_id"] = category_id
+        due = self._time_to_resolve(ticket, event, decision)
+        if due and not ticket.get("time_to_resolve"):
+            changes["time_to_resolve"] = due
+        if changes:
+            self._call("PUT", f"Ticket/{ticket['id']}", json={"input": changes})
+
+    def _time_to_resolve(
+        self, ticket: dict[str, Any], event: TicketEvent, decision: RoutingDecision
+    ) -> str | None:
+        # In GLPI's own local time: its opening date plus the catalogue's resolution time.
+        # (The decision's times are UTC; GLPI reads and writes its server's local time.)
+        if not (self.options.set_time_to_resolve and decision.sla and event.created_at):
+            return None
+        opened = local_time(ticket.get("date"))
+        if opened is None:
+            return None
+        due = opened + (decision.sla.resolution_due - event.created_at)
+        return due.strftime(DATE_FMT)
+
+    def _add_note_once(
+        self,
+        ticket_id: str,
+        decision: RoutingDecision,
+        outcome: str,
+        agent_group: str | None = None,
+    ) -> None:
+        # The marker check makes the followup idempotent when an earlier answer was lost.
+        if self._own_note_exists(ticket_id):
+            return
+        texts = EXTRA_LINES.get(decision.language, EXTRA_LINES["en"])
+        tags = list(decision.tags) + ([f"bpsm-{outcome}"] if outcome != "applied" else [])
+        if decision.approver_group:
+            tags.append("bpsm-cab-approval")  # as on other hosts; the note names the group
+        lines = decision.note.splitlines() + [texts["tags"].format(tags=", ".join(tags))]
+        if outcome == "shadow":
+            lines.append(texts["shadow"])
+        if agent_group is not None:
+            lines.append(texts["override"].format(group=agent_group))
+        self._call(
+            "POST",
+            "ITILFollowup",
+            retry=False,
+            json={
+                "input": {
+                    "itemtype": "Ticket",
+                    "items_id": int(ticket_id),
+                    "content": note_html(lines),
+                    "is_private": 1,
+                }
+            },
+        )
+
+    # ----- polling (GLPI ≤ 10) and backfill -----------------------------------------------
+
+    def poll(self, since: str | None) -> tuple[list[TicketEvent], str | None]:
+        """Tickets changed since the mark. The mark is this connector's clock; the search asks
+        GLPI for "changed within the last N minutes" relative to GLPI's own clock, so neither
+        clock offsets nor GLPI's timezone matter — only elapsed time, plus the overlap.
+
+        The first call only records its starting point (now minus the overlap): a crash
+        during the first real poll then resumes from there instead of from a later 'now'."""
+        now = self.clock()
+        overlap = self.options.poll_overlap
+        if since is None:
+            return [], _mark(now - overlap)
+        begin = _mark_epoch(since, now - overlap)
+        minutes = max(1, math.ceil((now - begin + overlap) / 60))
+        rows, window_start = self._search(SO_MODIFIED, minutes)
+        events: list[TicketEvent] = []
+        for ticket_id, date_mod in rows.items():
+            event = self._polled_event(ticket_id, date_mod, window_start)
+            if event is not None:
+                events.append(event)
+        return events, _mark(now)
+
+    def backfill(self, since: datetime) -> list[TicketEvent]:
+        minutes = max(1, math.ceil((self.clock() - since.timestamp()) / 60))
+        rows, _ = self._search(SO_OPENED, minutes)
+        events: list[TicketEvent] = []
+        for ticket_id in rows:
+            response = self._call("GET", f"Ticket/{ticket_id}", accept=(404,))
+            ticket = response.json() if response.status_code == 200 else {}
+            if not self._routable(ticket) or int(ticket.get("status") or 1) >= 5:
+                continue  # deleted, the connector's own, or solved/closed
+            events.append(self._event(ticket, response, f"backfill:{ticket_id}", "polled"))
+        return events
+
+    def _search(self, field: int, minutes: int) -> tuple[dict[int, str], float]:
+        """{ticket id: date_mod} of tickets whose `field` is within the last `minutes` by
+        GLPI's clock, and the window's start (epoch, from GLPI's Date header)."""
+        found: dict[int, str] = {}
+        start, window_start = 0, None
+        while True:
+            response = self._call(
+                "GET",
+                "search/Ticket",
+                accept=(400,),
+                params={
+                    "criteria[0][field]": str(field),
+                    "criteria[0][searchtype]": "morethan",
+                    "criteria[0][value]": f"-{minutes}MINUTE",
+                    "forcedisplay[0]": str(SO_ID),
+                    "forcedisplay[1]": str(SO_MODIFIED),
+                    "sort": str(SO_MODIFIED),
+                    "order": "ASC",
+                    "range": f"{start}-{start + self.options.page_size - 1}",
+                },
+            )
+            if window_start is None:
+                window_start = self._glpi_now(response) - minutes * 60
+            if response.status_code == 400:
+                self._range_end(response)  # the total shrank while paging: done
+                break
+            body = response.json()
+            if not isinstance(body, dict) or not isinstance(body.get("data") or [], list):
+                raise HostError(f"glpi: search/Ticket answered no result list: {str(body)[:200]}")
+            data: list[Any] = body.get("data") or []
+            for row in data:
+                if isinstance(row, dict) and str(row.get(str(SO_ID), "")).isdigit():
+                    found[int(row[str(SO_ID)])] = str(row.get(str(SO_MODIFIED)) or "")
+            total = int(body.get("totalcount") or 0)
+            # Every page is 206 while the total exceeds a page, the last one included.
+            if not data or start + len(data) >= total:
+                break
+            start += len(data)
+        return found, window_start
+
+    def _range_end(self, response: requests.Response) -> None:
+        code, _ = glpi_error(response)
+        if code != "ERROR_RANGE_EXCEED_TOTAL":
+            raise HostError(
+                f"glpi: GET search/Ticket answered 400: {glpi_error_text(response)}",
+                permanent=True,
+            )
+
+    def _glpi_now(self, response: requests.Response) -> float:
+        try:
+            return parsedate_to_datetime(response.headers["Date"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            return self.clock()
+
+    def _polled_event(
+        self, ticket_id: int, date_mod: str, window_start: float
+    ) -> TicketEvent | None:
+        response = self._call("GET", f"Ticket/{ticket_id}", accept=(404,))
+        if response.status_code == 404:
+            return None  # purged since the search
+        ticket = response.json()
+        if not self._routable(ticket):
+            return None
+        offset = utc_offset(ticket.get("date_mod"), response.headers.get("Last-Modified"))
+        created = local_to_utc(ticket.get("date_creation") or ticket.get("date"), offset)
+        if created is not None and created.timestamp() > window_start:
+            kind: Literal["created", "customer_reply"] = "created"
+        elif self._last_change_by_requester(ticket):
+            kind = "customer_reply"
+        else:
+            return None  # an older ticket an agent changed: not the connector's to route
+        return self._event(ticket, response, f"glpi:{ticket_id}:{date_mod}", kind)
+
+    def _routable(self, ticket: Any) -> bool:
+        if not isinstance(ticket, dict) or ticket.get("is_deleted") in (1, "1", True):
+            return False
+        if self.user_id is not None and ticket.get("users_id_lastupdater") == self.user_id:
+            return False  # the connector's own change (or a ticket it opened)
+        return not is_own_note(glpi_text(ticket.get("content"), self.api_version))
+
+    def _last_change_by_requester(self, ticket: dict[str, Any]) -> bool:
+        author = ticket.get("users_id_lastupdater")
+        rows = self._rows(f"Ticket/{ticket['id']}/Ticket_User")
+        return any(r.get("type") == REQUESTER and r.get("users_id") == author for r in rows)
+
+    def _event(
+        self,
+        ticket: dict[str, Any],
+        response: requests.Response,
+        delivery: str,
+        kind: Literal["created", "customer_reply", "polled"],
+    ) -> TicketEvent:
+        offset = utc_offset(ticket.get("date_mod"), response.headers.get("Last-Modified"))
+        assigned = self._assigned(str(ticket["id"]))
+        return TicketEvent(
+            host="glpi",
+            delivery_id=delivery,
+            ticket_id=str(ticket["id"]),
+            kind=kind,
+            subject=glpi_text(ticket.get("name"), self.api_version),
+            body=glpi_text(ticket.get("content"), self.api_version),
+            queue=self.group_name(assigned[-1]) if assigned else None,
+            created_at=local_to_utc(ticket.get("date"), offset),
+        )
+
+    # ----- setup, tickets, tags -----------------------------------------------------------
+
+    def setup(self, mapping: HostMapping, hook_url: str | None) -> list[str]:
+        """Groups, categories and (GLPI 11) the two webhooks; safe to run again."""
+        lines = [self._ensure("Group", name) for name in mapping.all_queues()]
+        lines += [
+            self._ensure("ITILCategory", n) for n in dict.fromkeys(self.options.categories.values())
+        ]
+        if self.api_version < 11:
+            lines.append(
+                f"GLPI {self.api_version} has no outgoing webhooks: the connector polls the API "
+                f"every {self.poll_interval:g} s (BPSM_GLPI_POLL_INTERVAL)"
+            )
+            return lines
+        if not hook_url:
+            lines.append("no --hook-url given: webhooks not configured")
+            return lines
+        return lines + self._ensure_webhooks(hook_url)
+
+    def _ensure(self, itemtype: Literal["Group", "ITILCategory"], name: str) -> str:
+        label = "group" if itemtype == "Group" else "category"
+        row = self._find(itemtype, name)
+        if row is not None:
+            if itemtype == "Group" and row.get("is_assign") in (0, "0"):
+                return f"group exists but may not be assigned tickets: {name} (tick 'Assigned to')"
+            return f"{label} exists: {name}"
+        if " > " in name:
+            return f"{label} missing: create {name!r} by hand (setup creates top-level ones only)"
+        values: dict[str, Any] = {
+            "name": name,
+            "entities_id": self.options.entity,
+            "is_recursive": 1,
+            "comment": "BPSM (bpsm-connector)",
+        }
+        if itemtype == "Group":
+            values["is_assign"] = 1
+        self._call("POST", itemtype, retry=False, json={"input": values})
+        return f"{label} created: {name}"
+
+    def _ensure_webhooks(self, hook_url: str) -> list[str]:
+        rows = self._rows("Webhook", {"searchText[name]": WEBHOOK_NAME})
+        ours = {(str(r.get("itemtype")), str(r.get("event"))): r for r in rows}
+        missing = [key for key in WEBHOOK_EVENTS if key not in ours]
+        lines: list[str] = []
+        if missing:
+            # GLPI shows no stored secret: all our webhooks get the one generated now.
+            self.webhook_secret = secrets.token_hex(20)
+        for itemtype, event in WEBHOOK_EVENTS:
+            url = f"{hook_url}{'&' if '?' in hook_url else '?'}itemtype={itemtype}"
+            row = ours.get((itemtype, event))
+            values: dict[str, Any] = {"url": url, "is_active": 1}
+            if self.webhook_secret:
+                values["secret"] = self.webhook_secret
+            if row is None:
+                values |= {
+                    "name": f"{WEBHOOK_NAME}: {itemtype} {event}",
+                    "itemtype": itemtype,
+                    "event": event,
+                    "use_default_payload": 1,
+                    "http_method": "post",
+                    "sent_try": 3,
+                    "entities_id": self.options.entity,
+                    "is_recursive": 1,
+                }
+                self._call("POST", "Webhook", retry=False, json={"input": values})
+                lines.append(f"webhook created: {itemtype} {event} → {url}")
+            elif row.get("url") != url or not row.get("is_active") or self.webhook_secret:
+                self._call("PUT", f"Webhook/{row['id']}", json={"input": values})
+                lines.append(f"webhook updated: {itemtype} {event} → {url}")
+            else:
+                lines.append(f"webhook exists: {itemtype} {event} → {url}")
+        return lines
+
+    def test_event(self, hook_url: str) -> str:
+        """Send the connector a signed Ticket `update`: it must answer 200 ignored."""
+        if self.webhook_secret is None:
+            return "test event skipped: the webhooks existed already (their secret is not shown)"
+        body = json.dumps(
+            {"item": {"id": 0, "name": "bpsm-connector setup test", "team": []}, "event": "update"}
+        ).encode()
+        stamp = str(int(time.time()))
+        url = f"{hook_url}{'&' if '?' in hook_url else '?'}itemtype=Ticket"
+        headers = {
+            "X-GLPI-timestamp": stamp,
+            "X-GLPI-signature": hmac_hex(self.webhook_secret, body + stamp.encode(), "sha256"),
+        }
+        try:
+            answer = requests.post(url, data=body, headers=headers, timeout=10)
+        except requests.RequestException as exc:
+            return f"test event failed: cannot reach {hook_url} ({type(exc).__name__})"
+        if answer.status_code == 401:
+            return (
+                "test event reached the connector but the signature was refused: start it "
+                "with the webhook secret printed above"
+            )
+        return f"test event: connector answered {answer.status_code} {answer.text.strip()}"
+
+    def create_ticket(self, ticket: NewTicket) -> str:
+        """Open a request in the queue's group. The marker in its text makes the webhook (or
+        poll) of its creation an own update; GLPI has no tags, so they go into the text."""
+        group = self.group_id(ticket.queue)
+        lines = [f"{NOTE_MARKER} {ticket.title}", *ticket.body.splitlines()]
+        if ticket.tags:
+            lines.append("Tags: " + ", ".join(ticket.tags))
+        data = self._call(
+            "POST",
+            "Ticket",
+            retry=False,
+            json={
+                "input": {
+                    "name": ticket.title,
+                    "content": note_html(lines),
+                    "entities_id": self.options.entity,
+                    "type": 2,  # request
+                }
+            },
+        ).json()
+        ticket_id = str(data["id"])
+        self._assign(ticket_id, group)
+        return ticket_id
+
+    def is_open(self, ticket_id: str) -> bool | None:
+        response = self._call("GET", f"Ticket/{ticket_id}", accept=(404,))
+        ticket = response.json() if response.status_code == 200 else {}
+        if not isinstance(ticket, dict) or ticket.get("is_deleted") in (1, "1", True):
+            return False
+        return int(ticket.get("status") or 1) < 5  # 5 solved, 6 closed
+
+    def reply(self, event: TicketEvent, text: str, send: bool) -> None:
+        """A public followup (GLPI mails it to the requester) or a private draft. The marker
+        sits in an HTML comment: invisible to the customer, yet its webhook is an own update."""
+        wanted = " ".join(text.split())
+        if any(" ".join(t.split()) == wanted for t in self._followups(event.ticket_id)):
+            return  # posted before; the answer was lost
+        content = f"<!-- {NOTE_MARKER} reply -->" + note_html(text.strip().splitlines())
+        self._call(
+            "POST",
+            "ITILFollowup",
+            retry=False,
+            json={
+                "input": {
+                    "itemtype": "Ticket",
+                    "items_id": int(event.ticket_id),
+                    "content": content,
+                    "is_private": 0 if send else 1,
+                }
+            },
+        )
+
+    def add_tags(self, ticket_id: str, tags: tuple[str, ...]) -> None:
+        """GLPI has no tags (only a plugin does): nothing to do. apply() lists the tags in
+        its followup instead, which is where agents look."""
+
+
+HOST = GlpiHost
