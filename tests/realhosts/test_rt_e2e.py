@@ -663,3 +663,32 @@ def write_fixtures() -> None:
 
 if __name__ == "__main__" and sys.argv[1:] == ["record"]:
     write_fixtures()
+
+
+# ----- proactive process against the real RT ------------------------------------------------
+
+
+def test_maintenance_opens_one_ticket_per_entry_and_period_in_real_rt(
+    rt_server: RTServer, prepared: Prepared, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from connector.processes import run_maintenance
+
+    entries = sum(len(s.maintenance) for s in example_index().catalogue.services)
+    when = datetime(2031, 2, 3, 9, tzinfo=UTC)  # a period no other test uses
+    service = ConnectorService(tmp_path, prepared.env())
+    proactive = service.rt.mapping("rt").queue_for("proactive")
+    try:
+        first = run_maintenance(service.rt, when)
+        again = run_maintenance(service.rt, when)
+    finally:
+        service.rt.close()
+    opened = [r for r in first if r.status == "opened"]
+    assert len(opened) == entries, [str(r) for r in first]
+    assert {r.status for r in again} == {"already-open"}
+    for result in opened:
+        assert result.ticket_id is not None
+        ticket = rt_ticket(rt_server, int(result.ticket_id))
+        assert ticket["Queue"]["Name"] == proactive
+        assert "2031" in ticket["Subject"]
