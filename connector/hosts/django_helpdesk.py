@@ -56,7 +56,7 @@ from connector.hosts.base import (
     parse_time,
     same,
 )
-from connector.hosts.http import HttpTransport
+from connector.hosts.http import HttpTransport, send_test_event
 from connector.mapping import Mapping
 from connector.route import NOTE_MARKER, is_own_note
 
@@ -661,16 +661,8 @@ class DjangoHelpdeskClient(HostClient):
             "queue_slug": "setup-test",
             "followup_id": 0,
         }
-        try:
-            answer = requests.post(with_token(hook_url, secret), json=body, timeout=10)
-        except requests.RequestException as exc:
-            return f"test event failed: cannot reach {hook_url} ({type(exc).__name__})"
-        if answer.status_code == 401:
-            return (
-                "test event reached the connector but the token was refused: start it with "
-                "the webhook secret above"
-            )
-        return f"test event: connector answered {answer.status_code} {answer.text.strip()}"
+        refused = "the token was refused: start it with the webhook secret above"
+        return send_test_event(with_token(hook_url, secret), refused, json=body)
 
     def close(self) -> None:
         self.http.session.close()

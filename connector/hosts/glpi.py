@@ -52,7 +52,7 @@ from connector.hosts.base import (
     parse_time,
     same,
 )
-from connector.hosts.http import HttpTransport
+from connector.hosts.http import SIGNATURE_REFUSED, HttpTransport, send_test_event
 from connector.mapping import Mapping as HostMapping
 from connector.route import NOTE_MARKER, is_own_note
 from connector.text import html_to_text
@@ -995,16 +995,7 @@ class GlpiClient(HostClient):
             "X-GLPI-timestamp": stamp,
             "X-GLPI-signature": hmac_hex(self.webhook_secret, body + stamp.encode(), "sha256"),
         }
-        try:
-            answer = requests.post(url, data=body, headers=headers, timeout=10)
-        except requests.RequestException as exc:
-            return f"test event failed: cannot reach {hook_url} ({type(exc).__name__})"
-        if answer.status_code == 401:
-            return (
-                "test event reached the connector but the signature was refused: start it "
-                "with the webhook secret printed above"
-            )
-        return f"test event: connector answered {answer.status_code} {answer.text.strip()}"
+        return send_test_event(url, SIGNATURE_REFUSED, data=body, headers=headers)
 
     def create_ticket(self, ticket: NewTicket) -> str:
         """Open a request in the queue's group. The marker in its text makes the webhook (or

@@ -77,6 +77,21 @@ def default_error_text(response: requests.Response) -> str:
     return str(data)[:300]
 
 
+def send_test_event(url: str, refused: str, **request: Any) -> str:
+    """POST a harmless event to the connector's hook URL (after `bpsm setup`) and say, in
+    one line for the admin, whether it got through; `refused` explains a 401."""
+    try:
+        answer = requests.post(url, timeout=10, **request)
+    except requests.RequestException as exc:
+        return f"test event failed: cannot reach {url.split('?')[0]} ({type(exc).__name__})"
+    if answer.status_code == 401:
+        return f"test event reached the connector but {refused}"
+    return f"test event: connector answered {answer.status_code} {answer.text.strip()}"
+
+
+SIGNATURE_REFUSED = "the signature was refused: start it with the webhook secret printed above"
+
+
 class HttpTransport:
     """A requests session bound to one base URL. Tests may pass their own session."""
 

@@ -13,8 +13,6 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-import requests
-
 from connector.events import RoutingDecision, TicketEvent
 from connector.hosts.base import (
     ApplyResult,
@@ -33,7 +31,7 @@ from connector.hosts.base import (
     parse_time,
     same,
 )
-from connector.hosts.http import HttpTransport
+from connector.hosts.http import SIGNATURE_REFUSED, HttpTransport, send_test_event
 from connector.mapping import Mapping
 from connector.route import NOTE_MARKER, is_own_note
 
@@ -274,26 +272,12 @@ class ZammadClient(HostClient):
         if self.webhook_secret is None:
             return "test event skipped: the webhook existed already (its secret is not shown)"
         body = b'{"article":{},"ticket":{"id":0,"title":"bpsm-connector setup test"}}'
-        signature = "sha1=" + hmac_hex(self.webhook_secret, body, "sha1")
-        try:
-            answer = requests.post(
-                hook_url,
-                data=body,
-                timeout=10,
-                headers={
-                    "Content-Type": "application/json; charset=utf-8",
-                    "X-Zammad-Delivery": f"setup-test-{secrets.token_hex(8)}",
-                    "X-Hub-Signature": signature,
-                },
-            )
-        except requests.RequestException as exc:
-            return f"test event failed: cannot reach {hook_url} ({type(exc).__name__})"
-        if answer.status_code == 401:
-            return (
-                "test event reached the connector but the signature was refused: start it "
-                "with the webhook secret printed above"
-            )
-        return f"test event: connector answered {answer.status_code} {answer.text.strip()}"
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "X-Zammad-Delivery": f"setup-test-{secrets.token_hex(8)}",
+            "X-Hub-Signature": "sha1=" + hmac_hex(self.webhook_secret, body, "sha1"),
+        }
+        return send_test_event(hook_url, SIGNATURE_REFUSED, data=body, headers=headers)
 
     def backfill(self, since: datetime) -> list[TicketEvent]:
         stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
