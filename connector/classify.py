@@ -17,12 +17,16 @@ How a ticket is matched:
 
 from __future__ import annotations
 
+import gc
+import heapq
 import math
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from connector.catalogue import Catalogue, Service
 from connector.events import Evidence, ServiceMatch
@@ -96,7 +100,7 @@ def parse_thesaurus(raw: dict[str, object], topic: str = "") -> tuple[Concept, .
 Term = tuple[str, str, float, bool, str | None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Posting:
     service: int
     term: str  # canonical key of the term (its stems joined) — one hit per service and term
@@ -105,17 +109,39 @@ class Posting:
     weight: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Phrase:
     keys: tuple[frozenset[str], ...]  # acceptable keys at each position
     posting: Posting
 
 
-@dataclass
+@dataclass(slots=True)
 class _Hit:
     weight: float
-    evidence: Evidence
+    posting: Posting
+    how: str
+    word: str
     in_subject: bool
+    _evidence: Evidence | None = None
+
+    @property
+    def evidence(self) -> Evidence:
+        # Built on demand: a large catalogue records thousands of hits per ticket, and
+        # only the winner's evidence is ever shown.
+        if self._evidence is None:
+            self._evidence = Evidence(
+                term=self.posting.surface,
+                word=self.word,
+                source=self.posting.source,
+                how=self.how,
+                weight=round(self.weight, 3),
+            )
+        return self._evidence
+
+
+# A thesaurus term compiled for indexing: (surface, canonical, lists its posting goes into,
+# phrase keys or None for a single word).
+_ConceptTerm = tuple[str, str, list[Any], tuple[frozenset[str], ...] | None]
 
 
 @dataclass(frozen=True)
@@ -147,12 +173,40 @@ class CatalogueIndex:
     compounding: tuple[str, ...] = ()  # languages that write compounds as one word
     _concept_phrase_words: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     _token_cache: dict[str, list[tuple[Posting, str, str]]] = field(default_factory=dict)
+    # Memos of pure functions of a word or term (building re-reads every thesaurus term once
+    # per linked service; matching asks for a word's keys several times per ticket).
+    _keys_cache: dict[str, frozenset[str]] = field(default_factory=dict)
+    _words_cache: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _canonical_cache: dict[str, str] = field(default_factory=dict)
+    _term_keys_cache: dict[tuple[str, str | None], frozenset[str]] = field(default_factory=dict)
+    _phrase_keys_cache: dict[tuple[str, str | None], tuple[frozenset[str], ...]] = field(
+        default_factory=dict
+    )
+    _deleted_words: set[str] = field(default_factory=set)
+    _term_count: int = 0  # entries in postings + phrases
+    # phrases[key] grouped by pattern: (pattern, positions of its phrases in phrases[key])
+    _phrase_groups: dict[str, list[tuple[tuple[frozenset[str], ...], array[int]]]] = field(
+        default_factory=dict
+    )
 
     # ----- building -------------------------------------------------------------------------
 
     def keys(self, word: str) -> frozenset[str]:
         """All index keys of one folded word: itself and its stem in each language."""
-        return frozenset([word, *(stem(word, lang) for lang in self.languages)])
+        found = self._keys_cache.get(word)
+        if found is None:
+            if len(self._keys_cache) > 200_000:
+                self._keys_cache.clear()
+            found = frozenset([word, *(stem(word, lang) for lang in self.languages)])
+            self._keys_cache[word] = found
+        return found
+
+    def _words(self, term: str) -> tuple[str, ...]:
+        """tokenize(term), memoised (build time: catalogue and thesaurus terms)."""
+        words = self._words_cache.get(term)
+        if words is None:
+            words = self._words_cache[term] = tuple(tokenize(term))
+        return words
 
     def _term_keys(self, term: str) -> tuple[frozenset[str], ...]:
         return tuple(self.keys(w) for w in tokenize(term))
@@ -164,7 +218,10 @@ class CatalogueIndex:
         keyword "leaver" through the Norwegian stemmer.)"""
         if lang is None or lang not in self.languages or not STEM_IN_OWN_LANGUAGE:
             return self.keys(word)
-        return frozenset((word, stem(word, lang)))
+        found = self._term_keys_cache.get((word, lang))
+        if found is None:
+            found = self._term_keys_cache[(word, lang)] = frozenset((word, stem(word, lang)))
+        return found
 
     def _add_term(
         self,
@@ -175,21 +232,28 @@ class CatalogueIndex:
         add_parts: bool,
         lang: str | None = None,
     ) -> None:
-        words = tokenize(term)
+        words = self._words(term)
         if not words:
             return
-        canonical = " ".join(min(self.keys(w)) for w in words)
+        canonical = self._canonical_cache.get(term)
+        if canonical is None:
+            canonical = " ".join(min(self.keys(w)) for w in words)
+            self._canonical_cache[term] = canonical
         posting = Posting(service, canonical, term, source, weight)
         if len(words) == 1:
             if words[0] in self.stopwords:
                 return
-            for key in self.term_keys(words[0], lang):
+            word_keys = self.term_keys(words[0], lang)
+            for key in word_keys:
                 self.postings[key].append(posting)
+            self._term_count += len(word_keys)
             self._add_deletes(words[0])
             return
-        keys = tuple(self.term_keys(w, lang) for w in words)
+        keys = self._phrase_keys(term, lang, words)
+        phrase = Phrase(keys, posting)  # one object under each key of the first word
         for key in keys[0]:
-            self.phrases[key].append(Phrase(keys, posting))
+            self.phrases[key].append(phrase)
+        self._term_count += len(keys[0])
         for word in words:
             self._add_deletes(word)
         if add_parts:
@@ -197,10 +261,46 @@ class CatalogueIndex:
                 share = PART_SHARE if self.is_it_word(word) else PLAIN_PART_SHARE
                 self._add_term(service, word, source, weight * share, False, lang)
 
+    def _phrase_keys(
+        self, term: str, lang: str | None, words: tuple[str, ...]
+    ) -> tuple[frozenset[str], ...]:
+        keys = self._phrase_keys_cache.get((term, lang))
+        if keys is None:
+            keys = tuple(self.term_keys(w, lang) for w in words)
+            self._phrase_keys_cache[(term, lang)] = keys
+        return keys
+
+    def _compile_concept(self, terms: list[tuple[str, str]]) -> list[_ConceptTerm]:
+        """What _add_term does for each term of a thesaurus concept, minus the posting: the
+        lists the posting goes into. Done once per concept, the first time a service links
+        it (the same point in the build at which _add_term would have created those lists
+        and the deletes), instead of once per term per linked service."""
+        compiled: list[_ConceptTerm] = []
+        for term, lang in terms:
+            words = self._words(term)
+            if not words:
+                continue
+            canonical = self._canonical_cache.get(term)
+            if canonical is None:
+                canonical = " ".join(min(self.keys(w)) for w in words)
+                self._canonical_cache[term] = canonical
+            if len(words) == 1:
+                if words[0] in self.stopwords:
+                    continue
+                targets = [self.postings[key] for key in self.term_keys(words[0], lang)]
+                compiled.append((term, canonical, targets, None))
+                self._add_deletes(words[0])
+                continue
+            keys = self._phrase_keys(term, lang, words)
+            compiled.append((term, canonical, [self.phrases[key] for key in keys[0]], keys))
+            for word in words:
+                self._add_deletes(word)
+        return compiled
+
     def _keyword_weight(self, keyword: str) -> float:
         """Keywords the thesaurus knows as IT terms weigh fully; others (places, units,
         "home care") are often the ticket's context rather than its subject."""
-        it = any(self.is_it_word(w) for w in tokenize(keyword))
+        it = any(self.is_it_word(w) for w in self._words(keyword))
         return FIELD_WEIGHT["keyword"] * (1.0 if it else NON_IT_KEYWORD)
 
     def is_it_word(self, word: str) -> bool:
@@ -208,6 +308,9 @@ class CatalogueIndex:
         return not self.keys(word).isdisjoint(self.it_vocabulary)
 
     def _add_deletes(self, word: str) -> None:
+        if word in self._deleted_words:
+            return  # sets: adding the same word's variants again changes nothing
+        self._deleted_words.add(word)
         if len(word) >= MIN_FUZZY_LEN and not word.isdigit():
             for variant in _deletes(word):
                 self.deletes[variant].add(word)
@@ -247,7 +350,7 @@ class CatalogueIndex:
         weak: dict[int, float] = {}
         concept_phrase_words = self._concept_phrase_words
         for term, source, _, _, _ in terms:
-            words = tokenize(term)
+            words = self._words(term)
             hits: set[int] = set()
             if len(words) == 1 and words[0] not in self.stopwords:
                 for key in self.keys(words[0]):
@@ -278,6 +381,17 @@ class CatalogueIndex:
         return strength
 
     def build(self, concepts: Sequence[Concept]) -> CatalogueIndex:
+        # Millions of small objects and no garbage cycles: the cyclic collector would only
+        # re-scan the growing index again and again.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._build(concepts)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _build(self, concepts: Sequence[Concept]) -> CatalogueIndex:
         self.services = list(self.catalogue.services)
         self.compounding = tuple(lang for lang in self.languages if lang in COMPOUNDING)
         self.stopwords = language_data().all_stopwords
@@ -288,7 +402,7 @@ class CatalogueIndex:
         concept_phrases: dict[str, list[tuple[int, tuple[frozenset[str], ...]]]] = defaultdict(list)
         for index, terms in enumerate(concept_terms):
             for term, _ in terms:
-                words = tokenize(term)
+                words = self._words(term)
                 if len(words) == 1 and words[0] not in self.stopwords:
                     for key in self.keys(words[0]):
                         concept_words[key].add(index)
@@ -300,6 +414,9 @@ class CatalogueIndex:
                         if word not in self.stopwords and len(word) > 1:
                             self._concept_phrase_words[word].add(index)
         self.it_vocabulary = frozenset(concept_words)
+        by_topic = _topics(concepts)
+        labels = [f"thesaurus:{c.id}" for c in concepts]
+        compiled: dict[int, list[_ConceptTerm]] = {}
         sizes = []
         for number, service in enumerate(self.services):
             own = self._service_terms(service)
@@ -307,13 +424,24 @@ class CatalogueIndex:
             for term, source, weight, parts, lang in own:
                 self._add_term(number, term, source, weight, parts, lang)
             linked = self._linked_concepts(own, concept_words, concept_phrases)
-            for concept, strength in _with_siblings(linked, concepts).items():
-                label = f"thesaurus:{concepts[concept].id}"
+            for concept, strength in _with_siblings(linked, concepts, by_topic).items():
+                label = labels[concept]
                 weight = FIELD_WEIGHT["thesaurus"] * strength
-                for term, lang in concept_terms[concept]:
-                    self._add_term(number, term, label, weight, False, lang)
+                # = self._add_term(number, term, label, weight, False, lang) for each term
+                specs = compiled.get(concept)
+                if specs is None:
+                    specs = compiled[concept] = self._compile_concept(concept_terms[concept])
+                for term, canonical, targets, pattern in specs:
+                    posting = Posting(number, canonical, term, label, weight)
+                    entry: Posting | Phrase = (
+                        posting if pattern is None else Phrase(pattern, posting)
+                    )
+                    for target in targets:
+                        target.append(entry)
+                    self._term_count += len(targets)
             sizes.append(self._count_terms() - before)
         self._compute_idf()
+        self._group_phrases()
         average = sum(sizes) / len(sizes) if sizes else 1.0
         self.norm = [
             1 - LENGTH_NORM + LENGTH_NORM * (s / average if average else 1.0) for s in sizes
@@ -322,9 +450,22 @@ class CatalogueIndex:
         return self
 
     def _count_terms(self) -> int:
-        return sum(len(v) for v in self.postings.values()) + sum(
-            len(v) for v in self.phrases.values()
-        )
+        """Entries in postings + phrases (kept as a running count: summing the lists once
+        per service made building quadratic in the catalogue size)."""
+        return self._term_count
+
+    def _group_phrases(self) -> None:
+        """Phrases under one key share a handful of patterns (the same thesaurus phrase is
+        linked to many services); matching tests each pattern once instead of each phrase."""
+        self._phrase_groups = {}
+        for key, phrases in self.phrases.items():
+            groups: dict[tuple[frozenset[str], ...], array[int]] = {}
+            for position, phrase in enumerate(phrases):
+                positions = groups.get(phrase.keys)
+                if positions is None:
+                    positions = groups[phrase.keys] = array("I")
+                positions.append(position)
+            self._phrase_groups[key] = list(groups.items())
 
     def _compute_idf(self) -> None:
         services_with: dict[str, set[int]] = defaultdict(set)
@@ -432,18 +573,35 @@ class CatalogueIndex:
     def _phrase_hits(
         self, tokens: Sequence[Token], index: dict[str, list[Phrase]]
     ) -> list[tuple[Phrase, int]]:
-        hits = []
+        hits: list[tuple[Phrase, int]] = []
         words = [t.text for t in tokens]
-        for i, word in enumerate(words):
-            if not any(k in index for k in self.keys(word)):
+        word_keys = [self.keys(w) for w in words]
+        grouped = index is self.phrases and len(self._phrase_groups) == len(index)
+        for i, keys in enumerate(word_keys):
+            if not any(k in index for k in keys):
                 continue
-            candidates = {id(p): p for k in self.keys(word) for p in index.get(k, ())}
-            for phrase in candidates.values():
-                n = len(phrase.keys)
-                if i + n <= len(words) and all(
-                    self.keys(words[i + j]) & phrase.keys[j] for j in range(1, n)
-                ):
-                    hits.append((phrase, i))
+            if not grouped:
+                candidates = {id(p): p for k in keys for p in index.get(k, ())}
+                for phrase in candidates.values():
+                    n = len(phrase.keys)
+                    if i + n <= len(words) and all(
+                        word_keys[i + j] & phrase.keys[j] for j in range(1, n)
+                    ):
+                        hits.append((phrase, i))
+                continue
+            # Same hits in the same order as testing every phrase of every key in turn.
+            for k in keys:
+                matched = [
+                    positions
+                    for pattern, positions in self._phrase_groups.get(k, ())
+                    if i + len(pattern) <= len(words)
+                    and all(word_keys[i + j] & pattern[j] for j in range(1, len(pattern)))
+                ]
+                if not matched:
+                    continue
+                phrases = index[k]
+                order = matched[0] if len(matched) == 1 else sorted(p for m in matched for p in m)
+                hits += [(phrases[p], i) for p in order]
         return hits
 
     def change_intent(self, tokens: Sequence[Token]) -> tuple[float, tuple[str, ...]]:
@@ -469,38 +627,54 @@ class CatalogueIndex:
         self, tokens: Sequence[Token]
     ) -> tuple[list[tuple[float, int]], dict[int, list[_Hit]]]:
         """Every service with any evidence, best first: (score, service index), and hits."""
+        scored, kept = self._score(tokens)
+        services = self.services
+        return sorted(scored, key=lambda item: (-item[0], services[item[1]].id)), kept
+
+    def _score(
+        self, tokens: Sequence[Token]
+    ) -> tuple[list[tuple[float, int]], dict[int, list[_Hit]]]:
+        """candidates(), unsorted. A large catalogue records thousands of hits per ticket,
+        so this is the hot loop: per (service, term) the heaviest hit wins, the first on ties."""
         hits: dict[int, dict[str, _Hit]] = defaultdict(dict)
-
-        def record(posting: Posting, how: str, word: str, in_subject: bool) -> None:
-            weight = posting.weight * self.idf.get(posting.term, 1.0) * QUALITY[how]
-            if in_subject:
-                weight *= SUBJECT_BOOST
-            current = hits[posting.service].get(posting.term)
-            if current is None or weight > current.weight:
-                ev = Evidence(
-                    term=posting.surface,
-                    word=word,
-                    source=posting.source,
-                    how=how,
-                    weight=round(weight, 3),
-                )
-                hits[posting.service][posting.term] = _Hit(weight, ev, in_subject)
-
+        idf = self.idf.get
+        quality = QUALITY
         for token in tokens:
             if token.text in self.stopwords or len(token.text) < 2:
                 continue
+            in_subject = token.in_subject
             for posting, how, word in self._lookup(token.text):
-                record(posting, how, word, token.in_subject)
+                weight = posting.weight * idf(posting.term, 1.0) * quality[how]
+                if in_subject:
+                    weight *= SUBJECT_BOOST
+                terms = hits[posting.service]
+                current = terms.get(posting.term)
+                if current is None or weight > current.weight:
+                    terms[posting.term] = _Hit(weight, posting, how, word, in_subject)
+        surfaces: dict[tuple[int, int], str] = {}
+        phrase_quality = quality["phrase"]
         for phrase, start in self._phrase_hits(tokens, self.phrases):
-            surface = " ".join(t.text for t in tokens[start : start + len(phrase.keys)])
-            record(phrase.posting, "phrase", surface, tokens[start].in_subject)
+            n = len(phrase.keys)
+            surface = surfaces.get((start, n))
+            if surface is None:
+                surface = " ".join(t.text for t in tokens[start : start + n])
+                surfaces[(start, n)] = surface
+            posting = phrase.posting
+            in_subject = tokens[start].in_subject
+            weight = posting.weight * idf(posting.term, 1.0) * phrase_quality
+            if in_subject:
+                weight *= SUBJECT_BOOST
+            terms = hits[posting.service]
+            current = terms.get(posting.term)
+            if current is None or weight > current.weight:
+                terms[posting.term] = _Hit(weight, posting, "phrase", surface, in_subject)
 
-        kept = {service: _one_term_per_word(terms) for service, terms in hits.items()}
-        scored = sorted(
-            ((_coordinated(kept[s]) / self.norm[s], s) for s in kept),
-            key=lambda item: (-item[0], self.services[item[1]].id),
-        )
-        return scored, kept
+        kept = {
+            service: list(terms.values()) if len(terms) == 1 else _one_term_per_word(terms)
+            for service, terms in hits.items()
+        }
+        norm = self.norm
+        return [(_coordinated(kept[s]) / norm[s], s) for s in kept], kept
 
     def classify(
         self, body: str, subject: str = "", language_hint: str | None = None
@@ -510,7 +684,10 @@ class CatalogueIndex:
         language = language_hint or guess_language(
             (t.text for t in tokens), self.catalogue.languages, default
         )
-        scored, kept = self.candidates(tokens)
+        unsorted, kept = self._score(tokens)
+        # Only the best two are used: the same two as candidates()' full sort (ids are unique).
+        services = self.services
+        scored = heapq.nsmallest(2, unsorted, key=lambda item: (-item[0], services[item[1]].id))
         change_score, cues = self.change_intent(tokens)
         is_change = change_score >= self.change_threshold
         if not scored or scored[0][0] < MIN_SCORE:
@@ -542,7 +719,19 @@ class CatalogueIndex:
         )
 
 
-def _with_siblings(linked: dict[int, float], concepts: Sequence[Concept]) -> dict[int, float]:
+def _topics(concepts: Sequence[Concept]) -> dict[str, list[int]]:
+    by_topic: dict[str, list[int]] = defaultdict(list)
+    for index, concept in enumerate(concepts):
+        if concept.topic:
+            by_topic[concept.topic].append(index)
+    return by_topic
+
+
+def _with_siblings(
+    linked: dict[int, float],
+    concepts: Sequence[Concept],
+    by_topic: dict[str, list[int]] | None = None,
+) -> dict[int, float]:
     """Extend a service's concepts to their topic siblings, by how much of the topic it covers.
 
     A service whose keywords name laptops, monitors and docking stations is about workplace
@@ -550,10 +739,8 @@ def _with_siblings(linked: dict[int, float], concepts: Sequence[Concept]) -> dic
     that mentions one monitor among other things gets the siblings only faintly."""
     if SIBLING_LINK <= 0:
         return linked
-    by_topic: dict[str, list[int]] = defaultdict(list)
-    for index, concept in enumerate(concepts):
-        if concept.topic:
-            by_topic[concept.topic].append(index)
+    if by_topic is None:
+        by_topic = _topics(concepts)
     result = dict(linked)
     for members in by_topic.values():
         covered = sum(linked.get(m, 0.0) for m in members)
@@ -576,9 +763,9 @@ def _one_term_per_word(terms: dict[str, _Hit]) -> list[_Hit]:
     both the keyword 'skriver' and the thesaurus' 'skrivere' is one piece of evidence."""
     used: set[str] = set()
     kept = []
-    for hit in sorted(terms.values(), key=lambda h: (-h.weight, h.evidence.term)):
-        if hit.evidence.word not in used:
-            used.add(hit.evidence.word)
+    for hit in sorted(terms.values(), key=lambda h: (-h.weight, h.posting.surface)):
+        if hit.word not in used:
+            used.add(hit.word)
             kept.append(hit)
     return kept
 
