@@ -60,7 +60,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _clear_word_caches(index: Any) -> None:
-    for name in ("_token_cache", "_keys_cache"):
+    for name in ("_token_cache", "_keys_cache", "_grouped_cache"):
         cache = getattr(index, name, None)
         if cache is not None:
             cache.clear()

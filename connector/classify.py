@@ -51,6 +51,9 @@ QUALITY = {"exact": 1.0, "stem": 0.95, "phrase": 1.0, "compound": 0.8, "fuzzy": 
 SUBJECT_BOOST = 1.5
 LENGTH_NORM = 0.3  # BM25's b over the number of terms a service has
 IDF_SCALE = 3.0
+# Catalogues larger than this score exactly only a shortlist of likely services.
+SHORTLIST_ABOVE = 300
+SHORTLIST = 40
 MIN_SCORE = 2.0  # below this the ticket is about nothing in the catalogue
 STRENGTH_SCALE = 4.0  # score at which strength reaches 1 - 1/e
 MIN_FUZZY_LEN = 5
@@ -173,6 +176,9 @@ class CatalogueIndex:
     compounding: tuple[str, ...] = ()  # languages that write compounds as one word
     _concept_phrase_words: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     _token_cache: dict[str, list[tuple[Posting, str, str]]] = field(default_factory=dict)
+    _grouped_cache: dict[
+        str, tuple[dict[int, float], dict[int, list[tuple[Posting, str, str]]]]
+    ] = field(default_factory=dict)
     # Memos of pure functions of a word or term (building re-reads every thesaurus term once
     # per linked service; matching asks for a word's keys several times per ticket).
     _keys_cache: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -520,6 +526,58 @@ class CatalogueIndex:
         self._token_cache[word] = found
         return found
 
+    def _grouped(
+        self, word: str
+    ) -> tuple[dict[int, float], dict[int, list[tuple[Posting, str, str]]]]:
+        """A word's best weight per service, and its hits per service; cached like _lookup."""
+        cached = self._grouped_cache.get(word)
+        if cached is not None:
+            return cached
+        best: dict[int, float] = {}
+        by_service: dict[int, list[tuple[Posting, str, str]]] = defaultdict(list)
+        for hit in self._lookup(word):
+            posting, how, _ = hit
+            weight = posting.weight * self.idf.get(posting.term, 1.0) * QUALITY[how]
+            if weight > best.get(posting.service, 0.0):
+                best[posting.service] = weight
+            by_service[posting.service].append(hit)
+        if len(self._grouped_cache) > 100_000:
+            self._grouped_cache.clear()
+        self._grouped_cache[word] = (best, dict(by_service))
+        return self._grouped_cache[word]
+
+    def _shortlist(
+        self, tokens: Sequence[Token], phrase_hits: list[tuple[Phrase, int]]
+    ) -> set[int]:
+        """The SHORTLIST services most likely to win, by an estimate of their score: each
+        word's and phrase's best term per service, summed, then coordinated and normalised
+        like the score. On a catalogue of thousands of services an everyday word hits
+        hundreds of them; exact scoring is then done for the shortlist only. Catalogues of
+        up to SHORTLIST_ABOVE services never take this path, so their results are exact."""
+        total: dict[int, float] = defaultdict(float)
+        words: dict[int, int] = defaultdict(int)
+        seen: set[str] = set()
+        for token in tokens:
+            text = token.text
+            if text in seen or text in self.stopwords or len(text) < 2:
+                continue
+            seen.add(text)
+            boost = SUBJECT_BOOST if token.in_subject else 1.0
+            for service, weight in self._grouped(text)[0].items():
+                total[service] += weight * boost
+                words[service] += 1
+        for phrase, start in phrase_hits:
+            posting = phrase.posting
+            boost = SUBJECT_BOOST if tokens[start].in_subject else 1.0
+            total[posting.service] += posting.weight * self.idf.get(posting.term, 1.0) * boost
+            words[posting.service] += 1
+        norm = self.norm
+
+        def estimate(service: int) -> float:  # the final score's form: coordination, norm
+            return float(total[service] * words[service] ** COORDINATION / norm[service])
+
+        return set(heapq.nlargest(SHORTLIST, total, key=estimate))
+
     def _direct(self, word: str, how: str | None = None) -> list[tuple[Posting, str, str]]:
         # Exact form first and every posting kept: the scorer keeps the best per term, and
         # the result must not depend on set iteration order (hash seeds differ per process).
@@ -639,11 +697,20 @@ class CatalogueIndex:
         hits: dict[int, dict[str, _Hit]] = defaultdict(dict)
         idf = self.idf.get
         quality = QUALITY
+        phrase_hits = self._phrase_hits(tokens, self.phrases)
+        shortlist = (
+            self._shortlist(tokens, phrase_hits) if len(self.services) > SHORTLIST_ABOVE else None
+        )
         for token in tokens:
             if token.text in self.stopwords or len(token.text) < 2:
                 continue
             in_subject = token.in_subject
-            for posting, how, word in self._lookup(token.text):
+            if shortlist is None:
+                found = self._lookup(token.text)
+            else:
+                by_service = self._grouped(token.text)[1]
+                found = [h for s in shortlist for h in by_service.get(s, ())]
+            for posting, how, word in found:
                 weight = posting.weight * idf(posting.term, 1.0) * quality[how]
                 if in_subject:
                     weight *= SUBJECT_BOOST
@@ -653,7 +720,9 @@ class CatalogueIndex:
                     terms[posting.term] = _Hit(weight, posting, how, word, in_subject)
         surfaces: dict[tuple[int, int], str] = {}
         phrase_quality = quality["phrase"]
-        for phrase, start in self._phrase_hits(tokens, self.phrases):
+        for phrase, start in phrase_hits:
+            if shortlist is not None and phrase.posting.service not in shortlist:
+                continue
             n = len(phrase.keys)
             surface = surfaces.get((start, n))
             if surface is None:

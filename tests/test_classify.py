@@ -137,3 +137,40 @@ def test_change_intent_signals(example_index):
     assert change.change_intent and change.change_cues
     disruption = example_index.classify("Visma does not work, I get an error when I log in")
     assert not disruption.change_intent
+
+
+def test_large_catalogue_shortlist_gives_the_exact_answer(monkeypatch):
+    """Above SHORTLIST_ABOVE services only a shortlist is scored exactly; it must not change
+    the winner or its score (checked against full scoring on the same index)."""
+    import connector.classify as classify_module
+    from connector.catalogue import load_catalogue
+    from tests.e2e import ROOT
+
+    real = load_catalogue(ROOT / "catalogue.yaml").model_dump(mode="json")
+    units = ["rådhuset", "skolen", "hjemmetjenesten", "brannvesenet", "biblioteket"]
+    things = ["printer", "wifi", "outlook", "visma", "teams", "vpn", "passord", "skjerm"]
+    extra = [
+        {
+            "id": f"{thing}-{u}-{n}",
+            "name": {"nb": f"{thing} {unit} {n}"},
+            "keywords": {"nb": [thing, unit, f"{thing}{n}"]},
+        }
+        for n in range(10)
+        for u, unit in enumerate(units)
+        for thing in things
+    ]
+    catalogue = Catalogue.model_validate({**real, "services": real["services"] + extra})
+    assert len(catalogue.services) > classify_module.SHORTLIST_ABOVE
+    index = build_index(catalogue)
+    tickets = [
+        ("Skriveren på rådhuset", "skriveren har papirstopp igjen"),
+        ("VPN", "AnyConnect says login failed when I work from home"),
+        ("Outlook", "Outlook asks for my password since this morning"),
+        ("Mac", "Does IT support Macs? I would like to use my own MacBook"),
+    ]
+    short = [index.classify(body, subject) for subject, body in tickets]
+    monkeypatch.setattr(classify_module, "SHORTLIST_ABOVE", 10**9)
+    exact = [index.classify(body, subject) for subject, body in tickets]
+    assert [(m.service, m.score, m.runner_up) for m in short] == [
+        (m.service, m.score, m.runner_up) for m in exact
+    ]
