@@ -153,6 +153,8 @@ pollers = Table(
 )
 
 
+_INSERT_DELIVERY = insert(deliveries)
+
 # Steps for databases created by an older version (new tables come from create_all).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE bpsm_routings ADD COLUMN replied_at FLOAT",),
@@ -264,19 +266,21 @@ class Store:
         now = time.time() if now is None else now
         try:
             with self.engine.begin() as conn:
+                # Parameters, not .values(): the statement is built once, not per webhook.
                 result = conn.execute(
-                    insert(deliveries).values(
-                        host=event_.host,
-                        delivery_id=event_.delivery_id,
-                        ticket_id=event_.ticket_id,
-                        kind=event_.kind,
-                        event=event_.model_dump_json(),
-                        status="queued",
-                        attempts=0,
-                        received_at=now,
-                        next_attempt_at=now,
-                        enqueued_at=now,
-                    )
+                    _INSERT_DELIVERY,
+                    {
+                        "host": event_.host,
+                        "delivery_id": event_.delivery_id,
+                        "ticket_id": event_.ticket_id,
+                        "kind": event_.kind,
+                        "event": event_.model_dump_json(),
+                        "status": "queued",
+                        "attempts": 0,
+                        "received_at": now,
+                        "next_attempt_at": now,
+                        "enqueued_at": now,
+                    },
                 )
                 key = result.inserted_primary_key
                 return int(key[0]) if key else None
