@@ -38,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
+from stats import pct  # noqa: E402 - bench/ is on sys.path above
 
 DEFAULT_SIZES = "25,1000,10000"
 P99_TARGET_MS = 5.0
@@ -47,16 +48,6 @@ def _rss_mb() -> float:
     with open("/proc/self/statm") as handle:
         pages = int(handle.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    rank = q * (len(ordered) - 1)
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def _clear_word_caches(index: Any) -> None:
@@ -165,11 +156,11 @@ def run_one(
             "samples": len(cls_ms),
             "passes": passes,
             "norm_mean_ms": statistics.fmean(norm_ms),
-            "norm_p50_ms": _pct(norm_ms, 0.50),
-            "norm_p99_ms": _pct(norm_ms, 0.99),
+            "norm_p50_ms": pct(norm_ms, 0.50),
+            "norm_p99_ms": pct(norm_ms, 0.99),
             "mean_ms": statistics.fmean(cls_ms),
-            "p50_ms": _pct(cls_ms, 0.50),
-            "p99_ms": _pct(cls_ms, 0.99),
+            "p50_ms": pct(cls_ms, 0.50),
+            "p99_ms": pct(cls_ms, 0.99),
             "max_ms": max(cls_ms),
             "tickets_per_s": 1000 / statistics.fmean(cls_ms),
             "norm_per_s": 1000 / statistics.fmean(norm_ms),

@@ -55,6 +55,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from stats import pct  # noqa: E402 - bench/ is on sys.path above
 
 PG_ADMIN_URL = os.environ.get("BPSM_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1/test")
 REDIS_URL = os.environ.get("BPSM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -71,16 +72,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    rank = q * (len(ordered) - 1)
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def sample_tickets(limit: int = 64) -> list[tuple[str, str]]:
