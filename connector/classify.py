@@ -46,7 +46,6 @@ NON_IT_KEYWORD = 0.7
 COORDINATION = 0.5  # exponent on the number of distinct matched words
 SIBLING_LINK = 0.5
 SIBLING_FULL = 3.0  # linked concepts of a topic at which siblings reach SIBLING_LINK
-PHRASE_WORD_LINK = 0.0  # measured: linking by words inside concept phrases hurt
 QUALITY = {"exact": 1.0, "stem": 0.95, "phrase": 1.0, "compound": 0.8, "fuzzy": 0.7}
 SUBJECT_BOOST = 1.5
 LENGTH_NORM = 0.3  # BM25's b over the number of terms a service has
@@ -60,7 +59,6 @@ MIN_FUZZY_LEN = 5
 FUZZY2_LEN = 11  # words this long may be two edits off
 MIN_COMPOUND_LEN = 6
 MIN_PART_LEN = 3
-STEM_IN_OWN_LANGUAGE = True
 COMPOUNDING = frozenset({"nb", "nn", "no", "da", "sv", "de", "nl", "fi", "is"})
 MIN_TAIL_LEN = 5
 
@@ -174,7 +172,6 @@ class CatalogueIndex:
     stopwords: frozenset[str] = frozenset()
     it_vocabulary: frozenset[str] = frozenset()
     compounding: tuple[str, ...] = ()  # languages that write compounds as one word
-    _concept_phrase_words: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     _token_cache: dict[str, list[tuple[Posting, str, str]]] = field(default_factory=dict)
     _grouped_cache: dict[
         str, tuple[dict[int, float], dict[int, list[tuple[Posting, str, str]]]]
@@ -222,7 +219,7 @@ class CatalogueIndex:
         language. (Ticket words are looked up under their stems in every language, so
         "printeren" still meets "printer"; but the English "leave" no longer meets the
         keyword "leaver" through the Norwegian stemmer.)"""
-        if lang is None or lang not in self.languages or not STEM_IN_OWN_LANGUAGE:
+        if lang is None or lang not in self.languages:
             return self.keys(word)
         found = self._term_keys_cache.get((word, lang))
         if found is None:
@@ -353,18 +350,12 @@ class CatalogueIndex:
         multi-word terms must match a concept phrase word for word."""
         strength: dict[int, float] = defaultdict(float)
         description_hits: dict[int, int] = defaultdict(int)
-        weak: dict[int, float] = {}
-        concept_phrase_words = self._concept_phrase_words
         for term, source, _, _, _ in terms:
             words = self._words(term)
             hits: set[int] = set()
             if len(words) == 1 and words[0] not in self.stopwords:
                 for key in self.keys(words[0]):
                     hits |= concept_words.get(key, set())
-                    if source != "description" and PHRASE_WORD_LINK > 0:
-                        # "pc" links the concept whose symptoms say "treg pc", more weakly.
-                        for concept in concept_phrase_words.get(key, ()):
-                            weak.setdefault(concept, PHRASE_WORD_LINK)
             elif len(words) > 1:
                 keys = [self.keys(w) for w in words]
                 for key in keys[0]:
@@ -381,9 +372,6 @@ class CatalogueIndex:
         for concept, count in description_hits.items():
             if concept not in strength and count >= DESCRIPTION_MIN_HITS:
                 strength[concept] = DESCRIPTION_LINK
-        for concept, value in weak.items():
-            if concept not in strength:
-                strength[concept] = value
         return strength
 
     def build(self, concepts: Sequence[Concept]) -> CatalogueIndex:
@@ -416,9 +404,6 @@ class CatalogueIndex:
                     keys = tuple(self.keys(w) for w in words)
                     for key in keys[0]:
                         concept_phrases[key].append((index, keys))
-                    for word in words:
-                        if word not in self.stopwords and len(word) > 1:
-                            self._concept_phrase_words[word].add(index)
         self.it_vocabulary = frozenset(concept_words)
         by_topic = _topics(concepts)
         labels = [f"thesaurus:{c.id}" for c in concepts]

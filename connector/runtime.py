@@ -180,12 +180,3 @@ class BackgroundWorker:
         self._stop.set()
         self.consumer.stop(graceful=graceful)
         self._sweeper.join(timeout=5)
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
