@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -188,6 +189,35 @@ def _row_to_delivery(row: Any) -> Delivery:
     )
 
 
+def _enable_wal(cursor: Any, lock_path: Path | None) -> None:
+    """Switch the file to WAL so readers work while a writer commits.
+
+    WAL is stored in the file, so only the first connection ever needs to switch. The switch
+    needs an exclusive lock that SQLite does not wait for (processes starting at once get
+    "database is locked" at once), so processes take turns on a lock file to do it.
+    """
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return
+    if lock_path is None:  # in-memory: nothing shares it
+        cursor.execute("PRAGMA journal_mode=WAL")
+        return
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            # A process that is only reading the journal mode can still hold a shared lock
+            # for a moment; retry briefly rather than fail the start-up.
+            for attempt in range(100):
+                try:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                    return
+                except sqlite3.OperationalError:
+                    if attempt == 99:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Store:
     def __init__(self, url: str):
         self.url = url
@@ -203,14 +233,14 @@ class Store:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        wal_lock = Path(path + ".wal.lock") if path and path != ":memory:" else None
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # WAL lets readers work while a writer commits; several processes share the file.
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            _enable_wal(cursor, wal_lock)
             cursor.close()
 
         return engine
