@@ -28,6 +28,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from connector.catalogue import Catalogue, Service
 from connector.events import Evidence, ServiceMatch
 from connector.text import clean_text, fold, guess_language, language_data, stem, tokenize
@@ -145,6 +148,15 @@ class _Hit:
 _ConceptTerm = tuple[str, str, list[Any], tuple[frozenset[str], ...] | None]
 
 
+# Services hit and one weight each, as arrays: the shortlist adds up thousands of them per
+# ticket, which numpy does in microseconds where a Python loop takes milliseconds.
+_Vector = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
+# A word's best weight per service (as a _Vector) and its hits per service.
+_WordHits = tuple[_Vector, dict[int, list[tuple[Posting, str, str]]]]
+# A phrase pattern found in the ticket: (start token, first-word key, group numbers).
+_PhraseMatch = tuple[int, str, list[int]]
+
+
 @dataclass(frozen=True)
 class Token:
     text: str
@@ -163,6 +175,7 @@ class CatalogueIndex:
     phrases: dict[str, list[Phrase]] = field(default_factory=lambda: defaultdict(list))
     idf: dict[str, float] = field(default_factory=dict)
     norm: list[float] = field(default_factory=list)
+    _norm: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     deletes: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     cues: dict[str, list[tuple[tuple[frozenset[str], ...], str, int]]] = field(
         default_factory=lambda: defaultdict(list)
@@ -173,9 +186,8 @@ class CatalogueIndex:
     it_vocabulary: frozenset[str] = frozenset()
     compounding: tuple[str, ...] = ()  # languages that write compounds as one word
     _token_cache: dict[str, list[tuple[Posting, str, str]]] = field(default_factory=dict)
-    _grouped_cache: dict[
-        str, tuple[dict[int, float], dict[int, list[tuple[Posting, str, str]]]]
-    ] = field(default_factory=dict)
+    _grouped_cache: dict[str, _WordHits] = field(default_factory=dict)
+    _group_vectors: dict[tuple[str, int], _Vector] = field(default_factory=dict)
     # Memos of pure functions of a word or term (building re-reads every thesaurus term once
     # per linked service; matching asks for a word's keys several times per ticket).
     _keys_cache: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -437,6 +449,7 @@ class CatalogueIndex:
         self.norm = [
             1 - LENGTH_NORM + LENGTH_NORM * (s / average if average else 1.0) for s in sizes
         ]
+        self._norm = np.array(self.norm, dtype=np.float64)
         self._build_cues()
         return self
 
@@ -511,9 +524,7 @@ class CatalogueIndex:
         self._token_cache[word] = found
         return found
 
-    def _grouped(
-        self, word: str
-    ) -> tuple[dict[int, float], dict[int, list[tuple[Posting, str, str]]]]:
+    def _grouped(self, word: str) -> _WordHits:
         """A word's best weight per service, and its hits per service; cached like _lookup."""
         cached = self._grouped_cache.get(word)
         if cached is not None:
@@ -528,40 +539,101 @@ class CatalogueIndex:
             by_service[posting.service].append(hit)
         if len(self._grouped_cache) > 100_000:
             self._grouped_cache.clear()
-        self._grouped_cache[word] = (best, dict(by_service))
-        return self._grouped_cache[word]
+        vector = (
+            np.fromiter(best.keys(), dtype=np.int64, count=len(best)),
+            np.fromiter(best.values(), dtype=np.float64, count=len(best)),
+        )
+        cached = self._grouped_cache[word] = (vector, dict(by_service))
+        return cached
 
-    def _shortlist(
-        self, tokens: Sequence[Token], phrase_hits: list[tuple[Phrase, int]]
-    ) -> set[int]:
+    def _group_vector(self, key: str, group: int) -> _Vector:
+        """Services and weights of the phrases of one pattern group (see _group_phrases)."""
+        cached = self._group_vectors.get((key, group))
+        if cached is None:
+            phrases = self.phrases[key]
+            postings = [phrases[p].posting for p in self._phrase_groups[key][group][1]]
+            cached = (
+                np.fromiter((p.service for p in postings), dtype=np.int64, count=len(postings)),
+                np.fromiter(
+                    (p.weight * self.idf.get(p.term, 1.0) for p in postings),
+                    dtype=np.float64,
+                    count=len(postings),
+                ),
+            )
+            self._group_vectors[(key, group)] = cached
+        return cached
+
+    def _shortlist(self, tokens: Sequence[Token], matches: list[_PhraseMatch]) -> set[int]:
         """The SHORTLIST services most likely to win, by an estimate of their score: each
         word's and phrase's best term per service, summed, then coordinated and normalised
         like the score. On a catalogue of thousands of services an everyday word hits
         hundreds of them; exact scoring is then done for the shortlist only. Catalogues of
         up to SHORTLIST_ABOVE services never take this path, so their results are exact."""
-        total: dict[int, float] = defaultdict(float)
-        words: dict[int, int] = defaultdict(int)
+        services: list[npt.NDArray[np.int64]] = []
+        weights: list[npt.NDArray[np.float64]] = []
         seen: set[str] = set()
         for token in tokens:
             text = token.text
             if text in seen or text in self.stopwords or len(text) < 2:
                 continue
             seen.add(text)
-            boost = SUBJECT_BOOST if token.in_subject else 1.0
-            for service, weight in self._grouped(text)[0].items():
-                total[service] += weight * boost
-                words[service] += 1
-        for phrase, start in phrase_hits:
-            posting = phrase.posting
+            (hit, weight), _ = self._grouped(text)
+            services.append(hit)
+            weights.append(weight * SUBJECT_BOOST if token.in_subject else weight)
+        for start, key, groups in matches:
             boost = SUBJECT_BOOST if tokens[start].in_subject else 1.0
-            total[posting.service] += posting.weight * self.idf.get(posting.term, 1.0) * boost
-            words[posting.service] += 1
-        norm = self.norm
+            for group in groups:
+                hit, weight = self._group_vector(key, group)
+                services.append(hit)
+                weights.append(weight * boost)
+        if not services:
+            return set()
+        every = np.concatenate(services)
+        size = len(self.services)
+        total = np.bincount(every, weights=np.concatenate(weights), minlength=size)
+        words = np.bincount(every, minlength=size)
+        candidates = np.flatnonzero(words)
+        # The final score's form: coordination and length norm.
+        estimate = total[candidates] * words[candidates] ** COORDINATION / self._norm[candidates]
+        if len(candidates) > SHORTLIST:
+            # Best first; equal estimates by catalogue order, so the result is deterministic.
+            order = np.lexsort((candidates, -estimate))[:SHORTLIST]
+            candidates = candidates[order]
+        return {int(c) for c in candidates}
 
-        def estimate(service: int) -> float:  # the final score's form: coordination, norm
-            return float(total[service] * words[service] ** COORDINATION / norm[service])
+    def _phrase_matches(self, tokens: Sequence[Token]) -> list[_PhraseMatch]:
+        """The phrase patterns the ticket contains, without listing their phrases (a pattern
+        linked to thousands of services stands for thousands of phrases)."""
+        matches: list[_PhraseMatch] = []
+        words = [t.text for t in tokens]
+        word_keys = [self.keys(w) for w in words]
+        for i, keys in enumerate(word_keys):
+            for k in keys:
+                groups = [
+                    number
+                    for number, (pattern, _) in enumerate(self._phrase_groups.get(k, ()))
+                    if i + len(pattern) <= len(words)
+                    and all(word_keys[i + j] & pattern[j] for j in range(1, len(pattern)))
+                ]
+                if groups:
+                    matches.append((i, k, groups))
+        return matches
 
-        return set(heapq.nlargest(SHORTLIST, total, key=estimate))
+    def _shortlisted_phrase_hits(
+        self, matches: list[_PhraseMatch], shortlist: set[int]
+    ) -> list[tuple[Phrase, int]]:
+        """_phrase_hits() restricted to the shortlisted services, in the same order."""
+        hits: list[tuple[Phrase, int]] = []
+        chosen = np.fromiter(shortlist, dtype=np.int64, count=len(shortlist))
+        for start, key, groups in matches:
+            positions: list[int] = []
+            for group in groups:
+                services, _ = self._group_vector(key, group)
+                kept = self._phrase_groups[key][group][1]
+                positions += [kept[int(p)] for p in np.flatnonzero(np.isin(services, chosen))]
+            phrases = self.phrases[key]
+            hits += [(phrases[p], start) for p in sorted(positions)]
+        return hits
 
     def _direct(self, word: str, how: str | None = None) -> list[tuple[Posting, str, str]]:
         # Exact form first and every posting kept: the scorer keeps the best per term, and
@@ -682,10 +754,13 @@ class CatalogueIndex:
         hits: dict[int, dict[str, _Hit]] = defaultdict(dict)
         idf = self.idf.get
         quality = QUALITY
-        phrase_hits = self._phrase_hits(tokens, self.phrases)
-        shortlist = (
-            self._shortlist(tokens, phrase_hits) if len(self.services) > SHORTLIST_ABOVE else None
-        )
+        shortlist: set[int] | None = None
+        if len(self.services) > SHORTLIST_ABOVE:
+            matches = self._phrase_matches(tokens)
+            shortlist = self._shortlist(tokens, matches)
+            phrase_hits = self._shortlisted_phrase_hits(matches, shortlist)
+        else:
+            phrase_hits = self._phrase_hits(tokens, self.phrases)
         for token in tokens:
             if token.text in self.stopwords or len(token.text) < 2:
                 continue
@@ -694,7 +769,11 @@ class CatalogueIndex:
                 found = self._lookup(token.text)
             else:
                 by_service = self._grouped(token.text)[1]
-                found = [h for s in shortlist for h in by_service.get(s, ())]
+                # Walk the smaller side; each service's hits keep their order either way.
+                if len(by_service) < len(shortlist):
+                    found = [h for s, hs in by_service.items() if s in shortlist for h in hs]
+                else:
+                    found = [h for s in shortlist for h in by_service.get(s, ())]
             for posting, how, word in found:
                 weight = posting.weight * idf(posting.term, 1.0) * quality[how]
                 if in_subject:
@@ -706,8 +785,6 @@ class CatalogueIndex:
         surfaces: dict[tuple[int, int], str] = {}
         phrase_quality = quality["phrase"]
         for phrase, start in phrase_hits:
-            if shortlist is not None and phrase.posting.service not in shortlist:
-                continue
             n = len(phrase.keys)
             surface = surfaces.get((start, n))
             if surface is None:

@@ -6,6 +6,7 @@ process. Nothing here decides anything: that is classify/route (pure) and the wo
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -46,7 +47,13 @@ class Runtime:
     def __init__(self, settings: Settings | None = None, index: CatalogueIndex | None = None):
         self.settings = settings or load_settings(host_names=tuple(host_classes()))
         self.store = Store(self.settings.database)
-        self.index = index or build_index(load_catalogue(self.settings.catalogue_path))
+        if index is None:
+            index = build_index(load_catalogue(self.settings.catalogue_path))
+            # The index lives as long as the process: keep the cyclic collector from
+            # re-scanning its millions of objects (full collections took seconds at 10,000
+            # services, landing as latency spikes on whichever ticket triggered them).
+            gc.freeze()
+        self.index = index
         self._mappings: dict[str, Mapping] = {}
         self._hosts: dict[str, Host] = {}
         self._clients: dict[str, HostClient] = {}
