@@ -25,6 +25,7 @@ from connector.route import NOTE_MARKER
 from connector.runtime import Runtime
 from connector.store import Store
 from connector.worker import process_delivery
+from tests.conftest import PG_ADMIN_URL
 from tests.e2e import ROOT, example_index, wait_for
 from tests.fakes.zammad import FakeZammad
 from webhook_app import create_app
@@ -234,3 +235,32 @@ def test_processes_creating_the_schema_at_once_do_not_race(tmp_path, pg_url, bac
         assert process.returncode == 0, err.decode()
     with Store(url).engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM bpsm_schema")).scalar() == 1
+
+
+def test_postgresql_connections_cut_while_idle_are_replaced_unnoticed(pg_url, monkeypatch):
+    """A database restart or a firewall cuts the pooled connections of an idle service; the
+    next webhook must still be stored (not answered 500)."""
+    from connector import store as store_module
+    from connector.events import TicketEvent
+
+    store = Store(pg_url)
+
+    def event(n: int) -> TicketEvent:
+        return TicketEvent(host="demo", delivery_id=f"d{n}", ticket_id=str(n), body="printer")
+
+    assert store.record_delivery(event(1)) is not None  # a pooled connection now exists
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :n AND pid <> pg_backend_pid()"
+            ),
+            {"n": pg_url.rsplit("/", 1)[1]},
+        ).scalar()
+    admin.dispose()
+    assert killed >= 1
+    monkeypatch.setattr(store_module, "IDLE_PING_SECONDS", 0.0)  # "idle for long enough"
+    assert store.record_delivery(event(2)) is not None
+    assert store.count_deliveries("queued") == 2
+    store.engine.dispose()
