@@ -173,10 +173,14 @@ def html_to_text(text: str) -> str:
     return "".join(parser.parts)
 
 
+_SIGNOFF_PUNCTUATION = re.compile(r"[,.!:;–—-]")
+
+
 def _is_signature_start(line: str, markers: Iterable[str]) -> bool:
     if line.strip() in ("--", "__"):  # the classic "-- " signature separator
         return True
-    folded = fold(line).strip(" \t,.!-–—:")
+    # "Regards, Tone" and "Regards Tone" alike: punctuation inside the line is a space.
+    folded = " ".join(_SIGNOFF_PUNCTUATION.sub(" ", fold(line)).split())
     if not folded:
         return False
     for marker in markers:
@@ -214,7 +218,21 @@ def strip_mail_clutter(text: str) -> str:
         if content_before >= 15 and _is_signature_start(line, data.signature_markers):
             break
         kept.append(line)
+    if kept:
+        kept[-1] = _without_inline_signoff(kept[-1], data.signature_markers)
     return "\n".join(kept).strip()
+
+
+_SENTENCE_END = re.compile(r"[.!?)]\s+")
+
+
+def _without_inline_signoff(line: str, markers: Iterable[str]) -> str:
+    """'… pivot tables. Regards, Tone' typed on one line: the sign-off and name go too
+    (a name like Tone or Per otherwise matches 'toner' or nothing useful)."""
+    for end in _SENTENCE_END.finditer(line):
+        if end.start() >= 15 and _is_signature_start(line[end.end() :], markers):
+            return line[: end.start() + 1]
+    return line
 
 
 def clean_text(text: str) -> str:

@@ -1,3 +1,5 @@
+import pytest
+
 from connector.text import (
     clean_text,
     fold,
@@ -55,6 +57,25 @@ def test_quoted_reply_and_signature_are_removed_nb():
 
 def test_signature_word_at_the_start_does_not_cut_the_message():
     assert "VPN" in strip_mail_clutter("Thanks\nthe VPN drops every hour since Monday")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Is there an Excel course for staff this spring?\nRegards, Tone",
+        "Is there an Excel course for staff this spring?\nMvh. Tone Olsen, økonomi",
+        "Is there an Excel course for staff this spring? Regards, Tone",
+        "Er det noe Excel-kurs for ansatte i vår?  Mvh Tone",
+    ],
+)
+def test_sign_off_with_a_name_goes_whether_on_its_own_line_or_inline(body):
+    text = strip_mail_clutter(body)
+    assert "Excel" in text and "Tone" not in text
+
+
+def test_thanks_inside_a_long_last_sentence_is_message_not_sign_off():
+    body = "The printer is broken. Thanks for fixing it last week, but now the tray is stuck"
+    assert strip_mail_clutter(body) == body
 
 
 def test_forwarded_mail_keeps_its_content_but_not_headers():
