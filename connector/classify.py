@@ -57,6 +57,8 @@ IDF_SCALE = 3.0
 SHORTLIST_ABOVE = 300
 SHORTLIST = 40
 MIN_SCORE = 2.0  # below this the ticket is about nothing in the catalogue
+# A private matter picks an unsupported service with this share of MIN_SCORE as evidence.
+PRIVATE_SHARE = 0.5
 STRENGTH_SCALE = 4.0  # score at which strength reaches 1 - 1/e
 MIN_FUZZY_LEN = 5
 FUZZY2_LEN = 11  # words this long may be two edits off
@@ -157,6 +159,17 @@ _WordHits = tuple[_Vector, dict[int, list[tuple[Posting, str, str]]]]
 _PhraseMatch = tuple[int, str, list[int]]
 
 
+@dataclass
+class IntentCues:
+    """Cue phrases of signal groups, indexed by their first word's keys."""
+
+    threshold: float = 2.0
+    cues: dict[str, list[tuple[tuple[frozenset[str], ...], str, int]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    groups: list[tuple[str, float]] = field(default_factory=list)  # (name, weight)
+
+
 @dataclass(frozen=True)
 class Token:
     text: str
@@ -177,11 +190,8 @@ class CatalogueIndex:
     norm: list[float] = field(default_factory=list)
     _norm: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     deletes: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    cues: dict[str, list[tuple[tuple[frozenset[str], ...], str, int]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    cue_groups: list[tuple[str, float]] = field(default_factory=list)
-    change_threshold: float = 2.0
+    change_cues: IntentCues = field(default_factory=lambda: IntentCues())
+    private_cues: IntentCues = field(default_factory=lambda: IntentCues())
     stopwords: frozenset[str] = frozenset()
     it_vocabulary: frozenset[str] = frozenset()
     compounding: tuple[str, ...] = ()  # languages that write compounds as one word
@@ -489,23 +499,32 @@ class CatalogueIndex:
         }
 
     def _build_cues(self) -> None:
-        """Change-intent signal groups (language data + the catalogue's change_cues)."""
-        intent = language_data().change_intent
+        """Change-intent signal groups (language data + the catalogue's change_cues), and
+        the private-matter groups."""
+        data = language_data()
         explicit: dict[str, list[str]] = defaultdict(list)
-        for source in (language_data().change_cues, self.catalogue.change_cues):
+        for source in (data.change_cues, self.catalogue.change_cues):
             for lang, cues in source.items():
                 explicit[lang] += cues
-        groups: list[tuple[str, float, Mapping[str, Sequence[str]]]] = [
-            ("explicit", intent.explicit_weight, explicit),
-            *intent.signals,
-        ]
+        change = data.change_intent
+        self.change_cues = self._intent_cues(
+            change.threshold, [("explicit", change.explicit_weight, explicit), *change.signals]
+        )
+        self.private_cues = self._intent_cues(
+            data.private_intent.threshold, list(data.private_intent.signals)
+        )
+
+    def _intent_cues(
+        self, threshold: float, groups: list[tuple[str, float, Mapping[str, Sequence[str]]]]
+    ) -> IntentCues:
+        table = IntentCues(threshold=threshold)
         for group, (name, weight, phrases) in enumerate(groups):
-            self.cue_groups.append((name, weight))
+            table.groups.append((name, weight))
             for cue in (c for cues in phrases.values() for c in cues):
                 keys = self._term_keys(cue)
                 for key in keys[0] if keys else ():
-                    self.cues[key].append((keys, cue, group))
-        self.change_threshold = intent.threshold
+                    table.cues[key].append((keys, cue, group))
+        return table
 
     # ----- matching -------------------------------------------------------------------------
 
@@ -721,12 +740,19 @@ class CatalogueIndex:
 
     def change_intent(self, tokens: Sequence[Token]) -> tuple[float, tuple[str, ...]]:
         """Score of the change-intent groups that occur (each once) and the cues seen."""
+        return self._intent(tokens, self.change_cues)
+
+    def private_intent(self, tokens: Sequence[Token]) -> tuple[float, tuple[str, ...]]:
+        """Score of the private-matter groups that occur (each once) and the cues seen."""
+        return self._intent(tokens, self.private_cues)
+
+    def _intent(self, tokens: Sequence[Token], table: IntentCues) -> tuple[float, tuple[str, ...]]:
         groups: dict[int, str] = {}
         words = [t.text for t in tokens]
         keys = [self.keys(w) for w in words]
         for i in range(len(words)):
             for key in keys[i]:
-                for cue_keys, cue, group in self.cues.get(key, ()):
+                for cue_keys, cue, group in table.cues.get(key, ()):
                     n = len(cue_keys)
                     if (
                         group not in groups
@@ -734,8 +760,8 @@ class CatalogueIndex:
                         and all(keys[i + j] & cue_keys[j] for j in range(1, n))
                     ):
                         groups[group] = cue
-        score = sum(self.cue_groups[g][1] for g in groups)
-        positive = tuple(cue for g, cue in sorted(groups.items()) if self.cue_groups[g][1] > 0)
+        score = sum(table.groups[g][1] for g in groups)
+        positive = tuple(cue for g, cue in sorted(groups.items()) if table.groups[g][1] > 0)
         return round(score, 3), positive
 
     def candidates(
@@ -820,7 +846,11 @@ class CatalogueIndex:
         services = self.services
         scored = heapq.nsmallest(2, unsorted, key=lambda item: (-item[0], services[item[1]].id))
         change_score, cues = self.change_intent(tokens)
-        is_change = change_score >= self.change_threshold
+        is_change = change_score >= self.change_cues.threshold
+        private_score, private_cues = self.private_intent(tokens)
+        is_private = private_score >= self.private_cues.threshold
+        if is_private:
+            scored = self._private_first(unsorted, scored)
         if not scored or scored[0][0] < MIN_SCORE:
             return ServiceMatch(
                 service=None,
@@ -832,6 +862,8 @@ class CatalogueIndex:
                 change_intent=is_change,
                 runner_up=self.services[scored[0][1]].id if scored else None,
                 runner_up_score=round(scored[0][0], 3) if scored else 0.0,
+                private_cues=private_cues,
+                private_matter=is_private,
             )
         best_score, best = scored[0]
         runner = scored[1] if len(scored) > 1 else None
@@ -847,7 +879,27 @@ class CatalogueIndex:
             change_cues=cues,
             change_score=change_score,
             change_intent=is_change,
+            private_cues=private_cues,
+            private_matter=is_private,
         )
+
+    def _private_first(
+        self, unsorted: list[tuple[float, int]], scored: list[tuple[float, int]]
+    ) -> list[tuple[float, int]]:
+        """A private matter is about the catalogue's unsupported service for it, when there is
+        one with evidence ("my own printer at home" is private devices, not printing)."""
+        services = self.services
+        unsupported = [
+            item
+            for item in unsorted
+            if not services[item[1]].supported and item[0] >= MIN_SCORE * PRIVATE_SHARE
+        ]
+        if not unsupported:
+            return scored
+        # The private cues have ruled out the supported services: the choice, and so the
+        # confidence margin, is among the unsupported ones.
+        ranked = sorted(unsupported, key=lambda item: (-item[0], services[item[1]].id))[:2]
+        return [(max(ranked[0][0], MIN_SCORE), ranked[0][1]), *ranked[1:]]
 
 
 def _topics(concepts: Sequence[Concept]) -> dict[str, list[int]]:

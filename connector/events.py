@@ -38,6 +38,8 @@ class ServiceMatch(_Frozen):
     change_cues: tuple[str, ...] = ()  # change-intent evidence
     change_score: float = 0.0
     change_intent: bool = False
+    private_cues: tuple[str, ...] = ()  # private-matter evidence
+    private_matter: bool = False
 
 
 class SLATimes(_Frozen):

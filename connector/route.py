@@ -2,7 +2,8 @@
 
 Rules, in order:
 1. nothing in the catalogue matches            → relation (no service)
-2. the matched service is unsupported          → relation, note carries reason + alternative
+2. the matched service is unsupported, or the
+   ticket is a private matter (own device, family, club) → relation, note says why
 3. change cues on a supported service          → change
 4. otherwise                                   → reactive, with the catalogue's SLA
 A match below the mapping's confidence threshold keeps its process but goes to the fallback
@@ -39,7 +40,7 @@ def choose_process(match: ServiceMatch, catalogue: Catalogue) -> tuple[Process, 
     if match.service is None:
         return "relation", None
     service = catalogue.service(match.service)
-    if not service.supported:
+    if not service.supported or match.private_matter:
         return "relation", service
     if match.change_intent:
         return "change", service
@@ -122,6 +123,8 @@ def render_note(
                 lines.append(
                     t["alternative"].format(alternative=pick_text(service.alternative, lang))
                 )
+        if match.private_matter and decision.process == "relation":
+            lines.append(t["private"].format(cues=", ".join(match.private_cues)))
         if decision.process == "change":
             lines.append(t["change"].format(service_name=name, cues=", ".join(match.change_cues)))
         if service.owner and decision.process in ("change", "relation"):

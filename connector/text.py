@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from html.parser import HTMLParser
 from importlib import resources
+from typing import Any
 
 import snowballstemmer
 
@@ -69,10 +70,15 @@ _HEADER_LINE = re.compile(
 
 
 @dataclass(frozen=True)
-class ChangeIntent:
+class Intent:
+    """Signal groups that together reveal what a ticket asks for (change, private matter)."""
+
     threshold: float
     explicit_weight: float
     signals: tuple[tuple[str, float, dict[str, tuple[str, ...]]], ...]  # name, weight, phrases
+
+
+ChangeIntent = Intent  # the name used before private matters had their own signals
 
 
 @dataclass(frozen=True)
@@ -82,11 +88,27 @@ class LanguageData:
     signature_markers: tuple[str, ...]
     reply_markers: tuple[re.Pattern[str], ...]
     change_cues: dict[str, tuple[str, ...]]
-    change_intent: ChangeIntent
+    change_intent: Intent
+    private_intent: Intent
 
     @property
     def all_stopwords(self) -> frozenset[str]:
         return frozenset().union(*self.stopwords.values())
+
+
+def _intent(raw: dict[str, Any]) -> Intent:
+    return Intent(
+        threshold=float(raw["threshold"]),
+        explicit_weight=float(raw.get("explicit_weight", 0.0)),
+        signals=tuple(
+            (
+                str(group["name"]),
+                float(group["weight"]),
+                {lang: tuple(v) for lang, v in group.items() if lang not in ("name", "weight")},
+            )
+            for group in raw["signals"]
+        ),
+    )
 
 
 @cache
@@ -98,7 +120,6 @@ def language_data() -> LanguageData:
     def sets(key: str) -> dict[str, frozenset[str]]:
         return {lang: frozenset(fold(w) for w in words) for lang, words in raw[key].items()}
 
-    intent = raw["change_intent"]
     return LanguageData(
         stopwords=sets("stopwords"),
         function_words=sets("function_words"),
@@ -113,18 +134,8 @@ def language_data() -> LanguageData:
             re.compile(p) for words in raw["reply_markers"].values() for p in words
         ),
         change_cues={lang: tuple(words) for lang, words in raw.get("change_cues", {}).items()},
-        change_intent=ChangeIntent(
-            threshold=float(intent["threshold"]),
-            explicit_weight=float(intent["explicit_weight"]),
-            signals=tuple(
-                (
-                    str(group["name"]),
-                    float(group["weight"]),
-                    {lang: tuple(v) for lang, v in group.items() if lang not in ("name", "weight")},
-                )
-                for group in intent["signals"]
-            ),
-        ),
+        change_intent=_intent(raw["change_intent"]),
+        private_intent=_intent(raw["private_intent"]),
     )
 
 

@@ -139,6 +139,36 @@ def test_change_intent_signals(example_index):
     assert not disruption.change_intent
 
 
+@pytest.mark.parametrize(
+    "subject,body",
+    [
+        ("MacBook keyboard", "I spilled coffee on my own MacBook and the printer driver is gone"),
+        ("Tastatur", "Sønnen min har sølt på macbook-en hans, kan dere se på den? Skriver ikke"),
+    ],
+)
+def test_a_private_matter_picks_the_unsupported_service_it_is_about(tiny, subject, body):
+    match = tiny.classify(body, subject)
+    assert match.private_matter and match.private_cues
+    assert match.service == "mac"
+
+
+def test_a_private_matter_without_an_unsupported_service_keeps_its_service(tiny):
+    match = tiny.classify("My daughter's printer at home jams all the time, paper jam again")
+    assert match.private_matter and match.service == "printing"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "The printer on my work laptop's desk at home jams: paper jam, toner low",
+        "Skriveren på kontoret har papirstopp igjen",
+        "Outlook on my private key token says the mailbox is full",  # 'private' alone: not one
+    ],
+)
+def test_work_tickets_are_not_private_matters(tiny, body):
+    assert not tiny.classify(body).private_matter
+
+
 def test_large_catalogue_shortlist_gives_the_exact_answer(monkeypatch):
     """Above SHORTLIST_ABOVE services only a shortlist is scored exactly; it must not change
     the winner or its score (checked against full scoring on the same index)."""

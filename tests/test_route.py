@@ -91,6 +91,16 @@ def test_change_intent_on_an_unsupported_service_stays_relation():
     assert decision.process == "relation"
 
 
+@pytest.mark.parametrize("language,expected", [("en", "private matter"), ("nb", "privat sak")])
+def test_private_matter_on_a_supported_service_is_relation_and_says_why(language, expected):
+    private = match("printing", language=language).model_copy(
+        update={"private_matter": True, "private_cues": ("my own printer",)}
+    )
+    decision = decide(EVENT, private, CATALOGUE, MAPPING)
+    assert (decision.process, decision.service, decision.sla) == ("relation", "printing", None)
+    assert expected in decision.note and "my own printer" in decision.note
+
+
 def test_low_confidence_goes_to_the_fallback_queue_and_says_so():
     decision = decide(EVENT, match("printing", confidence=0.1), CATALOGUE, MAPPING)
     assert decision.process == "reactive" and decision.queue == "BPSM Triage"
