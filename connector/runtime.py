@@ -47,13 +47,12 @@ class Runtime:
     def __init__(self, settings: Settings | None = None, index: CatalogueIndex | None = None):
         self.settings = settings or load_settings(host_names=tuple(host_classes()))
         self.store = Store(self.settings.database)
-        if index is None:
-            index = build_index(load_catalogue(self.settings.catalogue_path))
-            # The index lives as long as the process: keep the cyclic collector from
-            # re-scanning its millions of objects (full collections took seconds at 10,000
-            # services, landing as latency spikes on whichever ticket triggered them).
-            gc.freeze()
-        self.index = index
+        # The catalogue is read (and checked) at once; the index is built by the first
+        # process that classifies: web workers never do, and at 10,000 services an index
+        # is 1.3 GB per process.
+        self.catalogue = index.catalogue if index else load_catalogue(self.settings.catalogue_path)
+        self._index = index
+        self._index_lock = threading.Lock()
         self._mappings: dict[str, Mapping] = {}
         self._hosts: dict[str, Host] = {}
         self._clients: dict[str, HostClient] = {}
@@ -61,6 +60,18 @@ class Runtime:
         self.huey = make_huey(self.settings)
         self._task = self.huey.task(name="bpsm.process_delivery")(self._run_task)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+
+    @property
+    def index(self) -> CatalogueIndex:
+        if self._index is None:
+            with self._index_lock:
+                if self._index is None:
+                    self._index = build_index(self.catalogue)
+                    # The index lives as long as the process: keep the cyclic collector from
+                    # re-scanning its millions of objects (full collections took seconds at
+                    # 10,000 services, landing as latency spikes on some unlucky ticket).
+                    gc.freeze()
+        return self._index
 
     # ----- hosts ----------------------------------------------------------------------------
 
@@ -151,6 +162,7 @@ class BackgroundWorker:
         self._sweeper = threading.Thread(target=self._sweep_loop, name="bpsm-sweep", daemon=True)
 
     def start(self) -> None:
+        self.rt.index  # noqa: B018 - build it now, not on the first ticket
         # huey installs signal handlers in start(); only the main thread may do that.
         if threading.current_thread() is not threading.main_thread():
             self.consumer._set_signal_handlers = lambda: None
