@@ -660,8 +660,15 @@ class CatalogueIndex:
         out = []
         for key in sorted(self.keys(word), key=lambda k: (k != word, k)):
             kind = how or ("exact" if key == word else "stem")
-            out += [(posting, kind, word) for posting in self.postings.get(key, ())]
+            postings = self.postings.get(key, ())
+            if key != word and len(key) < SHORT_STEM:
+                postings = [p for p in postings if self._same_family(word, p.surface)]
+            out += [(posting, kind, word) for posting in postings]
         return out
+
+    def _same_family(self, word: str, surface: str) -> bool:
+        words = self._words(surface)  # the term as the ticket's words are: folded, joined
+        return len(words) != 1 or _same_family(word, words[0])
 
     def _compound(self, word: str) -> list[tuple[Posting, str, str]]:
         """Split a compound into head + tail that are both, or whose tail is, a known term.
@@ -997,6 +1004,21 @@ def _strip_brackets(name: str) -> str:
         elif not depth:
             result += ch
     return result.strip()
+
+
+SHORT_STEM = 5  # stems shorter than this are checked: the stemmer may have cut a derivation
+
+
+def _same_family(word: str, term: str) -> bool:
+    """Whether two words that met on a short stem are forms of one word. Snowball cuts
+    derivations too, "rettigheter" (rights) → "rett", where "rette" (to correct) also lands;
+    inflections of one word share all but their last few letters ("rettighetene")."""
+    prefix = 0
+    for a, b in zip(word, term, strict=False):
+        if a != b:
+            break
+        prefix += 1
+    return prefix >= max(len(word), len(term)) - 4
 
 
 def _deletes(word: str) -> set[str]:

@@ -204,3 +204,35 @@ def test_large_catalogue_shortlist_gives_the_exact_answer(monkeypatch):
     assert [(m.service, m.score, m.runner_up) for m in short] == [
         (m.service, m.score, m.runner_up) for m in exact
     ]
+
+
+def test_derivations_cut_to_a_short_stem_do_not_meet_unrelated_words():
+    catalogue = Catalogue.model_validate(
+        {
+            "version": 1,
+            "languages": ["nb"],
+            "services": [
+                {"id": "access", "name": {"nb": "Tilgang"}, "keywords": {"nb": ["rettigheter"]}},
+                {"id": "web", "name": {"nb": "Nettsider"}, "keywords": {"nb": ["nettsiden"]}},
+            ],
+        }
+    )
+    index = build_index(catalogue, [])
+    # "rette" (to correct) and "rettigheter" (rights) share the Snowball stem "rett".
+    match = index.classify("Jeg prøver å rette en skrivefeil på nettsiden, men får ikke lagret")
+    assert match.service == "web"
+    assert all(e.term != "rettigheter" for e in match.evidence)
+    # Inflections of the term itself still find it.
+    assert index.classify("Mangler rettighetene til mappa").service == "access"
+
+
+def test_short_stems_still_match_inflections_of_capitalised_keywords():
+    catalogue = Catalogue.model_validate(
+        {
+            "version": 1,
+            "languages": ["nb"],
+            "services": [{"id": "phones", "name": {"nb": "Mobil"}, "keywords": {"nb": ["App"]}}],
+        }
+    )
+    match = build_index(catalogue, []).classify("Appen krasjer hver morgen")  # appen → app
+    assert match.score > 0 and "phones" in (match.service, match.runner_up)
