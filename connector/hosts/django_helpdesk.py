@@ -1,4 +1,5 @@
-"""django-helpdesk 2.6: webhooks (or polling) in, REST API out (queue move, private follow-up).
+"""django-helpdesk 2.6: webhooks (or polling) in, REST API out (queue move, private follow-up;
+for relation tickets with `relation.reply`, a public or private reply follow-up).
 
 Facts this module relies on (django-helpdesk 2.6.1, its `helpdesk/` package; recorded payloads
 and notes in tests/fixtures/django_helpdesk/):
@@ -29,7 +30,7 @@ import secrets
 import shlex
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -463,16 +464,39 @@ class DjangoHelpdeskClient(HostClient):
 
     def add_note(self, ticket: dict[str, Any], note: str) -> None:
         """A private follow-up, unless the ticket has one with the marker already."""
-        if self._has_note(ticket):
-            return
-        body = {"ticket": ticket["id"], "comment": note, "public": False}
+        if not self._has_note(ticket):
+            self._followup_once(ticket["id"], note, False, self._has_note)
+
+    def reply(self, event: TicketEvent, text: str, send: bool) -> None:
+        """A public follow-up, which update_ticket() e-mails to the submitter, or a private
+        one as a draft for an agent; nothing when a follow-up already says the same (ours
+        from a try whose answer was lost). The connector's own follow-ups coming back as
+        webhooks are ignored by `parse` (staff author)."""
+        comment = template_safe(text)
+
+        def posted(ticket: dict[str, Any]) -> bool:
+            return has_comment(ticket, comment)
+
+        ticket = self.ticket(event.ticket_id)
+        if not posted(ticket):
+            self._followup_once(ticket["id"], comment, send, posted)
+
+    def _followup_once(
+        self,
+        ticket_id: Any,
+        comment: str,
+        public: bool,
+        posted: Callable[[dict[str, Any]], bool],
+    ) -> None:
+        """POST a follow-up once; `posted` tells whether a failed POST was saved after all."""
+        body = {"ticket": ticket_id, "comment": comment, "public": public}
         # No "title": update_ticket() would rename the ticket to it.
         try:
             answer = self.post_once("followups/", body)
         except HostError as exc:
             # Saved but answered with an error (e.g. the helpdesk's webhook to a stopped
             # connector failed with 500)? Look before the job is retried.
-            if exc.permanent or not self._has_note(self.ticket(str(ticket["id"]))):
+            if exc.permanent or not posted(self.ticket(str(ticket_id))):
                 raise
             return
         self._learn(answer.get("user"))
@@ -668,15 +692,25 @@ class DjangoHelpdeskClient(HostClient):
         self.http.session.close()
 
 
-def note_text(note: str, outcome: str) -> str:
-    """The routing note as django-helpdesk will show it.
+def template_safe(text: str) -> str:
+    """update_ticket() renders a comment as a Django template (it guards only "{%"): "{{"
+    is broken up so that the comment is stored as written."""
+    return text.replace("{{", "{ {").replace("}}", "} }")
 
-    update_ticket() renders a comment as a Django template (it guards only "{%"), so "{{"
-    is broken up; and with no tags in django-helpdesk, shadow/override are stated here."""
-    text = note.replace("{{", "{ {").replace("}}", "} }")
+
+def note_text(note: str, outcome: str) -> str:
+    """The routing note as django-helpdesk will show it; with no tags in django-helpdesk,
+    shadow/override are stated here."""
+    text = template_safe(note)
     if outcome in ("shadow", "override"):
         text += f"\n[bpsm-{outcome}]"
     return text
+
+
+def has_comment(ticket: dict[str, Any], comment: str) -> bool:
+    """Whether a follow-up of the ticket says `comment` (spacing aside)."""
+    wanted = " ".join(comment.split())
+    return any(" ".join(str(f.get("comment") or "").split()) == wanted for f in followups(ticket))
 
 
 def bpsm_queues_command(slugs: list[str], titles: dict[str, str]) -> str:

@@ -2,8 +2,9 @@
 
 RT 5.0 has no outgoing webhooks, so the poller asks for tickets changed in the watched
 queues (`options.watch_queues`, default RT's own `General`) and the worker moves each one to
-its BPSM queue, sets the service custom field and `Due`, and adds a comment. The RT facts
-this module relies on (RT 5.0.3, pinned in tests/realhosts/test_rt_harness.py):
+its BPSM queue, sets the service custom field and `Due`, and adds a comment (for relation
+tickets, with `relation.reply`, also the answer: correspondence or a draft comment). The RT
+facts this module relies on (RT 5.0.3, pinned in tests/realhosts/test_rt_harness.py):
 
 * TicketSQL reads date values in the *API user's* time zone and ignores any zone written in
   the value, so the connector's RT user must have Timezone UTC: `poll` checks it once and
@@ -32,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -63,8 +64,11 @@ PER_PAGE = 100  # RT caps per_page at 100
 BODY_CACHE_SIZE = 2000
 UNSET = "1970-01-01T00:00:00Z"  # how REST 2 prints a date that is not set
 
+MessageKind = Literal["comment", "correspond"]  # REST 2's /ticket/N/<kind>
+
 # Least privilege, per queue (checked against RT 5.0.3; see docs/rt.md). ModifyTicket also
-# allows commenting, so CommentOnTicket is not needed where ModifyTicket is granted.
+# allows commenting and replying (RT::Ticket::Comment and ::Correspond accept it), so neither
+# CommentOnTicket nor ReplyToTicket is needed where ModifyTicket is granted.
 WATCHED_RIGHTS = ("SeeQueue", "ShowTicket", "ShowTicketComments", "ModifyTicket")
 TARGET_RIGHTS = ("SeeQueue", "ShowTicket", "ShowTicketComments", "CreateTicket", "ModifyTicket")
 FIELD_RIGHTS = ("SeeCustomField", "ModifyCustomField")
@@ -299,6 +303,16 @@ class RTClient(HostClient):
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.http = transport
+        # A reply is not retried within the call: after a timeout it may have been saved
+        # (and mailed), so `reply` looks before the job is retried.
+        self.once = HttpTransport(
+            transport.base_url,
+            transport.host,
+            timeout=transport.timeout,
+            session=transport.session,
+            attempts=1,
+            error_text=transport.error_text,
+        )
         self.options = options or RTOptions()
         self.me = me  # the API user (name or id), for the time zone check
         self.clock = clock
@@ -360,14 +374,23 @@ class RTClient(HostClient):
             self._bodies.popitem(last=False)
         return text
 
+    def _texts(self, ticket_id: str) -> Iterator[str]:
+        """The text of every message of the ticket: its Create, correspondence and comments
+        (comments are listed only with ShowTicketComments)."""
+        for attachment in self._paged(f"ticket/{ticket_id}/attachments", {"fields": "Content"}):
+            if attachment.get("Content"):
+                yield str(attachment["Content"])
+
     def has_note(self, ticket_id: str) -> bool:
         """Whether the connector's comment is on the ticket already (a retry after a lost
-        answer must not add a second one). Comments are visible with ShowTicketComments."""
-        return any(
-            is_own_note(str(a.get("Content") or ""))
-            for a in self._paged(f"ticket/{ticket_id}/attachments", {"fields": "Content"})
-            if a.get("Content")
-        )
+        answer must not add a second one)."""
+        return any(is_own_note(text) for text in self._texts(ticket_id))
+
+    def has_text(self, ticket_id: str, text: str) -> bool:
+        """Whether a message of the ticket says `text` (spacing aside: RT may trim the last
+        newline). A reply has no marker, so its idempotence check compares the text."""
+        wanted = " ".join(text.split())
+        return any(" ".join(found.split()) == wanted for found in self._texts(ticket_id))
 
     def check_time_zone(self) -> None:
         """Refuse to poll unless the API user's Timezone is UTC (see the module docstring)."""
@@ -407,6 +430,9 @@ class RTClient(HostClient):
             ticket_id=ticket_id,
             kind="polled",
             subject=str(item.get("Subject") or ""),
+            # Only the Create text: the connector's own comments and replies change
+            # LastUpdated (a new delivery, which the worker finds already routed) but are
+            # never read as the customer's words.
             body=self.first_text(ticket_id),
             queue=queue_name(item),
             created_at=parse_rt_time(item.get("Created")),
@@ -485,14 +511,15 @@ class RTClient(HostClient):
             return f"; custom field {field!r} not applied to {decision.queue!r}"
         return ""
 
-    def _comment(self, ticket_id: str, text: str) -> bool:
-        """Add the connector's comment (internal, plain text); False when RT refused it.
+    def _message(self, ticket_id: str, kind: MessageKind, text: str, retry: bool = True) -> bool:
+        """Add a plain-text message: a `comment` (internal) or `correspond` (RT mails it to
+        the requestors); False when RT refused it. `retry`: retry a blip within the call.
 
         Sent as JSON: RT 5.0.3 stores a `Content-Type: text/plain` request body twice
         UTF-8-encoded ("kø" reads back as "kÃ¸"), the JSON form stores it as sent."""
-        response = self.http.request(
+        response = (self.http if retry else self.once).request(
             "POST",
-            f"ticket/{ticket_id}/comment",
+            f"ticket/{ticket_id}/{kind}",
             ok=(201, 400, 403),
             json={"Content": text, "ContentType": "text/plain"},
         )
@@ -501,7 +528,7 @@ class RTClient(HostClient):
     def _comment_once(self, ticket_id: str, text: str, queue: str, required: bool) -> str:
         if self.has_note(ticket_id):  # the answer to an earlier try was lost
             return "; comment existed"
-        if self._comment(ticket_id, text):
+        if self._message(ticket_id, "comment", text):
             return ""
         if required:
             raise HostError(
@@ -528,6 +555,29 @@ class RTClient(HostClient):
         detail += self._set_fields(event.ticket_id, decision)
         detail += self._comment_once(event.ticket_id, decision.note, decision.queue, True)
         return ApplyResult("applied", detail)
+
+    def reply(self, event: TicketEvent, text: str, send: bool) -> None:
+        """Relation management's answer: correspondence, which RT mails to the requestors,
+        or a comment an agent can send on. Nothing is posted when the ticket already has a
+        message with this text: ours from a try whose answer was lost, or the draft an agent
+        has sent as it was."""
+        if self.has_text(event.ticket_id, text):
+            return
+        kind: MessageKind = "correspond" if send else "comment"
+        try:
+            if self._message(event.ticket_id, kind, text, retry=False):
+                return
+        except HostError as exc:
+            # Timed out or a proxy's 502: saved after all? Else the job is retried later.
+            if exc.permanent or not self.has_text(event.ticket_id, text):
+                raise
+            return
+        right = "ReplyToTicket" if send else "CommentOnTicket"
+        raise HostError(
+            f"rt: the {kind} on ticket {event.ticket_id} was refused: the connector's RT user "
+            f"needs ModifyTicket (or {right}) on the ticket's queue",
+            permanent=True,
+        )
 
     def create_ticket(self, ticket: NewTicket) -> str:
         """Open a ticket in `ticket.queue` (tags are dropped: RT has none)."""

@@ -547,6 +547,33 @@ def test_unavailable_then_ok() -> None:
         assert queue_name(client.ticket("1")) == "E2E Recording"
 
 
+def attachments_with(*texts: str) -> dict[str, Any]:
+    """The recorded ticket_attachments answer, plus messages saying `texts`."""
+    answer: dict[str, Any] = body("ticket_attachments")
+    extra = [{"id": str(90 + n), "type": "attachment", "Content": t} for n, t in enumerate(texts)]
+    items = [*answer["items"], *extra]
+    return {**answer, "items": items, "count": len(items)}
+
+
+@pytest.mark.parametrize("saved", [True, False])
+def test_reply_answered_502_is_not_posted_again_in_the_call(saved: bool) -> None:
+    # A proxy's 502 (or a timeout) after RT may have saved and mailed the correspondence:
+    # the real RT does not answer so, and a blind retry would mail the customer twice.
+    client = make_client()
+    text = "Hei,\nMac er ikke en tjeneste IT-avdelingen støtter.\n"
+    with responses.RequestsMock() as rsps:
+        replay(rsps, "ticket_attachments")
+        rsps.add("POST", f"{API}/ticket/{TICKET}/correspond", status=502, body="Bad Gateway")
+        replay(rsps, "ticket_attachments", answer=attachments_with(text) if saved else KEEP)
+        if saved:
+            client.reply(event(), text, send=True)
+        else:
+            with pytest.raises(HostError, match="502") as error:
+                client.reply(event(), text, send=True)
+            assert not error.value.permanent  # the job is retried later, looking first
+        assert len(sent(rsps, "POST")) == 1
+
+
 def test_bad_token_is_permanent_with_a_hint() -> None:
     client = make_client()
     with responses.RequestsMock() as rsps:

@@ -20,8 +20,11 @@ import requests
 import sqlalchemy as sa
 import yaml
 
+from connector.events import RoutingDecision, TicketEvent
 from connector.hosts.base import NewTicket
 from connector.hosts.django_helpdesk import DjangoHelpdeskClient
+from connector.mapping import RelationSettings
+from connector.replies import relation_reply
 from connector.route import NOTE_MARKER
 from connector.runtime import BackgroundWorker
 from connector.store import deliveries
@@ -36,6 +39,8 @@ from tests.realhosts.djhelpdesk_server import (
 HOST = "django-helpdesk"
 SECRET = "dh-e2e-webhook-secret"
 MAPPING = ROOT / "mappings" / "django-helpdesk.yaml"
+CONNECTOR_ID = 2  # the harness's staff account `bpsm` (admin is 1)
+MAC_NB = "Hei! Kan jeg bruke min egen MacBook med macOS på jobben i stedet for Windows-PC? Mvh Kari"
 
 
 def write_mapping(path: Path, queue_ids: dict[str, int]) -> Path:
@@ -66,6 +71,14 @@ class Stack:
     hd: DjangoHelpdeskServer
     connector: ConnectorService
     ids: dict[str, int]
+
+    def replies(self, ticket_id: int) -> list[dict[str, Any]]:
+        """The connector's follow-ups other than its routing note."""
+        return [
+            f
+            for f in self.hd.followups(ticket_id)
+            if f["user"] == CONNECTOR_ID and NOTE_MARKER not in f["comment"]
+        ]
 
     def notes(self, ticket_id: int) -> list[dict[str, Any]]:
         """The connector's follow-ups on the ticket, as the helpdesk lists them."""
@@ -218,6 +231,58 @@ def test_own_followup_coming_back_is_ignored_no_loop(stack, caplog):
     assert len(stack.hd.followups(ticket["id"])) == 3  # opened, the note, the agent's
 
 
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("policy", ["send", "draft"])
+def test_relation_reply_is_one_followup_and_its_webhook_is_ignored(
+    stack, caplog, monkeypatch, policy
+):
+    caplog.set_level(logging.INFO)
+    runtime = stack.connector.rt
+    # The module's connector with this relation.reply: the runtime caches each host's
+    # mapping, and only the worker reads `relation` (hosts and clients do not).
+    mapping = runtime.mapping(HOST).model_copy(update={"relation": RelationSettings(reply=policy)})
+    monkeypatch.setitem(runtime._mappings, HOST, mapping)
+    submitter = f"kari.{policy}@customer.example"
+    subject = "Mac på jobb?"
+    ticket = stack.hd.create_ticket(stack.ids["general"], subject, MAC_NB, submitter)
+    routing = stack.connector.wait_routed(HOST, ticket["id"])
+    assert routing["outcome"] == "applied", runtime.store.list_dead_letters()
+    assert (routing["process"], routing["language"]) == ("relation", "nb")
+    assert routing["replied_at"] is not None
+    wait_for(stack.connector.idle, message="the connector to go idle")
+    [reply] = stack.replies(ticket["id"])
+    assert reply["public"] is (policy == "send")
+    # update_ticket() mails a public follow-up to the submitter and records whom it mailed.
+    assert reply["email_recipients"] == ([submitter] if policy == "send" else [])
+    decision = RoutingDecision.model_validate_json(routing["decision"])
+    event = TicketEvent(host=HOST, delivery_id="-", ticket_id="0", subject=subject)
+    text = relation_reply(event, decision, runtime.index.catalogue, mapping)
+    assert "ikke en tjeneste" in text and words(reply["comment"]) == words(text)
+    # The note's and the reply's webhooks came back while their POSTs waited: both ignored.
+    assert len(ignored(caplog, ticket["id"])) == 2
+    assert set(ignored(caplog, ticket["id"])) <= {"own update", "staff follow-up"}
+    assert stack.deliveries(ticket["id"]) == [f"ticket:{ticket['id']}:created"]
+    assert len(stack.notes(ticket["id"])) == 1
+    assert stack.hd.get_ticket(ticket["id"])["queue"] == stack.ids["bpsm-relation"]
+
+
+def test_reply_again_posts_nothing(stack):
+    ticket = stack.hd.create_ticket(stack.ids["general"], "Mac på jobb?", MAC_NB)
+    stack.connector.wait_routed(HOST, ticket["id"])  # relation.reply is off here
+    client = stack.connector.rt.client(HOST)
+    event = TicketEvent(host=HOST, delivery_id="-", ticket_id=str(ticket["id"]))
+    text = "Hei,\n\nMac er ikke en tjeneste her, {{ ticket.title }}.\n"
+    client.reply(event, text, send=True)
+    client.reply(event, text, send=True)  # the job retried after a lost answer
+    client.reply(event, text, send=False)  # the same text as a draft: already said
+    [reply] = stack.replies(ticket["id"])
+    assert reply["public"] is True
+    assert "{ { ticket.title } }" in reply["comment"]  # not rendered by the helpdesk
+
+
 def test_ticket_an_agent_moved_first_is_not_moved_back(stack):
     with stack.paused():
         ticket = stack.hd.create_ticket(
@@ -331,9 +396,14 @@ def test_polling_mode_routes_tickets_the_webhook_could_not_deliver(
         titles = [t["title"] for t in hd.api("GET", "tickets/?page_size=100").json()["results"]]
         assert titles.count("Restore test") == 1
         assert hd.get_ticket(int(opened))["queue"] == ids["bpsm-proactive"]
+        # So is a reply: saved, found, not posted again and not an error.
+        event = TicketEvent(host=HOST, delivery_id="-", ticket_id=str(ticket["id"]))
+        client.reply(event, "Hei,\nMac er ikke en tjeneste her.\n", send=True)
         # Later polls see both tickets again (overlap): no second delivery or note.
         time.sleep(1.0)
         assert [r["ticket_id"] for r in service.rt.store.all_routings()] == [str(ticket["id"])]
         assert service.rt.store.count_deliveries() == 1
     notes = [f for f in hd.followups(ticket["id"]) if NOTE_MARKER in f["comment"]]
     assert len(notes) == 1 and notes[0]["public"] is False
+    replies = [f for f in hd.followups(ticket["id"]) if "ikke en tjeneste" in f["comment"]]
+    assert len(replies) == 1 and replies[0]["public"] is True

@@ -5,7 +5,8 @@ routed through REST 2 as a least-privilege RT user, and the assertions read RT's
 The RT server is the session's `rt_server`, shared with test_rt_harness.py, so this module
 uses its own queue, user and mapping names ("E2E …", "Setup …") and never touches theirs.
 The connector's rights are exactly `WATCHED_RIGHTS`/`TARGET_RIGHTS`/`FIELD_RIGHTS` of
-connector/hosts/rt.py, granted with the harness: these tests are what proves them enough.
+connector/hosts/rt.py, granted with the harness: these tests are what proves them enough
+(relation replies included: RT grants no one ReplyToTicket by default).
 
 `python -m tests.realhosts.test_rt_e2e record` rewrites tests/fixtures/rt/*.json from a fresh
 RT; `test_recorded_fixtures_still_match_rt` fails when RT's answers change shape.
@@ -14,6 +15,7 @@ RT; `test_recorded_fixtures_still_match_rt` fails when RT's answers change shape
 from __future__ import annotations
 
 import json
+import mailbox
 import re
 import subprocess
 import sys
@@ -46,6 +48,7 @@ from connector.hosts.rt import (
     watch_query,
 )
 from connector.mapping import Mapping, load_mapping
+from connector.replies import relation_reply
 from connector.route import NOTE_MARKER, decide
 from connector.store import deliveries
 from tests.e2e import ROOT, ConnectorService, example_index, wait_for
@@ -79,9 +82,16 @@ TARGETS = {
 }
 FALLBACK = "E2E Triage"
 FIELD = "BPSM Service"
+# relation.reply per policy: its own intake and relation queue, and both watched, so that the
+# connector's own reply comes back through the poller.
+REPLY_QUEUES = {
+    "send": ("E2E Intake Reply Send", "E2E Relation Send"),
+    "draft": ("E2E Intake Reply Draft", "E2E Relation Draft"),
+}
 
 MAIL = "My Outlook mailbox is full and I cannot send e-mail since this morning."
 PRINTER_NB = "Hei! Skriveren i andre etasje skriver ikke ut, papirstopp hele tiden. Mvh Kari"
+MAC_NB = "Hei! Kan jeg bruke min egen MacBook med macOS på jobben i stedet for Windows-PC? Mvh Kari"
 
 
 @dataclass(frozen=True)
@@ -138,8 +148,10 @@ def ensure_field(rt: RTServer, name: str) -> int:
 def prepare(rt: RTServer, mapping_dir: Path) -> Prepared:
     """Queues, the service field, the connector's user (Timezone UTC) with exactly the
     documented rights, and its auth token; one batch of RT admin ops (~1 s)."""
-    targets = [*TARGETS.values(), FALLBACK]
+    reply_targets = [relation for _, relation in REPLY_QUEUES.values()]
+    targets = [*TARGETS.values(), FALLBACK, *reply_targets]
     watched = [*(q for queues in WATCHES.values() for q in queues), RECORDING]
+    watched += [q for queues in REPLY_QUEUES.values() for q in queues]
     for queue in (*watched, DESK, LOCKED, READONLY, *targets):
         rt.create_queue(queue)
     field_id = ensure_field(rt, FIELD)
@@ -158,6 +170,13 @@ def prepare(rt: RTServer, mapping_dir: Path) -> Prepared:
     token = str(rt.rt_admin(ops)[-1]["token"])
     for name, queues in WATCHES.items():
         write_mapping(mapping_dir / f"{name}.yaml", queues)
+    for policy, (intake, relation) in REPLY_QUEUES.items():
+        write_mapping(
+            mapping_dir / f"reply-{policy}.yaml",
+            [intake, relation],
+            processes={**TARGETS, "relation": relation},
+            relation={"reply": policy},
+        )
     return Prepared(rt_url=rt.url, token=token, user_id=user_id, mapping_dir=mapping_dir)
 
 
@@ -187,6 +206,42 @@ def queue_moves(rt: RTServer, ticket_id: int, by: str = USER) -> list[dict[str, 
         for t in rt.ticket_history(ticket_id)
         if (t["Type"], t["Field"]) == ("Set", "Queue") and t["Creator"]["id"] == by
     ]
+
+
+def messages_of(rt: RTServer, ticket_id: int, kind: str) -> list[dict[str, Any]]:
+    """Correspondence or comments (`kind`: RT's transaction type) other than the connector's
+    routing note."""
+    return [
+        t
+        for t in rt.ticket_history(ticket_id)
+        if t["Type"] == kind and NOTE_MARKER not in t["content"]
+    ]
+
+
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def mails_to(rt: RTServer, address: str) -> list[str]:
+    """The text of every mail RT has sent to `address` (its $MailCommand is 'mbox')."""
+    texts = []
+    for path in sorted(rt.var_dir.glob("*.mbox")):
+        for message in mailbox.mbox(path):
+            if address not in str(message.get("To", "")):
+                continue
+            for part in message.walk():
+                if part.get_content_type() == "text/plain":
+                    payload = part.get_payload(decode=True)
+                    assert isinstance(payload, bytes)
+                    texts.append(payload.decode(part.get_content_charset() or "utf-8"))
+    return texts
+
+
+def expected_reply(decision_json: str, subject: str, mapping: Path) -> str:
+    """The reply the template renders for the stored decision."""
+    decision = RoutingDecision.model_validate_json(decision_json)
+    event = TicketEvent(host="rt", delivery_id="-", ticket_id="0", subject=subject)
+    return relation_reply(event, decision, example_index().catalogue, load_mapping(mapping))
 
 
 def field_values(ticket: dict[str, Any]) -> dict[str, list[str]]:
@@ -387,6 +442,76 @@ def test_own_comment_coming_back_changes_nothing(
     assert ticket["Queue"]["Name"] == INTAKE_SHADOW and queue_moves(rt, ticket_id) == []
     assert len(own_comments(rt, ticket_id)) == 1
     assert ticket["Due"] == "1970-01-01T00:00:00Z" and ticket["CustomFields"] == []
+
+
+@pytest.mark.parametrize("policy", ["send", "draft"])
+def test_relation_reply_is_posted_once_and_coming_back_changes_nothing(
+    rt_server: RTServer, prepared: Prepared, tmp_path: Path, policy: str
+) -> None:
+    rt = rt_server
+    intake, relation = REPLY_QUEUES[policy]
+    requestor = f"kari.{policy}@customer.example"
+    subject = "Mac på jobb?"
+    service = ConnectorService(tmp_path, prepared.env(f"reply-{policy}"))
+    service._thread.start()
+    assert service.pollers is not None
+    service.pollers.start()
+    try:
+        wait_for(lambda: service.rt.store.high_water("rt"), message="the first poll")
+        ticket_id = rt.create_ticket(intake, subject, MAC_NB, requestor=requestor)
+        wait_for(lambda: deliveries_of(service, ticket_id), message="the poll to see the ticket")
+        next_second(rt, ticket_id)  # so that the connector's writes are a change of their own
+        service.background.start()
+        routing = service.wait_routed("rt", ticket_id)
+        assert routing["outcome"] == "applied", service.rt.store.list_dead_letters()
+        assert (routing["process"], routing["language"]) == ("relation", "nb")
+        assert routing["replied_at"] is not None
+        # The relation queue is watched: a poll sees the ticket as it is after the reply
+        # (RT stamps to the second, so possibly together with the move and the note).
+        handled = latest_change_handled(service, rt, ticket_id)
+        assert handled["outcome"] in ("already-routed", "duplicate-ticket"), handled
+        wait_for(service.idle, message="the worker to finish")
+        outcomes = [d["outcome"] for d in deliveries_of(service, ticket_id)]
+        assert outcomes.count("applied") == 1, outcomes
+        assert set(outcomes) <= {"applied", "already-routed", "duplicate-ticket"}, outcomes
+    finally:
+        service.stop()
+    mapping = prepared.mapping_dir / f"reply-{policy}.yaml"
+    text = expected_reply(routing["decision"], subject, mapping)
+    assert "ikke en tjeneste" in text and f"«{subject}»" in text
+    sent, drafts = messages_of(rt, ticket_id, "Correspond"), messages_of(rt, ticket_id, "Comment")
+    (reply,) = sent if policy == "send" else drafts
+    assert (sent if policy == "draft" else drafts) == []
+    assert reply["Creator"]["id"] == USER
+    assert words(reply["content"]) == words(text)  # "å", "ø", "«»" as written
+    mailed = [m for m in mails_to(rt, requestor) if "ikke en tjeneste" in m]
+    assert len(mailed) == (1 if policy == "send" else 0)
+    assert queue_of(rt, ticket_id) == relation
+    assert len(own_comments(rt, ticket_id)) == 1 and len(queue_moves(rt, ticket_id)) == 1
+
+
+def test_reply_again_posts_nothing_and_a_refused_reply_names_the_right(
+    rt_server: RTServer, prepared: Prepared
+) -> None:
+    rt = rt_server
+    settings = HostSettings(name="rt", url=rt.url, token=SecretStr(prepared.token))
+    client = RTHost(settings, load_mapping(prepared.mapping_dir / "main.yaml")).client()
+    text = "Hei,\n\ntakk for henvendelsen «Mac på jobb?».\nMac er ikke en tjeneste her.\n"
+    # No watched queue: only this test acts on these tickets.
+    ticket_id = rt.create_ticket(TARGETS["relation"], "Mac på jobb?", MAC_NB)
+    event = TicketEvent(host="rt", delivery_id="-", ticket_id=str(ticket_id))
+    client.reply(event, text, send=True)
+    client.reply(event, text, send=True)  # the job retried after a lost answer
+    client.reply(event, text, send=False)  # the same text as a draft: already said
+    (reply,) = messages_of(rt, ticket_id, "Correspond")
+    assert words(reply["content"]) == words(text)
+    assert messages_of(rt, ticket_id, "Comment") == []
+    # Where the connector may only look (no ModifyTicket), RT refuses the correspondence.
+    agent_move(rt, ticket_id, READONLY)
+    with pytest.raises(HostError, match="ModifyTicket \\(or ReplyToTicket\\)") as refused:
+        client.reply(event, "Hei igjen,\nnoe annet.\n", send=True)
+    assert refused.value.permanent
+    assert len(messages_of(rt, ticket_id, "Correspond")) == 1
 
 
 def test_restarted_poller_routes_nothing_twice_and_misses_nothing(
