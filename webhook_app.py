@@ -96,13 +96,6 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
             EVENTS.labels(host, "ignored", "duplicate").inc()
             log.info("duplicate delivery", extra=fields)
             return jsonify({"status": "duplicate", "delivery": parsed.delivery_id}), 200
-        try:
-            rt.enqueue(pk)
-        except Exception as exc:
-            # The delivery is stored; the sweep will enqueue it. Still a success for the host.
-            log.warning(
-                "enqueue failed; the sweep will pick it up", extra={**fields, "error": repr(exc)}
-            )
         EVENTS.labels(host, "queued", "").inc()
         log.info("queued", extra=fields)
         return jsonify({"status": "queued", "delivery": parsed.delivery_id, "id": pk}), 202

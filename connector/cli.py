@@ -283,9 +283,7 @@ def replay(
         if not letters:
             click.echo("no dead letters")
         return
-    ids = rt.store.replay(None if replay_all else dead_letter_id)
-    for pk in ids:
-        rt.enqueue(pk)
+    ids = rt.store.replay(None if replay_all else dead_letter_id)  # the service routes them
     click.echo(
         f"replayed {len(ids)} deliver{'y' if len(ids) == 1 else 'ies'}"
         + ("" if ids or replay_all else f" (no open dead letter {dead_letter_id})")
@@ -416,9 +414,7 @@ def backfill(
         sys.exit(1)
     queued = 0
     for event in events:
-        pk = rt.store.record_delivery(event)
-        if pk is not None:
-            rt.enqueue(pk)
+        if rt.store.record_delivery(event) is not None:
             queued += 1
     click.echo(
         f"{len(events)} tickets found, {queued} queued for routing "

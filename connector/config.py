@@ -61,6 +61,7 @@ class Settings(BaseModel):
     retry_max_delay: float = 600.0
     lease_seconds: float = 120.0  # a claimed job is retaken after this (worker killed)
     sweep_interval: float = 5.0  # how often abandoned deliveries are looked for
+    dispatch_interval: float = 0.05  # how often new deliveries are handed to the job queue
     maintenance_interval: float = 600.0  # how often maintenance is checked; 0: never
     http_timeout: float = 10.0
     hosts: dict[str, HostSettings] = {}
@@ -151,6 +152,7 @@ def load_settings(
         ("retry_max_delay", "BPSM_RETRY_MAX_DELAY"),
         ("lease_seconds", "BPSM_LEASE_SECONDS"),
         ("sweep_interval", "BPSM_SWEEP_INTERVAL"),
+        ("dispatch_interval", "BPSM_DISPATCH_INTERVAL"),
         ("maintenance_interval", "BPSM_MAINTENANCE_INTERVAL"),
         ("http_timeout", "BPSM_HTTP_TIMEOUT"),
     ):

@@ -117,6 +117,14 @@ class Runtime:
         else:
             self._task(delivery_pk)
 
+    def dispatch(self) -> int:
+        """Hand newly recorded deliveries to the job queue; returns how many. A delivery whose
+        enqueue fails (queue down) is picked up by the sweep once the queue is back."""
+        ids = self.store.take_new()
+        for pk in ids:
+            self.enqueue(pk)
+        return len(ids)
+
     def sweep(self, grace: float | None = None) -> int:
         """Re-enqueue deliveries nobody is working on (lost enqueue, killed worker)."""
         grace = self.settings.lease_seconds if grace is None else grace
@@ -160,6 +168,9 @@ class BackgroundWorker:
         self.sweep_interval = sweep_interval or rt.settings.sweep_interval
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="bpsm-sweep", daemon=True)
+        self._dispatcher = threading.Thread(
+            target=self._dispatch_loop, name="bpsm-dispatch", daemon=True
+        )
 
     def start(self) -> None:
         self.rt.index  # noqa: B018 - build it now, not on the first ticket
@@ -168,6 +179,20 @@ class BackgroundWorker:
             self.consumer._set_signal_handlers = lambda: None
         self.consumer.start()
         self._sweeper.start()
+        self._dispatcher.start()
+
+    def _dispatch_loop(self) -> None:
+        failing = False
+        while not self._stop.is_set():
+            try:
+                handed = self.rt.dispatch()
+                failing = False
+            except Exception as exc:  # store or queue briefly unavailable: say so once
+                if not failing:
+                    log.warning("dispatch failed; retrying", extra={"error": repr(exc)})
+                failing, handed = True, 0
+            if not handed:
+                self._stop.wait(self.rt.settings.dispatch_interval)
 
     def _sweep_loop(self) -> None:
         # At start-up everything not finished is fair game: the previous process is gone.
@@ -199,3 +224,4 @@ class BackgroundWorker:
         self._stop.set()
         self.consumer.stop(graceful=graceful)
         self._sweeper.join(timeout=5)
+        self._dispatcher.join(timeout=5)

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -218,6 +219,7 @@ def _enable_wal(cursor: Any, lock_path: Path | None) -> None:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+NOT_ENQUEUED = 0.0  # enqueued_at of a delivery that no job queue has been told about yet
 IDLE_PING_SECONDS = 5.0
 
 
@@ -253,6 +255,12 @@ class Store:
         self.is_sqlite = url.startswith("sqlite")
         self.engine = self._make_engine(url)
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # SQLite has one writer at a time and makes the others sleep and retry (1, 2, 5, 10…
+        # ms); threads of one process queue on a lock instead, which a web worker's threads
+        # under load do many times a second.
+        self._sqlite_writer: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+        )
         self.migrate()
 
     @staticmethod
@@ -329,7 +337,7 @@ class Store:
         try:
             # One statement, so no transaction around it: in autocommit the INSERT is
             # durable when it returns, in one round trip instead of BEGIN, INSERT, COMMIT.
-            with self._autocommit.connect() as conn:
+            with self._sqlite_writer, self._autocommit.connect() as conn:
                 # Parameters, not .values(): the statement is built once, not per webhook.
                 result = conn.execute(
                     _INSERT_DELIVERY,
@@ -343,7 +351,7 @@ class Store:
                         "attempts": 0,
                         "received_at": now,
                         "next_attempt_at": now,
-                        "enqueued_at": now,
+                        "enqueued_at": NOT_ENQUEUED,
                     },
                 )
                 key = result.inserted_primary_key
@@ -431,6 +439,35 @@ class Store:
                     created_at=now,
                 )
             )
+
+    def take_new(self, limit: int = 500, now: float | None = None) -> list[int]:
+        """Deliveries recorded but not yet handed to the job queue, oldest first. The store is
+        the outbox: a webhook is answered after its one durable write, and the consumer's
+        dispatcher moves new rows to the queue. Each id is returned to one caller only."""
+        now = time.time() if now is None else now
+        fresh = (deliveries.c.status == "queued") & (deliveries.c.enqueued_at == NOT_ENQUEUED)
+        with self.engine.connect() as conn:  # the common answer, "nothing new", reads only
+            ids = (
+                conn.execute(
+                    select(deliveries.c.id).where(fresh).order_by(deliveries.c.id).limit(limit)
+                )
+                .scalars()
+                .all()
+            )
+        if not ids:
+            return []
+        with self.engine.begin() as conn:
+            taken = (
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(ids) & fresh)
+                    .values(enqueued_at=now)
+                    .returning(deliveries.c.id)
+                )
+                .scalars()
+                .all()
+            )
+        return sorted(int(pk) for pk in taken)
 
     def due_for_enqueue(
         self, grace: float, now: float | None = None, limit: int = 500
@@ -581,7 +618,7 @@ class Store:
                         status="queued",
                         attempts=0,
                         next_attempt_at=now,
-                        enqueued_at=now,
+                        enqueued_at=NOT_ENQUEUED,  # the running service's dispatcher takes it
                         error=None,
                         outcome=None,
                     )
