@@ -264,3 +264,31 @@ def test_postgresql_connections_cut_while_idle_are_replaced_unnoticed(pg_url, mo
     assert store.record_delivery(event(2)) is not None
     assert store.count_deliveries("queued") == 2
     store.engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_dispatchers_hand_each_new_delivery_over_once(tmp_path, pg_url, backend):
+    from connector.events import TicketEvent
+
+    url = pg_url if backend == "postgresql" else f"sqlite:///{tmp_path / 'outbox.db'}"
+    stores = [Store(url), Store(url)]  # as two consumer processes would have
+    recorded = {
+        stores[0].record_delivery(
+            TicketEvent(host="demo", delivery_id=f"d{n}", ticket_id=str(n), body="printer")
+        )
+        for n in range(200)
+    }
+    taken: list[list[int]] = [[], []]
+
+    def dispatch(slot: int) -> None:
+        while batch := stores[slot].take_new(limit=7):
+            taken[slot] += batch
+
+    threads = [threading.Thread(target=dispatch, args=(slot,)) for slot in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(taken[0] + taken[1]) == sorted(recorded)  # all of them, none twice
+    for store in stores:
+        store.engine.dispose()
