@@ -78,9 +78,6 @@ class Intent:
     signals: tuple[tuple[str, float, dict[str, tuple[str, ...]]], ...]  # name, weight, phrases
 
 
-ChangeIntent = Intent  # the name used before private matters had their own signals
-
-
 @dataclass(frozen=True)
 class LanguageData:
     stopwords: dict[str, frozenset[str]]
