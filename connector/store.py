@@ -39,7 +39,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 
 from connector.events import TicketEvent
@@ -202,19 +202,26 @@ def _enable_wal(cursor: Any, lock_path: Path | None) -> None:
     if lock_path is None:  # in-memory: nothing shares it
         cursor.execute("PRAGMA journal_mode=WAL")
         return
-    with open(lock_path, "w") as handle:
+    with _file_lock(lock_path):
+        # A process that is only reading the journal mode can still hold a shared lock for
+        # a moment; retry briefly rather than fail the start-up.
+        for attempt in range(100):
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError:
+                if attempt == 99:
+                    raise
+                time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes (flock on `path`)."""
+    with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            # A process that is only reading the journal mode can still hold a shared lock
-            # for a moment; retry briefly rather than fail the start-up.
-            for attempt in range(100):
-                try:
-                    cursor.execute("PRAGMA journal_mode=WAL")
-                    return
-                except sqlite3.OperationalError:
-                    if attempt == 99:
-                        raise
-                    time.sleep(0.05)
+            yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -287,27 +294,20 @@ class Store:
 
     # ----- schema ---------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _migration_lock(self, conn: Connection) -> Iterator[None]:
-        """Serialise schema creation across processes starting at the same moment."""
-        if self.is_sqlite:
-            path = self.url.split("///", 1)[-1]
-            lock_path = Path(path + ".migrate.lock") if path != ":memory:" else None
-            if lock_path is None:
-                yield
-                return
-            with open(lock_path, "w") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-        else:
-            conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
-            yield
+    def _schema_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Serialise schema creation across processes starting at the same moment (SQLite: a
+        lock file; PostgreSQL takes an advisory lock inside the transaction instead)."""
+        path = self.url.split("///", 1)[-1]
+        if not self.is_sqlite or path in ("", ":memory:"):
+            return contextlib.nullcontext()
+        return _file_lock(Path(path + ".migrate.lock"))
 
     def migrate(self) -> None:
-        with self.engine.begin() as conn, self._migration_lock(conn):
+        # The lock is held until the transaction has committed: released before, a second
+        # process could read the schema before the first one's commit and create it again.
+        with self._schema_lock(), self.engine.begin() as conn:
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))  # until commit
             metadata.create_all(conn, checkfirst=True)
             current = conn.execute(select(func.max(schema_version.c.version))).scalar()
             if current is None:

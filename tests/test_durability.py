@@ -228,7 +228,7 @@ def test_processes_creating_the_schema_at_once_do_not_race(tmp_path, pg_url, bac
     url = pg_url if backend == "postgresql" else f"sqlite:///{tmp_path / 'race.db'}"
     processes = [
         subprocess.Popen([sys.executable, "-c", SCHEMA_RACE, url], cwd=ROOT, stderr=subprocess.PIPE)
-        for _ in range(4)
+        for _ in range(6)
     ]
     for process in processes:
         _, err = process.communicate(timeout=60)
