@@ -627,7 +627,7 @@ class CatalogueIndex:
         words = [t.text for t in tokens]
         word_keys = [self.keys(w) for w in words]
         for i, keys in enumerate(word_keys):
-            for k in keys:
+            for k in sorted(keys):  # set order varies per process; ties keep the first
                 groups = [
                     number
                     for number, (pattern, _) in enumerate(self._phrase_groups.get(k, ()))
@@ -731,7 +731,7 @@ class CatalogueIndex:
                         hits.append((phrase, i))
                 continue
             # Same hits in the same order as testing every phrase of every key in turn.
-            for k in keys:
+            for k in sorted(keys):  # set order varies per process; ties keep the first
                 matched = [
                     positions
                     for pattern, positions in self._phrase_groups.get(k, ())
@@ -794,9 +794,14 @@ class CatalogueIndex:
             phrase_hits = self._shortlisted_phrase_hits(matches, shortlist)
         else:
             phrase_hits = self._phrase_hits(tokens, self.phrases)
+        seen: set[tuple[str, bool]] = set()
         for token in tokens:
             if token.text in self.stopwords or len(token.text) < 2:
                 continue
+            # A repeated word makes the very same hits again; only its first one can count.
+            if (token.text, token.in_subject) in seen:
+                continue
+            seen.add((token.text, token.in_subject))
             in_subject = token.in_subject
             if shortlist is None:
                 found = self._lookup(token.text)
