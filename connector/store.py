@@ -457,16 +457,28 @@ class Store:
         if not ids:
             return []
         with self.engine.begin() as conn:
-            taken = (
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id.in_(ids) & fresh)
-                    .values(enqueued_at=now)
-                    .returning(deliveries.c.id)
+            if self.engine.dialect.update_returning:
+                taken = (
+                    conn.execute(
+                        update(deliveries)
+                        .where(deliveries.c.id.in_(ids) & fresh)
+                        .values(enqueued_at=now)
+                        .returning(deliveries.c.id)
+                    )
+                    .scalars()
+                    .all()
                 )
-                .scalars()
-                .all()
-            )
+            else:  # SQLite before 3.35 (e.g. RHEL 8): one conditional UPDATE per row
+                taken = [
+                    pk
+                    for pk in ids
+                    if conn.execute(
+                        update(deliveries)
+                        .where((deliveries.c.id == pk) & fresh)
+                        .values(enqueued_at=now)
+                    ).rowcount
+                    == 1
+                ]
         return sorted(int(pk) for pk in taken)
 
     def due_for_enqueue(
