@@ -329,14 +329,7 @@ class DjangoHelpdeskClient(HostClient):
         self.http = transport
         # POSTs are not idempotent: no in-call retry (a 500 may mean "saved, but the
         # helpdesk's own webhook failed"); the caller looks for the result before retrying.
-        self.once = HttpTransport(
-            transport.base_url,
-            transport.host,
-            timeout=transport.timeout,
-            session=transport.session,
-            attempts=1,
-            error_text=transport.error_text,
-        )
+        self.once = transport.without_retries()
         self.settings = settings
         self.options = options
         self.own_user_ids = own_user_ids

@@ -135,6 +135,18 @@ class HttpTransport:
             reraise=True,
         )(self._send_once)
 
+    def without_retries(self) -> HttpTransport:
+        """The same endpoint and session, sending each request once: for writes that are not
+        idempotent, whose caller looks for the result before it tries again."""
+        return HttpTransport(
+            self.base_url,
+            self.host,
+            timeout=self.timeout,
+            session=self.session,
+            attempts=1,
+            error_text=self.error_text,
+        )
+
     def url(self, path: str) -> str:
         return path if path.startswith("http") else f"{self.base_url}/{path.lstrip('/')}"
 

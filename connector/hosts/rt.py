@@ -305,14 +305,7 @@ class RTClient(HostClient):
         self.http = transport
         # A reply is not retried within the call: after a timeout it may have been saved
         # (and mailed), so `reply` looks before the job is retried.
-        self.once = HttpTransport(
-            transport.base_url,
-            transport.host,
-            timeout=transport.timeout,
-            session=transport.session,
-            attempts=1,
-            error_text=transport.error_text,
-        )
+        self.once = transport.without_retries()
         self.options = options or RTOptions()
         self.me = me  # the API user (name or id), for the time zone check
         self.clock = clock
