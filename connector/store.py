@@ -37,9 +37,10 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 
 from connector.events import TicketEvent
@@ -256,6 +257,27 @@ def _ping_after_idle(engine: Engine) -> None:
             raise DisconnectionError(f"idle connection is gone: {exc}") from exc
 
 
+def _take_each(
+    conn: Connection, rows: list[tuple[int, float]], now: float, condition: Any = None
+) -> list[int]:
+    """Set enqueued_at to `now` on each (id, enqueued_at as read) row that is still as it was
+    read: the rows this caller won. A sweep or dispatcher that read them too gets none."""
+    return [
+        pk
+        for pk, seen in rows
+        if conn.execute(
+            update(deliveries)
+            .where(
+                (deliveries.c.id == pk)
+                & (deliveries.c.enqueued_at == seen)
+                & (true() if condition is None else condition)
+            )
+            .values(enqueued_at=now)
+        ).rowcount
+        == 1
+    ]
+
+
 class Store:
     def __init__(self, url: str):
         self.url = url
@@ -469,16 +491,7 @@ class Store:
                     .all()
                 )
             else:  # SQLite before 3.35 (e.g. RHEL 8): one conditional UPDATE per row
-                taken = [
-                    pk
-                    for pk in ids
-                    if conn.execute(
-                        update(deliveries)
-                        .where((deliveries.c.id == pk) & fresh)
-                        .values(enqueued_at=now)
-                    ).rowcount
-                    == 1
-                ]
+                taken = _take_each(conn, [(pk, NOT_ENQUEUED) for pk in ids], now, fresh)
         return sorted(int(pk) for pk in taken)
 
     def due_for_enqueue(
@@ -510,18 +523,7 @@ class Store:
                 .order_by(deliveries.c.id)
                 .limit(limit)
             ).all()
-            taken = []
-            for row in rows:
-                result = conn.execute(
-                    update(deliveries)
-                    .where(
-                        and_(deliveries.c.id == row.id, deliveries.c.enqueued_at == row.enqueued_at)
-                    )
-                    .values(enqueued_at=now)
-                )
-                if result.rowcount == 1:
-                    taken.append(int(row.id))
-        return taken
+            return _take_each(conn, [(int(row.id), row.enqueued_at) for row in rows], now)
 
     def delivery(self, delivery_id: int) -> Delivery | None:
         with self.engine.connect() as conn:
