@@ -191,6 +191,14 @@ def _row_to_delivery(row: Any) -> Delivery:
     )
 
 
+def _sqlite_file(url: str) -> str | None:
+    """The database file of an SQLite URL; None for other databases and in-memory SQLite."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1]
+    return path if path and path != ":memory:" else None
+
+
 def _enable_wal(cursor: Any, lock_path: Path | None) -> None:
     """Switch the file to WAL so readers work while a writer commits.
 
@@ -298,11 +306,11 @@ class Store:
             engine = create_engine(url, pool_size=5, max_overflow=5)
             _ping_after_idle(engine)
             return engine
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
+        path = _sqlite_file(url)
+        if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-        wal_lock = Path(path + ".wal.lock") if path and path != ":memory:" else None
+        wal_lock = Path(path + ".wal.lock") if path else None
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -319,10 +327,8 @@ class Store:
     def _schema_lock(self) -> contextlib.AbstractContextManager[None]:
         """Serialise schema creation across processes starting at the same moment (SQLite: a
         lock file; PostgreSQL takes an advisory lock inside the transaction instead)."""
-        path = self.url.split("///", 1)[-1]
-        if not self.is_sqlite or path in ("", ":memory:"):
-            return contextlib.nullcontext()
-        return _file_lock(Path(path + ".migrate.lock"))
+        path = _sqlite_file(self.url)
+        return _file_lock(Path(path + ".migrate.lock")) if path else contextlib.nullcontext()
 
     def migrate(self) -> None:
         # The lock is held until the transaction has committed: released before, a second
