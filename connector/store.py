@@ -40,7 +40,7 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 
 from connector.events import TicketEvent
@@ -195,7 +195,7 @@ def _sqlite_file(url: str) -> str | None:
     """The database file of an SQLite URL; None for other databases and in-memory SQLite."""
     if not url.startswith("sqlite"):
         return None
-    path = url.split("///", 1)[-1]
+    path = make_url(url).database  # "sqlite://" and "sqlite:///:memory:" are in memory
     return path if path and path != ":memory:" else None
 
 
