@@ -638,17 +638,23 @@ class CatalogueIndex:
                     matches.append((i, k, groups))
         return matches
 
-    def _shortlisted_phrase_hits(
-        self, matches: list[_PhraseMatch], shortlist: set[int]
+    def _phrase_hits(
+        self, matches: list[_PhraseMatch], shortlist: set[int] | None = None
     ) -> list[tuple[Phrase, int]]:
-        """_phrase_hits() restricted to the shortlisted services, in the same order."""
+        """The phrases behind the matched patterns — of the shortlisted services only, when
+        there is a shortlist — in index order at each position (ties keep the first)."""
         hits: list[tuple[Phrase, int]] = []
-        chosen = np.fromiter(shortlist, dtype=np.int64, count=len(shortlist))
+        chosen = None
+        if shortlist is not None:
+            chosen = np.fromiter(shortlist, dtype=np.int64, count=len(shortlist))
         for start, key, groups in matches:
             positions: list[int] = []
             for group in groups:
-                services, _ = self._group_vector(key, group)
                 kept = self._phrase_groups[key][group][1]
+                if chosen is None:
+                    positions += kept
+                    continue
+                services, _ = self._group_vector(key, group)
                 positions += [kept[int(p)] for p in np.flatnonzero(np.isin(services, chosen))]
             phrases = self.phrases[key]
             hits += [(phrases[p], start) for p in sorted(positions)]
@@ -711,40 +717,6 @@ class CatalogueIndex:
                 out += [(p, "fuzzy", word) for p, _, _ in self._direct(candidate)]
         return out
 
-    def _phrase_hits(
-        self, tokens: Sequence[Token], index: dict[str, list[Phrase]]
-    ) -> list[tuple[Phrase, int]]:
-        hits: list[tuple[Phrase, int]] = []
-        words = [t.text for t in tokens]
-        word_keys = [self.keys(w) for w in words]
-        grouped = index is self.phrases and len(self._phrase_groups) == len(index)
-        for i, keys in enumerate(word_keys):
-            if not any(k in index for k in keys):
-                continue
-            if not grouped:
-                candidates = {id(p): p for k in keys for p in index.get(k, ())}
-                for phrase in candidates.values():
-                    n = len(phrase.keys)
-                    if i + n <= len(words) and all(
-                        word_keys[i + j] & phrase.keys[j] for j in range(1, n)
-                    ):
-                        hits.append((phrase, i))
-                continue
-            # Same hits in the same order as testing every phrase of every key in turn.
-            for k in sorted(keys):  # set order varies per process; ties keep the first
-                matched = [
-                    positions
-                    for pattern, positions in self._phrase_groups.get(k, ())
-                    if i + len(pattern) <= len(words)
-                    and all(word_keys[i + j] & pattern[j] for j in range(1, len(pattern)))
-                ]
-                if not matched:
-                    continue
-                phrases = index[k]
-                order = matched[0] if len(matched) == 1 else sorted(p for m in matched for p in m)
-                hits += [(phrases[p], i) for p in order]
-        return hits
-
     def change_intent(self, tokens: Sequence[Token]) -> tuple[float, tuple[str, ...]]:
         """Score of the change-intent groups that occur (each once) and the cues seen."""
         return self._intent(tokens, self.change_cues)
@@ -787,13 +759,11 @@ class CatalogueIndex:
         hits: dict[int, dict[str, _Hit]] = defaultdict(dict)
         idf = self.idf.get
         quality = QUALITY
-        shortlist: set[int] | None = None
-        if len(self.services) > SHORTLIST_ABOVE:
-            matches = self._phrase_matches(tokens)
-            shortlist = self._shortlist(tokens, matches)
-            phrase_hits = self._shortlisted_phrase_hits(matches, shortlist)
-        else:
-            phrase_hits = self._phrase_hits(tokens, self.phrases)
+        matches = self._phrase_matches(tokens)
+        shortlist = (
+            self._shortlist(tokens, matches) if len(self.services) > SHORTLIST_ABOVE else None
+        )
+        phrase_hits = self._phrase_hits(matches, shortlist)
         seen: set[tuple[str, bool]] = set()
         for token in tokens:
             if token.text in self.stopwords or len(token.text) < 2:
