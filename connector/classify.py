@@ -730,7 +730,7 @@ class CatalogueIndex:
         words = [t.text for t in tokens]
         keys = [self.keys(w) for w in words]
         for i in range(len(words)):
-            for key in keys[i]:
+            for key in sorted(keys[i]):  # set order varies per process; the first cue is named
                 for cue_keys, cue, group in table.cues.get(key, ()):
                     n = len(cue_keys)
                     if (

@@ -236,3 +236,37 @@ def test_short_stems_still_match_inflections_of_capitalised_keywords():
     )
     match = build_index(catalogue, []).classify("Appen krasjer hver morgen")  # appen → app
     assert match.score > 0 and "phones" in (match.service, match.runner_up)
+
+
+CUES_OF = """
+import json, sys
+from connector.catalogue import load_catalogue
+from connector.classify import build_index
+match = build_index(load_catalogue("catalogue.yaml")).classify(sys.argv[1], sys.argv[2])
+print(json.dumps(match.model_dump(mode="json"), sort_keys=True))
+"""
+
+
+def test_the_answer_and_its_cues_do_not_depend_on_the_process_hash_seed():
+    """Two workers must write the same note: the cue named for a signal group ('prosjekt' or
+    'prosjektet') and the evidence on equal weights once followed set order."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subject = "Nytt team for brannstasjonsprosjektet"
+    body = 'Kan dere opprette et team i Teams for prosjektet "Ny brannstasjon"? Mvh Hanne'
+    answers = {
+        subprocess.run(
+            [sys.executable, "-c", CUES_OF, body, subject],
+            cwd=root,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("3", "7", "11", "19")
+    }
+    assert len(answers) == 1, answers
