@@ -748,8 +748,11 @@ class CatalogueIndex:
     ) -> tuple[list[tuple[float, int]], dict[int, list[_Hit]]]:
         """Every service with any evidence, best first: (score, service index), and hits."""
         scored, kept = self._score(tokens)
-        services = self.services
-        return sorted(scored, key=lambda item: (-item[0], services[item[1]].id)), kept
+        return sorted(scored, key=self._rank), kept
+
+    def _rank(self, item: tuple[float, int]) -> tuple[float, str]:
+        """Sort key of a (score, service index): best first, equal scores by id."""
+        return (-item[0], self.services[item[1]].id)
 
     def _score(
         self, tokens: Sequence[Token]
@@ -825,8 +828,7 @@ class CatalogueIndex:
         )
         unsorted, kept = self._score(tokens)
         # Only the best two are used: the same two as candidates()' full sort (ids are unique).
-        services = self.services
-        scored = heapq.nsmallest(2, unsorted, key=lambda item: (-item[0], services[item[1]].id))
+        scored = heapq.nsmallest(2, unsorted, key=self._rank)
         change_score, cues = self.change_intent(tokens)
         is_change = change_score >= self.change_cues.threshold
         private_score, private_cues = self.private_intent(tokens)
@@ -880,7 +882,7 @@ class CatalogueIndex:
             return scored
         # The private cues have ruled out the supported services: the choice, and so the
         # confidence margin, is among the unsupported ones.
-        ranked = sorted(unsupported, key=lambda item: (-item[0], services[item[1]].id))[:2]
+        ranked = heapq.nsmallest(2, unsupported, key=self._rank)
         return [(max(ranked[0][0], MIN_SCORE), ranked[0][1]), *ranked[1:]]
 
 
