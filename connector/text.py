@@ -122,7 +122,8 @@ def language_data() -> LanguageData:
         function_words=sets("function_words"),
         signature_markers=tuple(
             sorted(
-                {fold(m) for words in raw["signature_markers"].values() for m in words},
+                {_signoff_form(m) for words in raw["signature_markers"].values() for m in words}
+                - {""},  # "--" is caught in code
                 key=len,
                 reverse=True,
             )
@@ -184,11 +185,16 @@ def html_to_text(text: str) -> str:
 _SIGNOFF_PUNCTUATION = re.compile(r"[,.!:;–—-]")
 
 
+def _signoff_form(text: str) -> str:
+    """A sign-off line or marker as compared: folded, punctuation as spaces, so that
+    "Regards, Tone", "Regards Tone" and "M.v.h. Kari" meet "regards" and "m.v.h"."""
+    return " ".join(_SIGNOFF_PUNCTUATION.sub(" ", fold(text)).split())
+
+
 def _is_signature_start(line: str, markers: Iterable[str]) -> bool:
     if line.strip() in ("--", "__"):  # the classic "-- " signature separator
         return True
-    # "Regards, Tone" and "Regards Tone" alike: punctuation inside the line is a space.
-    folded = " ".join(_SIGNOFF_PUNCTUATION.sub(" ", fold(line)).split())
+    folded = _signoff_form(line)
     if not folded:
         return False
     for marker in markers:

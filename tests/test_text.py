@@ -66,6 +66,8 @@ def test_signature_word_at_the_start_does_not_cut_the_message():
         "Is there an Excel course for staff this spring?\nMvh. Tone Olsen, økonomi",
         "Is there an Excel course for staff this spring? Regards, Tone",
         "Er det noe Excel-kurs for ansatte i vår?  Mvh Tone",
+        "Er det noe Excel-kurs for ansatte i vår?\nM.v.h\nTone",
+        "Er det noe Excel-kurs for ansatte i vår?\nM.v.h. Tone Olsen",
     ],
 )
 def test_sign_off_with_a_name_goes_whether_on_its_own_line_or_inline(body):
