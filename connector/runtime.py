@@ -147,7 +147,7 @@ class Runtime:
                 client.close()
             except Exception as exc:  # shutting down: report, do not mask other closes
                 log.warning("closing client failed", extra={"error": repr(exc)})
-        self.store.engine.dispose()
+        self.store.dispose()
 
 
 class BackgroundWorker:

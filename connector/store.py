@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,7 +156,37 @@ pollers = Table(
 )
 
 
-_INSERT_DELIVERY = insert(deliveries)
+_DELIVERY_COLUMNS = (
+    "host",
+    "delivery_id",
+    "ticket_id",
+    "kind",
+    "event",
+    "status",
+    "attempts",
+    "received_at",
+    "next_attempt_at",
+    "enqueued_at",
+)
+
+
+def _driver_insert(
+    table: Table, columns: Sequence[str], dialect: Any
+) -> tuple[str, tuple[str, ...], bool]:
+    """An INSERT of `columns`, compiled once into the driver's own SQL.
+
+    The webhook's INSERT is the one statement run per request; handing the driver its SQL
+    directly skips SQLAlchemy's per-execution compile-cache lookup and parameter processing
+    (a third of the INSERT's cost). Returns the SQL, the parameter order for positional
+    paramstyles (empty for named ones), and whether the new key comes back by RETURNING
+    (else from the cursor's lastrowid)."""
+    statement = insert(table)
+    returning = bool(dialect.insert_returning) and dialect.name != "sqlite"
+    if returning:
+        statement = statement.returning(*table.primary_key.columns)
+    compiled = statement.compile(dialect=dialect, column_keys=list(columns))
+    return str(compiled), tuple(compiled.positiontup or ()), returning
+
 
 # Steps for databases created by an older version (new tables come from create_all).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -291,7 +321,13 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.engine = self._make_engine(url)
-        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # The webhook's one INSERT runs on an engine whose connections stay in autocommit.
+        # `execution_options(isolation_level=...)` would switch a pooled connection there and
+        # back on every checkout: two extra statements per webhook, a third of its cost.
+        self._autocommit = self._make_engine(url, isolation_level="AUTOCOMMIT")
+        self._insert_delivery = _driver_insert(
+            deliveries, _DELIVERY_COLUMNS, self._autocommit.dialect
+        )
         # SQLite has one writer at a time and makes the others sleep and retry (1, 2, 5, 10…
         # ms); threads of one process queue on a lock instead, which a web worker's threads
         # under load do many times a second.
@@ -301,15 +337,17 @@ class Store:
         self.migrate()
 
     @staticmethod
-    def _make_engine(url: str) -> Engine:
+    def _make_engine(url: str, **options: Any) -> Engine:
         if not url.startswith("sqlite"):
-            engine = create_engine(url, pool_size=5, max_overflow=5)
+            engine = create_engine(url, pool_size=5, max_overflow=5, **options)
             _ping_after_idle(engine)
             return engine
         path = _sqlite_file(url)
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, **options
+        )
         wal_lock = Path(path + ".wal.lock") if path else None
 
         @event.listens_for(engine, "connect")
@@ -357,35 +395,38 @@ class Store:
         with self.engine.connect() as conn:
             conn.execute(select(1))
 
+    def dispose(self) -> None:
+        """Close every pooled connection (at shutdown, or before a test drops the database)."""
+        self.engine.dispose()
+        self._autocommit.dispose()
+
     # ----- deliveries -----------------------------------------------------------------------
 
     def record_delivery(self, event_: TicketEvent, now: float | None = None) -> int | None:
         """Store a new delivery; None when (host, delivery_id) was seen before."""
         now = time.time() if now is None else now
+        row = {
+            "host": event_.host,
+            "delivery_id": event_.delivery_id,
+            "ticket_id": event_.ticket_id,
+            "kind": event_.kind,
+            "event": event_.model_dump_json(),
+            "status": "queued",
+            "attempts": 0,
+            "received_at": now,
+            "next_attempt_at": now,
+            "enqueued_at": NOT_ENQUEUED,
+        }
+        sql, order, returning = self._insert_delivery
         try:
             # One statement, so no transaction around it: in autocommit the INSERT is
             # durable when it returns, in one round trip instead of BEGIN, INSERT, COMMIT.
             with self._sqlite_writer, self._autocommit.connect() as conn:
-                # Parameters, not .values(): the statement is built once, not per webhook.
-                result = conn.execute(
-                    _INSERT_DELIVERY,
-                    {
-                        "host": event_.host,
-                        "delivery_id": event_.delivery_id,
-                        "ticket_id": event_.ticket_id,
-                        "kind": event_.kind,
-                        "event": event_.model_dump_json(),
-                        "status": "queued",
-                        "attempts": 0,
-                        "received_at": now,
-                        "next_attempt_at": now,
-                        "enqueued_at": NOT_ENQUEUED,
-                    },
-                )
-                key = result.inserted_primary_key
-                return int(key[0]) if key else None
+                result = conn.exec_driver_sql(sql, tuple(row[k] for k in order) if order else row)
+                pk = result.scalar_one() if returning else result.lastrowid
         except IntegrityError:
             return None
+        return int(pk)
 
     def claim(
         self, delivery_id: int, lease_seconds: float, now: float | None = None

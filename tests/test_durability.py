@@ -263,7 +263,7 @@ def test_postgresql_connections_cut_while_idle_are_replaced_unnoticed(pg_url, mo
     monkeypatch.setattr(store_module, "IDLE_PING_SECONDS", 0.0)  # "idle for long enough"
     assert store.record_delivery(event(2)) is not None
     assert store.count_deliveries("queued") == 2
-    store.engine.dispose()
+    store.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "sqlite-without-returning", "postgresql"])
@@ -294,4 +294,4 @@ def test_two_dispatchers_hand_each_new_delivery_over_once(tmp_path, pg_url, back
         thread.join()
     assert sorted(taken[0] + taken[1]) == sorted(recorded)  # all of them, none twice
     for store in stores:
-        store.engine.dispose()
+        store.dispose()

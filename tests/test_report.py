@@ -69,7 +69,7 @@ def seed_store(data_dir: Path) -> None:
     with store.engine.begin() as conn:
         for i, row in enumerate(SEED):
             conn.execute(insert(routings).values(**_row(i, *row)))
-    store.engine.dispose()
+    store.dispose()
 
 
 def _row(

@@ -172,7 +172,7 @@ def test_healthz_and_metrics(app_rt):
 
 def test_healthz_reports_a_broken_store(app_rt, tmp_path):
     app, rt = app_rt
-    rt.store.engine.dispose()
+    rt.store.dispose()
     # A directory where the database file should be: every query fails.
     rt.store.engine = rt.store._make_engine(f"sqlite:///{tmp_path}")
     response = app.test_client().get("/healthz")
