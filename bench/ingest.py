@@ -12,7 +12,9 @@
    gunicorn settings: ``bench/bare_app.py``, a Flask endpoint that reads the body and answers
    202. Only the web processes run (no job consumer), so this is the ingest path alone.
    Load: ``wrk`` with a Lua script when installed (``apt-get install wrk``), else a threaded
-   ``http.client`` keep-alive client; bounded by --duration and --max-requests.
+   ``http.client`` client; bounded by --duration and --max-requests. By default every request
+   opens a new connection (``Connection: close``), as Zammad, GLPI and django-helpdesk send
+   their webhooks; ``--connection keep-alive`` reuses them.
 
 2. End-to-end latency at a steady --e2e-rate events/s for --e2e-seconds: the fake Zammad of
    tests/fakes/zammad.py (in this process) fires its real signed trigger webhooks at
@@ -287,13 +289,15 @@ end
 function init(args)
   nonce = args[1] or nonce
   max_requests = tonumber(args[2] or "0")
+  close = args[3] == "close"
 end
 function request()
   counter = counter + 1
   local id = nonce .. "-" .. tostring(tid) .. "-" .. tostring(counter)
   local body = '{"ticket_id":"' .. id .. '",' .. bodies[(counter %% #bodies) + 1]
-  return wrk.format("POST", "/hooks/demo",
-    {["Content-Type"] = "application/json", ["X-Delivery-Id"] = id}, body)
+  local headers = {["Content-Type"] = "application/json", ["X-Delivery-Id"] = id}
+  if close then headers["Connection"] = "close" end
+  return wrk.format("POST", "/hooks/demo", headers, body)
 end
 function response(status, headers, body)
   responses = responses + 1
@@ -322,7 +326,13 @@ def write_lua(path: Path, tickets: list[tuple[str, str]]) -> None:
 
 
 def wrk_load(
-    port: int, script: Path, connections: int, seconds: float, max_requests: int, nonce: str
+    port: int,
+    script: Path,
+    connections: int,
+    seconds: float,
+    max_requests: int,
+    nonce: str,
+    connection: str,
 ) -> LoadResult:
     command = [
         "wrk",
@@ -337,6 +347,7 @@ def wrk_load(
         "--",
         nonce,
         str(max_requests),
+        connection,
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     line = next((s for s in done.stdout.splitlines() if s.startswith("WRKJSON ")), None)
@@ -361,8 +372,9 @@ def python_load(
     seconds: float,
     max_requests: int,
     nonce: str,
+    connection: str,
 ) -> LoadResult:
-    """Threaded keep-alive client (http.client); one connection per thread."""
+    """Threaded http.client; one connection per thread, or a new one per request ("close")."""
     tails = [_json_tail(s, b).encode() for s, b in tickets]
     numbers = itertools.count()
     stop_at = time.monotonic() + seconds
@@ -377,17 +389,17 @@ def python_load(
                 break
             delivery = f"{nonce}-{n}"
             body = b'{"ticket_id":"' + delivery.encode() + b'",' + tails[n % len(tails)]
+            headers = {"Content-Type": "application/json", "X-Delivery-Id": delivery}
+            if connection == "close":
+                headers["Connection"] = "close"
             started = time.perf_counter()
             try:
-                conn.request(
-                    "POST",
-                    "/hooks/demo",
-                    body,
-                    {"Content-Type": "application/json", "X-Delivery-Id": delivery},
-                )
+                conn.request("POST", "/hooks/demo", body, headers)
                 response = conn.getresponse()
                 response.read()
                 statuses[slot][response.status] += 1
+                if connection == "close":
+                    conn.close()
             except (OSError, http.client.HTTPException):
                 statuses[slot][0] += 1
                 conn.close()
@@ -432,8 +444,18 @@ def throughput(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
 
     def load(port: int, seconds: float, nonce: str) -> LoadResult:
         if use_wrk:
-            return wrk_load(port, script, args.connections, seconds, args.max_requests, nonce)
-        return python_load(port, tickets, args.connections, seconds, args.max_requests, nonce)
+            return wrk_load(
+                port,
+                script,
+                args.connections,
+                seconds,
+                args.max_requests,
+                nonce,
+                args.connection,
+            )
+        return python_load(
+            port, tickets, args.connections, seconds, args.max_requests, nonce, args.connection
+        )
 
     def counter(url: str) -> Callable[[], int]:
         def count() -> int:
@@ -443,7 +465,7 @@ def throughput(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
             try:
                 return store.count_deliveries()
             finally:
-                store.engine.dispose()
+                store.dispose()
 
         return count
 
@@ -466,6 +488,24 @@ def throughput(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
         if services_up():
             pg_url = stack.enter_context(postgres_database())
             queue = stack.enter_context(redis_queue())
+            # The SQLite store with the Redis queue: the web layer writes only the store, so
+            # this row should match sqlite+sqlitehuey; a gap would mean the queue leaked back
+            # into the request path.
+            redis_data = workdir / "ingest-sqlite-redis"
+            redis_env = {
+                **base_env,
+                "BPSM_DATA_DIR": str(redis_data),
+                "BPSM_REDIS_URL": REDIS_URL,
+                "BPSM_QUEUE_NAME": stack.enter_context(redis_queue()),
+            }
+            configs.append(
+                (
+                    "sqlite+redis",
+                    "webhook_app:create_app()",
+                    redis_env,
+                    counter(f"sqlite:///{redis_data / 'bpsm.db'}"),
+                )
+            )
             pg_env = {
                 **base_env,
                 "BPSM_DATA_DIR": str(workdir / "ingest-pg"),
@@ -581,7 +621,7 @@ def e2e(args: argparse.Namespace, workdir: Path, store: str) -> dict[str, Any]:
         proc.wait_ready(f"http://127.0.0.1:{port}/healthz")
         fake.configure_webhook(f"http://127.0.0.1:{port}/hooks/zammad", signature_token=SECRET)
         db = Store(url)
-        stack.callback(db.engine.dispose)
+        stack.callback(db.dispose)
 
         def applied() -> int:
             with db.engine.connect() as conn:
@@ -711,7 +751,8 @@ def report(through: list[dict[str, Any]], ends: list[dict[str, Any]], args: Any)
         base = through[0]
         lines += [
             f"Webhook ingest, POST /hooks/demo, gunicorn 2 workers × 4 threads, client "
-            f"{base['client']} ({args.connections} connections, {args.duration:g} s per server "
+            f"{base['client']} ({args.connections} connections, {args.connection}, "
+            f"{args.duration:g} s per server "
             f"in {args.rounds} interleaved rounds; × bare = median of the per-round ratios)",
             f"{'server':<20} {'req/s':>8} {'× bare':>7} {'(rounds)':>11} {'p50 ms':>7} "
             f"{'p99 ms':>7} {'requests':>9} {'errors':>6} {'stored':>8}",
@@ -769,6 +810,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load")
     parser.add_argument("--max-requests", type=int, default=60_000, help="cap per run")
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--connection",
+        choices=("close", "keep-alive"),
+        default="close",
+        help="close: a new connection per webhook, as helpdesks send them (default); "
+        "keep-alive: reuse connections (each sticks to one gunicorn worker, so rounds vary "
+        "with how the kernel spread them)",
+    )
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--e2e-rate", type=float, default=50.0, help="events per second")
     parser.add_argument("--e2e-seconds", type=float, default=20.0)
