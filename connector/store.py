@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,9 +40,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DisconnectionError, IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 
 from connector.events import TicketEvent
+from connector.groupwrite import GroupWriter
 
 SCHEMA_VERSION = 2  # 2: maintenance and improvement tables
 metadata = MetaData()
@@ -170,22 +170,23 @@ _DELIVERY_COLUMNS = (
 )
 
 
-def _driver_insert(
-    table: Table, columns: Sequence[str], dialect: Any
-) -> tuple[str, tuple[str, ...], bool]:
-    """An INSERT of `columns`, compiled once into the driver's own SQL.
+def _insert_deliveries_sql(rows: int, dialect: Any) -> str:
+    """One INSERT of `rows` deliveries that skips the ones already recorded (the unique key
+    (host, delivery_id)); on PostgreSQL it returns the new rows' keys.
 
-    The webhook's INSERT is the one statement run per request; handing the driver its SQL
-    directly skips SQLAlchemy's per-execution compile-cache lookup and parameter processing
-    (a third of the INSERT's cost). Returns the SQL, the parameter order for positional
-    paramstyles (empty for named ones), and whether the new key comes back by RETURNING
-    (else from the cursor's lastrowid)."""
-    statement = insert(table)
-    returning = bool(dialect.insert_returning) and dialect.name != "sqlite"
-    if returning:
-        statement = statement.returning(*table.primary_key.columns)
-    compiled = statement.compile(dialect=dialect, column_keys=list(columns))
-    return str(compiled), tuple(compiled.positiontup or ()), returning
+    Written in the driver's own SQL: this is the one statement a webhook runs, and handing
+    it over as text skips SQLAlchemy's per-execution compile-cache lookup and parameter
+    processing (a third of its cost). Only the connector's own column names go into it."""
+    markers = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+    if dialect.paramstyle not in markers:
+        raise RuntimeError(f"database driver {dialect.driver!r} is not supported; use psycopg")
+    marker = markers[dialect.paramstyle]
+    values = "(" + ", ".join([marker] * len(_DELIVERY_COLUMNS)) + ")"
+    sql = (
+        f"INSERT INTO {deliveries.name} ({', '.join(_DELIVERY_COLUMNS)}) "
+        f"VALUES {', '.join([values] * rows)} ON CONFLICT (host, delivery_id) DO NOTHING"
+    )
+    return sql if dialect.name == "sqlite" else sql + " RETURNING id, host, delivery_id"
 
 
 # Steps for databases created by an older version (new tables come from create_all).
@@ -325,15 +326,11 @@ class Store:
         # `execution_options(isolation_level=...)` would switch a pooled connection there and
         # back on every checkout: two extra statements per webhook, a third of its cost.
         self._autocommit = self._make_engine(url, isolation_level="AUTOCOMMIT")
-        self._insert_delivery = _driver_insert(
-            deliveries, _DELIVERY_COLUMNS, self._autocommit.dialect
-        )
-        # SQLite has one writer at a time and makes the others sleep and retry (1, 2, 5, 10…
-        # ms); threads of one process queue on a lock instead, which a web worker's threads
-        # under load do many times a second.
-        self._sqlite_writer: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if self.is_sqlite else contextlib.nullcontext()
-        )
+        self._insert_sql: dict[int, str] = {}
+        # Concurrent webhooks of this process share one INSERT and one commit. On SQLite it
+        # is also what lets one writer of this process at a time queue on a lock instead of
+        # SQLite's sleep-and-retry busy handler (1, 2, 5, 10… ms).
+        self._deliveries: GroupWriter[tuple[Any, ...], int] = GroupWriter(self._insert_deliveries)
         self.migrate()
 
     @staticmethod
@@ -403,30 +400,66 @@ class Store:
     # ----- deliveries -----------------------------------------------------------------------
 
     def record_delivery(self, event_: TicketEvent, now: float | None = None) -> int | None:
-        """Store a new delivery; None when (host, delivery_id) was seen before."""
+        """Store a new delivery; None when (host, delivery_id) was seen before. Returns once
+        the row is committed."""
+        return self._deliveries.write(self._delivery_row(event_, now))
+
+    @staticmethod
+    def _delivery_row(event_: TicketEvent, now: float | None = None) -> tuple[Any, ...]:
+        """The values of _DELIVERY_COLUMNS for a new delivery."""
         now = time.time() if now is None else now
-        row = {
-            "host": event_.host,
-            "delivery_id": event_.delivery_id,
-            "ticket_id": event_.ticket_id,
-            "kind": event_.kind,
-            "event": event_.model_dump_json(),
-            "status": "queued",
-            "attempts": 0,
-            "received_at": now,
-            "next_attempt_at": now,
-            "enqueued_at": NOT_ENQUEUED,
-        }
-        sql, order, returning = self._insert_delivery
+        return (
+            event_.host,
+            event_.delivery_id,
+            event_.ticket_id,
+            event_.kind,
+            event_.model_dump_json(),
+            "queued",
+            0,
+            now,
+            now,
+            NOT_ENQUEUED,
+        )
+
+    def _insert_deliveries(
+        self, rows: Sequence[tuple[Any, ...]]
+    ) -> list[int | BaseException | None]:
         try:
-            # One statement, so no transaction around it: in autocommit the INSERT is
-            # durable when it returns, in one round trip instead of BEGIN, INSERT, COMMIT.
-            with self._sqlite_writer, self._autocommit.connect() as conn:
-                result = conn.exec_driver_sql(sql, tuple(row[k] for k in order) if order else row)
-                pk = result.scalar_one() if returning else result.lastrowid
-        except IntegrityError:
-            return None
-        return int(pk)
+            return list(self._insert_batch(rows))
+        except DBAPIError as exc:
+            if len(rows) == 1:
+                return [exc]
+        # One bad row must not fail the webhooks that happened to share its statement.
+        return [self._insert_alone(row) for row in rows]
+
+    def _insert_alone(self, row: tuple[Any, ...]) -> int | BaseException | None:
+        try:
+            return self._insert_batch([row])[0]
+        except DBAPIError as exc:
+            return exc
+
+    def _insert_batch(self, rows: Sequence[tuple[Any, ...]]) -> list[int | None]:
+        if self.is_sqlite:
+            # One transaction, one commit; SQLite has no cost per round trip to save.
+            sql = self._sql_for(1)
+            with self.engine.begin() as conn:
+                inserted = [conn.exec_driver_sql(sql, row) for row in rows]
+                return [r.lastrowid if r.rowcount == 1 else None for r in inserted]
+        # One statement in autocommit: durable when it returns, in one round trip.
+        params = tuple(value for row in rows for value in row)
+        with self._autocommit.connect() as conn:
+            written = {
+                (host, delivery): pk
+                for pk, host, delivery in conn.exec_driver_sql(self._sql_for(len(rows)), params)
+            }
+        # A delivery sent twice within one batch is written once, for its first copy.
+        return [written.pop((row[0], row[1]), None) for row in rows]
+
+    def _sql_for(self, rows: int) -> str:
+        sql = self._insert_sql.get(rows)
+        if sql is None:
+            sql = self._insert_sql[rows] = _insert_deliveries_sql(rows, self.engine.dialect)
+        return sql
 
     def claim(
         self, delivery_id: int, lease_seconds: float, now: float | None = None
