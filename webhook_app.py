@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from connector.config import Settings, load_settings
@@ -83,6 +84,12 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
             EVENTS.labels(host, "rejected", "malformed").inc()
             log.warning("malformed webhook", extra={"host": host, "reason": str(exc)})
             return _error(400, str(exc), field=exc.field)
+        except ValidationError as exc:  # a value the event cannot hold, e.g. a 300-char id
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            EVENTS.labels(host, "rejected", "malformed").inc()
+            log.warning("malformed webhook", extra={"host": host, "reason": first["msg"]})
+            return _error(400, f"{field}: {first['msg']}", field=field)
         if isinstance(parsed, Ignored):
             EVENTS.labels(host, "ignored", parsed.reason[:40]).inc()
             log.info(

@@ -66,9 +66,11 @@ class RoutingDecision(_Frozen):
 class TicketEvent(_Frozen):
     """One helpdesk event, whatever the helpdesk: what the worker needs and nothing else."""
 
-    host: str
-    delivery_id: str
-    ticket_id: str
+    # Bounds of the store's columns: PostgreSQL refuses a longer value, so it must be refused
+    # here, with a 400 that names the field, not at the INSERT.
+    host: str = Field(max_length=40)
+    delivery_id: str = Field(max_length=200)
+    ticket_id: str = Field(max_length=100)
     kind: Literal["created", "customer_reply", "updated", "polled"] = "created"
     subject: str = ""
     body: str = ""

@@ -120,6 +120,10 @@ def test_unknown_host_is_404_and_names_known_ones(app_rt):
         (b'{"ticket_id": 1, "body": 5}', "must be strings"),
         (b"\xff\xfe{}", "not valid UTF-8"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (
+            b'{"ticket_id": "%s", "body": "x"}' % (b"7" * 101),
+            "ticket_id: String should have at most 100",
+        ),
     ],
 )
 def test_malformed_demo_bodies_are_400_with_a_reason(app_rt, body, needle):
