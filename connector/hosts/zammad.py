@@ -138,6 +138,9 @@ def note_html(note: str) -> str:
 class ZammadClient(HostClient):
     def __init__(self, transport: HttpTransport):
         self.http = transport
+        # Writes that create an article are not retried within the call: after a timeout or
+        # a lost answer the note may exist, so the job is retried and `has_note` looks first.
+        self.once = transport.without_retries()
         self.webhook_secret: str | None = None  # set when setup generated one
         self._me: dict[str, Any] | None = None
 
@@ -159,31 +162,37 @@ class ZammadClient(HostClient):
             outcome = "shadow"
         elif moved_by_agent:
             outcome = "override"
-        elif current != decision.queue:
-            self.http.request(
-                "PUT", f"/api/v1/tickets/{event.ticket_id}", json={"group": decision.queue}
-            )
+        # The marker check makes the note idempotent when an earlier answer was lost.
+        note = None if self.has_note(event.ticket_id) else self._note(event, decision)
+        if outcome == "applied" and current != decision.queue:
+            # The note rides on the move (Zammad's ticket update takes an article): one
+            # call fewer per ticket, and the move and its explanation land together.
+            update: dict[str, Any] = {"group": decision.queue}
+            sender = self.http  # a bare move is idempotent, retried within the call
+            if note is not None:
+                update["article"] = {k: v for k, v in note.items() if k != "ticket_id"}
+                note, sender = None, self.once
+            sender.request("PUT", f"/api/v1/tickets/{event.ticket_id}", json=update)
+        elif note is not None:
+            self.once.request("POST", "/api/v1/ticket_articles", json=note)
         tags = list(decision.tags) + (["bpsm-shadow"] if mode == "shadow" else [])
         if outcome == "override":
             tags.append("bpsm-override")
         if decision.approver_group:
             tags.append("bpsm-cab-approval")  # the note names the approver group
         self.add_tags(event.ticket_id, tuple(tags))
-        # The marker check makes the note idempotent when an earlier answer was lost.
-        if not self.has_note(event.ticket_id):
-            self.http.request(
-                "POST",
-                "/api/v1/ticket_articles",
-                json={
-                    "ticket_id": int(event.ticket_id),
-                    "body": note_html(decision.note),
-                    "content_type": "text/html",
-                    "type": "note",
-                    "internal": True,
-                    "subject": NOTE_MARKER,
-                },
-            )
         return ApplyResult(outcome, f"group was {current!r}")
+
+    @staticmethod
+    def _note(event: TicketEvent, decision: RoutingDecision) -> dict[str, Any]:
+        return {
+            "ticket_id": int(event.ticket_id),
+            "body": note_html(decision.note),
+            "content_type": "text/html",
+            "type": "note",
+            "internal": True,
+            "subject": NOTE_MARKER,
+        }
 
     def setup(self, mapping: Mapping, hook_url: str | None) -> list[str]:
         """Groups, webhook (signed, SSL verified) and triggers; safe to run again."""

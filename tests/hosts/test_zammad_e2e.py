@@ -155,6 +155,27 @@ def test_zammad_down_then_back_applies_every_ticket_once(zammad, connector):
         assert len(own_notes(zammad, ticket_id)) == 1
 
 
+def test_a_note_whose_answer_was_lost_is_not_posted_twice(zammad, tmp_path):
+    # Shadow mode moves nothing, so the note is the first write; Zammad saves it and the
+    # answer is lost. Resending it within the call would leave two notes.
+    env = {
+        "BPSM_ZAMMAD_URL": zammad.base_url,
+        "BPSM_ZAMMAD_TOKEN": "zammad-api-token",
+        "BPSM_ZAMMAD_WEBHOOK_SECRET": SECRET,
+        "BPSM_MODE": "shadow",
+    }
+    with ConnectorService(tmp_path, env) as service:
+        zammad.configure_webhook(service.hook_url("zammad"), signature_token=SECRET)
+        zammad.lose_response_next(1)
+        ticket_id = zammad.create_ticket_as_customer(
+            "Printer", "The printer on the 2nd floor keeps jamming and prints blank pages."
+        )
+        routing = service.wait_routed("zammad", ticket_id, timeout=30)
+        assert routing["outcome"] == "shadow"
+        assert len(own_notes(zammad, ticket_id)) == 1
+        assert "bpsm-shadow" in zammad.tags(ticket_id)
+
+
 def test_connection_refused_for_a_while_loses_nothing(zammad, tmp_path):
     env = {
         "BPSM_ZAMMAD_URL": zammad.base_url,
