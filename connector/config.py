@@ -63,6 +63,9 @@ class Settings(BaseModel):
     sweep_interval: float = 5.0  # how often abandoned deliveries are looked for
     dispatch_interval: float = 0.05  # how often new deliveries are handed to the job queue
     maintenance_interval: float = 600.0  # how often maintenance is checked; 0: never
+    # An open improvement ticket is asked about (is it closed yet?) at most this often:
+    # during an incident every reactive ticket of the service would otherwise cost a call.
+    improvement_recheck: float = 60.0
     http_timeout: float = 10.0
     hosts: dict[str, HostSettings] = {}
 
@@ -154,6 +157,7 @@ def load_settings(
         ("sweep_interval", "BPSM_SWEEP_INTERVAL"),
         ("dispatch_interval", "BPSM_DISPATCH_INTERVAL"),
         ("maintenance_interval", "BPSM_MAINTENANCE_INTERVAL"),
+        ("improvement_recheck", "BPSM_IMPROVEMENT_RECHECK"),
         ("http_timeout", "BPSM_HTTP_TIMEOUT"),
     ):
         number = _float(env, name)

@@ -127,13 +127,19 @@ def _free_slot(rt: Runtime, store: ProcessStore, host: str, service_id: str) -> 
         store.release_improvement(row["id"])  # its process died before opening it
         return True
     if row["status"] == "open" and row["ticket_id"] and rt.mode(host) == "route":
+        key = (host, str(row["ticket_id"]))
+        seen = rt.seen_open.get(key)
+        if seen is not None and time.monotonic() - seen < rt.settings.improvement_recheck:
+            return False
         try:
-            still_open = rt.client(host).is_open(str(row["ticket_id"]))
+            still_open = rt.client(host).is_open(key[1])
         except HostError:
             return False
         if still_open is False:
+            rt.seen_open.pop(key, None)
             store.close_improvement(row["id"])
             return True
+        rt.seen_open[key] = time.monotonic()
     return False
 
 

@@ -57,6 +57,8 @@ class Runtime:
         self._hosts: dict[str, Host] = {}
         self._clients: dict[str, HostClient] = {}
         self._lock = threading.Lock()
+        # (host, improvement ticket) → when it was last seen open; see processes._free_slot.
+        self.seen_open: dict[tuple[str, str], float] = {}
         self.huey = make_huey(self.settings)
         self._task = self.huey.task(name="bpsm.process_delivery")(self._run_task)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
