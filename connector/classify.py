@@ -213,6 +213,9 @@ class CatalogueIndex:
     _phrase_groups: dict[str, list[tuple[tuple[frozenset[str], ...], array[int]]]] = field(
         default_factory=dict
     )
+    # _phrase_groups[key] by a key of the pattern's second word: the group numbers, ascending
+    # (one-word patterns under ""). A word then tests only the patterns its successor fits.
+    _phrase_next: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
 
     # ----- building -------------------------------------------------------------------------
 
@@ -480,6 +483,13 @@ class CatalogueIndex:
                     positions = groups[phrase.keys] = array("I")
                 positions.append(position)
             self._phrase_groups[key] = list(groups.items())
+        self._phrase_next = {}
+        for key, patterns in self._phrase_groups.items():
+            by_next: dict[str, list[int]] = defaultdict(list)
+            for number, (pattern, _) in enumerate(patterns):
+                for second in pattern[1] if len(pattern) > 1 else ("",):
+                    by_next[second].append(number)
+            self._phrase_next[key] = {k: tuple(v) for k, v in by_next.items()}
 
     def _compute_idf(self) -> None:
         services_with: dict[str, set[int]] = defaultdict(set)
@@ -627,12 +637,20 @@ class CatalogueIndex:
         words = [t.text for t in tokens]
         word_keys = [self.keys(w) for w in words]
         for i, keys in enumerate(word_keys):
+            following = word_keys[i + 1] if i + 1 < len(words) else frozenset()
             for k in sorted(keys):  # set order varies per process; ties keep the first
+                by_next = self._phrase_next.get(k)
+                if by_next is None:
+                    continue
+                numbers = set(by_next.get("", ()))
+                for second in following:
+                    numbers.update(by_next.get(second, ()))
+                patterns = self._phrase_groups[k]
                 groups = [
                     number
-                    for number, (pattern, _) in enumerate(self._phrase_groups.get(k, ()))
-                    if i + len(pattern) <= len(words)
-                    and all(word_keys[i + j] & pattern[j] for j in range(1, len(pattern)))
+                    for number in sorted(numbers)
+                    if i + len(pattern := patterns[number][0]) <= len(words)
+                    and all(word_keys[i + j] & pattern[j] for j in range(2, len(pattern)))
                 ]
                 if groups:
                     matches.append((i, k, groups))
