@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import (
     Column,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -45,7 +46,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from connector.events import TicketEvent
 from connector.groupwrite import GroupWriter
 
-SCHEMA_VERSION = 2  # 2: maintenance and improvement tables
+SCHEMA_VERSION = 3  # 2: maintenance and improvement tables; 3: routings by service
 metadata = MetaData()
 
 schema_version = Table("bpsm_schema", metadata, Column("version", Integer, nullable=False))
@@ -97,6 +98,9 @@ routings = Table(
     Column("moved_by_agent_at", Float),
     Column("replied_at", Float),
     UniqueConstraint("host", "ticket_id", name="uq_routing"),
+    # The improvement check reads a service's recent routings after every reactive ticket;
+    # without this it scanned the whole audit log (45-55 ms at 200,000 routings, 1-2 with).
+    Index("ix_bpsm_routings_service_created", "service", "created_at"),
 )
 
 # One row per maintenance entry and period: the unique key makes "exactly once per period"
@@ -192,6 +196,10 @@ def _insert_deliveries_sql(rows: int, dialect: Any) -> str:
 # Steps for databases created by an older version (new tables come from create_all).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE bpsm_routings ADD COLUMN replied_at FLOAT",),
+    3: (
+        "CREATE INDEX IF NOT EXISTS ix_bpsm_routings_service_created"
+        " ON bpsm_routings (service, created_at)",
+    ),
 }
 
 

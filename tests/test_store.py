@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from connector.events import TicketEvent
@@ -88,3 +89,18 @@ def test_a_row_postgresql_refuses_fails_alone_not_the_rows_sharing_its_insert(pg
         assert store.count_deliveries() == 2  # a and b written, one at a time
     finally:
         store.dispose()
+
+
+def test_a_version_2_database_gets_the_routings_index(any_store):
+    # As an older connector left it: schema 2, no index for the improvement check.
+    with any_store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_bpsm_routings_service_created")
+        conn.exec_driver_sql("UPDATE bpsm_schema SET version = 2")
+    upgraded = Store(any_store.url)
+    try:
+        indexes = {i["name"] for i in sa.inspect(upgraded.engine).get_indexes("bpsm_routings")}
+        assert "ix_bpsm_routings_service_created" in indexes
+        with upgraded.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT version FROM bpsm_schema").scalar() == 3
+    finally:
+        upgraded.dispose()
