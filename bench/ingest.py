@@ -619,6 +619,27 @@ def e2e(args: argparse.Namespace, workdir: Path, store: str) -> dict[str, Any]:
         proc = Proc(f"serve-{store}", command, env, workdir)
         stack.callback(proc.stop)
         proc.wait_ready(f"http://127.0.0.1:{port}/healthz")
+        # Extra job consumers beside `bpsm serve`, as a deployment adds them (same store and
+        # queue); their CPU counts as consumer CPU.
+        workers = []
+        for n in range(args.e2e_workers):
+            extra = Proc(
+                f"worker-{store}-{n}",
+                [
+                    sys.executable,
+                    "-m",
+                    "connector.cli",
+                    "worker",
+                    "--threads",
+                    str(args.e2e_threads),
+                    "--catalogue",
+                    str(ROOT / "catalogue.yaml"),
+                ],
+                env,
+                workdir,
+            )
+            stack.callback(extra.stop)
+            workers.append(extra)
         fake.configure_webhook(f"http://127.0.0.1:{port}/hooks/zammad", signature_token=SECRET)
         db = Store(url)
         stack.callback(db.dispose)
@@ -663,7 +684,12 @@ def e2e(args: argparse.Namespace, workdir: Path, store: str) -> dict[str, Any]:
         total = int(args.e2e_rate * args.e2e_seconds)
         measured: list[int] = []
         prober = threading.Thread(target=probe, daemon=True)
+
+        def consumer_cpu() -> float:
+            return sum(sum(group_cpu_seconds(w.popen.pid).values()) for w in workers)
+
         cpu_before = group_cpu_seconds(proc.popen.pid)
+        cpu_workers = consumer_cpu()
         cpu_bench = self_cpu_seconds()
         prober.start()
         started = time.perf_counter()
@@ -679,11 +705,12 @@ def e2e(args: argparse.Namespace, workdir: Path, store: str) -> dict[str, Any]:
         stop_probe.set()
         prober.join()
         cpu_after = group_cpu_seconds(proc.popen.pid)
+        cpu_workers = consumer_cpu() - cpu_workers
         cpu_bench = self_cpu_seconds() - cpu_bench
         used = {pid: cpu_after[pid] - cpu_before.get(pid, 0.0) for pid in cpu_after}
         # `bpsm serve` itself runs the job consumer; its gunicorn processes serve the web.
-        cpu_consumer = used.get(proc.popen.pid, 0.0)
-        cpu_web = sum(used.values()) - cpu_consumer
+        cpu_web = sum(used.values()) - used.get(proc.popen.pid, 0.0)
+        cpu_consumer = used.get(proc.popen.pid, 0.0) + cpu_workers
         cpu_connector = cpu_consumer + cpu_web
         api_calls = len(fake.api_calls) - calls_before - len(loaded_rtt)
 
@@ -776,7 +803,8 @@ def report(through: list[dict[str, Any]], ends: list[dict[str, Any]], args: Any)
             "",
             f"Webhook → applied decision, fake Zammad firing {args.e2e_rate:g} tickets/s for "
             f"{args.e2e_seconds:g} s at `bpsm serve` (2 web workers, "
-            f"{args.e2e_threads} consumer threads)",
+            f"{args.e2e_threads} consumer threads)"
+            + (f" + {args.e2e_workers} `bpsm worker` process(es)" if args.e2e_workers else ""),
             f"{'store':<9} {'sent/s':>6} {'applied':>8} {'p50 ms':>7} {'p95 ms':>7} "
             f"{'p99 ms':>7} {'RTT p50':>7} {'RTT p95':>7} {'p50×RTT':>7} {'p95×RTT':>7} "
             f"{'calls/t':>7} {'queue+cls p50':>13} {'apply p50':>9} {'host→applied p50':>16}",
@@ -822,6 +850,12 @@ def main() -> None:
     parser.add_argument("--e2e-rate", type=float, default=50.0, help="events per second")
     parser.add_argument("--e2e-seconds", type=float, default=20.0)
     parser.add_argument("--e2e-threads", type=int, default=2, help="consumer threads")
+    parser.add_argument(
+        "--e2e-workers",
+        type=int,
+        default=0,
+        help="extra `bpsm worker` processes beside `bpsm serve` (each with --e2e-threads)",
+    )
     parser.add_argument(
         "--e2e-stores", default="sqlite", help="sqlite (as `bpsm serve` by default), postgres"
     )
