@@ -330,9 +330,10 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.engine = self._make_engine(url)
-        # The webhook's one INSERT runs on an engine whose connections stay in autocommit.
-        # `execution_options(isolation_level=...)` would switch a pooled connection there and
-        # back on every checkout: two extra statements per webhook, a third of its cost.
+        # On PostgreSQL the webhooks' INSERT runs on an engine whose connections stay in
+        # autocommit (one statement is its own transaction). `execution_options(isolation_
+        # level=...)` would switch a pooled connection there and back on every checkout: two
+        # extra statements per webhook. SQLite writes its batch in one transaction instead.
         self._autocommit = self._make_engine(url, isolation_level="AUTOCOMMIT")
         self._insert_sql: dict[int, str] = {}
         # Concurrent webhooks of this process share one INSERT and one commit. On SQLite it
