@@ -537,7 +537,10 @@ class RTClient(HostClient):
         if mode == "shadow":
             detail += self._comment_once(event.ticket_id, decision.note, current, True)
             return ApplyResult("shadow", detail)
-        if event.queue and current not in (event.queue, decision.queue):
+        # A move into another watched queue is a move into an intake: it is routed, as it
+        # would be had the poll seen it there first (which it does when the move is earlier).
+        moved_away = current not in (event.queue, decision.queue, *self.options.watch_queues)
+        if event.queue and moved_away:
             # An agent moved it since the poll: their choice stands; say what we would do.
             note = decision.note + "\n" + agent_kept_line(decision.language, current)
             # The agent's queue may be one the connector may not comment in: not an error.

@@ -447,6 +447,22 @@ def test_agent_moved_it_first_so_it_stays_and_the_comment_says_so() -> None:
     )
 
 
+def test_a_move_into_another_watched_queue_is_routed_like_a_new_ticket_there() -> None:
+    # Polled in one intake, then moved by an agent to a second intake before routing: the
+    # same outcome as when the poll first sees it in the second one (routed, not kept).
+    client = make_client({"watch_queues": ["E2E Recording", "E2E Second Intake"]})
+    with responses.RequestsMock() as rsps:
+        replay(rsps, "ticket", answer=with_queue("ticket", "E2E Second Intake"))
+        replay(rsps, "put_queue")
+        replay(rsps, "ticket_moved")
+        replay(rsps, "put_fields")
+        replay(rsps, "ticket_attachments", answer=without_note())
+        replay(rsps, "comment")
+        result = client.apply(event(), decision(), "route")
+        puts = sent(rsps, "PUT")
+    assert result.outcome == "applied" and {"Queue": "E2E Reactive"} in puts
+
+
 def test_override_in_a_queue_the_connector_may_not_comment_in_is_still_an_override() -> None:
     client = make_client()
     with responses.RequestsMock() as rsps:
