@@ -154,7 +154,8 @@ _ConceptTerm = tuple[str, str, list[Any], tuple[frozenset[str], ...] | None]
 # ticket, which numpy does in microseconds where a Python loop takes milliseconds.
 _Vector = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 # A word's best weight per service (as a _Vector) and its hits per service.
-_WordHits = tuple[_Vector, dict[int, list[tuple[Posting, str, str]]]]
+# A word's best weight per service (the shortlist's input), its hits, and each hit's service.
+_WordHits = tuple[_Vector, list[tuple[Posting, str, str]], npt.NDArray[np.int64]]
 # A phrase pattern found in the ticket: (start token, first-word key, group numbers).
 _PhraseMatch = tuple[int, str, list[int]]
 
@@ -554,25 +555,31 @@ class CatalogueIndex:
         return found
 
     def _grouped(self, word: str) -> _WordHits:
-        """A word's best weight per service, and its hits per service; cached like _lookup."""
+        """A word's best weight per service, its hits and their services; cached like
+        _lookup. Built with numpy: an everyday word hits thousands of services in a large
+        catalogue, and a word new to the process paid a Python loop over all of them."""
         cached = self._grouped_cache.get(word)
         if cached is not None:
             return cached
-        best: dict[int, float] = {}
-        by_service: dict[int, list[tuple[Posting, str, str]]] = defaultdict(list)
-        for hit in self._lookup(word):
-            posting, how, _ = hit
-            weight = posting.weight * self.idf.get(posting.term, 1.0) * QUALITY[how]
-            if weight > best.get(posting.service, 0.0):
-                best[posting.service] = weight
-            by_service[posting.service].append(hit)
+        hits = self._lookup(word)
+        idf = self.idf.get
+        services = np.fromiter((h[0].service for h in hits), dtype=np.int64, count=len(hits))
+        weights = np.fromiter(
+            (h[0].weight * idf(h[0].term, 1.0) * QUALITY[h[1]] for h in hits),
+            dtype=np.float64,
+            count=len(hits),
+        )
+        # Per service the heaviest hit; a service with no positive weight has no evidence.
+        positive = weights > 0.0
+        hit_services, hit_weights = services[positive], weights[positive]
+        order = np.lexsort((-hit_weights, hit_services))
+        hit_services, hit_weights = hit_services[order], hit_weights[order]
+        first = np.ones(len(hit_services), dtype=bool)
+        first[1:] = hit_services[1:] != hit_services[:-1]
         if len(self._grouped_cache) > 100_000:
             self._grouped_cache.clear()
-        vector = (
-            np.fromiter(best.keys(), dtype=np.int64, count=len(best)),
-            np.fromiter(best.values(), dtype=np.float64, count=len(best)),
-        )
-        cached = self._grouped_cache[word] = (vector, dict(by_service))
+        vector = (hit_services[first], hit_weights[first])
+        cached = self._grouped_cache[word] = (vector, hits, services)
         return cached
 
     def _group_vector(self, key: str, group: int) -> _Vector:
@@ -606,7 +613,7 @@ class CatalogueIndex:
             if text in seen or text in self.stopwords or len(text) < 2:
                 continue
             seen.add(text)
-            (hit, weight), _ = self._grouped(text)
+            (hit, weight), _, _ = self._grouped(text)
             services.append(hit)
             weights.append(weight * SUBJECT_BOOST if token.in_subject else weight)
         for start, key, groups in matches:
@@ -785,6 +792,9 @@ class CatalogueIndex:
             self._shortlist(tokens, matches) if len(self.services) > SHORTLIST_ABOVE else None
         )
         phrase_hits = self._phrase_hits(matches, shortlist)
+        if shortlist is not None:
+            chosen = np.zeros(len(self.services), dtype=bool)
+            chosen[list(shortlist)] = True
         seen: set[tuple[str, bool]] = set()
         for token in tokens:
             if token.text in self.stopwords or len(token.text) < 2:
@@ -797,12 +807,9 @@ class CatalogueIndex:
             if shortlist is None:
                 found = self._lookup(token.text)
             else:
-                by_service = self._grouped(token.text)[1]
-                # Walk the smaller side; each service's hits keep their order either way.
-                if len(by_service) < len(shortlist):
-                    found = [h for s, hs in by_service.items() if s in shortlist for h in hs]
-                else:
-                    found = [h for s in shortlist for h in by_service.get(s, ())]
+                _, word_hits, hit_services = self._grouped(token.text)
+                # The shortlisted services' hits, in the order they were found.
+                found = [word_hits[i] for i in np.flatnonzero(chosen[hit_services])]
             for posting, how, word in found:
                 weight = posting.weight * idf(posting.term, 1.0) * quality[how]
                 if in_subject:
