@@ -21,12 +21,13 @@ import gc
 import heapq
 import math
 from array import array
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -155,7 +156,29 @@ _ConceptTerm = tuple[str, str, list[Any], tuple[frozenset[str], ...] | None]
 _Vector = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 # A word's best weight per service (as a _Vector) and its hits per service.
 # A word's best weight per service (the shortlist's input), its hits, and each hit's service.
-_WordHits = tuple[_Vector, list[tuple[Posting, str, str]], npt.NDArray[np.int64]]
+
+
+class _Hits(Protocol):
+    def __getitem__(self, index: int, /) -> tuple[Posting, str, str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyHits:
+    """A word's direct hits in the order _direct lists them, read from the postings on
+    demand: the scorer only needs the shortlisted services' few among thousands."""
+
+    lists: tuple[list[Posting], ...]  # the postings of each of the word's keys
+    kinds: tuple[str, ...]  # exact | stem, per key
+    starts: tuple[int, ...]  # index of each key's first hit
+    word: str
+
+    def __getitem__(self, index: int, /) -> tuple[Posting, str, str]:
+        part = bisect_right(self.starts, index) - 1
+        return (self.lists[part][index - self.starts[part]], self.kinds[part], self.word)
+
+
+# A word's best weight per service, its hits, and the service of each hit.
+_WordHits = tuple[_Vector, _Hits, npt.NDArray[np.int64]]
 # A phrase pattern found in the ticket: (start token, first-word key, group numbers).
 _PhraseMatch = tuple[int, str, list[int]]
 
@@ -198,6 +221,11 @@ class CatalogueIndex:
     compounding: tuple[str, ...] = ()  # languages that write compounds as one word
     _token_cache: dict[str, list[tuple[Posting, str, str]]] = field(default_factory=dict)
     _grouped_cache: dict[str, _WordHits] = field(default_factory=dict)
+    # Large catalogues only: every key's postings as arrays, services and weight × idf,
+    # laid end to end; a key's span in them.
+    _key_services: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    _key_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    _key_spans: dict[str, tuple[int, int]] = field(default_factory=dict)
     _group_vectors: dict[tuple[str, int], _Vector] = field(default_factory=dict)
     # Memos of pure functions of a word or term (building re-reads every thesaurus term once
     # per linked service; matching asks for a word's keys several times per ticket).
@@ -459,6 +487,8 @@ class CatalogueIndex:
             sizes.append(self._count_terms() - before)
         self._compute_idf()
         self._group_phrases()
+        if len(self.services) > SHORTLIST_ABOVE:
+            self._build_key_arrays()
         average = sum(sizes) / len(sizes) if sizes else 1.0
         self.norm = [
             1 - LENGTH_NORM + LENGTH_NORM * (s / average if average else 1.0) for s in sizes
@@ -491,6 +521,28 @@ class CatalogueIndex:
                 for second in pattern[1] if len(pattern) > 1 else ("",):
                     by_next[second].append(number)
             self._phrase_next[key] = {k: tuple(v) for k, v in by_next.items()}
+
+    def _build_key_arrays(self) -> None:
+        """Every key's postings as arrays, once: a word new to a worker then costs a few
+        array operations in _grouped instead of a Python loop over the thousands of postings
+        an everyday word has in a large catalogue (the cold path of bench/classify.py)."""
+        idf = self.idf.get
+        services: list[npt.NDArray[np.int64]] = []
+        weights: list[npt.NDArray[np.float64]] = []
+        offset = 0
+        for key, postings in self.postings.items():
+            count = len(postings)
+            if not count:
+                continue
+            services.append(np.fromiter((p.service for p in postings), np.int64, count))
+            weights.append(
+                np.fromiter((p.weight * idf(p.term, 1.0) for p in postings), np.float64, count)
+            )
+            self._key_spans[key] = (offset, offset + count)
+            offset += count
+        if services:
+            self._key_services = np.concatenate(services)
+            self._key_weights = np.concatenate(weights)
 
     def _compute_idf(self) -> None:
         services_with: dict[str, set[int]] = defaultdict(set)
@@ -561,14 +613,19 @@ class CatalogueIndex:
         cached = self._grouped_cache.get(word)
         if cached is not None:
             return cached
-        hits = self._lookup(word)
-        idf = self.idf.get
-        services = np.fromiter((h[0].service for h in hits), dtype=np.int64, count=len(hits))
-        weights = np.fromiter(
-            (h[0].weight * idf(h[0].term, 1.0) * QUALITY[h[1]] for h in hits),
-            dtype=np.float64,
-            count=len(hits),
-        )
+        direct = self._direct_arrays(word)
+        hits: _Hits
+        if direct is not None:
+            hits, services, weights = direct
+        else:
+            listed = hits = self._lookup(word)
+            idf = self.idf.get
+            services = np.fromiter((h[0].service for h in listed), np.int64, len(listed))
+            weights = np.fromiter(
+                (h[0].weight * idf(h[0].term, 1.0) * QUALITY[h[1]] for h in listed),
+                dtype=np.float64,
+                count=len(listed),
+            )
         # Per service the heaviest hit; a service with no positive weight has no evidence.
         positive = weights > 0.0
         hit_services, hit_weights = services[positive], weights[positive]
@@ -581,6 +638,35 @@ class CatalogueIndex:
         vector = (hit_services[first], hit_weights[first])
         cached = self._grouped_cache[word] = (vector, hits, services)
         return cached
+
+    def _direct_arrays(
+        self, word: str
+    ) -> tuple[_KeyHits, npt.NDArray[np.int64], npt.NDArray[np.float64]] | None:
+        """_direct's hits, their services and weights, from the key arrays; None when the
+        word needs _lookup: no direct hit (compound, fuzzy), a short stem whose postings are
+        checked one by one, or a catalogue without key arrays."""
+        if not self._key_spans:
+            return None
+        lists, kinds, starts = [], [], []
+        services, weights = [], []
+        count = 0
+        for key in sorted(self.keys(word), key=lambda k: (k != word, k)):
+            span = self._key_spans.get(key)
+            if span is None:
+                continue
+            if key != word and len(key) < SHORT_STEM:
+                return None
+            kind = "exact" if key == word else "stem"
+            lists.append(self.postings[key])
+            kinds.append(kind)
+            starts.append(count)
+            services.append(self._key_services[span[0] : span[1]])
+            weights.append(self._key_weights[span[0] : span[1]] * QUALITY[kind])
+            count += span[1] - span[0]
+        if not lists:
+            return None
+        hits = _KeyHits(tuple(lists), tuple(kinds), tuple(starts), word)
+        return hits, np.concatenate(services), np.concatenate(weights)
 
     def _group_vector(self, key: str, group: int) -> _Vector:
         """Services and weights of the phrases of one pattern group (see _group_phrases)."""
@@ -809,7 +895,7 @@ class CatalogueIndex:
             else:
                 _, word_hits, hit_services = self._grouped(token.text)
                 # The shortlisted services' hits, in the order they were found.
-                found = [word_hits[i] for i in np.flatnonzero(chosen[hit_services])]
+                found = [word_hits[i] for i in np.flatnonzero(chosen[hit_services]).tolist()]
             for posting, how, word in found:
                 weight = posting.weight * idf(posting.term, 1.0) * quality[how]
                 if in_subject:

@@ -169,10 +169,8 @@ def test_work_tickets_are_not_private_matters(tiny, body):
     assert not tiny.classify(body).private_matter
 
 
-def test_large_catalogue_shortlist_gives_the_exact_answer(monkeypatch):
-    """Above SHORTLIST_ABOVE services only a shortlist is scored exactly; it must not change
-    the winner or its score (checked against full scoring on the same index)."""
-    import connector.classify as classify_module
+def _large_catalogue() -> Catalogue:
+    """The real catalogue plus 400 made-up services that share its everyday words."""
     from connector.catalogue import load_catalogue
     from tests.e2e import ROOT
 
@@ -189,9 +187,24 @@ def test_large_catalogue_shortlist_gives_the_exact_answer(monkeypatch):
         for u, unit in enumerate(units)
         for thing in things
     ]
-    catalogue = Catalogue.model_validate({**real, "services": real["services"] + extra})
+    return Catalogue.model_validate({**real, "services": real["services"] + extra})
+
+
+@pytest.fixture(scope="module")
+def large_index():
+    import connector.classify as classify_module
+
+    catalogue = _large_catalogue()
     assert len(catalogue.services) > classify_module.SHORTLIST_ABOVE
-    index = build_index(catalogue)
+    return build_index(catalogue)
+
+
+def test_large_catalogue_shortlist_gives_the_exact_answer(monkeypatch, large_index):
+    """Above SHORTLIST_ABOVE services only a shortlist is scored exactly; it must not change
+    the winner or its score (checked against full scoring on the same index)."""
+    import connector.classify as classify_module
+
+    index = large_index
     tickets = [
         ("Skriveren på rådhuset", "skriveren har papirstopp igjen"),
         ("VPN", "AnyConnect says login failed when I work from home"),
@@ -204,6 +217,45 @@ def test_large_catalogue_shortlist_gives_the_exact_answer(monkeypatch):
     assert [(m.service, m.score, m.runner_up) for m in short] == [
         (m.service, m.score, m.runner_up) for m in exact
     ]
+
+
+def test_key_arrays_give_a_word_the_same_hits_as_its_postings(large_index, monkeypatch):
+    """A large catalogue reads a word's direct hits from arrays built with the index; they
+    must be the very hits, weights and services that listing the postings gives."""
+    import numpy as np
+
+    from connector.classify import _KeyHits
+
+    index = large_index
+    # Exact and stemmed forms, a short stem, a compound, a typo, an unknown word.
+    words = [
+        "printer",
+        "skriveren",
+        "passord",
+        "outlook",
+        "vpn",
+        "wifi",
+        "skjermen",
+        "hjemmetjenesten",
+        "pc",
+        "skrivertrøbbel",
+        "outlookk",
+        "zyxxy",
+    ]
+    index._grouped_cache.clear()
+    fast = [index._grouped(word) for word in words]
+    assert any(isinstance(hits, _KeyHits) for _, hits, _ in fast)
+    index._grouped_cache.clear()
+    monkeypatch.setattr(index, "_key_spans", {})
+    slow = [index._grouped(word) for word in words]
+    index._grouped_cache.clear()
+    for word, (vector, hits, services), (vector2, hits2, services2) in zip(
+        words, fast, slow, strict=True
+    ):
+        assert np.array_equal(vector[0], vector2[0]), word
+        assert np.array_equal(vector[1], vector2[1]), word
+        assert np.array_equal(services, services2), word
+        assert [hits[i] for i in range(len(services))] == list(hits2), word
 
 
 def test_derivations_cut_to_a_short_stem_do_not_meet_unrelated_words():
