@@ -23,8 +23,8 @@ import math
 from array import array
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any, Protocol
@@ -60,6 +60,10 @@ SHORTLIST = 40
 MIN_SCORE = 2.0  # below this the ticket is about nothing in the catalogue
 # A private matter picks an unsupported service with this share of MIN_SCORE as evidence.
 PRIVATE_SHARE = 0.5
+# A matter outside IT (thesaurus scope "outside") must outweigh the best service this many
+# times: in a ticket about furniture the IT words are incidental ("the computers we carry
+# ourselves"), in an IT ticket the outside words are context ("printer by the coffee machine").
+OUTSIDE_RATIO = 2.0
 STRENGTH_SCALE = 4.0  # score at which strength reaches 1 - 1/e
 MIN_FUZZY_LEN = 5
 FUZZY2_LEN = 11  # words this long may be two edits off
@@ -74,6 +78,10 @@ class Concept:
     id: str
     terms: dict[str, tuple[str, ...]]  # language -> terms
     topic: str = ""  # concepts of one topic (one thesaurus file) are siblings
+    # "it", or "outside": a matter outside IT (furniture, parking) that a ticket sent to the
+    # IT desk may be about; see CatalogueIndex.outside.
+    scope: str = "it"
+    label: dict[str, str] = field(default_factory=dict)  # language -> name, for notes
 
 
 @cache
@@ -91,7 +99,10 @@ def shipped_thesaurus() -> tuple[Concept, ...]:
 
 
 def parse_thesaurus(raw: dict[str, object], topic: str = "") -> tuple[Concept, ...]:
+    """Concepts of one thesaurus file: per concept an id, terms per language, and an optional
+    label per language; the file's `scope` (default "it") applies to all of them."""
     concepts = raw.get("concepts", []) if isinstance(raw, dict) else []
+    scope = str(raw.get("scope") or "it") if isinstance(raw, dict) else "it"
     out = []
     for item in concepts if isinstance(concepts, list) else []:
         terms = {
@@ -99,7 +110,11 @@ def parse_thesaurus(raw: dict[str, object], topic: str = "") -> tuple[Concept, .
             for lang, words in item.items()
             if lang != "id" and isinstance(words, list)
         }
-        out.append(Concept(id=str(item["id"]), terms=terms, topic=topic))
+        label = item.get("label")
+        labels = {str(k): str(v) for k, v in label.items()} if isinstance(label, dict) else {}
+        # Matters outside IT are unrelated to each other: no topic, so no sibling links (a
+        # service that names server-room ventilation is not about coffee machines).
+        out.append(Concept(str(item["id"]), terms, topic if scope == "it" else "", scope, labels))
     return tuple(out)
 
 
@@ -218,6 +233,11 @@ class CatalogueIndex:
     private_cues: IntentCues = field(default_factory=lambda: IntentCues())
     stopwords: frozenset[str] = frozenset()
     it_vocabulary: frozenset[str] = frozenset()
+    # Matters outside IT that no service takes (see _build_outside), as services of their
+    # own in a small index of their own; None when there are none.
+    outside: CatalogueIndex | None = None
+    keyword_parts: bool = True  # words of a multi-word keyword also count alone (PART_SHARE)
+    outside_concepts: dict[str, Concept] = field(default_factory=dict)
     compounding: tuple[str, ...] = ()  # languages that write compounds as one word
     _token_cache: dict[str, list[tuple[Posting, str, str]]] = field(default_factory=dict)
     _grouped_cache: dict[str, _WordHits] = field(default_factory=dict)
@@ -337,10 +357,7 @@ class CatalogueIndex:
             words = self._words(term)
             if not words:
                 continue
-            canonical = self._canonical_cache.get(term)
-            if canonical is None:
-                canonical = " ".join(min(self.keys(w)) for w in words)
-                self._canonical_cache[term] = canonical
+            canonical = self._canonical(term)
             if len(words) == 1:
                 if words[0] in self.stopwords:
                     continue
@@ -381,7 +398,9 @@ class CatalogueIndex:
             terms.append((_strip_brackets(name), "name", name_weight, True, lang))
             terms += [(inner, "name", name_weight, True, lang) for inner in _brackets(name)]
         for lang, words in service.keywords.items():
-            terms += [(w, "keyword", self._keyword_weight(w), True, lang) for w in words]
+            terms += [
+                (w, "keyword", self._keyword_weight(w), self.keyword_parts, lang) for w in words
+            ]
         for lang, text in service.description.items():
             # Descriptions are prose: only their IT words carry signal.
             terms += [
@@ -448,28 +467,34 @@ class CatalogueIndex:
         ]
         concept_words: dict[str, set[int]] = defaultdict(set)  # word key → concepts
         concept_phrases: dict[str, list[tuple[int, tuple[frozenset[str], ...]]]] = defaultdict(list)
+        it_vocabulary: set[str] = set()
         for index, terms in enumerate(concept_terms):
             for term, _ in terms:
                 words = self._words(term)
                 if len(words) == 1 and words[0] not in self.stopwords:
                     for key in self.keys(words[0]):
                         concept_words[key].add(index)
+                        if concepts[index].scope == "it":
+                            it_vocabulary.add(key)
                 elif len(words) > 1:
                     keys = tuple(self.keys(w) for w in words)
                     for key in keys[0]:
                         concept_phrases[key].append((index, keys))
-        self.it_vocabulary = frozenset(concept_words)
+        self.it_vocabulary = frozenset(it_vocabulary)
         by_topic = _topics(concepts)
         labels = [f"thesaurus:{c.id}" for c in concepts]
         compiled: dict[int, list[_ConceptTerm]] = {}
         sizes = []
+        taken: set[int] = set()  # concepts linked to some service, if only as a sibling
         for number, service in enumerate(self.services):
             own = self._service_terms(service)
             before = self._count_terms()
             for term, source, weight, parts, lang in own:
                 self._add_term(number, term, source, weight, parts, lang)
             linked = self._linked_concepts(own, concept_words, concept_phrases)
-            for concept, strength in _with_siblings(linked, concepts, by_topic).items():
+            with_siblings = _with_siblings(linked, concepts, by_topic)
+            taken.update(with_siblings)
+            for concept, strength in with_siblings.items():
                 label = labels[concept]
                 weight = FIELD_WEIGHT["thesaurus"] * strength
                 # = self._add_term(number, term, label, weight, False, lang) for each term
@@ -495,7 +520,53 @@ class CatalogueIndex:
         ]
         self._norm = np.array(self.norm, dtype=np.float64)
         self._build_cues()
+        claimed = {
+            self._canonical(term)
+            for i in taken
+            if concepts[i].scope == "it"
+            for term, _ in concept_terms[i]
+        }
+        self._build_outside(
+            [
+                _without(c, claimed, self._canonical)
+                for i, c in enumerate(concepts)
+                if c.scope == "outside" and i not in taken
+            ]
+        )
         return self
+
+    def _canonical(self, term: str) -> str:
+        """A term as the index files it: its words' smallest keys, joined."""
+        canonical = self._canonical_cache.get(term)
+        if canonical is None:
+            canonical = " ".join(min(self.keys(w)) for w in self._words(term))
+            self._canonical_cache[term] = canonical
+        return canonical
+
+    def _build_outside(self, concepts: Sequence[Concept]) -> None:
+        """Matters outside IT that no service of the catalogue names (a catalogue with a
+        facilities service takes "coffee machine" like any other concept). Each becomes a
+        service of a small index of its own, so a ticket's outside evidence is scored the
+        same way as its IT evidence and the two can be compared (see classify)."""
+        languages = list(dict.fromkeys([*self.languages, *(g for c in concepts for g in c.terms)]))
+        services = [
+            {
+                "id": concept.id,
+                "name": {"en": concept.label.get("en") or concept.id.replace("-", " ")},
+                "keywords": {lang: list(terms) for lang, terms in concept.terms.items()},
+            }
+            for concept in concepts
+        ]
+        if not services:
+            return
+        catalogue = Catalogue.model_validate(
+            {"version": 1, "languages": languages, "services": services}
+        )
+        # An outside matter counts whole ("office chair"), not by its everyday words ("office").
+        self.outside = CatalogueIndex(
+            catalogue=catalogue, languages=tuple(languages), keyword_parts=False
+        ).build(())
+        self.outside_concepts = {c.id: c for c in concepts}
 
     def _count_terms(self) -> int:
         """Entries in postings + phrases (kept as a running count: summing the lists once
@@ -946,12 +1017,16 @@ class CatalogueIndex:
         is_private = private_score >= self.private_cues.threshold
         if is_private:
             scored = self._private_first(unsorted, scored)
-        if not scored or scored[0][0] < MIN_SCORE:
+        outside = None if is_private else self._outside_it(tokens, scored[0][0] if scored else 0.0)
+        if not scored or scored[0][0] < MIN_SCORE or outside is not None:
+            concept, outside_evidence = outside or (None, ())
             return ServiceMatch(
                 service=None,
                 score=round(scored[0][0], 3) if scored else 0.0,
                 confidence=_confidence(scored),
                 language=language,
+                evidence=outside_evidence,
+                outside=_label(concept, language) if concept else None,
                 change_cues=cues,
                 change_score=change_score,
                 change_intent=is_change,
@@ -978,6 +1053,24 @@ class CatalogueIndex:
             private_matter=is_private,
         )
 
+    def _outside_it(
+        self, tokens: Sequence[Token], best: float
+    ) -> tuple[Concept, tuple[Evidence, ...]] | None:
+        """The matter outside IT a ticket is about, when its evidence outweighs the best
+        service's OUTSIDE_RATIO times: "the coffee machine shows E12 on its display" is
+        about a coffee machine, whatever service "display" belongs to."""
+        if self.outside is None:
+            return None
+        unsorted, kept = self.outside._score(tokens)
+        if not unsorted:
+            return None
+        score, number = min(unsorted, key=self.outside._rank)
+        if score < MIN_SCORE or score <= best * OUTSIDE_RATIO:
+            return None
+        concept = self.outside_concepts[self.outside.services[number].id]
+        evidence = sorted((h.evidence for h in kept[number]), key=lambda e: (-e.weight, e.term))
+        return concept, tuple(evidence[:6])
+
     def _private_first(
         self, unsorted: list[tuple[float, int]], scored: list[tuple[float, int]]
     ) -> list[tuple[float, int]]:
@@ -995,6 +1088,20 @@ class CatalogueIndex:
         # confidence margin, is among the unsupported ones.
         ranked = heapq.nsmallest(2, unsupported, key=self._rank)
         return [(max(ranked[0][0], MIN_SCORE), ranked[0][1]), *ranked[1:]]
+
+
+def _without(concept: Concept, claimed: set[str], canonical: Callable[[str], str]) -> Concept:
+    """An outside concept minus the terms that an IT concept of the catalogue's services has
+    too: "sick leave" is a matter for the HR system when the catalogue has one."""
+    terms = {
+        lang: tuple(t for t in words if canonical(t) not in claimed)
+        for lang, words in concept.terms.items()
+    }
+    return replace(concept, terms=terms)
+
+
+def _label(concept: Concept, language: str) -> str:
+    return concept.label.get(language) or concept.label.get("en") or concept.id.replace("-", " ")
 
 
 def _topics(concepts: Sequence[Concept]) -> dict[str, list[int]]:

@@ -136,6 +136,8 @@ def classify(
     click.echo(f"tags:       {', '.join(decision.tags)}")
     for ev in match.evidence:
         click.echo(f"evidence:   {ev.word!r} → {ev.term!r} ({ev.source}, {ev.how}, {ev.weight})")
+    if match.outside:
+        click.echo(f"outside IT: {match.outside}")
     if match.change_cues:
         click.echo(f"change:     {', '.join(match.change_cues)}")
     click.echo("note:\n  " + decision.note.replace("\n", "\n  "))

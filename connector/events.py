@@ -40,6 +40,9 @@ class ServiceMatch(_Frozen):
     change_intent: bool = False
     private_cues: tuple[str, ...] = ()  # private-matter evidence
     private_matter: bool = False
+    # With no service: the matter outside IT the ticket is about ("furniture"), in its
+    # language; the evidence then lists its terms.
+    outside: str | None = None
 
 
 class SLATimes(_Frozen):

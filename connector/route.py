@@ -97,7 +97,9 @@ def render_note(
     t = _texts(lang)
     process_name = t["processes"][decision.process]
     lines = [f"{NOTE_MARKER} " + t["routed"].format(process=process_name, queue=decision.queue)]
-    if service is None:
+    if service is None and match.outside:
+        lines.append(t["outside"].format(matter=match.outside, evidence=_evidence(match)))
+    elif service is None:
         lines.append(t["no_service"].format(guess=match.runner_up or "-"))
     else:
         name = pick_text(service.name, lang)
@@ -107,14 +109,7 @@ def render_note(
             )
         )
         if match.evidence:
-            lines.append(
-                t["evidence"].format(
-                    evidence=", ".join(
-                        f"{e.word} → {e.term}" if e.word != e.term else e.term
-                        for e in match.evidence
-                    )
-                )
-            )
+            lines.append(t["evidence"].format(evidence=_evidence(match)))
         if not service.supported:
             lines.append(t["unsupported"].format(service_name=name))
             if service.reason:
@@ -143,6 +138,10 @@ def render_note(
             t["low_confidence"].format(threshold=mapping.confidence_threshold, queue=decision.queue)
         )
     return "\n".join(lines)
+
+
+def _evidence(match: ServiceMatch) -> str:
+    return ", ".join(f"{e.word} → {e.term}" if e.word != e.term else e.term for e in match.evidence)
 
 
 def is_own_note(text: str) -> bool:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from connector.catalogue import Catalogue
-from connector.classify import Concept, build_index
+from connector.classify import MIN_SCORE, Concept, build_index, ticket_tokens
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,12 @@ def tiny():
         Concept("vpn", {"en": ("vpn", "anyconnect"), "nb": ("vpn", "hjemmekontor")}),
     ]
     return build_index(catalogue, concepts)
+
+
+@pytest.fixture(scope="module")
+def shipped(tiny):
+    """The tiny catalogue with the thesaurus that ships with the product."""
+    return build_index(tiny.catalogue)
 
 
 def test_exact_keyword_with_evidence(tiny):
@@ -197,6 +203,100 @@ def large_index():
     catalogue = _large_catalogue()
     assert len(catalogue.services) > classify_module.SHORTLIST_ABOVE
     return build_index(catalogue)
+
+
+@pytest.mark.parametrize(
+    "subject,body,matter",
+    [
+        ("Broken office chair", "The lever that lowers my office chair is broken.", "furniture"),
+        (
+            "Kaffemaskinen",
+            "Kaffemaskinen i 4. etasje lekker og viser E12 på displayet.",
+            "kjøkken og kaffemaskiner",
+        ),
+        (
+            "Parking",
+            "How do I get a parking permit for the garage? I start driving to work.",
+            "parking and vehicles",
+        ),
+    ],
+)
+def test_a_matter_outside_it_has_no_service_and_says_what_it_is(shipped, subject, body, matter):
+    found = shipped.classify(body, subject)
+    assert found.service is None
+    assert found.outside == matter
+    assert found.evidence  # the outside terms that decided it
+
+
+def test_an_outside_matter_outweighs_an_incidental_it_word():
+    """On the example catalogue "displayet" is evidence for meeting rooms (room displays); the
+    coffee machine it belongs to outweighs it."""
+    from connector.catalogue import load_catalogue
+    from tests.e2e import ROOT
+
+    index = build_index(load_catalogue(ROOT / "catalogue.yaml"))
+    body = "hei, kaffemaskinen i 4. etg lekker vann og viser E12 på displayet. hvem fikser?"
+    assert index.candidates(ticket_tokens("Kaffemaskinen", body))[0][0][0] >= MIN_SCORE
+    found = index.classify(body, "Kaffemaskinen")
+    assert (found.service, found.outside) == (None, "kjøkken og kaffemaskiner")
+    assert found.runner_up == "meeting-rooms"
+
+
+@pytest.mark.parametrize(
+    "body,service",
+    [
+        ("The printer next to the coffee machine on the 2nd floor has a paper jam", "printing"),
+        ("Outlook says my mailbox is full, I go on parental leave tomorrow", "email"),
+    ],
+)
+def test_it_tickets_that_mention_an_outside_matter_keep_their_service(shipped, body, service):
+    found = shipped.classify(body)
+    assert (found.service, found.outside) == (service, None)
+
+
+def test_a_service_that_names_an_outside_matter_takes_it():
+    """A catalogue with a facilities service routes coffee machines to it."""
+    catalogue = Catalogue.model_validate(
+        {
+            "version": 1,
+            "languages": ["en", "nb"],
+            "services": [
+                {"id": "printing", "name": {"en": "Printing"}, "keywords": {"en": ["printer"]}},
+                {
+                    "id": "facilities",
+                    "name": {"en": "Facilities", "nb": "Drift av bygg"},
+                    "keywords": {"en": ["coffee machine"], "nb": ["kaffemaskin"]},
+                },
+            ],
+        }
+    )
+    index = build_index(catalogue)
+    found = index.classify("Kaffemaskinen lekker vann")
+    assert (found.service, found.outside) == ("facilities", None)
+    assert index.outside is not None and "kitchen-and-coffee" not in index.outside_concepts
+    assert not index.is_it_word("kontorstol")  # outside words do not weigh as IT words
+
+
+def test_words_an_it_concept_of_the_catalogue_shares_are_not_outside_evidence():
+    """ "Sick leave" is outside IT, unless the catalogue has an HR system that takes it."""
+    hr = {
+        "id": "hr-system",
+        "name": {"en": "HR system"},
+        "keywords": {"en": ["sick leave", "payroll"]},
+    }
+    printing = {"id": "printing", "name": {"en": "Printing"}, "keywords": {"en": ["printer"]}}
+    body = "How do I report sick leave for tomorrow?"
+    with_hr = build_index(
+        Catalogue.model_validate({"version": 1, "languages": ["en"], "services": [printing, hr]})
+    )
+    without = build_index(
+        Catalogue.model_validate({"version": 1, "languages": ["en"], "services": [printing]})
+    )
+    assert with_hr.classify(body).service == "hr-system"
+    assert (without.classify(body).service, without.classify(body).outside) == (
+        None,
+        "personnel matters",
+    )
 
 
 def test_large_catalogue_shortlist_gives_the_exact_answer(monkeypatch, large_index):

@@ -74,6 +74,28 @@ def test_nothing_matches_is_relation_without_service():
     assert not decision.low_confidence
 
 
+@pytest.mark.parametrize(
+    "language,matter,expected",
+    [
+        ("en", "furniture", "outside IT (furniture: chair)"),
+        ("nb", "møbler", "utenfor IT (møbler: chair)"),
+    ],
+)
+def test_matter_outside_it_is_relation_and_the_note_names_it(language, matter, expected):
+    chair = Evidence(term="chair", word="chair", source="keyword", how="exact", weight=4.2)
+    outside = match(None, confidence=0.4, language=language).model_copy(
+        update={"outside": matter, "evidence": (chair,), "runner_up": "workplace-pc"}
+    )
+    decision = decide(EVENT, outside, CATALOGUE, MAPPING)
+    assert (decision.process, decision.service, decision.queue) == (
+        "relation",
+        None,
+        "BPSM Relation",
+    )
+    assert expected in decision.note
+    assert "No service in the catalogue matches" not in decision.note
+
+
 def test_change_intent_on_a_supported_service_is_change_with_approver():
     decision = decide(EVENT, match("erp", change=True), CATALOGUE, MAPPING)
     assert (decision.process, decision.queue, decision.approver_group) == (
