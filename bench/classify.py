@@ -167,8 +167,13 @@ def run_one(
             "service_accuracy": correct / len(cls_ms),
         }
     gc.callbacks.remove(on_gc)
-    cached_words = len(getattr(index, "_token_cache", {}))
-    cached_hits = sum(len(v) for v in getattr(index, "_token_cache", {}).values())
+    # Small catalogues cache a word's hits as a list, large ones as arrays (_grouped_cache).
+    listed = getattr(index, "_token_cache", {})
+    grouped = getattr(index, "_grouped_cache", {})
+    cached_words = len(set(listed) | set(grouped))
+    cached_hits = max(
+        sum(len(v) for v in listed.values()), sum(len(v[2]) for v in grouped.values())
+    )
     return {
         "label": size,
         "cached_words": cached_words,

@@ -178,18 +178,29 @@ class _Hits(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class _KeyHits:
-    """A word's direct hits in the order _direct lists them, read from the postings on
-    demand: the scorer only needs the shortlisted services' few among thousands."""
+class _Segment:
+    """Hits of a ticket word that share a key: postings[key] (or, for a short stem, those at
+    `chosen`), each matched as `how` by `word` (the ticket word, or a compound's part)."""
 
-    lists: tuple[list[Posting], ...]  # the postings of each of the word's keys
-    kinds: tuple[str, ...]  # exact | stem, per key
-    starts: tuple[int, ...]  # index of each key's first hit
+    key: str
+    how: str
     word: str
+    chosen: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyHits:
+    """A word's hits in the order _lookup lists them, read from the postings on demand: the
+    scorer only needs the shortlisted services' few among thousands."""
+
+    lists: tuple[Sequence[Posting], ...]  # the postings of each segment
+    segments: tuple[_Segment, ...]
+    starts: tuple[int, ...]  # index of each segment's first hit
 
     def __getitem__(self, index: int, /) -> tuple[Posting, str, str]:
         part = bisect_right(self.starts, index) - 1
-        return (self.lists[part][index - self.starts[part]], self.kinds[part], self.word)
+        segment = self.segments[part]
+        return (self.lists[part][index - self.starts[part]], segment.how, segment.word)
 
 
 # A word's best weight per service, its hits, and the service of each hit.
@@ -246,6 +257,11 @@ class CatalogueIndex:
     _key_services: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     _key_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     _key_spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # ...and for a short stem (see _direct): its distinct term surfaces, and per posting the
+    # number of its surface.
+    _key_surfaces: dict[str, tuple[list[str], npt.NDArray[np.int64]]] = field(
+        default_factory=dict
+    )
     _group_vectors: dict[tuple[str, int], _Vector] = field(default_factory=dict)
     # Memos of pure functions of a word or term (building re-reads every thesaurus term once
     # per linked service; matching asks for a word's keys several times per ticket).
@@ -611,6 +627,10 @@ class CatalogueIndex:
             )
             self._key_spans[key] = (offset, offset + count)
             offset += count
+            if len(key) < SHORT_STEM:
+                names: dict[str, int] = {}
+                numbers = [names.setdefault(p.surface, len(names)) for p in postings]
+                self._key_surfaces[key] = (list(names), np.array(numbers, dtype=np.int64))
         if services:
             self._key_services = np.concatenate(services)
             self._key_weights = np.concatenate(weights)
@@ -667,15 +687,31 @@ class CatalogueIndex:
         cached = self._token_cache.get(word)
         if cached is not None:
             return cached
+        found = [
+            (posting, segment.how, segment.word)
+            for segment in self._segments(word)
+            for posting in self._postings(segment)
+        ]
+        if len(self._token_cache) > 100_000:
+            self._token_cache.clear()
+        self._token_cache[word] = found
+        return found
+
+    def _segments(self, word: str) -> list[_Segment]:
+        """Where a word's hits are: its direct keys, else a compound's parts, else the words
+        one typo away."""
         found = self._direct(word)
         if not found and len(word) >= MIN_COMPOUND_LEN:
             found = self._compound(word)
         if not found and len(word) >= MIN_FUZZY_LEN and not word.isdigit():
             found = self._fuzzy(word)
-        if len(self._token_cache) > 100_000:
-            self._token_cache.clear()
-        self._token_cache[word] = found
         return found
+
+    def _postings(self, segment: _Segment) -> Sequence[Posting]:
+        postings = self.postings.get(segment.key, ())
+        if segment.chosen is None:
+            return postings
+        return [postings[i] for i in segment.chosen]
 
     def _grouped(self, word: str) -> _WordHits:
         """A word's best weight per service, its hits and their services; cached like
@@ -684,10 +720,10 @@ class CatalogueIndex:
         cached = self._grouped_cache.get(word)
         if cached is not None:
             return cached
-        direct = self._direct_arrays(word)
+        arrays = self._segment_arrays(word)
         hits: _Hits
-        if direct is not None:
-            hits, services, weights = direct
+        if arrays is not None:
+            hits, services, weights = arrays
         else:
             listed = hits = self._lookup(word)
             idf = self.idf.get
@@ -710,33 +746,34 @@ class CatalogueIndex:
         cached = self._grouped_cache[word] = (vector, hits, services)
         return cached
 
-    def _direct_arrays(
+    def _segment_arrays(
         self, word: str
     ) -> tuple[_KeyHits, npt.NDArray[np.int64], npt.NDArray[np.float64]] | None:
-        """_direct's hits, their services and weights, from the key arrays; None when the
-        word needs _lookup: no direct hit (compound, fuzzy), a short stem whose postings are
-        checked one by one, or a catalogue without key arrays."""
+        """A word's hits, their services and weights, from the key arrays; None for a
+        catalogue without them (up to SHORTLIST_ABOVE services)."""
         if not self._key_spans:
             return None
-        lists, kinds, starts = [], [], []
-        services, weights = [], []
+        segments = self._segments(word)
+        lists: list[Sequence[Posting]] = []
+        starts: list[int] = []
+        services: list[npt.NDArray[np.int64]] = []
+        weights: list[npt.NDArray[np.float64]] = []
         count = 0
-        for key in sorted(self.keys(word), key=lambda k: (k != word, k)):
-            span = self._key_spans.get(key)
-            if span is None:
-                continue
-            if key != word and len(key) < SHORT_STEM:
-                return None
-            kind = "exact" if key == word else "stem"
-            lists.append(self.postings[key])
-            kinds.append(kind)
+        for segment in segments:
+            start, end = self._key_spans[segment.key]
+            key_services = self._key_services[start:end]
+            key_weights = self._key_weights[start:end] * QUALITY[segment.how]
+            if segment.chosen is not None:
+                chosen = np.array(segment.chosen, dtype=np.int64)
+                key_services, key_weights = key_services[chosen], key_weights[chosen]
+            lists.append(self._postings(segment))
             starts.append(count)
-            services.append(self._key_services[span[0] : span[1]])
-            weights.append(self._key_weights[span[0] : span[1]] * QUALITY[kind])
-            count += span[1] - span[0]
-        if not lists:
-            return None
-        hits = _KeyHits(tuple(lists), tuple(kinds), tuple(starts), word)
+            services.append(key_services)
+            weights.append(key_weights)
+            count += len(key_services)
+        hits = _KeyHits(tuple(lists), tuple(segments), tuple(starts))
+        if not segments:
+            return hits, np.zeros(0, np.int64), np.zeros(0, np.float64)
         return hits, np.concatenate(services), np.concatenate(weights)
 
     def _group_vector(self, key: str, group: int) -> _Vector:
@@ -842,30 +879,47 @@ class CatalogueIndex:
             hits += [(phrases[p], start) for p in sorted(positions)]
         return hits
 
-    def _direct(self, word: str, how: str | None = None) -> list[tuple[Posting, str, str]]:
+    def _direct(self, word: str) -> list[_Segment]:
         # Exact form first and every posting kept: the scorer keeps the best per term, and
         # the result must not depend on set iteration order (hash seeds differ per process).
         out = []
         for key in sorted(self.keys(word), key=lambda k: (k != word, k)):
-            kind = how or ("exact" if key == word else "stem")
+            kind = "exact" if key == word else "stem"
             postings = self.postings.get(key, ())
+            if not postings:
+                continue
             if key != word and len(key) < SHORT_STEM:
-                postings = [p for p in postings if self._same_family(word, p.surface)]
-            out += [(posting, kind, word) for posting in postings]
+                chosen = self._same_family_postings(word, key)
+                if chosen:
+                    out.append(_Segment(key, kind, word, chosen))
+                continue
+            out.append(_Segment(key, kind, word))
         return out
+
+    def _same_family_postings(self, word: str, key: str) -> tuple[int, ...]:
+        """Positions in postings[key] (a short stem) of the terms of the word's family; the
+        test is made once per distinct term, not once per posting."""
+        surfaces = self._key_surfaces.get(key)
+        if surfaces is None:
+            return tuple(
+                i for i, p in enumerate(self.postings[key]) if self._same_family(word, p.surface)
+            )
+        names, numbers = surfaces
+        family = [n for n, surface in enumerate(names) if self._same_family(word, surface)]
+        return tuple(np.flatnonzero(np.isin(numbers, family)).tolist())
 
     def _same_family(self, word: str, surface: str) -> bool:
         words = self._words(surface)  # the term as the ticket's words are: folded, joined
         return len(words) != 1 or _same_family(word, words[0])
 
-    def _compound(self, word: str) -> list[tuple[Posting, str, str]]:
+    def _compound(self, word: str) -> list[_Segment]:
         """Split a compound into head + tail that are both, or whose tail is, a known term.
 
         Norwegian puts the meaning-bearing part last ("trådløs|nettet" is a network), so a
         known tail alone is enough; a known head alone is accepted only when long (≥ 5),
         which keeps "pass|ord" style accidents out.
         """
-        best: list[tuple[Posting, str, str]] = []
+        best: list[_Segment] = []
         best_len = 0
         for cut in range(MIN_PART_LEN, len(word) - MIN_PART_LEN + 1):
             head, tail = word[:cut], word[cut:]
@@ -880,23 +934,21 @@ class CatalogueIndex:
                 best, best_len = head_hits + tail_hits, covered
         return best
 
-    def _part(self, part: str) -> list[tuple[Posting, str, str]]:
+    def _part(self, part: str) -> list[_Segment]:
         """Postings of a compound part: the part as written or stemmed in a compounding
         language (English stems of fragments, "ecting" → "ect", match nonsense)."""
         keys = sorted({part, *(stem(part, lang) for lang in self.compounding)})
-        return [
-            (posting, "compound", part) for key in keys for posting in self.postings.get(key, ())
-        ]
+        return [_Segment(key, "compound", part) for key in keys if self.postings.get(key)]
 
-    def _fuzzy(self, word: str) -> list[tuple[Posting, str, str]]:
+    def _fuzzy(self, word: str) -> list[_Segment]:
         limit = 2 if len(word) >= FUZZY2_LEN else 1
         candidates: set[str] = set(self.deletes.get(word, ()))
         for variant in _deletes(word):
             candidates |= self.deletes.get(variant, set())
-        out: list[tuple[Posting, str, str]] = []
+        out: list[_Segment] = []
         for candidate in sorted(candidates):
             if candidate[0] == word[0] and _osa_distance(word, candidate) <= limit:
-                out += [(p, "fuzzy", word) for p, _, _ in self._direct(candidate)]
+                out += [replace(s, how="fuzzy", word=word) for s in self._direct(candidate)]
         return out
 
     def change_intent(self, tokens: Sequence[Token]) -> tuple[float, tuple[str, ...]]:
