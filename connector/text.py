@@ -43,6 +43,7 @@ SNOWBALL = {
 MAX_CHARS = 20_000
 
 _TOKEN = re.compile(r"[^\W_]+(?:['’.\-/][^\W_]+)*", re.UNICODE)
+_JOINERS = re.compile(r"['’.\-/]")
 _HTML_HINT = re.compile(r"<\s*(?:/?[a-zA-Z][a-zA-Z0-9]*\b[^>]*|!--.*?--)>", re.S)
 _BLOCK_TAGS = {
     "p",
@@ -87,6 +88,7 @@ class LanguageData:
     change_cues: dict[str, tuple[str, ...]]
     change_intent: Intent
     private_intent: Intent
+    hyphen_suffixes: frozenset[str]  # of any language: tokens come before the language guess
 
     @property
     def all_stopwords(self) -> frozenset[str]:
@@ -134,6 +136,9 @@ def language_data() -> LanguageData:
         change_cues={lang: tuple(words) for lang, words in raw.get("change_cues", {}).items()},
         change_intent=_intent(raw["change_intent"]),
         private_intent=_intent(raw["private_intent"]),
+        hyphen_suffixes=frozenset(
+            fold(s) for words in raw.get("hyphen_suffixes", {}).values() for s in words
+        ),
     )
 
 
@@ -256,8 +261,18 @@ def clean_text(text: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Folded word tokens. Inner hyphens, dots and slashes are dropped so 'e-post', 'epost'
-    and 'E-POST' are one token, and 'wi-fi' equals 'wifi'."""
-    return [re.sub(r"['’.\-/]", "", m.group()) for m in _TOKEN.finditer(fold(text))]
+    and 'E-POST' are one token, and 'wi-fi' equals 'wifi'; an inflection written after a
+    hyphen is dropped too, so 'PC-en', 'VPN-et' and 'ssh-e' are 'pc', 'vpn' and 'ssh'."""
+    suffixes = language_data().hyphen_suffixes
+    return [_token(m.group(), suffixes) for m in _TOKEN.finditer(fold(text))]
+
+
+def _token(word: str, suffixes: frozenset[str]) -> str:
+    if "-" in word:
+        base, _, suffix = word.rpartition("-")
+        if suffix in suffixes and len(_JOINERS.sub("", base)) >= 2:
+            word = base
+    return _JOINERS.sub("", word)
 
 
 def guess_language(tokens: Iterable[str], candidates: Iterable[str], default: str) -> str:

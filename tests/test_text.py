@@ -18,6 +18,27 @@ def test_fold_unifies_case_and_dashes():
 
 def test_tokenize_joins_hyphenated_words_and_keeps_norwegian_letters():
     assert tokenize("E-post og Wi-Fi på kontoret!") == ["epost", "og", "wifi", "på", "kontoret"]
+
+
+def test_tokenize_drops_an_inflection_written_after_a_hyphen():
+    """Norwegian inflects abbreviations and brands with a hyphen: the token is the word."""
+    assert tokenize("PC-en, VPN-et og iPad-ene; prøvde å ssh-e inn") == [
+        "pc",
+        "vpn",
+        "og",
+        "ipad",
+        "prøvde",
+        "å",
+        "ssh",
+        "inn",
+    ]
+    # Not an inflection, or nothing left to inflect: joined as before.
+    assert tokenize("e-posten wi-fi-en login-noden x-en") == [
+        "eposten",
+        "wifi",
+        "loginnoden",
+        "xen",
+    ]
     assert tokenize("") == []
 
 
