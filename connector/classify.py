@@ -259,9 +259,7 @@ class CatalogueIndex:
     _key_spans: dict[str, tuple[int, int]] = field(default_factory=dict)
     # ...and for a short stem (see _direct): its distinct term surfaces, and per posting the
     # number of its surface.
-    _key_surfaces: dict[str, tuple[list[str], npt.NDArray[np.int64]]] = field(
-        default_factory=dict
-    )
+    _key_surfaces: dict[str, tuple[list[str], npt.NDArray[np.int64]]] = field(default_factory=dict)
     _group_vectors: dict[tuple[str, int], _Vector] = field(default_factory=dict)
     # Memos of pure functions of a word or term (building re-reads every thesaurus term once
     # per linked service; matching asks for a word's keys several times per ticket).
