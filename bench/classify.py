@@ -303,10 +303,12 @@ def report(rows: list[dict[str, Any]]) -> str:
             + f"; build time per service ×{b:.2f}"
         )
     largest = rows[-1]
-    p99 = max(largest["cold"]["p99_ms"], largest["warm"]["p99_ms"])
+    # Both cache states: warm is a running worker, cold a word it has never seen.
     verdicts = [
-        f"p99 at {largest['services']} services: {p99:.2f} ms "
-        f"({'meets' if p99 < P99_TARGET_MS else 'MISSES'} the < {P99_TARGET_MS:g} ms target)"
+        f"p99 at {largest['services']} services, {state}: {largest[state]['p99_ms']:.2f} ms "
+        f"({'meets' if largest[state]['p99_ms'] < P99_TARGET_MS else 'MISSES'} "
+        f"the < {P99_TARGET_MS:g} ms target)"
+        for state in ("warm", "cold")
     ]
     if len(rows) > 1:
         factor = largest["services"] / base["services"]
