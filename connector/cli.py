@@ -13,7 +13,14 @@ import click
 
 from connector.catalogue import CatalogueError, check_catalogue_document, load_catalogue
 from connector.classify import CatalogueIndex, build_index
-from connector.evaluate import DataError, evaluate, format_report, read_labelled, sweep
+from connector.evaluate import (
+    DataError,
+    evaluate,
+    format_errors,
+    format_report,
+    read_labelled,
+    sweep,
+)
 from connector.events import TicketEvent
 from connector.mapping import Mapping, MappingError, check_mapping_document, load_mapping
 from connector.route import decide
@@ -153,6 +160,7 @@ def classify(
     help="Confidence threshold for auto-routing (default: the mapping's).",
 )
 @click.option("--sweep", "do_sweep", is_flag=True, help="Show share vs accuracy per threshold.")
+@click.option("--errors", "show_errors", is_flag=True, help="List the misrouted tickets and why.")
 @click.option(
     "--html",
     "html_path",
@@ -167,6 +175,7 @@ def evaluate_command(
     as_json: bool,
     threshold: float | None,
     do_sweep: bool,
+    show_errors: bool,
     html_path: str | None,
     catalogue_path: str,
     mapping_path: str | None,
@@ -191,6 +200,8 @@ def evaluate_command(
         click.echo(json.dumps(result, ensure_ascii=False))
         return
     click.echo(format_report(result))
+    if show_errors:
+        click.echo("\n" + format_errors(tickets, result["predictions"]))
     if table is not None:
         click.echo("\nthreshold  routed  service-acc  process-acc")
         for row in table:

@@ -119,6 +119,13 @@ def evaluate(
                 "service": decision.service,
                 "process": decision.process,
                 "confidence": match.confidence,
+                # Why, for `bpsm evaluate --errors`: what a catalogue author needs to mend it.
+                "runner_up": match.runner_up,
+                "evidence": [
+                    e.term if e.word == e.term else f"{e.word} → {e.term}"
+                    for e in match.evidence[:3]
+                ],
+                "outside": match.outside,
             }
         )
     return summarise(tickets, predictions, threshold)
@@ -177,6 +184,26 @@ def sweep(
             }
         )
     return rows
+
+
+def format_errors(tickets: list[LabelledTicket], predictions: list[dict[str, Any]]) -> str:
+    """Each ticket whose service or process is wrong: labelled → predicted, the runner-up and
+    the words that decided it, so a catalogue author sees which keyword is missing or wins
+    where it should not."""
+    lines = []
+    for ticket, p in zip(tickets, predictions, strict=True):
+        if p["service"] == ticket.service and p["process"] == ticket.process:
+            continue
+        why = ", ".join(p.get("evidence") or []) or "no evidence"
+        if p.get("outside"):
+            why = f"outside IT ({p['outside']}): {why}"
+        lines.append(
+            f"line {ticket.line}: {ticket.service or '-'}/{ticket.process} → "
+            f"{p['service'] or '-'}/{p['process']}  (runner-up {p.get('runner_up') or '-'}; "
+            f"on {why})  {ticket.subject[:60]!r}"
+        )
+    header = f"misrouted: {len(lines)} of {len(tickets)} (labelled → predicted service/process)"
+    return "\n".join([header, *lines])
 
 
 def format_report(result: dict[str, Any]) -> str:

@@ -126,6 +126,26 @@ def test_evaluate_text_has_a_confusion_table_and_sweep():
     assert "threshold  routed" in out
 
 
+def test_evaluate_errors_lists_each_misrouted_ticket_and_why(tmp_path):
+    data = write_csv(
+        tmp_path / "t.csv",
+        [
+            ("Printer", "The printer on the 2nd floor keeps jamming", "printing", "reactive"),
+            ("Wrong", "The printer on the 2nd floor keeps jamming", "email", "change"),
+            ("Chair", "My office chair is broken, the lever is loose", "", "relation"),
+            ("Chair", "My office chair is broken, the lever is loose", "printing", "reactive"),
+        ],
+    )
+    code, out = run("evaluate", str(data), "--errors", "--catalogue", CATALOGUE)
+    assert code == 0
+    errors = out.split("misrouted: ")[1].splitlines()
+    assert errors[0] == "2 of 4 (labelled → predicted service/process)"
+    assert errors[1].startswith("line 3: email/change → printing/reactive")
+    assert "printer" in errors[1] and "'Wrong'" in errors[1]
+    assert errors[2].startswith("line 5: printing/reactive → -/relation")
+    assert "outside IT (furniture)" in errors[2]
+
+
 def test_evaluate_bad_csv_names_lines(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text(
