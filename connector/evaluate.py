@@ -121,10 +121,7 @@ def evaluate(
                 "confidence": match.confidence,
                 # Why, for `bpsm evaluate --errors`: what a catalogue author needs to mend it.
                 "runner_up": match.runner_up,
-                "evidence": [
-                    e.term if e.word == e.term else f"{e.word} → {e.term}"
-                    for e in match.evidence[:3]
-                ],
+                "evidence": [e.shown for e in match.evidence[:3]],
                 "outside": match.outside,
             }
         )

@@ -24,6 +24,11 @@ class Evidence(_Frozen):
     how: str  # exact | stem | phrase | compound | fuzzy
     weight: float
 
+    @property
+    def shown(self) -> str:
+        """As notes and reports show it: "skriveren → skriver", or the term alone."""
+        return self.term if self.word == self.term else f"{self.word} → {self.term}"
+
 
 class ServiceMatch(_Frozen):
     """The classifier's answer: best service (or none), its score and why."""

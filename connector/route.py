@@ -141,7 +141,7 @@ def render_note(
 
 
 def _evidence(match: ServiceMatch) -> str:
-    return ", ".join(f"{e.word} → {e.term}" if e.word != e.term else e.term for e in match.evidence)
+    return ", ".join(e.shown for e in match.evidence)
 
 
 def is_own_note(text: str) -> bool:
