@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from rapidfuzz.distance import OSA
 
 from connector.catalogue import Catalogue, Service
 from connector.events import Evidence, ServiceMatch
@@ -168,7 +169,7 @@ _ConceptTerm = tuple[str, str, list[Any], tuple[frozenset[str], ...] | None]
 
 # Services hit and one weight each, as arrays: the shortlist adds up thousands of them per
 # ticket, which numpy does in microseconds where a Python loop takes milliseconds.
-_Vector = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
+_Vector = tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.float64]]
 # A word's best weight per service (as a _Vector) and its hits per service.
 # A word's best weight per service (the shortlist's input), its hits, and each hit's service.
 
@@ -177,15 +178,20 @@ class _Hits(Protocol):
     def __getitem__(self, index: int, /) -> tuple[Posting, str, str]: ...
 
 
-@dataclass(frozen=True, slots=True)
+# Positions in a key's postings: a tuple, or an array in a large catalogue.
+_Positions = Sequence[int] | npt.NDArray[np.intp]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class _Segment:
     """Hits of a ticket word that share a key: postings[key] (or, for a short stem, those at
-    `chosen`), each matched as `how` by `word` (the ticket word, or a compound's part)."""
+    `chosen`, ascending), each matched as `how` by `word` (the ticket word, or a compound's
+    part)."""
 
     key: str
     how: str
     word: str
-    chosen: tuple[int, ...] | None = None
+    chosen: _Positions | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,14 +199,35 @@ class _KeyHits:
     """A word's hits in the order _lookup lists them, read from the postings on demand: the
     scorer only needs the shortlisted services' few among thousands."""
 
-    lists: tuple[Sequence[Posting], ...]  # the postings of each segment
+    lists: tuple[Sequence[Posting], ...]  # postings[key] of each segment
     segments: tuple[_Segment, ...]
     starts: tuple[int, ...]  # index of each segment's first hit
+    size: int
 
     def __getitem__(self, index: int, /) -> tuple[Posting, str, str]:
         part = bisect_right(self.starts, index) - 1
         segment = self.segments[part]
-        return (self.lists[part][index - self.starts[part]], segment.how, segment.word)
+        offset = index - self.starts[part]
+        if segment.chosen is not None:
+            offset = segment.chosen[offset]
+        return (self.lists[part][offset], segment.how, segment.word)
+
+    def pick(self, indices: npt.NDArray[np.intp]) -> list[tuple[Posting, str, str]]:
+        """The hits at `indices` (ascending), segment by segment: the scorer takes the
+        shortlisted services' hundreds of hits, and one lookup each was its costliest line."""
+        out: list[tuple[Posting, str, str]] = []
+        ends = np.searchsorted(indices, (*self.starts[1:], self.size)).tolist()
+        first = 0
+        for part, end in enumerate(ends):
+            if end > first:
+                segment = self.segments[part]
+                offsets = indices[first:end] - self.starts[part]
+                if segment.chosen is not None:
+                    offsets = np.asarray(segment.chosen)[offsets]
+                postings, how, word = self.lists[part], segment.how, segment.word
+                out += [(postings[i], how, word) for i in offsets.tolist()]
+            first = end
+        return out
 
 
 # A word's best weight per service, its hits, and the service of each hit.
@@ -257,10 +284,16 @@ class CatalogueIndex:
     _key_services: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     _key_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     _key_spans: dict[str, tuple[int, int]] = field(default_factory=dict)
-    # ...and for a short stem (see _direct): its distinct term surfaces, and per posting the
-    # number of its surface.
-    _key_surfaces: dict[str, tuple[list[str], npt.NDArray[np.int64]]] = field(default_factory=dict)
-    _group_vectors: dict[tuple[str, int], _Vector] = field(default_factory=dict)
+    # ...and for a short stem (see _direct): its distinct term surfaces, each with the
+    # positions of its postings.
+    _key_surfaces: dict[str, tuple[list[str], list[npt.NDArray[np.intp]]]] = field(
+        default_factory=dict
+    )
+    # ...and every key's phrases the same way (int32 services: 19 M phrases at 10,000
+    # services), with the offset of a key's first phrase.
+    _phrase_services: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    _phrase_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    _phrase_offsets: dict[str, int] = field(default_factory=dict)
     # Memos of pure functions of a word or term (building re-reads every thesaurus term once
     # per linked service; matching asks for a word's keys several times per ticket).
     _keys_cache: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -626,12 +659,38 @@ class CatalogueIndex:
             self._key_spans[key] = (offset, offset + count)
             offset += count
             if len(key) < SHORT_STEM:
-                names: dict[str, int] = {}
-                numbers = [names.setdefault(p.surface, len(names)) for p in postings]
-                self._key_surfaces[key] = (list(names), np.array(numbers, dtype=np.int64))
+                positions: dict[str, list[int]] = defaultdict(list)
+                for position, posting in enumerate(postings):
+                    positions[posting.surface].append(position)
+                self._key_surfaces[key] = (
+                    list(positions),
+                    [np.array(p, dtype=np.intp) for p in positions.values()],
+                )
         if services:
             self._key_services = np.concatenate(services)
             self._key_weights = np.concatenate(weights)
+        self._build_phrase_arrays()
+
+    def _build_phrase_arrays(self) -> None:
+        """Every key's phrases as arrays, once: a pattern linked to thousands of services
+        then gives its vector by one gather (_group_vector) instead of a loop over its phrases,
+        which made a worker's first tickets 5-10 times slower than later ones."""
+        idf = self.idf.get
+        services: list[npt.NDArray[np.int32]] = []
+        weights: list[npt.NDArray[np.float64]] = []
+        offset = 0
+        for key, phrases in self.phrases.items():
+            count = len(phrases)
+            postings = [phrase.posting for phrase in phrases]
+            services.append(np.fromiter((p.service for p in postings), np.int32, count))
+            weights.append(
+                np.fromiter((p.weight * idf(p.term, 1.0) for p in postings), np.float64, count)
+            )
+            self._phrase_offsets[key] = offset
+            offset += count
+        if services:
+            self._phrase_services = np.concatenate(services)
+            self._phrase_weights = np.concatenate(weights)
 
     def _compute_idf(self) -> None:
         services_with: dict[str, set[int]] = defaultdict(set)
@@ -734,13 +793,19 @@ class CatalogueIndex:
         # Per service the heaviest hit; a service with no positive weight has no evidence.
         positive = weights > 0.0
         hit_services, hit_weights = services[positive], weights[positive]
-        order = np.lexsort((-hit_weights, hit_services))
+        # Each segment lists its services ascending: a stable sort merges a few runs.
+        order = np.argsort(hit_services, kind="stable")
         hit_services, hit_weights = hit_services[order], hit_weights[order]
         first = np.ones(len(hit_services), dtype=bool)
         first[1:] = hit_services[1:] != hit_services[:-1]
+        starts = np.flatnonzero(first)
         if len(self._grouped_cache) > 100_000:
             self._grouped_cache.clear()
-        vector = (hit_services[first], hit_weights[first])
+        vector = (
+            (hit_services[starts], np.maximum.reduceat(hit_weights, starts))
+            if len(starts)
+            else (hit_services, hit_weights)
+        )
         cached = self._grouped_cache[word] = (vector, hits, services)
         return cached
 
@@ -762,34 +827,25 @@ class CatalogueIndex:
             key_services = self._key_services[start:end]
             key_weights = self._key_weights[start:end] * QUALITY[segment.how]
             if segment.chosen is not None:
-                chosen = np.array(segment.chosen, dtype=np.int64)
+                chosen = np.asarray(segment.chosen)
                 key_services, key_weights = key_services[chosen], key_weights[chosen]
-            lists.append(self._postings(segment))
+            lists.append(self.postings.get(segment.key, ()))
             starts.append(count)
             services.append(key_services)
             weights.append(key_weights)
             count += len(key_services)
-        hits = _KeyHits(tuple(lists), tuple(segments), tuple(starts))
+        hits = _KeyHits(tuple(lists), tuple(segments), tuple(starts), count)
         if not segments:
             return hits, np.zeros(0, np.int64), np.zeros(0, np.float64)
         return hits, np.concatenate(services), np.concatenate(weights)
 
     def _group_vector(self, key: str, group: int) -> _Vector:
-        """Services and weights of the phrases of one pattern group (see _group_phrases)."""
-        cached = self._group_vectors.get((key, group))
-        if cached is None:
-            phrases = self.phrases[key]
-            postings = [phrases[p].posting for p in self._phrase_groups[key][group][1]]
-            cached = (
-                np.fromiter((p.service for p in postings), dtype=np.int64, count=len(postings)),
-                np.fromiter(
-                    (p.weight * self.idf.get(p.term, 1.0) for p in postings),
-                    dtype=np.float64,
-                    count=len(postings),
-                ),
-            )
-            self._group_vectors[(key, group)] = cached
-        return cached
+        """Services and weights of the phrases of one pattern group (see _group_phrases):
+        a gather from the phrase arrays, not kept (it costs microseconds; keeping every
+        pattern's vector would hold a second copy of the arrays)."""
+        positions = np.frombuffer(self._phrase_groups[key][group][1], dtype=np.uintc)
+        positions = positions + self._phrase_offsets[key]
+        return self._phrase_services[positions], self._phrase_weights[positions]
 
     def _shortlist(self, tokens: Sequence[Token], matches: list[_PhraseMatch]) -> set[int]:
         """The SHORTLIST services most likely to win, by an estimate of their score: each
@@ -797,7 +853,7 @@ class CatalogueIndex:
         like the score. On a catalogue of thousands of services an everyday word hits
         hundreds of them; exact scoring is then done for the shortlist only. Catalogues of
         up to SHORTLIST_ABOVE services never take this path, so their results are exact."""
-        services: list[npt.NDArray[np.int64]] = []
+        services: list[npt.NDArray[np.integer[Any]]] = []
         weights: list[npt.NDArray[np.float64]] = []
         seen: set[str] = set()
         for token in tokens:
@@ -888,23 +944,27 @@ class CatalogueIndex:
                 continue
             if key != word and len(key) < SHORT_STEM:
                 chosen = self._same_family_postings(word, key)
-                if chosen:
+                if len(chosen):
                     out.append(_Segment(key, kind, word, chosen))
                 continue
             out.append(_Segment(key, kind, word))
         return out
 
-    def _same_family_postings(self, word: str, key: str) -> tuple[int, ...]:
-        """Positions in postings[key] (a short stem) of the terms of the word's family; the
-        test is made once per distinct term, not once per posting."""
+    def _same_family_postings(self, word: str, key: str) -> _Positions:
+        """Positions in postings[key] (a short stem) of the terms of the word's family,
+        ascending; the test is made once per distinct term, not once per posting."""
         surfaces = self._key_surfaces.get(key)
         if surfaces is None:
             return tuple(
                 i for i, p in enumerate(self.postings[key]) if self._same_family(word, p.surface)
             )
-        names, numbers = surfaces
-        family = [n for n, surface in enumerate(names) if self._same_family(word, surface)]
-        return tuple(np.flatnonzero(np.isin(numbers, family)).tolist())
+        names, positions = surfaces
+        family = [
+            positions[n] for n, surface in enumerate(names) if self._same_family(word, surface)
+        ]
+        if len(family) < 2:
+            return family[0] if family else ()
+        return np.sort(np.concatenate(family))
 
     def _same_family(self, word: str, surface: str) -> bool:
         words = self._words(surface)  # the term as the ticket's words are: folded, joined
@@ -945,7 +1005,10 @@ class CatalogueIndex:
             candidates |= self.deletes.get(variant, set())
         out: list[_Segment] = []
         for candidate in sorted(candidates):
-            if candidate[0] == word[0] and _osa_distance(word, candidate) <= limit:
+            if (
+                candidate[0] == word[0]
+                and OSA.distance(word, candidate, score_cutoff=limit) <= limit
+            ):
                 out += [replace(s, how="fuzzy", word=word) for s in self._direct(candidate)]
         return out
 
@@ -1016,7 +1079,11 @@ class CatalogueIndex:
             else:
                 _, word_hits, hit_services = self._grouped(token.text)
                 # The shortlisted services' hits, in the order they were found.
-                found = [word_hits[i] for i in np.flatnonzero(chosen[hit_services]).tolist()]
+                picked = np.flatnonzero(chosen[hit_services])
+                if isinstance(word_hits, _KeyHits):
+                    found = word_hits.pick(picked)
+                else:
+                    found = [word_hits[i] for i in picked.tolist()]
             for posting, how, word in found:
                 weight = posting.weight * idf(posting.term, 1.0) * quality[how]
                 if in_subject:
@@ -1268,23 +1335,6 @@ def _same_family(word: str, term: str) -> bool:
 
 def _deletes(word: str) -> set[str]:
     return {word[:i] + word[i + 1 :] for i in range(len(word))}
-
-
-def _osa_distance(a: str, b: str) -> int:
-    """Optimal string alignment distance (Levenshtein + adjacent transposition)."""
-    if abs(len(a) - len(b)) > 2:
-        return 3
-    prev2: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, cb in enumerate(b, 1):
-            cost = 0 if ca == cb else 1
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                cur[j] = min(cur[j], prev2[j - 2] + 1)
-        prev2, prev = prev, cur
-    return prev[-1]
 
 
 def build_index(catalogue: Catalogue, concepts: Iterable[Concept] | None = None) -> CatalogueIndex:

@@ -357,6 +357,10 @@ def test_key_arrays_give_a_word_the_same_hits_as_its_postings(large_index, monke
         assert np.array_equal(vector[1], vector2[1]), word
         assert np.array_equal(services, services2), word
         assert [hits[i] for i in range(len(services))] == list(hits2), word
+        if isinstance(hits, _KeyHits):  # a shortlist's picks: every other hit, and all
+            every_other = np.arange(0, len(services), 2)
+            assert hits.pick(every_other) == list(hits2)[::2], word
+            assert hits.pick(np.arange(len(services))) == list(hits2), word
 
 
 def test_derivations_cut_to_a_short_stem_do_not_meet_unrelated_words():
