@@ -230,6 +230,8 @@ class _KeyHits:
         return out
 
 
+_NO_SERVICES: npt.NDArray[np.int64] = np.zeros(0, np.int64)
+_NO_WEIGHTS: npt.NDArray[np.float64] = np.zeros(0, np.float64)
 # A word's best weight per service, its hits, and the service of each hit.
 _WordHits = tuple[_Vector, _Hits, npt.NDArray[np.int64]]
 # A phrase pattern found in the ticket: (start token, first-word key, group numbers).
@@ -793,9 +795,11 @@ class CatalogueIndex:
         # Per service the heaviest hit; a service with no positive weight has no evidence.
         positive = weights > 0.0
         hit_services, hit_weights = services[positive], weights[positive]
-        # Each segment lists its services ascending: a stable sort merges a few runs.
-        order = np.argsort(hit_services, kind="stable")
-        hit_services, hit_weights = hit_services[order], hit_weights[order]
+        # A segment lists its services ascending (postings are added service by service):
+        # one segment needs no sort, several need a stable sort that merges their runs.
+        if not isinstance(hits, _KeyHits) or len(hits.segments) > 1:
+            order = np.argsort(hit_services, kind="stable")
+            hit_services, hit_weights = hit_services[order], hit_weights[order]
         first = np.ones(len(hit_services), dtype=bool)
         first[1:] = hit_services[1:] != hit_services[:-1]
         starts = np.flatnonzero(first)
@@ -835,8 +839,10 @@ class CatalogueIndex:
             weights.append(key_weights)
             count += len(key_services)
         hits = _KeyHits(tuple(lists), tuple(segments), tuple(starts), count)
+        if len(segments) == 1:
+            return hits, services[0], weights[0]
         if not segments:
-            return hits, np.zeros(0, np.int64), np.zeros(0, np.float64)
+            return hits, _NO_SERVICES, _NO_WEIGHTS
         return hits, np.concatenate(services), np.concatenate(weights)
 
     def _group_vector(self, key: str, group: int) -> _Vector:
