@@ -170,8 +170,6 @@ _ConceptTerm = tuple[str, str, list[Any], tuple[frozenset[str], ...] | None]
 # Services hit and one weight each, as arrays: the shortlist adds up thousands of them per
 # ticket, which numpy does in microseconds where a Python loop takes milliseconds.
 _Vector = tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.float64]]
-# A word's best weight per service (as a _Vector) and its hits per service.
-# A word's best weight per service (the shortlist's input), its hits, and each hit's service.
 
 
 class _Hits(Protocol):
@@ -230,9 +228,13 @@ class _KeyHits:
         return out
 
 
+# The services and weights of a word that hits nothing, shared and read-only.
 _NO_SERVICES: npt.NDArray[np.int64] = np.zeros(0, np.int64)
 _NO_WEIGHTS: npt.NDArray[np.float64] = np.zeros(0, np.float64)
-# A word's best weight per service, its hits, and the service of each hit.
+_NO_SERVICES.flags.writeable = False
+_NO_WEIGHTS.flags.writeable = False
+
+# A word's best weight per service (the shortlist's input), its hits, and each hit's service.
 _WordHits = tuple[_Vector, _Hits, npt.NDArray[np.int64]]
 # A phrase pattern found in the ticket: (start token, first-word key, group numbers).
 _PhraseMatch = tuple[int, str, list[int]]
