@@ -920,14 +920,12 @@ class CatalogueIndex:
         return matches
 
     def _phrase_hits(
-        self, matches: list[_PhraseMatch], shortlist: set[int] | None = None
+        self, matches: list[_PhraseMatch], chosen: npt.NDArray[np.bool_] | None = None
     ) -> list[tuple[Phrase, int]]:
-        """The phrases behind the matched patterns — of the shortlisted services only, when
-        there is a shortlist — in index order at each position (ties keep the first)."""
+        """The phrases behind the matched patterns — of the chosen services only (a mask
+        over all services) when there is a shortlist — in index order at each position
+        (ties keep the first)."""
         hits: list[tuple[Phrase, int]] = []
-        chosen = None
-        if shortlist is not None:
-            chosen = np.fromiter(shortlist, dtype=np.int64, count=len(shortlist))
         for start, key, groups in matches:
             positions: list[int] = []
             for group in groups:
@@ -936,7 +934,7 @@ class CatalogueIndex:
                     positions += kept
                     continue
                 services, _ = self._group_vector(key, group)
-                positions += [kept[int(p)] for p in np.flatnonzero(np.isin(services, chosen))]
+                positions += np.frombuffer(kept, dtype=np.uintc)[chosen[services]].tolist()
             phrases = self.phrases[key]
             hits += [(phrases[p], start) for p in sorted(positions)]
         return hits
@@ -1069,10 +1067,11 @@ class CatalogueIndex:
         shortlist = (
             self._shortlist(tokens, matches) if len(self.services) > SHORTLIST_ABOVE else None
         )
-        phrase_hits = self._phrase_hits(matches, shortlist)
+        chosen = None
         if shortlist is not None:
             chosen = np.zeros(len(self.services), dtype=bool)
             chosen[list(shortlist)] = True
+        phrase_hits = self._phrase_hits(matches, chosen)
         seen: set[tuple[str, bool]] = set()
         for token in tokens:
             if token.text in self.stopwords or len(token.text) < 2:
@@ -1082,7 +1081,7 @@ class CatalogueIndex:
                 continue
             seen.add((token.text, token.in_subject))
             in_subject = token.in_subject
-            if shortlist is None:
+            if chosen is None:
                 found = self._lookup(token.text)
             else:
                 _, word_hits, hit_services = self._grouped(token.text)
