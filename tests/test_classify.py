@@ -427,3 +427,19 @@ def test_the_answer_and_its_cues_do_not_depend_on_the_process_hash_seed():
         for seed in ("3", "7", "11", "19")
     }
     assert len(answers) == 1, answers
+
+
+def test_best_candidates_are_the_top_by_estimate_then_catalogue_order():
+    import numpy as np
+
+    from connector.classify import _best
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        size = int(rng.integers(1, 300))
+        candidates = np.sort(rng.choice(10_000, size=size, replace=False))
+        # Few distinct values, so the cut often falls inside a run of equal estimates.
+        estimate = rng.integers(0, 6, size=size).astype(np.float64) / 4
+        count = int(rng.integers(1, 60))
+        expected = candidates[np.lexsort((candidates, -estimate))[:count]]
+        assert set(_best(candidates, estimate, count).tolist()) == set(expected.tolist())
