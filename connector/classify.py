@@ -1010,6 +1010,7 @@ class CatalogueIndex:
             if (
                 candidate[0] == word[0]
                 and OSA.distance(word, candidate, score_cutoff=limit) <= limit
+                and _plausible_slip(word, candidate)
             ):
                 out += [replace(s, how="fuzzy", word=word) for s in self._direct(candidate)]
         return out
@@ -1348,6 +1349,21 @@ def _same_family(word: str, term: str) -> bool:
             break
         prefix += 1
     return prefix >= max(len(word), len(term)) - 4
+
+
+def _plausible_slip(word: str, candidate: str) -> bool:
+    """A typo changes letters into neighbouring keys; a word whose letters differ from the
+    candidate's in other ways is most often another word ("leder" is not "lader", "bruker"
+    not "bråker"). Insertions, deletions and swaps are not judged."""
+    if len(word) != len(candidate):
+        return True
+    differ = [i for i, (a, b) in enumerate(zip(word, candidate, strict=True)) if a != b]
+    if len(differ) == 2 and differ[1] == differ[0] + 1:
+        i = differ[0]
+        if word[i] == candidate[i + 1] and word[i + 1] == candidate[i]:
+            return True  # two letters swapped
+    slips = language_data().slips
+    return all(candidate[i] in slips.get(word[i], ()) for i in differ)
 
 
 def _deletes(word: str) -> set[str]:

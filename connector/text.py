@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -89,6 +90,8 @@ class LanguageData:
     change_intent: Intent
     private_intent: Intent
     hyphen_suffixes: frozenset[str]  # of any language: tokens come before the language guess
+    # Per letter, the letters a typo turns it into: neighbouring keys and written variants.
+    slips: dict[str, frozenset[str]]
 
     @property
     def all_stopwords(self) -> frozenset[str]:
@@ -139,7 +142,33 @@ def language_data() -> LanguageData:
         hyphen_suffixes=frozenset(
             fold(s) for words in raw.get("hyphen_suffixes", {}).values() for s in words
         ),
+        slips=_slips(raw.get("keyboards", {}).values(), raw.get("letter_variants", [])),
     )
+
+
+def _slips(layouts: Iterable[list[str]], variants: list[str]) -> dict[str, frozenset[str]]:
+    """Neighbours of each letter on any of the keyboards (same row either side; the row
+    above straight up and up-right; the row below down-left and straight down), plus its
+    written variants."""
+    near: dict[str, set[str]] = defaultdict(set)
+    for rows in layouts:
+        for r, row in enumerate(rows):
+            for c, letter in enumerate(row):
+                around = (
+                    (r, c - 1),
+                    (r, c + 1),
+                    (r - 1, c),
+                    (r - 1, c + 1),
+                    (r + 1, c - 1),
+                    (r + 1, c),
+                )
+                near[letter].update(
+                    rows[i][j] for i, j in around if 0 <= i < len(rows) and 0 <= j < len(rows[i])
+                )
+    for pair in variants:
+        near[pair[0]].add(pair[1])
+        near[pair[1]].add(pair[0])
+    return {letter: frozenset(letters) for letter, letters in near.items()}
 
 
 def fold(text: str) -> str:

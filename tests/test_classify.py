@@ -85,6 +85,19 @@ def test_thesaurus_phrase_and_typo(tiny):
     assert typo.service == "email" and typo.evidence[0].how == "fuzzy"
 
 
+def test_typos_are_slips_of_the_finger_not_other_words(tiny):
+    # "toner" is a keyword. Neighbouring keys (r/t), a swap and an extra letter are typos;
+    # "tuner" and "tower" differ by letters far apart on the keyboard: other words.
+    for typo in ("tonet", "tonre", "tonerr"):
+        match = tiny.classify(f"the {typo} is empty")
+        assert match.service == "printing", typo
+        assert match.evidence[0].how == "fuzzy", typo
+    for other_word in ("tuner", "tower"):
+        assert tiny.classify(f"the {other_word} is empty").service is None, other_word
+    # Without a Nordic keyboard people write a for å and o for ø: still the same word.
+    assert tiny.classify("trådlost nett er nede").service == "network"
+
+
 def test_multiword_keyword_is_a_phrase(tiny):
     match = tiny.classify("the wireless network drops")
     assert match.service == "network"
