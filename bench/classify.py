@@ -152,6 +152,9 @@ def run_one(
                 correct += match.service == ticket.service
         norm_ms = [v / 1e6 for v in norm_ns]
         cls_ms = [v / 1e6 for v in cls_ns]
+        # Each ticket's fastest pass: what the ticket costs, without the stalls a shared
+        # machine adds to some passes (the raw p99 keeps them).
+        best_ms = [min(cls_ms[i :: len(tickets)]) for i in range(len(tickets))]
         results[mode] = {
             "samples": len(cls_ms),
             "passes": passes,
@@ -161,6 +164,7 @@ def run_one(
             "mean_ms": statistics.fmean(cls_ms),
             "p50_ms": pct(cls_ms, 0.50),
             "p99_ms": pct(cls_ms, 0.99),
+            "p99_best_ms": pct(best_ms, 0.99),
             "max_ms": max(cls_ms),
             "tickets_per_s": 1000 / statistics.fmean(cls_ms),
             "norm_per_s": 1000 / statistics.fmean(norm_ms),
@@ -258,15 +262,15 @@ def report(rows: list[dict[str, Any]]) -> str:
             f"Classification per ticket, {mode} word caches "
             "(baseline ×norm: clean_text + tokenize of the same ticket, interleaved)",
             f"{'services':>9} {'tickets/s':>9} {'mean ms':>8} {'p50 ms':>7} {'p99 ms':>7} "
-            f"{'max ms':>7} {'mean ×norm':>10} {'p50 ×norm':>9} {'p99 ×norm':>9} "
-            f"{'norm p50 ms':>11} {'accuracy':>8} {'passes':>6}",
+            f"{'max ms':>7} {'p99 best':>8} {'mean ×norm':>10} {'p50 ×norm':>9} "
+            f"{'p99 ×norm':>9} {'norm p50 ms':>11} {'accuracy':>8} {'passes':>6}",
         ]
         for r in rows:
             m = r[mode]
             lines.append(
                 f"{r['services']:>9} {m['tickets_per_s']:>9.0f} {m['mean_ms']:>8.3f} "
                 f"{m['p50_ms']:>7.3f} {m['p99_ms']:>7.3f} {m['max_ms']:>7.2f} "
-                f"{m['mean_ms'] / m['norm_mean_ms']:>10.1f} "
+                f"{m['p99_best_ms']:>8.3f} {m['mean_ms'] / m['norm_mean_ms']:>10.1f} "
                 f"{m['p50_ms'] / m['norm_p50_ms']:>9.1f} {m['p99_ms'] / m['norm_p99_ms']:>9.1f} "
                 f"{m['norm_p50_ms']:>11.3f} {m['service_accuracy']:>8.3f} {m['passes']:>6}"
             )
@@ -307,7 +311,8 @@ def report(rows: list[dict[str, Any]]) -> str:
     verdicts = [
         f"p99 at {largest['services']} services, {state}: {largest[state]['p99_ms']:.2f} ms "
         f"({'meets' if largest[state]['p99_ms'] < P99_TARGET_MS else 'MISSES'} "
-        f"the < {P99_TARGET_MS:g} ms target)"
+        f"the < {P99_TARGET_MS:g} ms target; of each ticket's fastest pass "
+        f"{largest[state]['p99_best_ms']:.2f} ms)"
         for state in ("warm", "cold")
     ]
     if len(rows) > 1:
