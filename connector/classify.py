@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -175,6 +175,9 @@ _Vector = tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.float64]]
 class _Hits(Protocol):
     def __getitem__(self, index: int, /) -> tuple[Posting, str, str]: ...
 
+
+# The integer type of a service array (int64 for postings, int32 for the many phrases).
+_Service = TypeVar("_Service", np.int32, np.int64)
 
 # Positions in a key's postings: a tuple, or an array in a large catalogue.
 _Positions = Sequence[int] | npt.NDArray[np.intp]
@@ -648,7 +651,6 @@ class CatalogueIndex:
         """Every key's postings as arrays, once: a word new to a worker then costs a few
         array operations in _grouped instead of a Python loop over the thousands of postings
         an everyday word has in a large catalogue (the cold path of bench/classify.py)."""
-        idf = self.idf.get
         services: list[npt.NDArray[np.int64]] = []
         weights: list[npt.NDArray[np.float64]] = []
         offset = 0
@@ -656,10 +658,9 @@ class CatalogueIndex:
             count = len(postings)
             if not count:
                 continue
-            services.append(np.fromiter((p.service for p in postings), np.int64, count))
-            weights.append(
-                np.fromiter((p.weight * idf(p.term, 1.0) for p in postings), np.float64, count)
-            )
+            key_services, key_weights = self._posting_arrays(postings, np.int64)
+            services.append(key_services)
+            weights.append(key_weights)
             self._key_spans[key] = (offset, offset + count)
             offset += count
             if len(key) < SHORT_STEM:
@@ -679,22 +680,31 @@ class CatalogueIndex:
         """Every key's phrases as arrays, once: a pattern linked to thousands of services
         then gives its vector by one gather (_group_vector) instead of a loop over its phrases,
         which made a worker's first tickets 5-10 times slower than later ones."""
-        idf = self.idf.get
         services: list[npt.NDArray[np.int32]] = []
         weights: list[npt.NDArray[np.float64]] = []
         offset = 0
         for key, phrases in self.phrases.items():
-            count = len(phrases)
-            postings = [phrase.posting for phrase in phrases]
-            services.append(np.fromiter((p.service for p in postings), np.int32, count))
-            weights.append(
-                np.fromiter((p.weight * idf(p.term, 1.0) for p in postings), np.float64, count)
+            key_services, key_weights = self._posting_arrays(
+                [phrase.posting for phrase in phrases], np.int32
             )
+            services.append(key_services)
+            weights.append(key_weights)
             self._phrase_offsets[key] = offset
-            offset += count
+            offset += len(phrases)
         if services:
             self._phrase_services = np.concatenate(services)
             self._phrase_weights = np.concatenate(weights)
+
+    def _posting_arrays(
+        self, postings: Sequence[Posting], service_type: type[_Service]
+    ) -> tuple[npt.NDArray[_Service], npt.NDArray[np.float64]]:
+        """The postings' services and weights × idf, as the arrays the shortlist sums."""
+        idf = self.idf.get
+        count = len(postings)
+        return (
+            np.fromiter((p.service for p in postings), service_type, count),
+            np.fromiter((p.weight * idf(p.term, 1.0) for p in postings), np.float64, count),
+        )
 
     def _compute_idf(self) -> None:
         services_with: dict[str, set[int]] = defaultdict(set)
