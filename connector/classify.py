@@ -296,11 +296,11 @@ class CatalogueIndex:
     _key_surfaces: dict[str, tuple[list[str], list[npt.NDArray[np.intp]]]] = field(
         default_factory=dict
     )
-    # ...and every key's phrases the same way (int32 services: 19 M phrases at 10,000
-    # services), with the offset of a key's first phrase.
+    # ...and every phrase pattern's phrases the same way (int32 services: 19 M phrases at
+    # 10,000 services), one slice per pattern: a key's patterns start at _group_starts[key].
     _phrase_services: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
     _phrase_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    _phrase_offsets: dict[str, int] = field(default_factory=dict)
+    _group_starts: dict[str, array[int]] = field(default_factory=dict)
     # Memos of pure functions of a word or term (building re-reads every thesaurus term once
     # per linked service; matching asks for a word's keys several times per ticket).
     _keys_cache: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -565,6 +565,7 @@ class CatalogueIndex:
                     self._term_count += len(targets)
             sizes.append(self._count_terms() - before)
         self._compute_idf()
+        self._drop_dominated()
         self._group_phrases()
         if len(self.services) > SHORTLIST_ABOVE:
             self._build_key_arrays()
@@ -627,18 +628,34 @@ class CatalogueIndex:
         per service made building quadratic in the catalogue size)."""
         return self._term_count
 
+    def _drop_dominated(self) -> None:
+        """Postings that can never count, dropped: the scorer keeps per service and term the
+        heaviest hit, the first on ties, and a key's postings are always hit together, in
+        order, with the same quality; so under one key only the first of the heaviest
+        postings of a (service, term) can win. A service's term comes under a key several
+        times (name and keywords, each language, thesaurus links): in a large catalogue an
+        everyday word made four times the hits it needed. A short stem's postings are chosen
+        by surface (_same_family_postings), so there the surface is part of the identity.
+        Runs after idf and the length norms, which count every posting."""
+        for key, postings in self.postings.items():
+            kept = _can_win(postings, by_surface=len(key) < SHORT_STEM)
+            if len(kept) < len(postings):
+                self.postings[key] = [postings[position] for position in kept]
+
     def _group_phrases(self) -> None:
         """Phrases under one key share a handful of patterns (the same thesaurus phrase is
         linked to many services); matching tests each pattern once instead of each phrase."""
         self._phrase_groups = {}
         for key, phrases in self.phrases.items():
-            groups: dict[tuple[frozenset[str], ...], array[int]] = {}
+            groups: dict[tuple[frozenset[str], ...], list[int]] = defaultdict(list)
             for position, phrase in enumerate(phrases):
-                positions = groups.get(phrase.keys)
-                if positions is None:
-                    positions = groups[phrase.keys] = array("I")
-                positions.append(position)
-            self._phrase_groups[key] = list(groups.items())
+                groups[phrase.keys].append(position)
+            # A pattern's phrases are hit together, so only those that can win are listed.
+            self._phrase_groups[key] = [
+                (pattern, array("I", [positions[i] for i in _can_win(postings)]))
+                for pattern, positions in groups.items()
+                for postings in ([phrases[p].posting for p in positions],)
+            ]
         self._phrase_next = {}
         for key, patterns in self._phrase_groups.items():
             by_next: dict[str, list[int]] = defaultdict(list)
@@ -677,20 +694,24 @@ class CatalogueIndex:
         self._build_phrase_arrays()
 
     def _build_phrase_arrays(self) -> None:
-        """Every key's phrases as arrays, once: a pattern linked to thousands of services
-        then gives its vector by one gather (_group_vector) instead of a loop over its phrases,
-        which made a worker's first tickets 5-10 times slower than later ones."""
+        """Every phrase pattern's phrases (those that can win) as arrays, one slice per
+        pattern: a pattern linked to thousands of services then gives its vector as a view
+        (_group_vector) instead of a loop over its phrases, which made a worker's first
+        tickets 5-10 times slower than later ones, or a gather per ticket."""
         services: list[npt.NDArray[np.int32]] = []
         weights: list[npt.NDArray[np.float64]] = []
         offset = 0
-        for key, phrases in self.phrases.items():
+        for key, groups in self._phrase_groups.items():
+            phrases = self.phrases[key]
+            starts = self._group_starts[key] = array("Q", [offset])
+            for _, positions in groups:
+                offset += len(positions)
+                starts.append(offset)
             key_services, key_weights = self._posting_arrays(
-                [phrase.posting for phrase in phrases], np.int32
+                [phrases[p].posting for _, positions in groups for p in positions], np.int32
             )
             services.append(key_services)
             weights.append(key_weights)
-            self._phrase_offsets[key] = offset
-            offset += len(phrases)
         if services:
             self._phrase_services = np.concatenate(services)
             self._phrase_weights = np.concatenate(weights)
@@ -858,12 +879,11 @@ class CatalogueIndex:
         return hits, np.concatenate(services), np.concatenate(weights)
 
     def _group_vector(self, key: str, group: int) -> _Vector:
-        """Services and weights of the phrases of one pattern group (see _group_phrases):
-        a gather from the phrase arrays, not kept (it costs microseconds; keeping every
-        pattern's vector would hold a second copy of the arrays)."""
-        positions = np.frombuffer(self._phrase_groups[key][group][1], dtype=np.uintc)
-        positions = positions + self._phrase_offsets[key]
-        return self._phrase_services[positions], self._phrase_weights[positions]
+        """Services and weights of the phrases of one pattern group (see _group_phrases), in
+        the order of its positions: views of the phrase arrays."""
+        starts = self._group_starts[key]
+        start, end = starts[group], starts[group + 1]
+        return self._phrase_services[start:end], self._phrase_weights[start:end]
 
     def _shortlist(self, tokens: Sequence[Token], matches: list[_PhraseMatch]) -> set[int]:
         """The SHORTLIST services most likely to win, by an estimate of their score: each
@@ -1219,6 +1239,29 @@ class CatalogueIndex:
         # confidence margin, is among the unsupported ones.
         ranked = heapq.nsmallest(2, unsupported, key=self._rank)
         return [(max(ranked[0][0], MIN_SCORE), ranked[0][1]), *ranked[1:]]
+
+
+def _can_win(postings: Sequence[Posting], by_surface: bool = False) -> list[int]:
+    """Positions of the postings that are the first of the heaviest of their service and
+    term (and surface), ascending. A service's postings under one key are contiguous (they
+    are added service by service) and few, so a duplicate is looked for in that run only."""
+    kept: list[int] = []
+    service = -1
+    run = 0  # where this service's postings start in kept
+    for position, posting in enumerate(postings):
+        if posting.service != service:
+            service, run = posting.service, len(kept)
+            kept.append(position)
+            continue
+        for index in range(run, len(kept)):
+            other = postings[kept[index]]
+            if other.term == posting.term and (not by_surface or other.surface == posting.surface):
+                if posting.weight > other.weight:
+                    kept[index] = position
+                break
+        else:
+            kept.append(position)
+    return sorted(kept)
 
 
 def _best(

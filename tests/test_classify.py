@@ -456,3 +456,52 @@ def test_best_candidates_are_the_top_by_estimate_then_catalogue_order():
         count = int(rng.integers(1, 60))
         expected = candidates[np.lexsort((candidates, -estimate))[:count]]
         assert set(_best(candidates, estimate, count).tolist()) == set(expected.tolist())
+
+
+def test_postings_that_can_win_are_the_first_of_the_heaviest():
+    """_can_win against its definition, on random keys: per service and term (and surface),
+    the first posting of the heaviest weight; services come in runs, as the index adds them."""
+    import random
+
+    from connector.classify import Posting, _can_win
+
+    rng = random.Random(5)
+    for _ in range(300):
+        services = sorted(rng.choices(range(6), k=rng.randint(0, 40)))
+        postings = [
+            Posting(s, rng.choice("ab"), rng.choice("xy"), "name", rng.choice([0.5, 1.0, 2.0]))
+            for s in services
+        ]
+        for by_surface in (False, True):
+            best: dict[tuple[int, str, str], int] = {}
+            for position, p in enumerate(postings):
+                identity = (p.service, p.term, p.surface if by_surface else "")
+                if identity not in best or p.weight > postings[best[identity]].weight:
+                    best[identity] = position
+            assert _can_win(postings, by_surface) == sorted(best.values())
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_dropping_postings_that_cannot_win_changes_no_answer(monkeypatch, large):
+    """The index keeps only the postings and phrases that can win (see _drop_dominated): every
+    ticket of tests/data/tickets.csv must get the very same answer, score and evidence as
+    from an index that keeps them all."""
+    import connector.classify as classify_module
+    from connector.catalogue import load_catalogue
+    from connector.evaluate import read_labelled
+    from tests.e2e import ROOT
+
+    catalogue = _large_catalogue() if large else load_catalogue(ROOT / "catalogue.yaml")
+    tickets = read_labelled(ROOT / "tests" / "data" / "tickets.csv")
+    pruned = build_index(catalogue)
+    monkeypatch.setattr(classify_module, "_can_win", lambda p, by_surface=False: range(len(p)))
+    everything = build_index(catalogue)
+    assert sum(map(len, everything.postings.values())) > sum(map(len, pruned.postings.values()))
+
+    def answers(index: classify_module.CatalogueIndex) -> list[tuple[object, ...]]:
+        return [
+            (m.service, m.score, m.confidence, m.runner_up, m.runner_up_score, m.evidence)
+            for m in (index.classify(t.body, t.subject) for t in tickets)
+        ]
+
+    assert answers(pruned) == answers(everything)
