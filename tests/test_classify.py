@@ -159,6 +159,23 @@ def test_change_intent_signals(example_index):
 
 
 @pytest.mark.parametrize(
+    "body,is_change",
+    [
+        # a setup asked for, planned ahead / with the benefit it brings: a change
+        ("Leverandøren anbefaler at vi flytter Visma til Azure neste år.", True),
+        ("Can we get a shared calendar for the desk? It would save us many phone calls.", True),
+        ("Kan vi få felles kalender for sentralbordet? Det ville spart oss for mye arbeid.", True),
+        # the same words in a disruption, or the benefit alone: not a change
+        ("Visma crashes since the upgrade, please fix it so we can work.", False),
+        ("Skriveren virker ikke, kan dere fikse den så vi kan skrive ut?", False),
+        ("I will be away next year, who do I give my laptop to?", False),
+    ],
+)
+def test_planned_and_beneficial_setups_are_changes(example_index, body, is_change):
+    assert example_index.classify(body).change_intent is is_change
+
+
+@pytest.mark.parametrize(
     "subject,body",
     [
         ("MacBook keyboard", "I spilled coffee on my own MacBook and the printer driver is gone"),
