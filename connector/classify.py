@@ -35,7 +35,15 @@ from rapidfuzz.distance import OSA
 
 from connector.catalogue import Catalogue, Service
 from connector.events import Evidence, ServiceMatch
-from connector.text import clean_text, fold, guess_language, language_data, stem, tokenize
+from connector.text import (
+    clean_text,
+    fold,
+    guess_language,
+    is_forward,
+    language_data,
+    stem,
+    tokenize,
+)
 from connector.yamlsource import load_data
 
 FIELD_WEIGHT = {"name": 3.0, "keyword": 2.0, "thesaurus": 1.2, "description": 0.6}
@@ -1359,7 +1367,8 @@ def _confidence(scored: Sequence[tuple[float, int]]) -> float:
 def ticket_tokens(subject: str, body: str) -> list[Token]:
     tokens = [Token(w, i, True) for i, w in enumerate(tokenize(fold(subject)))]
     offset = len(tokens) + 1
-    tokens += [Token(w, offset + i, False) for i, w in enumerate(tokenize(clean_text(body)))]
+    body_words = tokenize(clean_text(body, forwarded=is_forward(subject)))
+    tokens += [Token(w, offset + i, False) for i, w in enumerate(body_words)]
     return tokens
 
 

@@ -86,6 +86,8 @@ class LanguageData:
     function_words: dict[str, frozenset[str]]
     signature_markers: tuple[str, ...]
     reply_markers: tuple[re.Pattern[str], ...]
+    forward_words: tuple[str, ...]
+    forward_prefixes: frozenset[str]
     change_cues: dict[str, tuple[str, ...]]
     change_intent: Intent
     private_intent: Intent
@@ -136,6 +138,8 @@ def language_data() -> LanguageData:
         reply_markers=tuple(
             re.compile(p) for words in raw["reply_markers"].values() for p in words
         ),
+        forward_words=tuple(fold(w) for words in raw["forward_words"].values() for w in words),
+        forward_prefixes=frozenset().union(*sets("forward_prefixes").values()),
         change_cues={lang: tuple(words) for lang, words in raw.get("change_cues", {}).items()},
         change_intent=_intent(raw["change_intent"]),
         private_intent=_intent(raw["private_intent"]),
@@ -239,10 +243,11 @@ def _is_signature_start(line: str, markers: Iterable[str]) -> bool:
     return False
 
 
-def strip_mail_clutter(text: str) -> str:
+def strip_mail_clutter(text: str, forwarded: bool = False) -> str:
     """Drop quoted replies, forwarded headers, signatures and '>' quotes; keep the message.
 
-    A forward keeps its content (users forward the error they got), only header lines go.
+    A forward keeps its content (users forward the error they got), only header lines go;
+    `forwarded` (the subject says so, see is_forward) reads every quoted mail as one.
     A signature marker only cuts when real text came before it, so 'Thanks, the printer…'
     as an opening line survives.
     """
@@ -252,7 +257,7 @@ def strip_mail_clutter(text: str) -> str:
         line = raw_line.strip()
         folded = fold(line)
         if any(p.search(folded) for p in data.reply_markers):
-            if "forward" in folded or "videresendt" in folded:
+            if forwarded or any(word in folded for word in data.forward_words):
                 continue
             break
         if line.startswith(">"):
@@ -283,9 +288,26 @@ def _without_inline_signoff(line: str, markers: Iterable[str]) -> str:
     return line
 
 
-def clean_text(text: str) -> str:
+def clean_text(text: str, forwarded: bool = False) -> str:
     """HTML → text, mail clutter removed, length-capped."""
-    return strip_mail_clutter(html_to_text(text[: MAX_CHARS * 5]))[:MAX_CHARS]
+    return strip_mail_clutter(html_to_text(text[: MAX_CHARS * 5]), forwarded)[:MAX_CHARS]
+
+
+_SUBJECT_PREFIX = re.compile(r"^\s*([^\W\d_]{1,12})\s*:")
+
+
+def is_forward(subject: str) -> bool:
+    """Whether a subject's leading prefixes ("RE: VS: …", "Fwd: …") say it was forwarded."""
+    prefixes = language_data().forward_prefixes
+    rest = fold(subject)
+    for _ in range(5):
+        found = _SUBJECT_PREFIX.match(rest)
+        if found is None:
+            return False
+        if found.group(1) in prefixes:
+            return True
+        rest = rest[found.end() :]
+    return False
 
 
 def tokenize(text: str) -> list[str]:

@@ -5,6 +5,7 @@ from connector.text import (
     fold,
     guess_language,
     html_to_text,
+    is_forward,
     stem,
     strip_mail_clutter,
     tokenize,
@@ -110,6 +111,34 @@ def test_forwarded_mail_keeps_its_content_but_not_headers():
     assert "nightly backup of FILESRV01 failed" in text
     assert "Backup job failed" in text
     assert "b@x.no" not in text
+
+
+@pytest.mark.parametrize(
+    "subject,forward",
+    [
+        ("VS: Oppdateringer kunne ikke fullføres", True),
+        ("Fwd: Urgent", True),
+        ("RE: FW: toner", True),
+        ("RE: SV: Agency nurse", False),
+        ("VS Code crashes", False),
+        ("Status: vs code", False),
+    ],
+)
+def test_a_forward_is_known_by_its_subject_prefix(subject, forward):
+    assert is_forward(subject) is forward
+
+
+def test_a_forward_keeps_the_mail_below_outlooks_original_message_line():
+    """Outlook puts the same separator above a forwarded mail as above a quoted reply: in a
+    reply the quote goes, in a forward it is what the user sends us."""
+    body = (
+        "Hei, videresender denne.\n\n-----Opprinnelig melding-----\nFra: Programvaresenter\n"
+        "Emne: Oppdateringer kunne ikke installeres\n\n"
+        "Vi kunne ikke fullføre oppdateringene. Angrer endringene.\n"
+    )
+    assert "Angrer endringene" not in clean_text(body)
+    forwarded = clean_text(body, forwarded=True)
+    assert "Angrer endringene" in forwarded and "Programvaresenter" not in forwarded
 
 
 def test_language_guess():
