@@ -23,7 +23,7 @@ import math
 from array import array
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
@@ -286,6 +286,8 @@ class CatalogueIndex:
     private_cues: IntentCues = field(default_factory=lambda: IntentCues())
     stopwords: frozenset[str] = frozenset()
     it_vocabulary: frozenset[str] = frozenset()
+    # While building a service: concept of each word key, and the service's own concepts.
+    _part_concepts: tuple[Mapping[str, set[int]], Collection[int]] = ({}, ())
     # Matters outside IT that no service takes (see _build_outside), as services of their
     # own in a small index of their own; None when there are none.
     outside: CatalogueIndex | None = None
@@ -397,7 +399,7 @@ class CatalogueIndex:
             self._add_deletes(word)
         if add_parts:
             for word in words:
-                share = PART_SHARE if self.is_it_word(word) else PLAIN_PART_SHARE
+                share = PART_SHARE if self._own_concept_word(word) else PLAIN_PART_SHARE
                 self._add_term(service, word, source, weight * share, False, lang)
 
     def _phrase_keys(
@@ -438,6 +440,11 @@ class CatalogueIndex:
         "home care") are often the ticket's context rather than its subject."""
         it = any(self.is_it_word(w) for w in self._words(keyword))
         return FIELD_WEIGHT["keyword"] * (1.0 if it else NON_IT_KEYWORD)
+
+    def _own_concept_word(self, word: str) -> bool:
+        """True when a concept of the service being built lists the word (any form)."""
+        concept_words, linked = self._part_concepts
+        return any(not concept_words.get(k, set()).isdisjoint(linked) for k in self.keys(word))
 
     def is_it_word(self, word: str) -> bool:
         """True when the thesaurus knows the word (in any of its forms) as an IT term."""
@@ -551,9 +558,12 @@ class CatalogueIndex:
         for number, service in enumerate(self.services):
             own = self._service_terms(service)
             before = self._count_terms()
+            linked = self._linked_concepts(own, concept_words, concept_phrases)
+            # A keyword's single words count as IT words of this service only when one of
+            # its own concepts lists them ('library' in 'document library' is not storage).
+            self._part_concepts = (concept_words, linked.keys())
             for term, source, weight, parts, lang in own:
                 self._add_term(number, term, source, weight, parts, lang)
-            linked = self._linked_concepts(own, concept_words, concept_phrases)
             with_siblings = _with_siblings(linked, concepts, by_topic)
             taken.update(with_siblings)
             for concept, strength in with_siblings.items():

@@ -522,3 +522,45 @@ def test_dropping_postings_that_cannot_win_changes_no_answer(monkeypatch, large)
         ]
 
     assert answers(pruned) == answers(everything)
+
+
+def test_a_keywords_word_alone_counts_for_the_service_only_through_its_own_concepts(
+    monkeypatch,
+):
+    """'library' of the keyword 'document library' is a library word (another concept), not
+    a storage word: alone it weighs PLAIN_PART_SHARE of the keyword. 'mailbox' of 'shared
+    mailbox' is a word of the service's own concept: PART_SHARE."""
+    import connector.classify as classify_module
+    from connector.classify import PART_SHARE, PLAIN_PART_SHARE
+
+    # Keep every posting: the thesaurus' heavier 'mailbox' would otherwise replace the part.
+    monkeypatch.setattr(classify_module, "_can_win", lambda p, by_surface=False: range(len(p)))
+
+    catalogue = Catalogue.model_validate(
+        {
+            "version": 1,
+            "languages": ["en"],
+            "services": [
+                {
+                    "id": "storage",
+                    "name": {"en": "File storage"},
+                    "keywords": {"en": ["document library", "shared mailbox"]},
+                },
+            ],
+        }
+    )
+    concepts = [
+        Concept("library", {"en": ("library", "book loan")}),
+        Concept("sharepoint", {"en": ("sharepoint", "document library")}),
+        Concept("mail", {"en": ("mailbox", "shared mailbox")}),
+    ]
+    index = build_index(catalogue, concepts)
+
+    def keyword_part(word: str) -> float:
+        (posting,) = [p for p in index.postings[word] if p.source == "keyword"]
+        return posting.weight
+
+    whole = [p for p in index.phrases["document"] if p.posting.source == "keyword"]
+    keyword_weight = whole[0].posting.weight
+    assert keyword_part("library") == pytest.approx(keyword_weight * PLAIN_PART_SHARE)
+    assert keyword_part("mailbox") == pytest.approx(keyword_weight * PART_SHARE)
