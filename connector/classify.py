@@ -286,6 +286,7 @@ class CatalogueIndex:
     private_cues: IntentCues = field(default_factory=lambda: IntentCues())
     stopwords: frozenset[str] = frozenset()
     it_vocabulary: frozenset[str] = frozenset()
+    exact_only: frozenset[str] = frozenset()  # language data: terms not matched by stem
     # While building a service: concept of each word key, and the service's own concepts.
     _part_concepts: tuple[Mapping[str, set[int]], Collection[int]] = ({}, ())
     # Matters outside IT that no service takes (see _build_outside), as services of their
@@ -357,6 +358,8 @@ class CatalogueIndex:
         language. (Ticket words are looked up under their stems in every language, so
         "printeren" still meets "printer"; but the English "leave" no longer meets the
         keyword "leaver" through the Norwegian stemmer.)"""
+        if word in self.exact_only:
+            return frozenset((word,))
         if lang is None or lang not in self.languages:
             return self.keys(word)
         found = self._term_keys_cache.get((word, lang))
@@ -531,6 +534,7 @@ class CatalogueIndex:
         self.services = list(self.catalogue.services)
         self.compounding = tuple(lang for lang in self.languages if lang in COMPOUNDING)
         self.stopwords = language_data().all_stopwords
+        self.exact_only = language_data().exact_only
         concept_terms: list[list[tuple[str, str]]] = [
             [(t, lang) for lang, words in c.terms.items() for t in words] for c in concepts
         ]

@@ -91,6 +91,7 @@ class LanguageData:
     change_cues: dict[str, tuple[str, ...]]
     change_intent: Intent
     private_intent: Intent
+    exact_only: frozenset[str]  # terms matched by their exact form only, of any language
     hyphen_suffixes: frozenset[str]  # of any language: tokens come before the language guess
     # Per letter, the letters a typo turns it into: neighbouring keys and written variants.
     slips: dict[str, frozenset[str]]
@@ -143,6 +144,7 @@ def language_data() -> LanguageData:
         change_cues={lang: tuple(words) for lang, words in raw.get("change_cues", {}).items()},
         change_intent=_intent(raw["change_intent"]),
         private_intent=_intent(raw["private_intent"]),
+        exact_only=frozenset().union(*sets("exact_only").values()),
         hyphen_suffixes=frozenset(
             fold(s) for words in raw.get("hyphen_suffixes", {}).values() for s in words
         ),

@@ -564,3 +564,21 @@ def test_a_keywords_word_alone_counts_for_the_service_only_through_its_own_conce
     keyword_weight = whole[0].posting.weight
     assert keyword_part("library") == pytest.approx(keyword_weight * PLAIN_PART_SHARE)
     assert keyword_part("mailbox") == pytest.approx(keyword_weight * PART_SHARE)
+
+
+def test_a_product_named_like_an_everyday_word_is_matched_by_its_exact_form_only():
+    """'Teams' (language data exact_only) is not 'the team'; 'form' is not Microsoft Forms."""
+    catalogue = Catalogue.model_validate(
+        {
+            "version": 1,
+            "languages": ["en"],
+            "services": [
+                {"id": "teams", "name": {"en": "Teams"}, "keywords": {"en": ["teams", "forms"]}},
+                {"id": "printing", "name": {"en": "Printing"}, "keywords": {"en": ["printer"]}},
+            ],
+        }
+    )
+    index = build_index(catalogue, [])
+    assert index.classify("Teams crashes when I share my screen").service == "teams"
+    assert index.classify("Our team needs a new form").service is None
+    assert index.classify("The team printer is empty").service == "printing"
