@@ -25,7 +25,7 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from typing import Any, Protocol, TypeVar
 
@@ -287,8 +287,6 @@ class CatalogueIndex:
     stopwords: frozenset[str] = frozenset()
     it_vocabulary: frozenset[str] = frozenset()
     exact_only: frozenset[str] = frozenset()  # language data: terms not matched by stem
-    # While building a service: concept of each word key, and the service's own concepts.
-    _part_concepts: tuple[Mapping[str, set[int]], Collection[int]] = ({}, ())
     # Matters outside IT that no service takes (see _build_outside), as services of their
     # own in a small index of their own; None when there are none.
     outside: CatalogueIndex | None = None
@@ -373,9 +371,11 @@ class CatalogueIndex:
         term: str,
         source: str,
         weight: float,
-        add_parts: bool,
+        own_word: Callable[[str], bool] | None,
         lang: str | None = None,
     ) -> None:
+        """Index a term; with `own_word`, a multi-word term's words also count alone, fully
+        (PART_SHARE) when own_word says one of the service's concepts lists them."""
         words = self._words(term)
         if not words:
             return
@@ -400,10 +400,10 @@ class CatalogueIndex:
         self._term_count += len(keys[0])
         for word in words:
             self._add_deletes(word)
-        if add_parts:
+        if own_word is not None:
             for word in words:
-                share = PART_SHARE if self._own_concept_word(word) else PLAIN_PART_SHARE
-                self._add_term(service, word, source, weight * share, False, lang)
+                share = PART_SHARE if own_word(word) else PLAIN_PART_SHARE
+                self._add_term(service, word, source, weight * share, None, lang)
 
     def _phrase_keys(
         self, term: str, lang: str | None, words: tuple[str, ...]
@@ -444,9 +444,10 @@ class CatalogueIndex:
         it = any(self.is_it_word(w) for w in self._words(keyword))
         return FIELD_WEIGHT["keyword"] * (1.0 if it else NON_IT_KEYWORD)
 
-    def _own_concept_word(self, word: str) -> bool:
-        """True when a concept of the service being built lists the word (any form)."""
-        concept_words, linked = self._part_concepts
+    def _own_concept_word(
+        self, concept_words: Mapping[str, set[int]], linked: Collection[int], word: str
+    ) -> bool:
+        """True when one of the `linked` concepts lists the word (any form)."""
         return any(not concept_words.get(k, set()).isdisjoint(linked) for k in self.keys(word))
 
     def is_it_word(self, word: str) -> bool:
@@ -565,15 +566,15 @@ class CatalogueIndex:
             linked = self._linked_concepts(own, concept_words, concept_phrases)
             # A keyword's single words count as IT words of this service only when one of
             # its own concepts lists them ('library' in 'document library' is not storage).
-            self._part_concepts = (concept_words, linked.keys())
+            own_word = partial(self._own_concept_word, concept_words, linked.keys())
             for term, source, weight, parts, lang in own:
-                self._add_term(number, term, source, weight, parts, lang)
+                self._add_term(number, term, source, weight, own_word if parts else None, lang)
             with_siblings = _with_siblings(linked, concepts, by_topic)
             taken.update(with_siblings)
             for concept, strength in with_siblings.items():
                 label = labels[concept]
                 weight = FIELD_WEIGHT["thesaurus"] * strength
-                # = self._add_term(number, term, label, weight, False, lang) for each term
+                # = self._add_term(number, term, label, weight, None, lang) for each term
                 specs = compiled.get(concept)
                 if specs is None:
                     specs = compiled[concept] = self._compile_concept(concept_terms[concept])
@@ -674,9 +675,8 @@ class CatalogueIndex:
                 groups[phrase.keys].append(position)
             # A pattern's phrases are hit together, so only those that can win are listed.
             self._phrase_groups[key] = [
-                (pattern, array("I", [positions[i] for i in _can_win(postings)]))
+                (pattern, _winning_phrases(phrases, positions))
                 for pattern, positions in groups.items()
-                for postings in ([phrases[p].posting for p in positions],)
             ]
         self._phrase_next = {}
         for key, patterns in self._phrase_groups.items():
@@ -1284,6 +1284,12 @@ def _can_win(postings: Sequence[Posting], by_surface: bool = False) -> list[int]
         else:
             kept.append(position)
     return sorted(kept)
+
+
+def _winning_phrases(phrases: Sequence[Phrase], positions: list[int]) -> array[int]:
+    """Of the phrases at `positions` (one pattern's), the positions of those that can win."""
+    kept = _can_win([phrases[p].posting for p in positions])
+    return array("I", [positions[i] for i in kept])
 
 
 def _best(
