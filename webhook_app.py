@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from connector.config import Settings, load_settings
 from connector.hosts import host_classes
 from connector.hosts.base import BadPayload, Ignored, Unauthorized, WebhookRequest
-from connector.logs import setup_logging
+from connector.logs import log_extra, setup_logging
 from connector.metrics import EVENTS, render
 from connector.runtime import Runtime
 
@@ -76,35 +76,39 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
             adapter.verify(webhook)
         except Unauthorized as exc:
             EVENTS.labels(host, "rejected", "signature").inc()
-            log.warning("rejected webhook", extra={"host": host, "reason": str(exc)})
+            log.warning("rejected webhook", extra=log_extra({"host": host, "reason": str(exc)}))
             return _error(401, str(exc))
         try:
             parsed = adapter.parse(webhook)
         except BadPayload as exc:
             EVENTS.labels(host, "rejected", "malformed").inc()
-            log.warning("malformed webhook", extra={"host": host, "reason": str(exc)})
+            log.warning("malformed webhook", extra=log_extra({"host": host, "reason": str(exc)}))
             return _error(400, str(exc), field=exc.field)
         except ValidationError as exc:  # a value the event cannot hold, e.g. a 300-char id
             first = exc.errors()[0]
             field = ".".join(str(part) for part in first["loc"])
             EVENTS.labels(host, "rejected", "malformed").inc()
-            log.warning("malformed webhook", extra={"host": host, "reason": first["msg"]})
+            log.warning(
+                "malformed webhook", extra=log_extra({"host": host, "reason": first["msg"]})
+            )
             return _error(400, f"{field}: {first['msg']}", field=field)
         if isinstance(parsed, Ignored):
             EVENTS.labels(host, "ignored", parsed.reason[:40]).inc()
             log.info(
                 "ignored event",
-                extra={"host": host, "ticket": parsed.ticket_id, "reason": parsed.reason},
+                extra=log_extra(
+                    {"host": host, "ticket": parsed.ticket_id, "reason": parsed.reason}
+                ),
             )
             return jsonify({"status": "ignored", "reason": parsed.reason}), 200
         pk = rt.store.record_delivery(parsed)
         fields = {"host": host, "delivery": parsed.delivery_id, "ticket": parsed.ticket_id}
         if pk is None:
             EVENTS.labels(host, "ignored", "duplicate").inc()
-            log.info("duplicate delivery", extra=fields)
+            log.info("duplicate delivery", extra=log_extra(fields))
             return jsonify({"status": "duplicate", "delivery": parsed.delivery_id}), 200
         EVENTS.labels(host, "queued", "").inc()
-        log.info("queued", extra=fields)
+        log.info("queued", extra=log_extra(fields))
         return jsonify({"status": "queued", "delivery": parsed.delivery_id, "id": pk}), 202
 
     @app.get("/hooks/<host>")

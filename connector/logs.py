@@ -1,4 +1,10 @@
-"""Structured JSON logs. Fields passed with `extra=` (host, delivery, ticket…) become keys.
+"""Structured JSON logs. Fields passed with `extra=log_extra({...})` (host, delivery, ticket…)
+become keys of the JSON line.
+
+Every `extra=` goes through `log_extra`: it puts the fields under one attribute of the
+LogRecord, so a field may be called anything — `name`, `msg`, `args` included — without
+logging raising `KeyError: "Attempt to overwrite 'name' in LogRecord"` in the middle of a job.
+A test keeps every logging call of the package on it.
 
 Ticket bodies are never logged at INFO; secrets never reach a log line because settings keep
 them in SecretStr and host errors are built from status codes and the host's error text.
@@ -9,9 +15,23 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+FIELDS_ATTRIBUTE = "bpsm_fields"
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", FIELDS_ATTRIBUTE}
+# The keys every JSON line has; a field of the same name is written as `field_<name>`.
+_OWN_KEYS = frozenset({"ts", "level", "logger", "msg", "exc"})
+
+
+def log_extra(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The `extra=` of a logging call: `log.warning("…", extra=log_extra({"name": name}))`."""
+    return {FIELDS_ATTRIBUTE: dict(fields)}
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a logging call passed through `log_extra` (empty when none)."""
+    return dict(getattr(record, FIELDS_ATTRIBUTE, {}))
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,7 +43,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        # Other libraries' plain `extra=` attributes, then ours.
+        loose = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        fields: Mapping[str, Any] = getattr(record, FIELDS_ATTRIBUTE, {})
+        for key, value in [*loose.items(), *fields.items()]:
+            entry[f"field_{key}" if key in _OWN_KEYS else key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)

@@ -13,6 +13,7 @@ import logging
 import threading
 
 from connector.hosts.base import HostError
+from connector.logs import log_extra
 from connector.runtime import Runtime
 
 log = logging.getLogger("bpsm.poller")
@@ -56,13 +57,16 @@ class PollerThreads:
                 if self.rt.store.acquire_poller(host, self.rt.worker_id, lease=interval * 3):
                     seen, new = poll_once(self.rt, host)
                     if new:
-                        log.info("polled", extra={"host": host, "seen": seen, "new": new})
+                        log.info(
+                            "polled", extra=log_extra({"host": host, "seen": seen, "new": new})
+                        )
             except HostError as exc:
                 log.warning(
-                    "poll failed; retrying next interval", extra={"host": host, "error": str(exc)}
+                    "poll failed; retrying next interval",
+                    extra=log_extra({"host": host, "error": str(exc)}),
                 )
             except Exception as exc:  # keep polling whatever one poll did
-                log.error("poll crashed", extra={"host": host, "error": repr(exc)})
+                log.error("poll crashed", extra=log_extra({"host": host, "error": repr(exc)}))
             self._stop.wait(interval)
 
     def stop(self) -> None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from connector.catalogue import format_duration
 from connector.hosts.base import HostError
+from connector.logs import log_extra
 from connector.proactive import due_maintenance, improvement_ticket, maintenance_ticket
 from connector.route import messages
 from connector.runtime import Runtime
@@ -85,12 +86,14 @@ def run_maintenance(rt: Runtime, now: datetime | None = None) -> list[Opened]:
         if result.status in ("opened", "failed"):
             log.info(
                 "maintenance",
-                extra={
-                    "host": result.host,
-                    "item": result.what,
-                    "period": result.period,
-                    "status": result.status,
-                },
+                extra=log_extra(
+                    {
+                        "host": result.host,
+                        "item": result.what,
+                        "period": result.period,
+                        "status": result.status,
+                    }
+                ),
             )
     return results
 
@@ -170,10 +173,12 @@ def open_improvement(
         except (HostError, NotImplementedError) as exc:
             log.warning(
                 "could not tag linked ticket",
-                extra={"host": host, "ticket": linked, "error": str(exc)},
+                extra=log_extra({"host": host, "ticket": linked, "error": str(exc)}),
             )
     log.info(
         "improvement opened",
-        extra={"host": host, "service": service_id, "ticket": ticket_id, "linked": len(tickets)},
+        extra=log_extra(
+            {"host": host, "service": service_id, "ticket": ticket_id, "linked": len(tickets)}
+        ),
     )
     return Opened(host, service_id, "-", "opened", ticket_id, reason)

@@ -22,6 +22,7 @@ from connector.classify import CatalogueIndex, build_index
 from connector.config import Mode, Settings, load_settings
 from connector.hosts import host_classes
 from connector.hosts.base import Host, HostClient
+from connector.logs import log_extra
 from connector.mapping import Mapping, load_mapping
 from connector.store import Store
 from connector.worker import process_delivery
@@ -134,7 +135,7 @@ class Runtime:
         for pk in ids:
             self.enqueue(pk)
         if ids:
-            log.info("sweep re-enqueued deliveries", extra={"count": len(ids)})
+            log.info("sweep re-enqueued deliveries", extra=log_extra({"count": len(ids)}))
         return len(ids)
 
     def status_counts(self) -> dict[str, int]:
@@ -148,7 +149,7 @@ class Runtime:
             try:
                 client.close()
             except Exception as exc:  # shutting down: report, do not mask other closes
-                log.warning("closing client failed", extra={"error": repr(exc)})
+                log.warning("closing client failed", extra=log_extra({"error": repr(exc)}))
         self.store.dispose()
 
 
@@ -191,7 +192,7 @@ class BackgroundWorker:
                 failing = False
             except Exception as exc:  # store or queue briefly unavailable: say so once
                 if not failing:
-                    log.warning("dispatch failed; retrying", extra={"error": repr(exc)})
+                    log.warning("dispatch failed; retrying", extra=log_extra({"error": repr(exc)}))
                 failing, handed = True, 0
             if not handed:
                 self._stop.wait(self.rt.settings.dispatch_interval)
@@ -205,7 +206,7 @@ class BackgroundWorker:
                 self.rt.sweep(grace=0.0 if first else None)
                 first = False
             except Exception as exc:  # the database may be briefly unavailable
-                log.warning("sweep failed", extra={"error": repr(exc)})
+                log.warning("sweep failed", extra=log_extra({"error": repr(exc)}))
             interval = self.rt.settings.maintenance_interval
             if interval > 0 and time.monotonic() >= next_maintenance:
                 next_maintenance = time.monotonic() + interval
@@ -220,7 +221,7 @@ class BackgroundWorker:
         try:
             run_maintenance(self.rt)
         except Exception as exc:  # a helpdesk outage must not stop the sweep
-            log.warning("maintenance run failed", extra={"error": repr(exc)})
+            log.warning("maintenance run failed", extra=log_extra({"error": repr(exc)}))
 
     def stop(self, graceful: bool = True) -> None:
         self._stop.set()

@@ -15,6 +15,7 @@ import sys
 import threading
 from types import FrameType
 
+from connector.logs import log_extra
 from connector.poller import PollerThreads
 from connector.runtime import BackgroundWorker, Runtime
 
@@ -33,10 +34,10 @@ def _wait_for_signal(extra: subprocess.Popen[bytes] | None = None) -> int:
     signal.signal(signal.SIGINT, handler)
     while not stop.is_set():
         if extra is not None and extra.poll() is not None:
-            log.error("web server exited", extra={"code": extra.returncode})
+            log.error("web server exited", extra=log_extra({"code": extra.returncode}))
             return extra.returncode or 1
         stop.wait(0.5)
-    log.info("stopping", extra={"signal": received[0] if received else None})
+    log.info("stopping", extra=log_extra({"signal": received[0] if received else None}))
     return 0
 
 
@@ -46,7 +47,8 @@ def run_worker(rt: Runtime, consumer_threads: int = 2) -> int:
     background.start()
     pollers.start()
     log.info(
-        "worker started", extra={"mode": rt.settings.effective_mode(), "pollers": pollers.hosts}
+        "worker started",
+        extra=log_extra({"mode": rt.settings.effective_mode(), "pollers": pollers.hosts}),
     )
     # huey's consumer set its own handlers in start(); ours take over for a clean stop.
     code = _wait_for_signal()
@@ -75,12 +77,14 @@ def run_service(rt: Runtime, bind: str, port: int, web_workers: int, consumer_th
     pollers.start()
     log.info(
         "service started",
-        extra={
-            "bind": f"{bind}:{port}",
-            "web_workers": web_workers,
-            "mode": rt.settings.effective_mode(),
-            "pollers": pollers.hosts,
-        },
+        extra=log_extra(
+            {
+                "bind": f"{bind}:{port}",
+                "web_workers": web_workers,
+                "mode": rt.settings.effective_mode(),
+                "pollers": pollers.hosts,
+            }
+        ),
     )
     code = _wait_for_signal(web)
     if web.poll() is None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from connector.events import RoutingDecision, ServiceMatch
 from connector.hosts.base import HostError
+from connector.logs import log_extra
 from connector.metrics import APPLY_SECONDS, DEAD, DECISIONS, RETRIES
 from connector.route import decide
 from connector.store import Delivery
@@ -49,11 +50,11 @@ def process_delivery(rt: Runtime, delivery_pk: int) -> str:
     except Exception as exc:  # a bug or an unexpected answer: keep the ticket, retry later
         log.error(
             "unexpected error",
-            extra={**fields, "error": repr(exc), "trace": traceback.format_exc(limit=5)},
+            extra=log_extra({**fields, "error": repr(exc), "trace": traceback.format_exc(limit=5)}),
         )
         return _failed(rt, delivery, f"unexpected error: {exc!r}", False, None, fields)
     rt.store.finish(delivery.id, outcome)
-    log.info("delivery done", extra={**fields, "outcome": outcome})
+    log.info("delivery done", extra=log_extra({**fields, "outcome": outcome}))
     return outcome
 
 
@@ -70,7 +71,7 @@ def _failed(
         rt.store.dead_letter(delivery, reason)
         rt.store.complete_routing(delivery.host, delivery.ticket_id, "failed", 0.0)
         DEAD.labels(delivery.host).inc()
-        log.warning("dead letter", extra={**fields, "reason": reason})
+        log.warning("dead letter", extra=log_extra({**fields, "reason": reason}))
         return "dead-letter"
     delay = backoff(
         delivery.attempts, settings.retry_base_delay, settings.retry_max_delay, retry_after
@@ -78,7 +79,9 @@ def _failed(
     rt.store.postpone(delivery.id, delay, reason)
     rt.enqueue(delivery.id, delay)
     RETRIES.labels(delivery.host).inc()
-    log.warning("retry later", extra={**fields, "reason": reason, "delay": round(delay, 2)})
+    log.warning(
+        "retry later", extra=log_extra({**fields, "reason": reason, "delay": round(delay, 2)})
+    )
     return "retry"
 
 
@@ -97,7 +100,7 @@ def _relation_reply(
             delivery.event, text, send=policy == "send" and not draft_only
         )
     except NotImplementedError:
-        log.warning("host cannot post replies", extra={"host": delivery.host})
+        log.warning("host cannot post replies", extra=log_extra({"host": delivery.host}))
         return
     rt.store.mark_replied(delivery.host, delivery.ticket_id)
 
@@ -111,18 +114,21 @@ def _improvement(rt: Runtime, host: str, service: str) -> None:
         opened = check_improvement(rt, host, service)
     except Exception as exc:
         log.warning(
-            "improvement check failed", extra={"host": host, "service": service, "error": repr(exc)}
+            "improvement check failed",
+            extra=log_extra({"host": host, "service": service, "error": repr(exc)}),
         )
         return
     if opened is not None:
         log.info(
             "improvement",
-            extra={
-                "host": host,
-                "service": service,
-                "status": opened.status,
-                "ticket": opened.ticket_id,
-            },
+            extra=log_extra(
+                {
+                    "host": host,
+                    "service": service,
+                    "status": opened.status,
+                    "ticket": opened.ticket_id,
+                }
+            ),
         )
 
 
@@ -176,14 +182,16 @@ def route_delivery(rt: Runtime, delivery: Delivery) -> str:
     DECISIONS.labels(delivery.host, decision.process, outcome).inc()
     log.info(
         "routed",
-        extra={
-            "host": delivery.host,
-            "ticket": delivery.ticket_id,
-            "bpsm_process": decision.process,
-            "service": decision.service,
-            "queue": decision.queue,
-            "confidence": decision.confidence,
-            "outcome": outcome,
-        },
+        extra=log_extra(
+            {
+                "host": delivery.host,
+                "ticket": delivery.ticket_id,
+                "bpsm_process": decision.process,
+                "service": decision.service,
+                "queue": decision.queue,
+                "confidence": decision.confidence,
+                "outcome": outcome,
+            }
+        ),
     )
     return outcome

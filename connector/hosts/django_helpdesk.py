@@ -58,6 +58,7 @@ from connector.hosts.base import (
     same,
 )
 from connector.hosts.http import HttpTransport, send_test_event
+from connector.logs import log_extra
 from connector.mapping import Mapping
 from connector.route import NOTE_MARKER, is_own_note
 
@@ -357,7 +358,8 @@ class DjangoHelpdeskClient(HostClient):
             if not ok:
                 self._next_login = time.monotonic() + LOGIN_RETRY_SECONDS
                 log.info(
-                    "session login failed; using basic auth", extra={"host": "django-helpdesk"}
+                    "session login failed; using basic auth",
+                    extra=log_extra({"host": "django-helpdesk"}),
                 )
 
     def _try_login(self) -> bool:
@@ -400,7 +402,9 @@ class DjangoHelpdeskClient(HostClient):
             # needs no CSRF token: keep to it in this process.
             if "CSRF Failed" not in str(exc) or self.auth_mode != "session":
                 raise
-        log.warning("session refused by CSRF checks; basic auth", extra={"host": transport.host})
+        log.warning(
+            "session refused by CSRF checks; basic auth", extra=log_extra({"host": transport.host})
+        )
         self._next_login = math.inf
         self.http.session.cookies.clear()
         return transport.request(method, f"/api/{path}", **kwargs)

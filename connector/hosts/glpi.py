@@ -53,6 +53,7 @@ from connector.hosts.base import (
     same,
 )
 from connector.hosts.http import SIGNATURE_REFUSED, HttpTransport, send_test_event
+from connector.logs import log_extra
 from connector.mapping import Mapping as HostMapping
 from connector.route import NOTE_MARKER, is_own_note
 from connector.text import html_to_text
@@ -316,7 +317,7 @@ def _mark_epoch(mark: str, default: float) -> float:
     try:
         parsed = datetime.fromisoformat(mark)
     except ValueError:
-        log.warning("unreadable GLPI poll mark; starting afresh", extra={"mark": mark})
+        log.warning("unreadable GLPI poll mark; starting afresh", extra=log_extra({"mark": mark}))
         return default
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
@@ -662,7 +663,10 @@ class GlpiClient(HostClient):
         if name not in self._category_ids:
             row = self._find("ITILCategory", name)
             if row is None:
-                log.warning("ITIL category not found; run `bpsm setup glpi`", extra={"name": name})
+                log.warning(
+                    "ITIL category not found; run `bpsm setup glpi`",
+                    extra=log_extra({"name": name}),
+                )
                 return None
             self._category_ids[name] = int(row["id"])
         return self._category_ids[name]

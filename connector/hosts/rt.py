@@ -52,6 +52,7 @@ from connector.hosts.base import (
     parse_time,
 )
 from connector.hosts.http import HttpTransport
+from connector.logs import log_extra
 from connector.mapping import Mapping
 from connector.route import is_own_note, messages
 
@@ -440,7 +441,9 @@ class RTClient(HostClient):
         now = self.clock()
         mark = parse_rt_time(since) if since else None
         if since and mark is None:
-            log.warning("rt: unreadable poll mark; starting from now", extra={"mark": since})
+            log.warning(
+                "rt: unreadable poll mark; starting from now", extra=log_extra({"mark": since})
+            )
         start = (mark or now) - timedelta(seconds=self.options.overlap_seconds)
         events: list[TicketEvent] = []
         newest = mark or now

@@ -23,6 +23,7 @@ import yaml
 from connector.events import RoutingDecision, TicketEvent
 from connector.hosts.base import NewTicket
 from connector.hosts.django_helpdesk import DjangoHelpdeskClient
+from connector.logs import record_fields
 from connector.mapping import RelationSettings
 from connector.replies import relation_reply
 from connector.route import NOTE_MARKER
@@ -206,9 +207,9 @@ def test_new_ticket_lands_in_its_process_queue_with_one_private_followup(
 def ignored(caplog: pytest.LogCaptureFixture, ticket_id: int) -> list[str]:
     """Reasons the web layer gave for the webhooks of this ticket it ignored."""
     return [
-        getattr(r, "reason", "")
+        record_fields(r).get("reason", "")
         for r in caplog.records
-        if r.getMessage() == "ignored event" and getattr(r, "ticket", None) == str(ticket_id)
+        if r.getMessage() == "ignored event" and record_fields(r).get("ticket") == str(ticket_id)
     ]
 
 
