@@ -212,22 +212,61 @@ def evaluate_command(
             )
 
 
-def _runtime(catalogue_path: str | None = None) -> Any:
+def _settings(catalogue_path: str | None = None) -> Any:
     from connector.config import ConfigError, load_settings
     from connector.hosts import host_classes
-    from connector.runtime import Runtime
 
     overrides: dict[str, Any] = {}
     if catalogue_path:
         overrides["catalogue_path"] = Path(catalogue_path)
     try:
-        settings = load_settings(host_names=tuple(host_classes()), **overrides)
+        return load_settings(host_names=tuple(host_classes()), **overrides)
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _runtime(catalogue_path: str | None = None) -> Any:
+    from connector.config import ConfigError
+    from connector.runtime import Runtime
+
+    settings = _settings(catalogue_path)
+    try:
         return Runtime(settings)
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(2)
     except (CatalogueError, MappingError) as exc:
         _fail(exc.problems)
+
+
+def _run_process(body: Callable[[Any, Any, Any], int], catalogue_path: str, serve: bool) -> None:
+    """The frame of `serve` and `worker`: signals handled from the first instant, the metrics
+    directory of `serve` made before prometheus_client is imported, start-up failures as one
+    line on stderr and exit status 1."""
+    from connector.config import ConfigError
+    from connector.logs import setup_logging
+    from connector.service import MetricsDir, StartupError, Stopper
+
+    stopper = Stopper()
+    stopper.install()
+    metrics = MetricsDir.prepare() if serve else None
+    code = 1
+    try:
+        settings = _settings(catalogue_path)
+        setup_logging(settings.log_level)
+        code = body(settings, stopper, metrics)
+    except StartupError as exc:
+        click.echo(f"bpsm: cannot start: {exc}", err=True)
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        code = 2
+    except (CatalogueError, MappingError) as exc:
+        _fail(exc.problems)
+    finally:
+        if metrics is not None:
+            metrics.cleanup()
+    sys.exit(code)
 
 
 @main.command()
@@ -255,26 +294,45 @@ def serve(bind: str, port: int, workers: int, threads: int, catalogue_path: str)
     in dry-run mode with the demo host: POST a ticket to /hooks/demo and see the decision
     with `bpsm decisions`.
     """
-    from connector.logs import setup_logging
-    from connector.service import run_service
-
     os.environ["BPSM_CATALOGUE"] = str(Path(catalogue_path).resolve())
-    rt = _runtime(catalogue_path)
-    setup_logging(rt.settings.log_level)
-    sys.exit(run_service(rt, bind=bind, port=port, web_workers=workers, consumer_threads=threads))
+
+    def body(settings: Any, stopper: Any, metrics: Any) -> int:
+        from connector.service import run_service
+
+        return run_service(
+            settings,
+            stopper,
+            metrics=metrics,
+            bind=bind,
+            port=port,
+            web_workers=workers,
+            consumer_threads=threads,
+        )
+
+    _run_process(body, catalogue_path, serve=True)
 
 
 @main.command()
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar="BPSM_WORKER_METRICS_PORT",
+    help="Serve this worker's /metrics on this port (off by default).",
+)
+@click.option("--metrics-bind", default="127.0.0.1", show_default=True)
 @catalogue_option
-def worker(threads: int, catalogue_path: str) -> None:
+def worker(threads: int, metrics_port: int | None, metrics_bind: str, catalogue_path: str) -> None:
     """Run a job consumer (and host pollers) without the web layer; run many with Redis."""
-    from connector.logs import setup_logging
-    from connector.service import run_worker
 
-    rt = _runtime(catalogue_path)
-    setup_logging(rt.settings.log_level)
-    sys.exit(run_worker(rt, consumer_threads=threads))
+    def body(settings: Any, stopper: Any, _metrics: Any) -> int:
+        from connector.service import run_worker
+
+        where = (metrics_bind, metrics_port) if metrics_port is not None else None
+        return run_worker(settings, stopper, consumer_threads=threads, metrics_bind=where)
+
+    _run_process(body, catalogue_path, serve=False)
 
 
 @main.command()

@@ -67,6 +67,8 @@ class Settings(BaseModel):
     # during an incident every reactive ticket of the service would otherwise cost a call.
     improvement_recheck: float = 60.0
     http_timeout: float = 10.0
+    # How long `bpsm serve`/`bpsm worker` wait for the database and the queue at start.
+    start_timeout: float = 60.0
     hosts: dict[str, HostSettings] = {}
 
     def host(self, name: str) -> HostSettings:
@@ -159,6 +161,7 @@ def load_settings(
         ("maintenance_interval", "BPSM_MAINTENANCE_INTERVAL"),
         ("improvement_recheck", "BPSM_IMPROVEMENT_RECHECK"),
         ("http_timeout", "BPSM_HTTP_TIMEOUT"),
+        ("start_timeout", "BPSM_START_TIMEOUT"),
     ):
         number = _float(env, name)
         if number is not None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -51,6 +53,50 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class QueueOutageFilter(logging.Filter):
+    """During a queue outage (Redis down) huey logs a full traceback on every failed poll,
+    several a second per consumer thread. Keep one line per `every` seconds that names the
+    queue and the error, without the traceback; the consumer retries with backoff anyway."""
+
+    PREFIXES = ("Error reading from queue", "Error reading schedule", "Error enqueueing")
+
+    def __init__(self, queue: str, every: float = 60.0):
+        super().__init__()
+        self.queue = queue
+        self.every = every
+        self._last = -math.inf
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("huey") or not record.exc_info:
+            return True
+        if not str(record.msg).startswith(self.PREFIXES):
+            return True
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last < self.every:
+                return False
+            self._last = now
+        error = record.exc_info[1]
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        record.msg = (
+            f"cannot reach {self.queue}: {lines[0].strip().rstrip('.')}; the consumer retries with "
+            f"backoff (said at most every {self.every:g} s)"
+        )
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+def quiet_queue_outages(queue: str, every: float = 60.0) -> QueueOutageFilter:
+    """Install QueueOutageFilter on the root's handlers (where huey's records end up)."""
+    outage = QueueOutageFilter(queue, every)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(outage)
+    return outage
 
 
 def setup_logging(level: str = "INFO") -> None:
