@@ -11,7 +11,7 @@ Start-up, in this order, so that a failure leaves nothing half-running:
 4. The database and the job queue, retried with backoff for BPSM_START_TIMEOUT seconds.
 5. gunicorn, whose master and workers die with their parent (Linux PR_SET_PDEATHSIG, else a
    thread watching the parent), so a `kill -9` of `bpsm serve` leaves nothing on the port.
-6. The consumer and pollers; then, once /healthz answers, "service started".
+6. Once /healthz answers, the consumer and pollers; then "service started".
 
 SIGTERM/SIGINT: gunicorn finishes in-flight requests, the consumer finishes in-flight jobs
 (a job cut short keeps its lease and is retaken after a restart), then we exit.
@@ -427,8 +427,10 @@ def run_service(
         service.rt = connect_runtime(settings, stopper)
         stopper.check()
         service.start_web(web_workers)
-        service.start_consumer(consumer_threads)
+        # Webhooks are accepted (and stored) while the consumer builds the catalogue index.
         service.wait_until_serving(health, settings.start_timeout)
+        service.start_consumer(consumer_threads)
+        service.check_web()
         log.info(
             "service started",
             extra=log_extra(
