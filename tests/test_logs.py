@@ -6,9 +6,10 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import sys
 from pathlib import Path
 
-from connector.logs import JsonFormatter, log_extra, record_fields
+from connector.logs import JsonFormatter, QueueOutageFilter, log_extra, record_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical", "log"}
@@ -78,3 +79,29 @@ def test_the_check_tells_a_plain_extra_from_the_helper():
         "ConfigDict(extra='forbid')\n"
     )
     assert plain_extras(source) == [1]
+
+
+def _huey_error(message: str) -> logging.LogRecord:
+    try:
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
+    except ConnectionError:
+        return logging.LogRecord(
+            "huey.consumer.Worker", logging.ERROR, __file__, 1, message, (), sys.exc_info()
+        )
+
+
+def test_queue_outage_is_one_line_without_traceback_per_interval():
+    outage = QueueOutageFilter("Redis at BPSM_REDIS_URL=redis://127.0.0.1:6399/0", every=60)
+    first = _huey_error("Error reading from queue")
+    assert outage.filter(first)
+    line = json.loads(JsonFormatter().format(first))
+    assert line["msg"] == (
+        "cannot reach Redis at BPSM_REDIS_URL=redis://127.0.0.1:6399/0: Error 111 connecting "
+        "to 127.0.0.1:6399. Connection refused; the consumer retries with backoff (said at "
+        "most every 60 s)"
+    )
+    assert "exc" not in line
+    assert not outage.filter(_huey_error("Error reading from queue"))  # within the minute
+    assert not outage.filter(_huey_error("Error reading schedule."))
+    task_error = _huey_error("Unhandled error during execution of task %s.")
+    assert outage.filter(task_error) and task_error.exc_info  # not an outage: untouched

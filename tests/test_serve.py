@@ -449,3 +449,18 @@ def test_redis_outage_while_running_is_a_line_a_minute_not_a_traceback_flood(tmp
     finally:
         redis.terminate()
         redis.wait(timeout=20)
+
+
+def test_abandoned_metrics_folders_are_removed_and_live_ones_kept(tmp_path):
+    from connector.service import remove_abandoned_metrics_dirs
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"bpsm-metrics-{gone.pid}-abc"
+    live = tmp_path / f"bpsm-metrics-{os.getpid()}-def"
+    other = tmp_path / "bpsm-metrics-unknown"
+    for folder in (dead, live, other):
+        folder.mkdir()
+        (folder / "counter_1.db").write_bytes(b"x")
+    assert remove_abandoned_metrics_dirs(tmp_path) == [dead]
+    assert not dead.exists() and live.exists() and other.exists()
