@@ -1182,6 +1182,7 @@ class CatalogueIndex:
             (t.text for t in tokens), self.catalogue.languages, default
         )
         unsorted, kept = self._score(tokens)
+        known = self.known_words(tokens)
         # Only the best two are used: the same two as candidates()' full sort (ids are unique).
         scored = heapq.nsmallest(2, unsorted, key=self._rank)
         change_score, cues = self.change_intent(tokens)
@@ -1207,6 +1208,7 @@ class CatalogueIndex:
                 runner_up_score=round(scored[0][0], 3) if scored else 0.0,
                 private_cues=private_cues,
                 private_matter=is_private,
+                known_words=known,
             )
         best_score, best = scored[0]
         runner = scored[1] if len(scored) > 1 else None
@@ -1224,7 +1226,22 @@ class CatalogueIndex:
             change_intent=is_change,
             private_cues=private_cues,
             private_matter=is_private,
+            known_words=known,
         )
+
+    def known_words(self, tokens: Sequence[Token]) -> int:
+        """Distinct ticket words that are words of a catalogue language: a stopword or
+        function word, or a word the catalogue or its thesaurus knows (itself or its stem).
+        Typos and compounds do not count: "qwerty" is one edit from many words."""
+        known: set[str] = set()
+        postings = self.postings
+        for token in tokens:
+            word = token.text
+            if word in known or len(word) < 2:
+                continue
+            if word in self.stopwords or any(key in postings for key in self.keys(word)):
+                known.add(word)
+        return len(known)
 
     def _outside_it(
         self, tokens: Sequence[Token], best: float

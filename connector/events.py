@@ -48,6 +48,9 @@ class ServiceMatch(_Frozen):
     # With no service: the matter outside IT the ticket is about ("furniture"), in its
     # language; the evidence then lists its terms.
     outside: str | None = None
+    # Distinct words of the ticket that are words of a catalogue language (a stopword, or a
+    # word the index knows): "asdf qwerty" has none. None for matches stored before it existed.
+    known_words: int | None = None
 
 
 class SLATimes(_Frozen):

@@ -7,7 +7,10 @@ Rules, in order:
 3. change cues on a supported service          → change
 4. otherwise                                   → reactive, with the catalogue's SLA
 A match below the mapping's confidence threshold keeps its process but goes to the fallback
-queue (when one is configured), and the note says why.
+queue (when one is configured), and the note says why; without a fallback it stays where the
+rules put it, flagged low-confidence. A ticket with no usable text ("asdf qwerty", an empty
+body: fewer than MIN_USABLE_WORDS words of any catalogue language, and no service) is treated
+the same way: relation management is for texts that ask for something no service covers.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from connector.mapping import Mapping
 from connector.yamlsource import load_data
 
 NOTE_MARKER = "[bpsm-connector]"
+MIN_USABLE_WORDS = 3
 
 
 @cache
@@ -63,7 +67,8 @@ def decide(
     queue = mapping.queue_for(process)
     if process == "reactive" and service is not None and service.id in mapping.services:
         queue = mapping.services[service.id]
-    low = match.service is not None and match.confidence < mapping.confidence_threshold
+    vague = has_no_usable_text(match)
+    low = vague or (match.service is not None and match.confidence < mapping.confidence_threshold)
     if low and mapping.fallback:
         queue = mapping.fallback
     start = event.created_at or now or datetime.now(UTC)
@@ -84,6 +89,7 @@ def decide(
         confidence=match.confidence,
         low_confidence=low,
         sla=sla,
+        reasons=("no-usable-text",) if vague else (),
     )
     note = render_note(decision, match, service, mapping)
     return decision.model_copy(update={"note": note})
@@ -134,10 +140,29 @@ def render_note(
             )
         )
     if decision.low_confidence:
-        lines.append(
-            t["low_confidence"].format(threshold=mapping.confidence_threshold, queue=decision.queue)
-        )
+        lines.append(_low_confidence_line(decision, match, mapping, t))
     return "\n".join(lines)
+
+
+def has_no_usable_text(match: ServiceMatch) -> bool:
+    """Too few words of any catalogue language to say anything, and no service found."""
+    known = match.known_words
+    return match.service is None and known is not None and known < MIN_USABLE_WORDS
+
+
+def _low_confidence_line(
+    decision: RoutingDecision, match: ServiceMatch, mapping: Mapping, t: dict[str, Any]
+) -> str:
+    """What happened to an uncertain ticket: the fallback queue when one is set, otherwise
+    it stays where the rules put it — the note must not claim a review queue that is not
+    there."""
+    fallback = bool(mapping.fallback) and decision.queue == mapping.fallback
+    if "no-usable-text" in decision.reasons:
+        why = t["no_usable_text"].format(count=match.known_words or 0)
+    else:
+        why = t["below_threshold"].format(threshold=mapping.confidence_threshold)
+    then = t["to_fallback" if fallback else "please_check"].format(queue=decision.queue)
+    return f"{why} {then}"
 
 
 def _evidence(match: ServiceMatch) -> str:

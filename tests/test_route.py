@@ -133,6 +133,53 @@ def test_low_confidence_goes_to_the_fallback_queue_and_says_so():
 def test_low_confidence_without_fallback_keeps_the_process_queue():
     decision = decide(EVENT, match("printing", confidence=0.1), CATALOGUE, Mapping())
     assert decision.queue == "BPSM Reactive" and decision.low_confidence
+    # The note must not claim a review queue that does not exist.
+    assert "for a person to check" not in decision.note
+    assert "Routed with low confidence: please check." in decision.note
+
+
+def test_low_confidence_without_fallback_in_norwegian():
+    decision = decide(EVENT, match("printing", 0.1, language="nb"), CATALOGUE, Mapping())
+    assert "Rutet med lav sikkerhet: sjekk saken." in decision.note
+    assert "manuell vurdering" not in decision.note
+
+
+def vague(known_words: int | None) -> ServiceMatch:
+    return match(None).model_copy(update={"known_words": known_words})
+
+
+def test_no_usable_text_goes_to_the_fallback_not_relation_management():
+    decision = decide(EVENT, vague(0), CATALOGUE, MAPPING)
+    assert decision.queue == "BPSM Triage" and decision.low_confidence
+    assert decision.reasons == ("no-usable-text",)
+    assert "too little recognisable text to route (0 known words)" in decision.note
+
+
+def test_no_usable_text_without_fallback_is_flagged_where_it_lands():
+    decision = decide(EVENT, vague(2), CATALOGUE, Mapping())
+    assert decision.queue == "BPSM Relation" and decision.low_confidence
+    assert "bpsm-low-confidence" in decision.tags
+
+
+@pytest.mark.parametrize("known_words", [3, None])
+def test_enough_words_asking_for_nothing_known_is_relation_management(known_words):
+    decision = decide(EVENT, vague(known_words), CATALOGUE, MAPPING)
+    assert decision.queue == "BPSM Relation" and not decision.low_confidence
+    assert decision.reasons == ()
+
+
+@pytest.mark.parametrize(
+    "subject,body,usable",
+    [
+        ("asdf", "qwerty", False),
+        ("", "", False),
+        ("Printer", "My printer is broken and will not print anything.", True),
+        ("Ønske", "Kan dere hjelpe meg med noe jeg lurer på?", True),
+    ],
+)
+def test_known_words_of_real_tickets(example_index, subject, body, usable):
+    known = example_index.classify(body, subject).known_words
+    assert known is not None and (known >= 3) == usable
 
 
 @pytest.mark.parametrize(
