@@ -535,30 +535,88 @@ def improvement(service: str, reason: str, host_name: str | None, catalogue_path
 
 
 @main.command()
-@click.option("--limit", default=20, show_default=True, type=int)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--since", default=None, help="Only decisions within this period (4h, 7d, 12w).")
+@click.option("--service", default=None, help="Only this service (its catalogue id).")
+@click.option(
+    "--process",
+    type=click.Choice(["reactive", "relation", "change", "proactive", "improvement"]),
+    default=None,
+    help="Only this process.",
+)
+@click.option("--low-confidence", is_flag=True, help="Only low-confidence decisions.")
+@click.option("--overridden", is_flag=True, help="Only decisions an agent overrode.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of objects.")
 @catalogue_option
-def decisions(limit: int, as_json: bool, catalogue_path: str) -> None:
-    """The latest routing decisions from the audit log."""
-    rt = _runtime(catalogue_path)
-    rows = rt.store.all_routings()[-limit:]
+def decisions(
+    since: str | None,
+    service: str | None,
+    process: str | None,
+    low_confidence: bool,
+    overridden: bool,
+    limit: int,
+    as_json: bool,
+    catalogue_path: str,
+) -> None:
+    """The latest routing decisions from the audit log, newest first. Works without a
+    catalogue (service names come from it when it can be read)."""
+    import time
+
+    from connector.catalogue import parse_duration
+    from connector.decisions import DecisionFilter, as_table, decision_row
+    from connector.decisions import as_json as decisions_json
+
+    start = None
+    if since is not None:
+        try:
+            start = time.time() - parse_duration(since).total_seconds()
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--since") from exc
+    wanted = DecisionFilter(
+        since=start,
+        service=service,
+        process=process,
+        low_confidence=low_confidence,
+        overridden=overridden,
+        limit=limit,
+    )
+    store, catalogue = _audit_store(catalogue_path)
+    try:
+        rows = [decision_row(r, catalogue) for r in store.decision_rows(wanted)]
+    finally:
+        store.dispose()
     if as_json:
+        click.echo(decisions_json(rows))
+    elif rows:
+        click.echo(as_table(rows))
+    else:
         click.echo(
-            json.dumps(
-                [{k: v for k, v in r.items() if k not in ("match",)} for r in rows],
-                ensure_ascii=False,
-                default=str,
-            )
+            "no decisions match" if wanted != DecisionFilter(limit=limit) else "no decisions yet"
         )
-        return
-    for row in rows:
-        click.echo(
-            f"{row['host']:<16} ticket {row['ticket_id']:<10} {row['process']:<9} "
-            f"{row['service'] or '-':<22} {row['queue']:<22} "
-            f"conf {row['confidence']:.2f}  {row['outcome']}"
-        )
-    if not rows:
-        click.echo("no decisions yet")
+
+
+def _audit_store(catalogue_path: str | None) -> tuple[Any, Any]:
+    """The store of the configured settings and, when it can be read, the catalogue (for
+    service names): reading the audit log must not need a valid catalogue."""
+    from connector.catalogue import load_catalogue
+    from connector.config import ConfigError, load_settings
+    from connector.hosts import host_classes
+    from connector.store import Store
+
+    overrides: dict[str, Any] = {}
+    if catalogue_path:
+        overrides["catalogue_path"] = Path(catalogue_path)
+    try:
+        settings = load_settings(host_names=tuple(host_classes()), **overrides)
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+    try:
+        catalogue = load_catalogue(settings.catalogue_path)
+    except CatalogueError:
+        catalogue = None
+    store = Store(settings.database)
+    return store, catalogue
 
 
 def _write_output(path: str, text: str) -> None:

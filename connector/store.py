@@ -43,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 
+from connector.decisions import DecisionFilter
 from connector.events import TicketEvent
 from connector.groupwrite import GroupWriter
 
@@ -690,6 +691,30 @@ class Store:
         query = select(routings).order_by(routings.c.id)
         if since is not None:
             query = query.where(routings.c.created_at >= since)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def decision_rows(self, wanted: DecisionFilter) -> list[dict[str, Any]]:
+        """The newest routings that pass the filter, each with its delivery's event (for the
+        subject), newest first."""
+        query = (
+            select(routings, deliveries.c.event)
+            .select_from(routings.outerjoin(deliveries, deliveries.c.id == routings.c.delivery))
+            .order_by(routings.c.created_at.desc(), routings.c.id.desc())
+            .limit(max(wanted.limit, 0))
+        )
+        if wanted.since is not None:
+            query = query.where(routings.c.created_at >= wanted.since)
+        if wanted.service is not None:
+            query = query.where(routings.c.service == wanted.service)
+        if wanted.process is not None:
+            query = query.where(routings.c.process == wanted.process)
+        if wanted.low_confidence:
+            query = query.where(routings.c.low_confidence != 0)
+        if wanted.overridden:
+            query = query.where(
+                or_(routings.c.moved_by_agent_at.is_not(None), routings.c.outcome == "override")
+            )
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
