@@ -33,6 +33,8 @@ th:first-child,td:first-child,.text{text-align:left}
 thead th{border-bottom:2px solid #999}
 dl.defs dt{font-weight:600;margin-top:.5rem}dl.defs dd{margin-left:1rem;color:#333}
 svg text{font:12px system-ui,sans-serif;fill:#1b1b1b}
+svg{max-width:100%;height:auto}.wide{overflow-x:auto;max-width:100%}
+@media (max-width:600px){body{padding:.75rem}.card{min-width:8rem}}
 """
 
 
@@ -246,7 +248,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], text_columns
     body = "".join(
         "<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # A wide table scrolls inside its box on a phone instead of widening the page.
+    inner = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="wide">{inner}</div>'
 
 
 def cards(items: Sequence[tuple[str, str]]) -> str:

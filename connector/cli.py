@@ -662,6 +662,27 @@ def _host_times(rt: Any, rows: list[dict[str, Any]]) -> dict[tuple[str, str], An
     return found
 
 
+def _with_subjects(store: Any, rows: list[dict[str, Any]], since: float) -> list[dict[str, Any]]:
+    """The low-confidence rows with their ticket's subject, for the report's review list."""
+    from connector.decisions import DecisionFilter, decision_row
+    from connector.report import LOW_CONFIDENCE_LIST
+
+    wanted = DecisionFilter(since=since, low_confidence=True, limit=LOW_CONFIDENCE_LIST)
+    subjects = {row.id: row.subject for row in map(decision_row, store.decision_rows(wanted))}
+    return [r | {"subject": subjects[r["id"]]} if r["id"] in subjects else r for r in rows]
+
+
+def _service_names(catalogue: Any) -> dict[str, str]:
+    language = catalogue.languages[0] if catalogue.languages else "en"
+    return {s.id: s.text("name", language) for s in catalogue.services}
+
+
+def _threshold(rt: Any, rows: list[dict[str, Any]]) -> float | None:
+    """The confidence threshold of the hosts in the report, when they share one."""
+    thresholds = {rt.mapping(host).confidence_threshold for host in {r["host"] for r in rows}}
+    return thresholds.pop() if len(thresholds) == 1 else None
+
+
 @main.command()
 @click.option(
     "--since",
@@ -704,9 +725,17 @@ def report(since: str, fmt: str, output: str | None, host_times: bool, catalogue
     try:
         now = time.time()
         start = now - window.total_seconds()
-        rows = rt.store.all_routings(since=start)
+        rows = _with_subjects(rt.store, rt.store.all_routings(since=start), start)
         times = _host_times(rt, rows) if host_times else None
-        text = RENDERERS[fmt](kpis(rows, now, times, since=start))
+        figures = kpis(
+            rows,
+            now,
+            times,
+            since=start,
+            service_names=_service_names(rt.catalogue),
+            threshold=_threshold(rt, rows),
+        )
+        text = RENDERERS[fmt](figures)
     finally:
         rt.close()
     if output:

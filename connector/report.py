@@ -19,10 +19,19 @@ from pydantic import ValidationError
 
 from connector import charts
 from connector.charts import esc
-from connector.events import PROCESSES, RoutingDecision
+from connector.events import PROCESSES, RoutingDecision, ServiceMatch
 from connector.hosts.base import TicketTimes
 
 NO_SERVICE = "(none)"  # a service id is a slug, so this never collides with a real one
+# Why a ticket has no service: each its own row, so "(none)" is not one opaque largest bar.
+NO_SERVICE_REASONS = {
+    "outside": "(none: outside IT)",
+    "private": "(none: private matter)",
+    "no-usable-text": "(none: no usable text)",
+    "no-match": "(none: no match)",
+}
+PILOT_OUTCOMES = ("shadow", "dry-run")  # decided, but nothing was moved
+LOW_CONFIDENCE_LIST = 25  # the low-confidence tickets listed for review, newest first
 BINS = 10
 OUTCOMES = ("applied", "override", "shadow", "dry-run", "failed", "applying")
 SLA_STATES = ("met", "breached", "pending", "due_passed_unknown", "not_due_unknown")
@@ -37,13 +46,23 @@ DEFINITIONS: dict[str, str] = {
     "decided": "tickets whose routing finished: every outcome except 'applying' (in progress)",
     "auto_routed": "decided tickets the connector moved itself (outcome 'applied') with a "
     "confident match (not low_confidence)",
-    "auto_routed_share": "auto_routed / decided",
+    "routed": "decided tickets outside a pilot (every outcome but 'applying', 'shadow' and "
+    "'dry-run'): those routing was switched on for",
+    "auto_routed_share": "auto_routed / routed",
+    "would_route": "pilot tickets (outcome 'shadow' or 'dry-run': decided, nothing moved) "
+    "with a confident match: what routing would have moved automatically",
+    "would_route_share": "would_route / pilot tickets",
+    "no_service_reasons": "tickets without a service, by why: outside IT (a matter no service "
+    "covers), private matter, no usable text, no match",
+    "weekly": "tickets per ISO week (by when the connector decided), per process, with the "
+    "auto-routed and would-route shares",
     "agent_moved_first": "tickets an agent had already moved before the connector acted "
     "(outcome 'override')",
     "agent_moved_later": "applied tickets an agent later moved to another queue "
     "(moved_by_agent_at set)",
     "override_rate": "(agent_moved_first + agent_moved_later) / (applied + agent_moved_first)",
-    "confidence_histogram": "all tickets by match confidence in ten bins [0, 0.1), …, [0.9, 1.0]",
+    "confidence_histogram": "tickets with a service by match confidence in ten bins [0, 0.1), "
+    "…, [0.9, 1.0]; tickets without a service are counted apart (no_service)",
     "sla": "reactive tickets with response/resolution due times; 'met'/'breached'/'pending' "
     "need the helpdesk's times (--host-times): breached = answered/closed after the due time, "
     "or still not by now when the due time has passed; pending = not yet, due time ahead. "
@@ -62,12 +81,16 @@ def kpis(
     now: float,
     host_times: HostTimes | None = None,
     since: float | None = None,
+    service_names: Mapping[str, str] | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Every KPI of the report, as one JSON-ready dict. Definitions (also in the output):
 
     - total: routing rows in the period (one per (host, ticket)).
     - decided: rows whose outcome is not 'applying'. auto_routed: decided rows with outcome
-      'applied' and not low_confidence. auto_routed_share = auto_routed / decided.
+      'applied' and not low_confidence. routed: decided rows outside a pilot (not 'shadow'
+      or 'dry-run'). auto_routed_share = auto_routed / routed. would_route: pilot rows with a
+      confident match; would_route_share = would_route / pilot.
     - override_rate = (agent_moved_first + agent_moved_later) / (applied + agent_moved_first),
       where agent_moved_first counts outcome 'override' (an agent moved it before the
       connector could) and agent_moved_later counts 'applied' rows with moved_by_agent_at.
@@ -85,16 +108,28 @@ def kpis(
     `rate` values are rounded to 4 places and None when their denominator is 0.
     """
     times = host_times or {}
+    with_service = [r for r in routings if r["service"]]
     return {
         "generated_at": _iso(now),
         "since": _iso(since) if since is not None else None,
         "total": len(routings),
+        "pilot": sum(r["outcome"] in PILOT_OUTCOMES for r in routings),
         "outcomes": {o: sum(r["outcome"] == o for r in routings) for o in OUTCOMES},
         "overall": group_stats(routings),
         "by_process": {p: group_stats(_where(routings, "process", p)) for p in PROCESSES},
         "by_service": {s: group_stats(rows) for s, rows in _by_service(routings)},
         "by_process_service": _process_service(routings),
-        "confidence_histogram": confidence_histogram(routings),
+        "service_names": {
+            s: service_names[s]
+            for s in {str(r["service"]) for r in with_service}
+            if service_names and s in service_names
+        },
+        "no_service_reasons": {label: n for label, n in _no_service_reasons(routings).items() if n},
+        "weekly": weekly_trend(routings),
+        "low_confidence": low_confidence_list(routings),
+        "threshold": threshold,
+        "confidence_histogram": confidence_histogram(with_service),
+        "no_service": len(routings) - len(with_service),
         "sla": sla_report(routings, now, times),
         "times": time_report(routings, times),
         "host_times": {
@@ -117,7 +152,9 @@ def _key(row: Row) -> tuple[str, str]:
 
 
 def _service(row: Row) -> str:
-    return str(row["service"]) if row["service"] else NO_SERVICE
+    if row["service"]:
+        return str(row["service"])
+    return NO_SERVICE_REASONS[no_service_reason(row)]
 
 
 def _where(rows: Iterable[Row], column: str, value: str) -> list[Row]:
@@ -140,6 +177,95 @@ def _process_service(rows: Sequence[Row]) -> list[dict[str, Any]]:
     return out
 
 
+def _match(row: Row) -> ServiceMatch | None:
+    try:
+        return ServiceMatch.model_validate_json(row["match"])
+    except (ValidationError, KeyError, TypeError):
+        return None  # an unreadable row still counts, under "no match"
+
+
+def _decision(row: Row) -> RoutingDecision | None:
+    try:
+        return RoutingDecision.model_validate_json(row["decision"])
+    except (ValidationError, KeyError, TypeError):
+        return None
+
+
+def no_service_reason(row: Row) -> str:
+    """Why a ticket has no service, as a NO_SERVICE_REASONS key."""
+    match, decision = _match(row), _decision(row)
+    if match is not None and match.outside:
+        return "outside"
+    if match is not None and match.private_matter:
+        return "private"
+    if decision is not None and "no-usable-text" in decision.reasons:
+        return "no-usable-text"
+    return "no-match"
+
+
+def _no_service_reasons(rows: Iterable[Row]) -> dict[str, int]:
+    counts = dict.fromkeys(NO_SERVICE_REASONS.values(), 0)
+    for row in rows:
+        if not row["service"]:
+            counts[NO_SERVICE_REASONS[no_service_reason(row)]] += 1
+    return counts
+
+
+def _week(ts: float) -> str:
+    year, week, _ = datetime.fromtimestamp(ts, UTC).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def weekly_trend(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Per ISO week, oldest first: tickets, per process, and the two routing shares."""
+    weeks: dict[str, list[Row]] = {}
+    for row in rows:
+        weeks.setdefault(_week(float(row["created_at"])), []).append(row)
+    out = []
+    for week in sorted(weeks):
+        group = weeks[week]
+        stats = group_stats(group)
+        out.append(
+            {
+                "week": week,
+                "tickets": len(group),
+                "by_process": {
+                    p: n for p in PROCESSES if (n := sum(r["process"] == p for r in group))
+                },
+                "auto_routed_share": stats["auto_routed_share"],
+                "would_route_share": stats["would_route_share"],
+                "override_rate": stats["override_rate"],
+            }
+        )
+    return out
+
+
+def low_confidence_list(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """The newest low-confidence tickets, with what a reviewer needs to judge them."""
+    low = sorted(
+        (r for r in rows if r["low_confidence"]),
+        key=lambda r: float(r["created_at"]),
+        reverse=True,
+    )[:LOW_CONFIDENCE_LIST]
+    out = []
+    for row in low:
+        match = _match(row)
+        out.append(
+            {
+                "host": row["host"],
+                "ticket": row["ticket_id"],
+                "time": _iso(float(row["created_at"])),
+                "subject": row.get("subject") or "",
+                "service": row["service"],
+                "process": row["process"],
+                "confidence": round(float(row["confidence"]), 3),
+                "runner_up": match.runner_up if match else None,
+                "evidence": [e.shown for e in match.evidence] if match else [],
+            }
+        )
+    return out
+
+
 def _rate(numerator: int, denominator: int) -> float | None:
     return round(numerator / denominator, 4) if denominator else None
 
@@ -153,11 +279,18 @@ def group_stats(rows: Sequence[Row]) -> dict[str, Any]:
     moved_later = sum(
         r["outcome"] == "applied" and r["moved_by_agent_at"] is not None for r in rows
     )
+    pilot = [r for r in rows if r["outcome"] in PILOT_OUTCOMES]
+    would = sum(not r["low_confidence"] for r in pilot)
+    routed = len(decided) - len(pilot)
     return {
         "tickets": len(rows),
         "decided": len(decided),
+        "routed": routed,
         "auto_routed": auto,
-        "auto_routed_share": _rate(auto, len(decided)),
+        "auto_routed_share": _rate(auto, routed),
+        "pilot": len(pilot),
+        "would_route": would,
+        "would_route_share": _rate(would, len(pilot)),
         "applied": applied,
         "agent_moved_first": moved_first,
         "agent_moved_later": moved_later,
@@ -312,13 +445,30 @@ def _outcome_line(figures: Mapping[str, Any]) -> str:
 # ----- text ----------------------------------------------------------------------------------
 
 
-def _stats_lines(groups: Mapping[str, Mapping[str, Any]], heading: str) -> list[str]:
-    lines = [f"{heading:<24} {'tickets':>7} {'auto-routed':>11} {'override':>9}"]
-    for name, g in groups.items():
-        lines.append(
-            f"  {name:<22} {g['tickets']:>7} {pct(g['auto_routed_share']):>11} "
-            f"{pct(g['override_rate']):>9}"
-        )
+def _name(figures: Mapping[str, Any], service: str) -> str:
+    """A service as people know it: "Printing (printing)"; the id alone without a name."""
+    name = figures.get("service_names", {}).get(service)
+    return f"{name} ({service})" if name and name != service else service
+
+
+def _nonzero(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Only groups with tickets: a row of zeros and dashes says nothing."""
+    return {name: g for name, g in groups.items() if g["tickets"]}
+
+
+def _stats_lines(
+    figures: Mapping[str, Any], groups: Mapping[str, Mapping[str, Any]], heading: str
+) -> list[str]:
+    pilot = bool(figures.get("pilot"))
+    names = {key: _name(figures, key) for key in groups}
+    width = max([22, *(len(n) for n in names.values())])
+    head = f"{heading:<{width + 2}} {'tickets':>7} {'auto-routed':>11}"
+    lines = [head + (f" {'would route':>11}" if pilot else "") + f" {'override':>9}"]
+    for key, g in _nonzero(groups).items():
+        line = f"  {names[key]:<{width}} {g['tickets']:>7} {pct(g['auto_routed_share']):>11}"
+        if pilot:
+            line += f" {pct(g['would_route_share']):>11}"
+        lines.append(line + f" {pct(g['override_rate']):>9}")
     return lines
 
 
@@ -351,27 +501,91 @@ def _time_lines(figures: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def render_text(figures: Mapping[str, Any]) -> str:
+def _headline_lines(figures: Mapping[str, Any]) -> list[str]:
+    """Auto-routed for what was really routed; in a pilot (dry-run, shadow) what routing
+    would have done — "auto-routed 0 %" is no verdict on a pilot that moves nothing."""
     o = figures["overall"]
+    lines = []
+    if o["routed"] or not o["pilot"]:
+        lines.append(
+            f"auto-routed: {o['auto_routed']} of {o['routed']} routed "
+            f"({pct(o['auto_routed_share'])})"
+        )
+    if o["pilot"]:
+        lines.append(
+            f"pilot (shadow / dry-run): would auto-route {o['would_route']} of {o['pilot']} "
+            f"({pct(o['would_route_share'])}); the rest would go to a person"
+        )
     moved = o["agent_moved_first"] + o["agent_moved_later"]
+    if o["applied"] + o["agent_moved_first"]:
+        lines.append(
+            f"override rate: {moved} of {o['applied'] + o['agent_moved_first']} applied or "
+            f"overridden ({pct(o['override_rate'])})"
+        )
+    reasons = figures.get("no_service_reasons") or {}
+    if reasons:
+        shown = ", ".join(f"{k.strip('()').removeprefix('none: ')} {n}" for k, n in reasons.items())
+        lines.append(f"without a service: {shown}")
+    return lines
+
+
+def _histogram_lines(figures: Mapping[str, Any]) -> list[str]:
+    threshold = figures.get("threshold")
+    lines = [
+        f"confidence of {sum(b['count'] for b in figures['confidence_histogram'])} "
+        f"matches with a service ({figures.get('no_service', 0)} without one apart)"
+    ]
+    for b in figures["confidence_histogram"]:
+        mark = ""
+        if threshold is not None and b["from"] <= threshold < b["to"] + (b["to"] >= 1.0):
+            mark = f"  ◀ threshold {threshold:.2f}"
+        lines.append(f"  {b['from']:.1f}-{b['to']:.1f}  {b['count']:>7}{mark}")
+    return lines
+
+
+def _weekly_lines(figures: Mapping[str, Any]) -> list[str]:
+    weeks = figures.get("weekly") or []
+    if not weeks:
+        return []
+    lines = ["per week   tickets  auto-routed  would route  override  processes"]
+    for w in weeks:
+        processes = ", ".join(f"{p} {n}" for p, n in w["by_process"].items())
+        lines.append(
+            f"  {w['week']:<8} {w['tickets']:>7} {pct(w['auto_routed_share']):>12} "
+            f"{pct(w['would_route_share']):>12} {pct(w['override_rate']):>9}  {processes}"
+        )
+    return lines + [""]
+
+
+def _low_confidence_lines(figures: Mapping[str, Any]) -> list[str]:
+    items = figures.get("low_confidence") or []
+    if not items:
+        return []
+    lines = [f"low confidence, to review (newest {len(items)})"]
+    for item in items:
+        service = _name(figures, item["service"]) if item["service"] else "-"
+        lines.append(
+            f"  {item['host']} #{item['ticket']}  {item['subject'][:40]!r}  {service}  "
+            f"conf {item['confidence']:.2f}  runner-up {item['runner_up'] or '-'}  "
+            f"evidence: {', '.join(item['evidence']) or '-'}"
+        )
+    return lines + [""]
+
+
+def render_text(figures: Mapping[str, Any]) -> str:
     lines = [
         f"BPSM report, {_period(figures)}",
         f"tickets: {figures['total']}  ({_outcome_line(figures) or 'none'})",
-        f"auto-routed: {o['auto_routed']} of {o['decided']} decided "
-        f"({pct(o['auto_routed_share'])})",
-        f"override rate: {moved} of {o['applied'] + o['agent_moved_first']} applied or "
-        f"overridden ({pct(o['override_rate'])})",
+        *_headline_lines(figures),
         "",
-        *_stats_lines(figures["by_process"], "per process"),
+        *_stats_lines(figures, figures["by_process"], "per process"),
         "",
-        *_stats_lines(figures["by_service"], "per service"),
+        *_stats_lines(figures, figures["by_service"], "per service"),
         "",
-        "confidence  tickets",
-        *(
-            f"  {b['from']:.1f}-{b['to']:.1f}  {b['count']:>7}"
-            for b in figures["confidence_histogram"]
-        ),
+        *_weekly_lines(figures),
+        *_histogram_lines(figures),
         "",
+        *_low_confidence_lines(figures),
         *_sla_lines(figures["sla"]),
         "",
         *_time_lines(figures),
@@ -397,6 +611,10 @@ CSV_COLUMNS = (
     "agent_moved_first",
     "agent_moved_later",
     "override_rate",
+    "routed",
+    "pilot",
+    "would_route",
+    "would_route_share",
 )
 
 
@@ -417,33 +635,44 @@ def _html_summary(figures: Mapping[str, Any]) -> str:
     o, sla = figures["overall"], figures["sla"]
     # Without the helpdesk's times there is no breach rate; say why instead of a bare "-".
     hint = "" if figures["host_times"]["requested"] else " (needs --host-times)"
-    return charts.cards(
-        [
-            (str(figures["total"]), "tickets"),
-            (pct(o["auto_routed_share"]), f"auto-routed ({o['auto_routed']} of {o['decided']})"),
-            (pct(o["override_rate"]), "override rate"),
-            (pct(sla["response"]["breach_rate"]), "response SLA breach rate" + hint),
-            (pct(sla["resolution"]["breach_rate"]), "resolution SLA breach rate" + hint),
-        ]
-    )
+    items = [(str(figures["total"]), "tickets")]
+    if o["routed"] or not o["pilot"]:
+        share = pct(o["auto_routed_share"])
+        items.append((share, f"auto-routed ({o['auto_routed']} of {o['routed']})"))
+    if o["pilot"]:
+        items.append(
+            (
+                pct(o["would_route_share"]),
+                f"would auto-route in the pilot ({o['would_route']} of {o['pilot']})",
+            )
+        )
+    items += [
+        (pct(o["override_rate"]), "override rate"),
+        (pct(sla["response"]["breach_rate"]), "response SLA breach rate" + hint),
+        (pct(sla["resolution"]["breach_rate"]), "resolution SLA breach rate" + hint),
+    ]
+    return charts.cards(items)
 
 
 def _html_charts(figures: Mapping[str, Any]) -> str:
-    processes = [(p, float(g["tickets"])) for p, g in figures["by_process"].items()]
-    services = [(s, float(g["tickets"])) for s, g in figures["by_service"].items()]
+    processes = [(p, float(g["tickets"])) for p, g in _nonzero(figures["by_process"]).items()]
+    services = [(_name(figures, s), float(g["tickets"])) for s, g in figures["by_service"].items()]
     caption = "Tickets per service"
     if len(services) > SERVICE_CHART_LIMIT:
         caption += f" (top {SERVICE_CHART_LIMIT} of {len(services)}; all in the table)"
         services = services[:SERVICE_CHART_LIMIT]
     bins = [(f"{b['from']:.1f}", float(b["count"])) for b in figures["confidence_histogram"]]
+    threshold = figures.get("threshold")
+    confidence = "Confidence of the matches with a service (bin start)"
+    if threshold is not None:
+        confidence += f"; threshold {threshold:.2f}"
+    weeks = [(w["week"], float(w["tickets"])) for w in figures.get("weekly") or []]
     return (
         '<div class="charts">'
         + charts.figure("Tickets per process", charts.hbar_chart("Tickets per process", processes))
         + charts.figure(caption, charts.hbar_chart(caption, services))
-        + charts.figure(
-            "Confidence of the matches (bin start)",
-            charts.column_chart("Confidence histogram", bins),
-        )
+        + charts.figure(confidence, charts.column_chart("Confidence histogram", bins))
+        + charts.figure("Tickets per week", charts.column_chart("Tickets per week", weeks))
         + "</div>"
     )
 
@@ -463,24 +692,64 @@ def _stats_row(g: Mapping[str, Any]) -> list[object]:
 
 
 def _html_stats_tables(figures: Mapping[str, Any]) -> str:
-    headers = [*STATS_HEADERS, "override rate"]
-    per_process = [
-        [p, *_stats_row(g), pct(g["override_rate"])] for p, g in figures["by_process"].items()
-    ]
-    per_service = [
-        [s, *_stats_row(g), pct(g["override_rate"])] for s, g in figures["by_service"].items()
-    ]
-    crossed = [
-        [r["process"], r["service"], *_stats_row(r), pct(r["override_rate"])]
-        for r in figures["by_process_service"]
-    ]
+    """Per process and per service, once each (the process × service cross is in the CSV
+    and JSON); rows without tickets are left out."""
+    pilot = bool(figures.get("pilot"))
+    headers = [*STATS_HEADERS, *(["would route"] if pilot else []), "override rate"]
+
+    def row(name: str, g: Mapping[str, Any]) -> list[object]:
+        would = [pct(g["would_route_share"])] if pilot else []
+        return [name, *_stats_row(g), *would, pct(g["override_rate"])]
+
+    per_process = [row(p, g) for p, g in _nonzero(figures["by_process"]).items()]
+    per_service = [row(_name(figures, s), g) for s, g in figures["by_service"].items()]
     return (
         "<h2>Per process</h2>"
         + charts.table(["process", *headers], per_process)
         + "<h2>Per service</h2>"
         + charts.table(["service", *headers], per_service)
-        + "<h2>Per process and service</h2>"
-        + charts.table(["process", "service", *headers], crossed, text_columns=2)
+        + _html_weekly(figures)
+        + _html_low_confidence(figures)
+    )
+
+
+def _html_weekly(figures: Mapping[str, Any]) -> str:
+    weeks = figures.get("weekly") or []
+    if not weeks:
+        return ""
+    rows = [
+        [
+            w["week"],
+            w["tickets"],
+            ", ".join(f"{p} {n}" for p, n in w["by_process"].items()),
+            pct(w["auto_routed_share"]),
+            pct(w["would_route_share"]),
+            pct(w["override_rate"]),
+        ]
+        for w in weeks
+    ]
+    headers = ["week", "tickets", "processes", "auto-routed", "would route", "override rate"]
+    return "<h2>Per week</h2>" + charts.table(headers, rows, text_columns=3)
+
+
+def _html_low_confidence(figures: Mapping[str, Any]) -> str:
+    items = figures.get("low_confidence") or []
+    if not items:
+        return ""
+    rows = [
+        [
+            f"{i['host']} #{i['ticket']}",
+            i["subject"],
+            _name(figures, i["service"]) if i["service"] else "-",
+            f"{i['confidence']:.2f}",
+            i["runner_up"] or "-",
+            ", ".join(i["evidence"]) or "-",
+        ]
+        for i in items
+    ]
+    headers = ["ticket", "subject", "service", "confidence", "runner-up", "evidence"]
+    return f"<h2>Low confidence, to review (newest {len(items)})</h2>" + charts.table(
+        headers, rows, text_columns=3
     )
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import insert
 from connector.cli import main
 from connector.events import RoutingDecision, SLATimes, TicketEvent
 from connector.hosts.base import ApplyResult, HostClient, HostError, TicketTimes
-from connector.report import kpis, render_html
+from connector.report import kpis, render_html, render_text
 from connector.runtime import Runtime
 from connector.store import Store, routings
 
@@ -134,12 +134,18 @@ def stats(
     first: int,
     later: int,
     rate: float | None,
+    pilot: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
+    """A group's figures; `pilot` = (shadow or dry-run tickets, of them confident)."""
     return {
         "tickets": tickets,
         "decided": decided,
+        "routed": decided - pilot[0],
         "auto_routed": auto,
         "auto_routed_share": share,
+        "pilot": pilot[0],
+        "would_route": pilot[1],
+        "would_route_share": round(pilot[1] / pilot[0], 4) if pilot[0] else None,
         "applied": applied,
         "agent_moved_first": first,
         "agent_moved_later": later,
@@ -204,16 +210,20 @@ def test_counts_per_process_and_service(k: dict[str, Any]) -> None:
         "failed": 1,
         "applying": 1,
     }
-    # decided = 20 - r12 = 19; auto-routed = applied and confident = 9 - r3 - r20 = 7;
+    # decided = 20 - r12 = 19; routed = decided - pilot (7) = 12;
+    # auto-routed = applied and confident = 9 - r3 - r20 = 7 of the 12 routed;
     # overridden = first (r5 r11) + later (r2 r9) = 4 of applied 9 + first 2 = 11.
-    assert k["overall"] == stats(20, 19, 7, 0.3684, 9, 2, 2, 0.3636)
+    # pilot: r7 (shadow), r13–r18 (dry-run) = 7, of them confident all but r14 = 6.
+    assert k["overall"] == stats(20, 19, 7, 0.5833, 9, 2, 2, 0.3636, pilot=(7, 6))
+    assert k["pilot"] == 7
     assert k["by_process"] == {
-        # r1–r7, r12–r15, r19; auto r1 r2 r4 r19 of 11 decided; moved r5 (first), r2 (later)
-        "reactive": stats(12, 11, 4, 0.3636, 5, 1, 1, 0.3333),
+        # r1–r7, r12–r15, r19; auto r1 r2 r4 r19 of 7 routed; moved r5 (first), r2 (later)
+        # pilot r7 r13 r14 r15, r14 low-confidence
+        "reactive": stats(12, 11, 4, 0.5714, 5, 1, 1, 0.3333, pilot=(4, 3)),
         # r8 r9 r16 r17 r20; auto r8 r9; applied r8 r9 r20; r9 moved later
-        "relation": stats(5, 5, 2, 0.4, 3, 0, 1, 0.3333),
+        "relation": stats(5, 5, 2, 0.6667, 3, 0, 1, 0.3333, pilot=(2, 2)),  # r16 r17
         # r10 r11 r18; auto r10; r11 moved first
-        "change": stats(3, 3, 1, 0.3333, 1, 1, 0, 0.5),
+        "change": stats(3, 3, 1, 0.5, 1, 1, 0, 0.5, pilot=(1, 1)),  # r18
         "proactive": stats(0, 0, 0, None, 0, 0, 0, None),
         "improvement": stats(0, 0, 0, None, 0, 0, 0, None),
     }
@@ -223,15 +233,16 @@ def test_counts_per_process_and_service(k: dict[str, Any]) -> None:
         "printing",
         "mac-computers",
         "network",
-        "(none)",
+        "(none: no match)",
         "erp",
     ]
     assert k["by_service"] == {
-        "email": stats(5, 5, 1, 0.2, 1, 1, 0, 0.5),  # r4 r5 r6 r14 r18
-        "printing": stats(5, 4, 2, 0.5, 3, 0, 1, 0.3333),  # r1 r2 r3 r12 r13
-        "mac-computers": stats(3, 3, 1, 0.3333, 2, 0, 0, 0.0),  # r8 r17 r20
-        "network": stats(3, 3, 1, 0.3333, 1, 0, 0, 0.0),  # r7 r15 r19
-        "(none)": stats(2, 2, 1, 0.5, 1, 0, 1, 1.0),  # r9 r16
+        "email": stats(5, 5, 1, 0.3333, 1, 1, 0, 0.5, pilot=(2, 1)),  # r4 r5 r6 r14 r18
+        "printing": stats(5, 4, 2, 0.6667, 3, 0, 1, 0.3333, pilot=(1, 1)),  # r1 r2 r3 r12 r13
+        "mac-computers": stats(3, 3, 1, 0.5, 2, 0, 0, 0.0, pilot=(1, 1)),  # r8 r17 r20
+        "network": stats(3, 3, 1, 1.0, 1, 0, 0, 0.0, pilot=(2, 2)),  # r7 r15 r19
+        # r9 r16: no match (their match rows say nothing of outside IT or private matters)
+        "(none: no match)": stats(2, 2, 1, 1.0, 1, 0, 1, 1.0, pilot=(1, 1)),
         "erp": stats(2, 2, 1, 0.5, 1, 1, 0, 0.5),  # r10 r11
     }
     crossed = {(r.pop("process"), r.pop("service")): r for r in k["by_process_service"]}
@@ -240,20 +251,23 @@ def test_counts_per_process_and_service(k: dict[str, Any]) -> None:
         ("reactive", "email"),
         ("reactive", "network"),
         ("relation", "mac-computers"),
-        ("relation", "(none)"),
+        ("relation", "(none: no match)"),
         ("change", "erp"),
         ("change", "email"),
     ]
-    assert crossed[("reactive", "email")] == stats(4, 4, 1, 0.25, 1, 1, 0, 0.5)  # r4 r5 r6 r14
-    assert crossed[("change", "email")] == stats(1, 1, 0, 0.0, 0, 0, 0, None)  # r18
+    # r4 r5 r6 r14
+    assert crossed[("reactive", "email")] == stats(4, 4, 1, 0.3333, 1, 1, 0, 0.5, pilot=(1, 0))
+    assert crossed[("change", "email")] == stats(1, 1, 0, None, 0, 0, 0, None, pilot=(1, 1))
     assert crossed[("reactive", "printing")] == k["by_service"]["printing"]
 
 
 def test_confidence_histogram(k: dict[str, Any]) -> None:
-    # 0.0: r9 r16 | 0.1: r14 (0.15) r20 (0.10) | 0.2: r3 | 0.3: r15 (0.30, not 0.2) |
+    # Tickets with a service only: r9 and r16 (no service, confidence 0) are counted apart.
+    # 0.1: r14 (0.15) r20 (0.10) | 0.2: r3 | 0.3: r15 (0.30, not 0.2) |
     # 0.4: r11 | 0.5: r6 r18 | 0.6: r5 r10 | 0.7: r4 r17 (0.70) | 0.8: r2 r8 r13 |
     # 0.9: r1 r7 r12 r19 (1.0 belongs to the last bin)
-    assert [b["count"] for b in k["confidence_histogram"]] == [2, 2, 1, 1, 1, 2, 2, 2, 3, 4]
+    assert [b["count"] for b in k["confidence_histogram"]] == [0, 2, 1, 1, 1, 2, 2, 2, 3, 4]
+    assert k["no_service"] == 2
     assert k["confidence_histogram"][3] == {"from": 0.3, "to": 0.4, "count": 1}
 
 
@@ -414,9 +428,16 @@ def test_host_without_times_is_skipped(
 def test_text_report(data_dir: Path) -> None:
     out = bpsm("report").stdout
     assert "tickets: 20  (applied 9, override 2, shadow 1, dry-run 6, failed 1, applying 1)" in out
-    assert "auto-routed: 7 of 19 decided (36.8%)" in out
+    assert "auto-routed: 7 of 12 routed (58.3%)" in out
+    assert "pilot (shadow / dry-run): would auto-route 6 of 7 (85.7%)" in out
     assert "override rate: 4 of 11 applied or overridden (36.4%)" in out
-    assert "  reactive                    12       36.4%     33.3%" in out
+    assert "without a service: no match 2" in out
+    assert "  reactive                    12       57.1%       75.0%     33.3%" in out
+    # Service names from the catalogue; no rows of zeros (nothing is proactive here).
+    assert "  Printing and scanning (printing)" in out and "proactive" not in out
+    # Weekly trend and the threshold's place in the histogram (the demo mapping: 0.25).
+    assert "per week" in out and "0.2-0.3        1  ◀ threshold 0.25" in out
+    assert "low confidence, to review (newest 3)" in out
     assert "times: not asked" in out
 
 
@@ -429,11 +450,15 @@ def test_csv_report(data_dir: Path) -> None:
         "tickets": "5",
         "decided": "4",
         "auto_routed": "2",
-        "auto_routed_share": "0.5",
+        "auto_routed_share": "0.6667",
         "applied": "3",
         "agent_moved_first": "0",
         "agent_moved_later": "1",
         "override_rate": "0.3333",
+        "routed": "3",
+        "pilot": "1",
+        "would_route": "1",
+        "would_route_share": "1.0",
     }
     assert rows[-1]["override_rate"] == ""  # change/email: nothing applied, no rate
 
@@ -483,13 +508,17 @@ def test_html_report_is_self_contained(data_dir: Path, tmp_path: Path) -> None:
     result = bpsm("report", "--format", "html", "--output", str(target))
     assert result.stdout == ""
     parsed = parse_html(target.read_text(encoding="utf-8"))
-    assert parsed.tags.count("svg") == 3  # per process, per service, confidence
+    # per process, per service, confidence, per week
+    assert parsed.tags.count("svg") == 4
     assert "script" not in parsed.tags
     # No external assets: the only URL is the SVG namespace.
     urls = [v for _, v in parsed.attrs if v and ("http" in v or v.startswith("//"))]
     assert set(urls) == {"http://www.w3.org/2000/svg"}
     text = " ".join(parsed.text)
-    assert "Tickets per process" in text and "36.8%" in text
+    assert "Tickets per process" in text and "58.3%" in text and "85.7%" in text
+    # Once per service (the process × service cross is in CSV and JSON), by name.
+    assert "Per process and service" not in text
+    assert text.count("Printing and scanning (printing)") == 3  # chart, table, review list
 
 
 def test_html_escapes_what_comes_from_the_store() -> None:
@@ -542,3 +571,74 @@ def test_evaluate_html_alone_keeps_stdout_unchanged(tmp_path: Path) -> None:
     result = bpsm("evaluate", str(data), "--json", "--html", str(target))
     assert "sweep" not in json.loads(result.stdout)  # the page, not the JSON, got the sweep
     assert "<svg" in target.read_text(encoding="utf-8")
+
+
+# ----- a pilot: what routing would have done -------------------------------------------------
+
+PILOT = [
+    # subject, body, outcome
+    ("Skriver", "Skriveren i 3. etasje skriver ikke ut.", "dry-run"),
+    ("VPN", "I cannot connect to the VPN from home since this morning.", "dry-run"),
+    ("asdf", "qwerty", "dry-run"),
+    ("Coffee", "The coffee machine in the canteen shows E12 and gives no coffee.", "shadow"),
+    ("Help", "Can you help me install a game on my son's own laptop at home?", "shadow"),
+]
+
+
+def pilot_rows(example_index: Any) -> list[dict[str, Any]]:
+    """Audit rows as the worker writes them, from real classifications in a pilot."""
+    from connector.mapping import Mapping
+    from connector.route import decide
+
+    rows = []
+    for i, (subject, body, outcome) in enumerate(PILOT):
+        event = TicketEvent(host="demo", delivery_id=str(i), ticket_id=str(i), subject=subject)
+        match = example_index.classify(body, subject)
+        decision = decide(event, match, example_index.catalogue, Mapping())
+        rows.append(
+            {
+                "id": i + 1,
+                "host": "demo",
+                "ticket_id": str(i),
+                "process": decision.process,
+                "service": decision.service,
+                "queue": decision.queue,
+                "confidence": decision.confidence,
+                "low_confidence": int(decision.low_confidence),
+                "outcome": outcome,
+                "decision": decision.model_dump_json(),
+                "match": match.model_dump_json(),
+                "created_at": T - i * H,
+                "ticket_created_at": None,
+                "moved_by_agent_at": None,
+                "subject": subject,
+            }
+        )
+    return rows
+
+
+def test_a_pilot_reports_what_routing_would_do(example_index: Any) -> None:
+    rows = pilot_rows(example_index)
+    figures = kpis(rows, T, threshold=0.25)
+    o = figures["overall"]
+    confident = sum(not r["low_confidence"] for r in rows)
+    assert o["pilot"] == 5 and o["routed"] == 0 and o["auto_routed_share"] is None
+    assert o["would_route"] == confident > 0
+    text = render_text(figures)
+    # The headline is the pilot's, never "auto-routed 0 of 5 (0.0%)".
+    assert "auto-routed:" not in text
+    assert f"would auto-route {confident} of 5" in text
+
+
+def test_tickets_without_a_service_are_split_by_why(example_index: Any) -> None:
+    rows = pilot_rows(example_index)
+    reasons = kpis(rows, T)["no_service_reasons"]
+    assert reasons.get("(none: no usable text)") == 1  # asdf qwerty
+    assert reasons.get("(none: outside IT)") == 1  # the coffee machine
+    assert "(none)" not in kpis(rows, T)["by_service"]
+
+
+def test_low_confidence_list_shows_subject_and_evidence(example_index: Any) -> None:
+    items = kpis(pilot_rows(example_index), T)["low_confidence"]
+    assert [i["subject"] for i in items] == ["asdf"]  # the vague ticket is flagged
+    assert items[0]["service"] is None
