@@ -5,6 +5,7 @@ POST /hooks/<host>  202 queued · 200 ignored/duplicate · 400 malformed · 401 
 GET  /hooks/<host>  answers a host's verification challenge (GLPI's crc_token)
 GET  /healthz       store and queue reachable
 GET  /metrics       Prometheus text format
+/ui/                the review page (login required; see connector/ui.py)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from connector.hosts.base import BadPayload, Ignored, Unauthorized, WebhookReque
 from connector.logs import log_extra, setup_logging
 from connector.metrics import EVENTS, render
 from connector.runtime import Runtime
+from connector.ui import install as install_ui
 
 log = logging.getLogger("bpsm.web")
 
@@ -46,10 +48,13 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = rt.settings.max_body_bytes
     app.extensions["bpsm"] = rt
+    install_ui(app, rt)
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    def _http_error(exc: HTTPException) -> Any:
         status = exc.code or 500
+        if request.path.startswith("/ui/") and status != 413:
+            return exc  # the review page's errors are pages for people, not JSON
         if isinstance(exc, RequestEntityTooLarge):
             return _error(413, f"body larger than {rt.settings.max_body_bytes} bytes")
         return _error(status, exc.description or exc.name)

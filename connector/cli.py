@@ -619,6 +619,47 @@ def _audit_store(catalogue_path: str | None) -> tuple[Any, Any]:
     return store, catalogue
 
 
+@main.group("ui-user")
+def ui_user() -> None:
+    """Users of the review page (/ui/): names and argon2 hashes in BPSM_UI_USERS_FILE."""
+
+
+def _users_file(path: str | None) -> Path:
+    chosen = path or os.environ.get("BPSM_UI_USERS_FILE")
+    if not chosen:
+        raise click.UsageError("give --file or set BPSM_UI_USERS_FILE")
+    return Path(chosen)
+
+
+@ui_user.command("add")
+@click.argument("name")
+@click.option("--file", "path", default=None, help="Users file (default: BPSM_UI_USERS_FILE).")
+@click.password_option("--password", help="Asked for when not given (never echoed).")
+def ui_user_add(name: str, path: str | None, password: str) -> None:
+    """Add a user, or set a user's password (the file is written 0600)."""
+    from connector.ui import write_user
+
+    target = _users_file(path)
+    try:
+        write_user(target, name, password)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{name}: saved in {target}")
+
+
+@ui_user.command("remove")
+@click.argument("name")
+@click.option("--file", "path", default=None, help="Users file (default: BPSM_UI_USERS_FILE).")
+def ui_user_remove(name: str, path: str | None) -> None:
+    """Remove a user."""
+    from connector.ui import remove_user
+
+    target = _users_file(path)
+    if not remove_user(target, name):
+        raise click.ClickException(f"no user {name!r} in {target}")
+    click.echo(f"{name}: removed from {target}")
+
+
 def _write_output(path: str, text: str) -> None:
     """Write a report file; the note goes to stderr so stdout stays clean for pipes."""
     try:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from connector.catalogue import Catalogue, pick_text
-from connector.events import TicketEvent
+from connector.events import RoutingDecision, TicketEvent
 
 
 class DecisionFilter(BaseModel):
@@ -26,6 +26,7 @@ class DecisionFilter(BaseModel):
     process: str | None = None
     low_confidence: bool = False  # only low-confidence decisions
     overridden: bool = False  # only decisions an agent overrode
+    routing_id: int | None = None  # one decision
     limit: int = 20
 
 
@@ -49,6 +50,7 @@ class DecisionRow(BaseModel):
     low_confidence: bool
     overridden: bool
     dry_run: bool
+    corrected: bool = False  # a person chose the service/process in the review page
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -58,6 +60,7 @@ class DecisionRow(BaseModel):
                 ("low-confidence", self.low_confidence),
                 ("overridden", self.overridden),
                 ("dry-run", self.dry_run),
+                ("corrected", self.corrected),
             )
             if on
         )
@@ -94,7 +97,17 @@ def decision_row(
         low_confidence=bool(row["low_confidence"]),
         overridden=is_overridden(row),
         dry_run=row["mode"] == "dry-run",
+        corrected=_corrected(row.get("decision")),
     )
+
+
+def _corrected(decision_json: Any) -> bool:
+    if not isinstance(decision_json, str):
+        return False
+    try:
+        return "corrected" in RoutingDecision.model_validate_json(decision_json).reasons
+    except ValueError:
+        return False
 
 
 def _language(row: dict[str, Any], catalogue: Catalogue) -> str:

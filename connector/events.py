@@ -82,7 +82,9 @@ class TicketEvent(_Frozen):
     host: str = Field(max_length=40)
     delivery_id: str = Field(max_length=200)
     ticket_id: str = Field(max_length=100)
-    kind: Literal["created", "customer_reply", "updated", "polled"] = "created"
+    # "correction": a person chose the service/process in the review page; the worker
+    # applies it in the helpdesk (the web layer never calls one).
+    kind: Literal["created", "customer_reply", "updated", "polled", "correction"] = "created"
     subject: str = ""
     body: str = ""
     queue: str | None = None  # queue/group the ticket is in at event time

@@ -95,6 +95,55 @@ def decide(
     return decision.model_copy(update={"note": note})
 
 
+def correct(
+    event: TicketEvent,
+    service_id: str | None,
+    process: Process,
+    catalogue: Catalogue,
+    mapping: Mapping,
+    actor: str,
+    language: str,
+    now: datetime | None = None,
+) -> RoutingDecision:
+    """The decision a person chose in the review page: their service and process, the
+    queue and SLA the rules give them, and a note that says who corrected it."""
+    service = catalogue.service(service_id) if service_id else None
+    queue = mapping.queue_for(process)
+    if process == "reactive" and service is not None and service.id in mapping.services:
+        queue = mapping.services[service.id]
+    start = event.created_at or now or datetime.now(UTC)
+    sla = sla_times(catalogue, service, start) if process == "reactive" and service else None
+    t = _texts(language)
+    lines = [
+        f"{NOTE_MARKER} "
+        + t["corrected"].format(actor=actor, process=t["processes"][process], queue=queue)
+    ]
+    if service is not None:
+        lines.append(
+            t["corrected_service"].format(
+                service_name=pick_text(service.name, language), service_id=service.id
+            )
+        )
+    if sla:
+        lines.append(
+            t["sla"].format(
+                response_due=sla.response_due.strftime("%Y-%m-%d %H:%M"),
+                resolution_due=sla.resolution_due.strftime("%Y-%m-%d %H:%M"),
+            )
+        )
+    return RoutingDecision(
+        process=process,
+        service=service.id if service else None,
+        queue=queue,
+        tags=("bpsm", process, *([service.id] if service else []), "bpsm-corrected"),
+        note="\n".join(lines),
+        language=language,
+        confidence=1.0,
+        sla=sla,
+        reasons=("corrected",),
+    )
+
+
 def render_note(
     decision: RoutingDecision, match: ServiceMatch, service: Service | None, mapping: Mapping
 ) -> str:

@@ -161,6 +161,30 @@ pollers = Table(
 )
 
 
+# One row per correction a person made in the review page (source "review"). The worker
+# applies it through the delivery "correction:<id>" and marks it applied; the routing row then
+# holds the corrected process, service and queue, so the override detection does not count
+# the ticket's new queue as an agent's move a second time.
+corrections = Table(
+    "bpsm_corrections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(40), nullable=False),
+    Column("ticket_id", String(100), nullable=False),
+    Column("routing", Integer, nullable=False),
+    Column("from_process", String(20), nullable=False),
+    Column("from_service", String(100)),
+    Column("from_queue", String(200), nullable=False),
+    Column("to_process", String(20), nullable=False),
+    Column("to_service", String(100)),
+    Column("source", String(20), nullable=False),  # review
+    Column("actor", String(100), nullable=False),
+    Column("status", String(20), nullable=False),  # pending → applied | shadow | dry-run
+    Column("created_at", Float, nullable=False, index=True),
+    Column("applied_at", Float),
+)
+
+
 _DELIVERY_COLUMNS = (
     "host",
     "delivery_id",
@@ -709,14 +733,93 @@ class Store:
             query = query.where(routings.c.service == wanted.service)
         if wanted.process is not None:
             query = query.where(routings.c.process == wanted.process)
+        if wanted.routing_id is not None:
+            query = query.where(routings.c.id == wanted.routing_id)
         if wanted.low_confidence:
-            query = query.where(routings.c.low_confidence != 0)
+            # Once a person corrected it, it is no longer waiting for review.
+            corrected = select(corrections.c.id).where(corrections.c.routing == routings.c.id)
+            query = query.where(routings.c.low_confidence != 0, ~corrected.exists())
         if wanted.overridden:
             query = query.where(
                 or_(routings.c.moved_by_agent_at.is_not(None), routings.c.outcome == "override")
             )
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
+
+    # ----- corrections ----------------------------------------------------------------------
+
+    def record_correction(
+        self, routing_id: int, to_service: str | None, to_process: str, actor: str
+    ) -> int:
+        """Record a person's correction of one decision and queue its delivery, in one
+        transaction: the correction is never recorded without the job that applies it."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(routings, deliveries.c.event)
+                .select_from(routings.join(deliveries, deliveries.c.id == routings.c.delivery))
+                .where(routings.c.id == routing_id)
+            ).first()
+            if row is None:
+                raise KeyError(routing_id)
+            routing = row._mapping
+            inserted = conn.execute(
+                insert(corrections).values(
+                    host=routing["host"],
+                    ticket_id=routing["ticket_id"],
+                    routing=routing_id,
+                    from_process=routing["process"],
+                    from_service=routing["service"],
+                    from_queue=routing["queue"],
+                    to_process=to_process,
+                    to_service=to_service,
+                    source="review",
+                    actor=actor,
+                    status="pending",
+                    created_at=now,
+                )
+            ).inserted_primary_key
+            assert inserted is not None
+            correction_id = int(inserted[0])
+            original = TicketEvent.model_validate_json(routing["event"])
+            # Where the ticket is now, as far as the connector knows: the host's "moved by an
+            # agent meanwhile?" check compares the ticket's group with it.
+            now_in = routing["queue"] if routing["outcome"] == "applied" else original.queue
+            event_ = original.model_copy(
+                update={
+                    "kind": "correction",
+                    "delivery_id": f"correction:{correction_id}",
+                    "queue": now_in,
+                }
+            )
+            values = dict(zip(_DELIVERY_COLUMNS, self._delivery_row(event_, now), strict=True))
+            conn.execute(insert(deliveries).values(**values))
+        return correction_id
+
+    def correction(self, correction_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(corrections).where(corrections.c.id == correction_id)).first()
+        return dict(row._mapping) if row else None
+
+    def corrections_since(self, since: float | None = None) -> list[dict[str, Any]]:
+        query = select(corrections).order_by(corrections.c.id)
+        if since is not None:
+            query = query.where(corrections.c.created_at >= since)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def finish_correction(self, correction_id: int, status: str, decision: dict[str, Any]) -> None:
+        """Mark the correction done and make the routing row say what the ticket now is."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(corrections).where(corrections.c.id == correction_id)).first()
+            if row is None:
+                raise KeyError(correction_id)
+            conn.execute(
+                update(corrections)
+                .where(corrections.c.id == correction_id)
+                .values(status=status, applied_at=time.time())
+            )
+            conn.execute(update(routings).where(routings.c.id == row.routing).values(**decision))
 
     # ----- dead letters ---------------------------------------------------------------------
 

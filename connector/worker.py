@@ -18,7 +18,7 @@ from connector.events import RoutingDecision, ServiceMatch
 from connector.hosts.base import HostError
 from connector.logs import log_extra
 from connector.metrics import APPLY_SECONDS, DEAD, DECISIONS, RETRIES
-from connector.route import decide
+from connector.route import correct, decide
 from connector.store import Delivery
 
 if TYPE_CHECKING:
@@ -85,6 +85,53 @@ def _failed(
     return "retry"
 
 
+def apply_correction(rt: Runtime, delivery: Delivery) -> str:
+    """Apply a correction made in the review page, once: the correction row says whether it
+    was applied, and the host's writes are idempotent like a routing's."""
+    correction_id = int(delivery.delivery_id.removeprefix("correction:"))
+    correction = rt.store.correction(correction_id)
+    existing = rt.store.routing(delivery.host, delivery.ticket_id)
+    if correction is None or existing is None:
+        raise HostError(f"correction {correction_id} or its routing is gone", permanent=True)
+    if correction["status"] != "pending":
+        return "already-corrected"
+    original = RoutingDecision.model_validate_json(existing["decision"])
+    decision = correct(
+        delivery.event,
+        correction["to_service"],
+        correction["to_process"],
+        rt.catalogue,
+        rt.mapping(delivery.host),
+        actor=correction["actor"],
+        language=original.language,
+    )
+    mode = existing["mode"]
+    outcome = "dry-run"
+    if mode != "dry-run":
+        outcome = rt.client(delivery.host).apply(delivery.event, decision, mode).outcome
+    rt.store.finish_correction(
+        correction_id,
+        outcome,
+        {
+            "process": decision.process,
+            "service": decision.service,
+            "queue": decision.queue,
+            "decision": decision.model_dump_json(),
+        },
+    )
+    log.info(
+        "corrected",
+        extra={
+            "host": delivery.host,
+            "ticket": delivery.ticket_id,
+            "bpsm_process": decision.process,
+            "service": decision.service,
+            "outcome": outcome,
+        },
+    )
+    return "corrected"
+
+
 def _relation_reply(
     rt: Runtime, delivery: Delivery, decision: RoutingDecision, draft_only: bool
 ) -> None:
@@ -134,6 +181,8 @@ def _improvement(rt: Runtime, host: str, service: str) -> None:
 
 def route_delivery(rt: Runtime, delivery: Delivery) -> str:
     event = delivery.event
+    if event.kind == "correction":
+        return apply_correction(rt, delivery)
     existing = rt.store.routing(delivery.host, delivery.ticket_id)
     if existing and existing["outcome"] != "applying":
         if event.queue and existing["outcome"] == "applied" and event.queue != existing["queue"]:
