@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make serve   start the service on the embedded defaults (SQLite, ./catalogue.yaml)
 #   make test    run the whole test suite (installs what it needs: venv, PostgreSQL,
-#                Redis, Request Tracker, django-helpdesk)
+#                Redis, Request Tracker, django-helpdesk, Debian's chromium)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -23,6 +23,7 @@ serve: $(STAMP)
 
 services:
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-browser.sh
 
 test: $(STAMP) services
 	$(BIN)/ruff check .

@@ -155,7 +155,9 @@ def render_note(
     if service is None and match.outside:
         lines.append(t["outside"].format(matter=match.outside, evidence=_evidence(match)))
     elif service is None:
-        lines.append(t["no_service"].format(guess=match.runner_up or "-"))
+        # A text too thin to route is said by the low-confidence line, not as "no service".
+        if "no-usable-text" not in decision.reasons:
+            lines.append(t["no_service"].format(guess=match.runner_up or "-"))
     else:
         name = pick_text(service.name, lang)
         lines.append(

@@ -56,3 +56,10 @@ def redis_url() -> Iterator[str]:
     yield REDIS_URL
     for key in client.scan_iter("huey.*test*"):
         client.delete(key)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say where the browser tests left their screenshots of each page."""
+    folder = ROOT / "build" / "screenshots"
+    if folder.is_dir() and any(folder.glob("*.png")):
+        terminalreporter.write_line(f"screenshots of the review page: {folder}")
