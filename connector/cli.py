@@ -456,6 +456,11 @@ def setup(
     show_default=True,
     help="Route open tickets created within this period (30m, 4h, 7d).",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Only print what would be queued, per process and service; queue nothing.",
+)
 @catalogue_option
 def backfill(
     host: str,
@@ -464,6 +469,7 @@ def backfill(
     user: str | None,
     password_file: str | None,
     since: str,
+    dry_run: bool,
     catalogue_path: str,
 ) -> None:
     """Queue existing tickets for routing (each is routed once; re-running is safe)."""
@@ -478,20 +484,52 @@ def backfill(
         raise click.BadParameter(str(exc), param_hint="--since") from exc
     _host_option_env(host, url, token_file, user, password_file)
     rt = _runtime(catalogue_path)
+    click.echo(f"{host}: fetching open tickets created within {since} …", err=True)
     try:
         events = rt.client(host).backfill(datetime.now(UTC) - window)
     except HostError as exc:
         click.echo(f"backfill failed: {exc}", err=True)
         sys.exit(1)
+    click.echo(f"{host}: {len(events)} tickets found", err=True)
+    if dry_run:
+        _backfill_preview(rt, host, events)
+        return
     queued = 0
-    for event in events:
-        if rt.store.record_delivery(event) is not None:
-            queued += 1
+    with _progress(events, "queueing") as items:
+        for event in items:
+            if rt.store.record_delivery(event) is not None:
+                queued += 1
     click.echo(
         f"{len(events)} tickets found, {queued} queued for routing "
         f"({len(events) - queued} seen before); a running service or "
         "`bpsm worker` routes them"
     )
+
+
+def _progress(items: list[Any], label: str) -> Any:
+    """A progress bar for a person at a terminal; nothing extra in a pipe or a log."""
+    return click.progressbar(items, label=label, file=sys.stderr if sys.stderr.isatty() else None)
+
+
+def _backfill_preview(rt: Any, host: str, events: list[Any]) -> None:
+    """What a backfill would queue: each ticket classified and decided, nothing written."""
+    from collections import Counter
+
+    mapping = rt.mapping(host)
+    counts: Counter[tuple[str, str]] = Counter()
+    seen = 0
+    with _progress(events, "classifying") as items:
+        for event in items:
+            if rt.store.routing(host, event.ticket_id) is not None:
+                seen += 1
+                continue
+            match = rt.index.classify(event.body, event.subject, event.language_hint)
+            decision = decide(event, match, rt.catalogue, mapping)
+            counts[(decision.process, decision.service or "-")] += 1
+    click.echo(f"would queue {sum(counts.values())} tickets ({seen} already routed):")
+    click.echo(f"  {'process':<10} {'service':<28} {'tickets':>7}")
+    for (process, service), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        click.echo(f"  {process:<10} {service:<28} {n:>7}")
 
 
 @main.command()

@@ -69,7 +69,19 @@ class Runtime:
         if self._index is None:
             with self._index_lock:
                 if self._index is None:
+                    started = time.perf_counter()
+                    log.info(
+                        "building the catalogue index",
+                        extra={"services": len(self.catalogue.services)},
+                    )
                     self._index = build_index(self.catalogue)
+                    log.info(
+                        "catalogue index built",
+                        extra={
+                            "services": len(self.catalogue.services),
+                            "seconds": round(time.perf_counter() - started, 2),
+                        },
+                    )
                     # The index lives as long as the process: keep the cyclic collector from
                     # re-scanning its millions of objects (full collections took seconds at
                     # 10,000 services, landing as latency spikes on some unlucky ticket).

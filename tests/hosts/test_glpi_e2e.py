@@ -554,3 +554,29 @@ def _maintenance_like() -> Any:
     from connector.hosts.base import NewTicket
 
     return NewTicket(queue="BPSM Proactive", title="Restore test", body="Quarterly restore test.")
+
+
+def test_backfill_dry_run_shows_what_it_would_queue_and_queues_nothing(glpi10, tmp_path):
+    from click.testing import CliRunner
+
+    from connector.cli import main
+    from connector.store import Store
+
+    for n in range(3):
+        glpi10.create_ticket_as_user(f"Printer {n}", PRINTER)
+    glpi10.create_ticket_as_user("asdf", "qwerty")
+    env = {
+        **polling_env(glpi10, tmp_path),
+        "BPSM_DATA_DIR": str(tmp_path),
+        "BPSM_MAPPINGS_DIR": str(ROOT / "mappings"),
+    }
+    catalogue = ["--catalogue", str(ROOT / "catalogue.yaml")]
+    preview = CliRunner().invoke(main, ["backfill", "glpi", "--dry-run", *catalogue], env=env)
+    assert preview.exit_code == 0, preview.output
+    assert "would queue 4 tickets (0 already routed)" in preview.output
+    lines = [line.split() for line in preview.output.splitlines()]
+    assert ["reactive", "printing", "3"] in lines and ["relation", "-", "1"] in lines
+    assert Store(f"sqlite:///{tmp_path / 'bpsm.db'}").count_deliveries() == 0
+    queued = CliRunner().invoke(main, ["backfill", "glpi", *catalogue], env=env)
+    assert queued.exit_code == 0, queued.output
+    assert "4 tickets found, 4 queued for routing" in queued.output
