@@ -72,15 +72,17 @@ class Runtime:
                     started = time.perf_counter()
                     log.info(
                         "building the catalogue index",
-                        extra={"services": len(self.catalogue.services)},
+                        extra=log_extra({"services": len(self.catalogue.services)}),
                     )
                     self._index = build_index(self.catalogue)
                     log.info(
                         "catalogue index built",
-                        extra={
-                            "services": len(self.catalogue.services),
-                            "seconds": round(time.perf_counter() - started, 2),
-                        },
+                        extra=log_extra(
+                            {
+                                "services": len(self.catalogue.services),
+                                "seconds": round(time.perf_counter() - started, 2),
+                            }
+                        ),
                     )
                     # The index lives as long as the process: keep the cyclic collector from
                     # re-scanning its millions of objects (full collections took seconds at

@@ -40,6 +40,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from connector.catalogue import Catalogue, pick_text
 from connector.decisions import DecisionFilter, decision_row
 from connector.events import PROCESSES, RoutingDecision, ServiceMatch
+from connector.logs import log_extra
 from connector.report import kpis, render_html
 
 log = logging.getLogger("bpsm.ui")
@@ -222,21 +223,21 @@ def install(app: Flask, rt: Any, env: Mapping[str, str] | None = None) -> None:
         key = (request.remote_addr or "-", name)
         now = time.time()
         if limiter.blocked(key, now):
-            log.warning("login rate-limited", extra={"ui_user": name})
+            log.warning("login rate-limited", extra=log_extra({"ui_user": name}))
             return _login_error("Too many failed logins. Try again in 15 minutes.", 429)
         if not users_file:
             return _login_error("The review page has no users yet: see the README.", 403)
         digest = _users(users_file).get(name)
         if not _verify(digest, password):
             limiter.failed(key, now)
-            log.warning("login failed", extra={"ui_user": name})
+            log.warning("login failed", extra=log_extra({"ui_user": name}))
             return _login_error("Wrong user name or password.", 401)
         limiter.succeeded(key)
         session.clear()
         session["user"] = name
         session["csrf"] = secrets.token_urlsafe(32)
         session.permanent = True
-        log.info("login", extra={"ui_user": name})
+        log.info("login", extra=log_extra({"ui_user": name}))
         return redirect(_safe_next(request.form.get("next")) or url_for("ui.decisions"))
 
     @ui.post("/logout")
@@ -302,7 +303,9 @@ def install(app: Flask, rt: Any, env: Mapping[str, str] | None = None) -> None:
             abort(404, f"no decision {routing_id}")
         log.info(
             "correction recorded",
-            extra={"routing": routing_id, "correction": correction_id, "ui_user": session["user"]},
+            extra=log_extra(
+                {"routing": routing_id, "correction": correction_id, "ui_user": session["user"]}
+            ),
         )
         return redirect(url_for("ui.decision", routing_id=routing_id, corrected=correction_id))
 
@@ -315,7 +318,7 @@ def install(app: Flask, rt: Any, env: Mapping[str, str] | None = None) -> None:
         replayed = rt.store.replay(dead_letter_id)
         if not replayed:
             abort(404, f"no dead letter {dead_letter_id} waiting for a replay")
-        log.info("dead letter replayed", extra={"dead_letter": dead_letter_id})
+        log.info("dead letter replayed", extra=log_extra({"dead_letter": dead_letter_id}))
         return redirect(url_for("ui.dead_letters", replayed=dead_letter_id))
 
     @ui.get("/report")
@@ -346,7 +349,7 @@ def _users(path: str) -> dict[str, str]:
     try:
         return read_users(Path(path))
     except OSError as exc:
-        log.error("cannot read BPSM_UI_USERS_FILE", extra={"error": str(exc)})
+        log.error("cannot read BPSM_UI_USERS_FILE", extra=log_extra({"error": str(exc)}))
         return {}
 
 

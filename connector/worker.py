@@ -121,13 +121,15 @@ def apply_correction(rt: Runtime, delivery: Delivery) -> str:
     )
     log.info(
         "corrected",
-        extra={
-            "host": delivery.host,
-            "ticket": delivery.ticket_id,
-            "bpsm_process": decision.process,
-            "service": decision.service,
-            "outcome": outcome,
-        },
+        extra=log_extra(
+            {
+                "host": delivery.host,
+                "ticket": delivery.ticket_id,
+                "bpsm_process": decision.process,
+                "service": decision.service,
+                "outcome": outcome,
+            }
+        ),
     )
     return "corrected"
 
