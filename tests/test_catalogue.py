@@ -13,7 +13,7 @@ from connector.catalogue import (
 from connector.yamlsource import parse_yaml
 
 FIXTURES = Path(__file__).parent / "fixtures" / "catalogues"
-UNIVERSITY = Path(__file__).parents[2] / "shared" / "data" / "university" / "catalogue.yaml"
+UNIVERSITY = Path(__file__).parent / "fixtures" / "catalogues" / "university.yaml"
 
 
 def test_example_catalogue_loads_and_meets_the_product_card():

@@ -1,6 +1,6 @@
 """GLPI: webhooks (GLPI ≥ 11) or polling (GLPI ≤ 10) in, the legacy REST API (apirest.php) out.
 
-Contract: ../shared/contracts/glpi.md. A GLPI 11 webhook body is
+Contract: tests/fixtures/glpi/contract/glpi.md. A GLPI 11 webhook body is
 `{"item": <HL API v2 object>, "event": "new"|"update"|"delete"[, "parent_item": …]}`, signed with
 `X-GLPI-signature` = hex HMAC-SHA256(body + X-GLPI-timestamp). GLPI computes both headers when
 the event is raised and re-sends them unchanged on its retries, minutes later: the timestamp

@@ -1,7 +1,8 @@
 """Zammad: trigger webhooks in, REST API out (group, tags, internal note).
 
-Contract: ../shared/contracts/zammad.md. Webhook body `{"ticket": …, "article": …}` signed
-with `X-Hub-Signature: sha1=<HMAC-SHA1(raw body)>`; delivery id in `X-Zammad-Delivery`.
+Contract: tests/fixtures/zammad/contract/zammad.md. Webhook body
+`{"ticket": …, "article": …}` signed with `X-Hub-Signature: sha1=<HMAC-SHA1(raw body)>`;
+delivery id in `X-Zammad-Delivery`.
 Loop prevention: events whose article (or, without one, ticket update) was made by the
 connector's API user are ignored, and so is any article carrying the connector's marker.
 """

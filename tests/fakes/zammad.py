@@ -1,6 +1,6 @@
 """A stateful fake Zammad for tests, served over real HTTP.
 
-It follows ``/work/shared/contracts/zammad.md`` (which was read out of Zammad's own source):
+It follows ``tests/fixtures/zammad/contract/zammad.md`` (which was read out of Zammad's own source):
 
 * the REST endpoints the connector uses, with Zammad's status codes, body shapes, error JSON
   (``{"error": ..., "error_human": ...}``, ported from
@@ -2736,8 +2736,8 @@ class FakeZammad:
 
 # --------------------------------------------------------------------------- fixtures
 
-CONTRACT_DIR = Path("/work/shared/contracts/zammad")
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "zammad"
+CONTRACT_DIR = FIXTURE_DIR / "contract"
 
 _EXAMPLE_BODY = (
     "<div>Hello,<br><br>the amount on invoice 2025-0611 is wrong &amp; needs a fix."
