@@ -22,6 +22,7 @@ from connector.evaluate import (
     sweep,
 )
 from connector.events import TicketEvent
+from connector.exitcodes import CONFIG, FAILED, NO_STORE
 from connector.mapping import Mapping, MappingError, check_mapping_document, load_mapping
 from connector.route import decide
 from connector.yamlsource import Problem, read_yaml
@@ -50,13 +51,26 @@ def mapping_option(func: F) -> F:
     )(func)
 
 
-def _fail(problems: list[Problem]) -> None:
+def _fail(problems: list[Problem], status: int = FAILED) -> None:
     for problem in problems:
         click.echo(str(problem), err=True)
-    sys.exit(1)
+    sys.exit(status)
+
+
+def _catalogue_missing(catalogue_path: str | Path, status: int) -> None:
+    """The way out when there is no catalogue (a fresh install has none in its folder)."""
+    if not Path(catalogue_path).exists():
+        click.echo(
+            f"{catalogue_path}: no service catalogue here. Pass --catalogue PATH, set "
+            "BPSM_CATALOGUE, or run `bpsm init` to write a starting catalogue.yaml and "
+            "mappings/ to edit.",
+            err=True,
+        )
+        sys.exit(status)
 
 
 def _load(catalogue_path: str, mapping_path: str | None) -> tuple[CatalogueIndex, Mapping]:
+    _catalogue_missing(catalogue_path, FAILED)
     try:
         catalogue = load_catalogue(catalogue_path)
         mapping = load_mapping(mapping_path) if mapping_path else Mapping()
@@ -212,22 +226,53 @@ def evaluate_command(
             )
 
 
-def _runtime(catalogue_path: str | None = None) -> Any:
+def _settings(catalogue_path: str | None = None) -> Any:
+    """The settings from the environment, or exit CONFIG naming the bad one."""
     from connector.config import ConfigError, load_settings
     from connector.hosts import host_classes
-    from connector.runtime import Runtime
 
     overrides: dict[str, Any] = {}
     if catalogue_path:
         overrides["catalogue_path"] = Path(catalogue_path)
     try:
-        settings = load_settings(host_names=tuple(host_classes()), **overrides)
-        return Runtime(settings)
+        return load_settings(host_names=tuple(host_classes()), **overrides)
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(CONFIG)
+
+
+def _no_store(exc: Exception, settings: Any) -> None:
+    click.echo(f"{exc}", err=True)
+    if not settings.database_url:
+        click.echo(
+            f"(BPSM_DATA_DIR is {settings.data_dir}; `bpsm serve` or `bpsm worker` creates "
+            "the store there)",
+            err=True,
+        )
+    sys.exit(NO_STORE)
+
+
+def _runtime(catalogue_path: str | None = None, read_only: bool = False) -> Any:
+    """The Runtime, or exit CONFIG. `read_only`: the store must exist (else exit NO_STORE)
+    and nothing is created or migrated; the store read is named on standard error."""
+    from connector.config import ConfigError
+    from connector.runtime import Runtime
+    from connector.store import StoreUnavailable, describe_store
+
+    settings = _settings(catalogue_path)
+    _catalogue_missing(settings.catalogue_path, CONFIG)
+    try:
+        rt = Runtime(settings, read_only=read_only)
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(CONFIG)
     except (CatalogueError, MappingError) as exc:
-        _fail(exc.problems)
+        _fail(exc.problems, CONFIG)
+    except StoreUnavailable as exc:
+        _no_store(exc, settings)
+    if read_only:
+        click.echo(f"store: {describe_store(settings.database)}", err=True)
+    return rt
 
 
 @main.command()
@@ -286,7 +331,7 @@ def replay(
     dead_letter_id: int | None, replay_all: bool, list_only: bool, catalogue_path: str
 ) -> None:
     """List dead letters, or put them back in the queue once the cause is fixed."""
-    rt = _runtime(catalogue_path)
+    rt = _runtime(catalogue_path, read_only=True)
     if list_only or (dead_letter_id is None and not replay_all):
         letters = rt.store.list_dead_letters()
         for row in letters:
@@ -357,6 +402,7 @@ def setup(
     catalogue_path: str,
 ) -> None:
     """Create the BPSM queues (and webhook/triggers) in the helpdesk; safe to run again."""
+    from connector.datadir import private_file
     from connector.hosts.base import HostError
 
     _host_option_env(host, url, token_file, user, password_file)
@@ -371,8 +417,7 @@ def setup(
         secret = getattr(client, "webhook_secret", None)
         if secret:
             path = Path(secret_file or rt.settings.data_dir / f"{host}-webhook-secret")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600, exist_ok=True)
+            private_file(path)  # 0600 before the secret is in it, in a 0700 folder if new
             path.write_text(secret + "\n", encoding="utf-8")
             from connector.config import env_prefix
 
@@ -482,7 +527,7 @@ def improvement(service: str, reason: str, host_name: str | None, catalogue_path
 @catalogue_option
 def decisions(limit: int, as_json: bool, catalogue_path: str) -> None:
     """The latest routing decisions from the audit log."""
-    rt = _runtime(catalogue_path)
+    rt = _runtime(catalogue_path, read_only=True)
     rows = rt.store.all_routings()[-limit:]
     if as_json:
         click.echo(
@@ -584,7 +629,12 @@ def report(since: str, fmt: str, output: str | None, host_times: bool, catalogue
         window = parse_duration(since)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
-    rt = _runtime(catalogue_path)
+    rt = _runtime(catalogue_path, read_only=True)
+    retention = rt.settings.retention
+    if retention and window.total_seconds() > retention:
+        click.echo(
+            f"note: only the last {retention / 86400:g} days are kept (BPSM_RETENTION)", err=True
+        )
     try:
         now = time.time()
         start = now - window.total_seconds()
@@ -597,6 +647,42 @@ def report(since: str, fmt: str, output: str | None, host_times: bool, catalogue
         _write_output(output, text)
     else:
         click.echo(text, nl=not text.endswith("\n"))
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    default=None,
+    help="Delete what was stored longer ago than this (90d, 12w); default: BPSM_RETENTION.",
+)
+def purge(older_than: str | None) -> None:
+    """Delete old deliveries, their ticket text, decisions and dead letters now.
+
+    The running service does the same every hour with BPSM_RETENTION (default 365d).
+    Unfinished work and open improvement tickets are kept."""
+    from connector.config import ConfigError, parse_retention
+    from connector.store import Store, StoreUnavailable, describe_store
+
+    settings = _settings()
+    try:
+        seconds = parse_retention(older_than, "--older-than") if older_than else settings.retention
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from exc
+    if seconds <= 0:
+        click.echo("nothing to purge: BPSM_RETENTION=0 keeps everything (or pass --older-than)")
+        return
+    try:
+        store = Store(settings.database, create=False)
+    except StoreUnavailable as exc:
+        _no_store(exc, settings)
+        raise  # unreachable
+    try:
+        counts = store.purge(seconds)
+    finally:
+        store.dispose()
+    parts = ", ".join(f"{n} {table}" for table, n in counts.items())
+    click.echo(f"store: {describe_store(settings.database)}", err=True)
+    click.echo(f"purged what is older than {seconds / 86400:g} days: {parts}")
 
 
 if __name__ == "__main__":
