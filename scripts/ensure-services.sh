@@ -25,6 +25,9 @@ if ! psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; then
   as_root su postgres -c "createdb test" 2>/dev/null || true
 fi
 
+# tests/test_deploy.py rates the systemd unit with systemd-analyze (no systemd needs to run).
+command -v systemd-analyze >/dev/null || apt_install systemd
+
 if ! redis_ready; then
   command -v redis-server >/dev/null || apt_install redis-server
   mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
