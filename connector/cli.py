@@ -99,6 +99,31 @@ def _looks_like_mapping(data: Any, path: Path) -> bool:
 
 
 @main.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+def init(directory: str) -> None:
+    """Write a starting catalogue.yaml and mappings/ into DIRECTORY (default: here).
+
+    They are the example of a Norwegian municipality's IT services, to be edited into your
+    own. Files that exist are kept, never overwritten."""
+    from connector.starter import write_starter
+
+    try:
+        results = write_starter(Path(directory))
+    except OSError as exc:
+        click.echo(f"cannot write into {directory}: {exc.strerror}", err=True)
+        sys.exit(FAILED)
+    for path, written in results:
+        click.echo(f"{'wrote' if written else 'kept (exists)'}: {path}")
+    catalogue = Path(directory) / "catalogue.yaml"
+    click.echo(
+        f"\nNext: edit {catalogue} into your own services and queues, check it with "
+        f'`bpsm check {catalogue}`, and try `bpsm classify "printer broken" --catalogue '
+        f"{catalogue}`. The service reads BPSM_CATALOGUE and BPSM_MAPPINGS_DIR "
+        "(default ./catalogue.yaml and ./mappings)."
+    )
+
+
+@main.command()
 @click.argument("paths", nargs=-1, type=click.Path(dir_okay=False))
 @catalogue_option
 def check(paths: tuple[str, ...], catalogue_path: str) -> None:

@@ -65,5 +65,9 @@ def test_the_image_is_pinned_runs_as_a_fixed_user_and_carries_no_catalogue() -> 
     assert 'VOLUME ["/data"]' in lines
     assert any("--constraint constraints.txt" in line for line in lines)
     assert (ROOT / "constraints.txt").is_file()
-    copied = " ".join(line for line in lines if line.startswith("COPY "))
-    assert "catalogue.yaml" not in copied and "mappings" not in copied
+    # The example catalogue only builds the package (bpsm init); nothing lands where the
+    # service reads its configuration, and the build folder is removed.
+    copies = [line.split()[-1] for line in lines if line.startswith("COPY ")]
+    assert copies and not any(dest.startswith("/etc") for dest in copies)
+    assert "BPSM_CATALOGUE=/etc/bpsm/catalogue.yaml" in text  # mounted by the admin
+    assert any("rm -rf /build" in line for line in lines)
