@@ -415,6 +415,17 @@ def _host_argument(func: F) -> F:
     type=click.Path(dir_okay=False),
     help="Where to write a generated webhook secret (mode 0600).",
 )
+@click.option(
+    "--remove",
+    is_flag=True,
+    help="Undo setup: remove the webhooks and triggers it created (Zammad, GLPI).",
+)
+@click.option(
+    "--queues",
+    "remove_queues",
+    is_flag=True,
+    help="With --remove: also remove the mapping's queues that hold no ticket.",
+)
 @catalogue_option
 def setup(
     host: str,
@@ -424,18 +435,27 @@ def setup(
     password_file: str | None,
     hook_url: str | None,
     secret_file: str | None,
+    remove: bool,
+    remove_queues: bool,
     catalogue_path: str,
 ) -> None:
-    """Create the BPSM queues (and webhook/triggers) in the helpdesk; safe to run again."""
+    """Create the BPSM queues (and webhook/triggers) in the helpdesk; safe to run again.
+
+    With --remove, take away what it created instead (uninstalling)."""
     from connector.datadir import private_file
     from connector.hosts.base import HostError
 
+    if remove_queues and not remove:
+        raise click.UsageError("--queues only goes with --remove")
     _host_option_env(host, url, token_file, user, password_file)
     rt = _runtime(catalogue_path)
     if not rt.settings.host(host).configured:
         click.echo(f"{host}: no URL; pass --url or set the {host} URL variable", err=True)
         sys.exit(2)
     client = rt.client(host)
+    if remove:
+        _teardown(client, host, rt.mapping(host), remove_queues)
+        return
     try:
         for line in client.setup(rt.mapping(host), hook_url):
             click.echo(line)
@@ -458,6 +478,30 @@ def setup(
         sys.exit(1)
     finally:
         client.close()
+
+
+def _teardown(client: Any, host: str, mapping: Mapping, queues: bool) -> None:
+    from connector.hosts.base import HostError
+
+    try:
+        for line in client.teardown(mapping, queues):
+            click.echo(line)
+    except NotImplementedError:
+        click.echo(
+            f"bpsm setup {host} --remove cannot undo {host}'s setup: see the uninstall steps "
+            f"of its guide (docs/)",
+            err=True,
+        )
+        sys.exit(FAILED)
+    except HostError as exc:
+        click.echo(f"remove failed: {exc}", err=True)
+        sys.exit(FAILED)
+    finally:
+        client.close()
+    click.echo(
+        "The helpdesk sends nothing more. Stop the service, then delete its data folder "
+        "(BPSM_DATA_DIR) and secret files if you are uninstalling."
+    )
 
 
 @main.command()
