@@ -1,9 +1,12 @@
-"""Retention (BPSM_RETENTION, `bpsm purge`), private file modes, stores that are only read."""
+"""Safe to run: retention (BPSM_RETENTION, `bpsm purge`), private file modes, commands that
+only read the store, configuration errors with their own exit status."""
 
 from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from connector.store import (
     StoreUnavailable,
     dead_letters,
     deliveries,
+    describe_store,
     improvements,
     maintenance,
     routings,
@@ -284,6 +288,33 @@ def test_configuration_errors_have_their_own_exit_status(
     assert f"{broken}:4: services[0].nmae" in bad_catalogue.stderr
     # `bpsm check` exists to find mistakes: it keeps exit 1 (DESIGN.md).
     assert bpsm(monkeypatch, env, "check", str(broken)).exit_code == 1
+
+
+def test_bpsm_serve_with_a_bad_catalogue_exits_78_at_once(tmp_path: Path) -> None:
+    broken = tmp_path / "catalogue.yaml"
+    broken.write_text("version: 1\nservices:\n  - id: x\n    sla: {<<: 3}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BPSM_")}
+    env |= {"BPSM_DATA_DIR": str(tmp_path / "data"), "BPSM_CATALOGUE": str(broken)}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "connector.cli", "serve", "--port", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == CONFIG, result.stderr
+    assert f"{broken}:4: services[0].sla: a merge key (<<) must name a mapping" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_the_store_is_named_without_its_password() -> None:
+    assert (
+        describe_store("postgresql+psycopg://bpsm:s3cr3t@db.example/bpsm")
+        == "postgresql+psycopg://bpsm:***@db.example/bpsm"
+    )
 
 
 def test_a_missing_catalogue_names_the_ways_out(
