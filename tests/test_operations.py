@@ -255,6 +255,22 @@ def test_reading_commands_name_the_store_they_read(
     assert not (tmp_path / "queue.db").exists()  # the embedded queue is not created either
 
 
+def test_report_says_when_the_period_is_longer_than_what_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Store(f"sqlite:///{tmp_path / 'bpsm.db'}").dispose()
+    env = {
+        "BPSM_DATA_DIR": str(tmp_path),
+        "BPSM_CATALOGUE": str(ROOT / "catalogue.yaml"),
+        "BPSM_RETENTION": "90d",
+    }
+    within = bpsm(monkeypatch, env, "report", "--since", "30d")
+    assert within.exit_code == 0 and "BPSM_RETENTION" not in within.stderr
+    beyond = bpsm(monkeypatch, env, "report", "--since", "26w")
+    assert beyond.exit_code == 0
+    assert "note: only the last 90 days are kept (BPSM_RETENTION)" in beyond.stderr
+
+
 def test_a_reading_command_does_not_migrate_an_old_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'bpsm.db'}"
     Store(url).dispose()
