@@ -22,6 +22,7 @@ from connector.evaluate import (
     sweep,
 )
 from connector.events import TicketEvent
+from connector.exitcodes import CONFIG, FAILED, NO_STORE
 from connector.mapping import Mapping, MappingError, check_mapping_document, load_mapping
 from connector.route import decide
 from connector.yamlsource import Problem, read_yaml
@@ -50,13 +51,26 @@ def mapping_option(func: F) -> F:
     )(func)
 
 
-def _fail(problems: list[Problem]) -> None:
+def _fail(problems: list[Problem], status: int = FAILED) -> None:
     for problem in problems:
         click.echo(str(problem), err=True)
-    sys.exit(1)
+    sys.exit(status)
+
+
+def _catalogue_missing(catalogue_path: str | Path, status: int) -> None:
+    """The way out when there is no catalogue (a fresh install has none in its folder)."""
+    if not Path(catalogue_path).exists():
+        click.echo(
+            f"{catalogue_path}: no service catalogue here. Pass --catalogue PATH, set "
+            "BPSM_CATALOGUE, or run `bpsm init` to write a starting catalogue.yaml and "
+            "mappings/ to edit.",
+            err=True,
+        )
+        sys.exit(status)
 
 
 def _load(catalogue_path: str, mapping_path: str | None) -> tuple[CatalogueIndex, Mapping]:
+    _catalogue_missing(catalogue_path, FAILED)
     try:
         catalogue = load_catalogue(catalogue_path)
         mapping = load_mapping(mapping_path) if mapping_path else Mapping()
@@ -81,6 +95,31 @@ def _looks_like_mapping(data: Any, path: Path) -> bool:
         or "processes" in data
         or "host" in data
         or isinstance(data.get("services"), dict)
+    )
+
+
+@main.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+def init(directory: str) -> None:
+    """Write a starting catalogue.yaml and mappings/ into DIRECTORY (default: here).
+
+    They are the example of a Norwegian municipality's IT services, to be edited into your
+    own. Files that exist are kept, never overwritten."""
+    from connector.starter import write_starter
+
+    try:
+        results = write_starter(Path(directory))
+    except OSError as exc:
+        click.echo(f"cannot write into {directory}: {exc.strerror}", err=True)
+        sys.exit(FAILED)
+    for path, written in results:
+        click.echo(f"{'wrote' if written else 'kept (exists)'}: {path}")
+    catalogue = Path(directory) / "catalogue.yaml"
+    click.echo(
+        f"\nNext: edit {catalogue} into your own services and queues, check it with "
+        f'`bpsm check {catalogue}`, and try `bpsm classify "printer broken" --catalogue '
+        f"{catalogue}`. The service reads BPSM_CATALOGUE and BPSM_MAPPINGS_DIR "
+        "(default ./catalogue.yaml and ./mappings)."
     )
 
 
@@ -213,6 +252,7 @@ def evaluate_command(
 
 
 def _settings(catalogue_path: str | None = None) -> Any:
+    """The settings from the environment, or exit CONFIG naming the bad one."""
     from connector.config import ConfigError, load_settings
     from connector.hosts import host_classes
 
@@ -223,21 +263,41 @@ def _settings(catalogue_path: str | None = None) -> Any:
         return load_settings(host_names=tuple(host_classes()), **overrides)
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(CONFIG)
 
 
-def _runtime(catalogue_path: str | None = None) -> Any:
+def _no_store(exc: Exception, settings: Any) -> None:
+    click.echo(f"{exc}", err=True)
+    if not settings.database_url:
+        click.echo(
+            f"(BPSM_DATA_DIR is {settings.data_dir}; `bpsm serve` or `bpsm worker` creates "
+            "the store there)",
+            err=True,
+        )
+    sys.exit(NO_STORE)
+
+
+def _runtime(catalogue_path: str | None = None, read_only: bool = False) -> Any:
+    """The Runtime, or exit CONFIG. `read_only`: the store must exist (else exit NO_STORE)
+    and nothing is created or migrated; the store read is named on standard error."""
     from connector.config import ConfigError
     from connector.runtime import Runtime
+    from connector.store import StoreUnavailable, describe_store
 
     settings = _settings(catalogue_path)
+    _catalogue_missing(settings.catalogue_path, CONFIG)
     try:
-        return Runtime(settings)
+        rt = Runtime(settings, read_only=read_only)
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(CONFIG)
     except (CatalogueError, MappingError) as exc:
-        _fail(exc.problems)
+        _fail(exc.problems, CONFIG)
+    except StoreUnavailable as exc:
+        _no_store(exc, settings)
+    if read_only:
+        click.echo(f"store: {describe_store(settings.database)}", err=True)
+    return rt
 
 
 def _run_process(body: Callable[[Any, Any, Any], int], catalogue_path: str, serve: bool) -> None:
@@ -260,9 +320,9 @@ def _run_process(body: Callable[[Any, Any, Any], int], catalogue_path: str, serv
         click.echo(f"bpsm: cannot start: {exc}", err=True)
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
-        code = 2
+        code = CONFIG
     except (CatalogueError, MappingError) as exc:
-        _fail(exc.problems)
+        _fail(exc.problems, CONFIG)
     finally:
         if metrics is not None:
             metrics.cleanup()
@@ -344,7 +404,7 @@ def replay(
     dead_letter_id: int | None, replay_all: bool, list_only: bool, catalogue_path: str
 ) -> None:
     """List dead letters, or put them back in the queue once the cause is fixed."""
-    rt = _runtime(catalogue_path)
+    rt = _runtime(catalogue_path, read_only=True)
     if list_only or (dead_letter_id is None and not replay_all):
         letters = rt.store.list_dead_letters()
         for row in letters:
@@ -403,6 +463,17 @@ def _host_argument(func: F) -> F:
     type=click.Path(dir_okay=False),
     help="Where to write a generated webhook secret (mode 0600).",
 )
+@click.option(
+    "--remove",
+    is_flag=True,
+    help="Undo setup: remove the webhooks and triggers it created (Zammad, GLPI).",
+)
+@click.option(
+    "--queues",
+    "remove_queues",
+    is_flag=True,
+    help="With --remove: also remove the mapping's queues that hold no ticket.",
+)
 @catalogue_option
 def setup(
     host: str,
@@ -412,25 +483,34 @@ def setup(
     password_file: str | None,
     hook_url: str | None,
     secret_file: str | None,
+    remove: bool,
+    remove_queues: bool,
     catalogue_path: str,
 ) -> None:
-    """Create the BPSM queues (and webhook/triggers) in the helpdesk; safe to run again."""
+    """Create the BPSM queues (and webhook/triggers) in the helpdesk; safe to run again.
+
+    With --remove, take away what it created instead (uninstalling)."""
+    from connector.datadir import private_file
     from connector.hosts.base import HostError
 
+    if remove_queues and not remove:
+        raise click.UsageError("--queues only goes with --remove")
     _host_option_env(host, url, token_file, user, password_file)
     rt = _runtime(catalogue_path)
     if not rt.settings.host(host).configured:
         click.echo(f"{host}: no URL; pass --url or set the {host} URL variable", err=True)
         sys.exit(2)
     client = rt.client(host)
+    if remove:
+        _teardown(client, host, rt.mapping(host), remove_queues)
+        return
     try:
         for line in client.setup(rt.mapping(host), hook_url):
             click.echo(line)
         secret = getattr(client, "webhook_secret", None)
         if secret:
             path = Path(secret_file or rt.settings.data_dir / f"{host}-webhook-secret")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600, exist_ok=True)
+            private_file(path)  # 0600 before the secret is in it, in a 0700 folder if new
             path.write_text(secret + "\n", encoding="utf-8")
             from connector.config import env_prefix
 
@@ -446,6 +526,30 @@ def setup(
         sys.exit(1)
     finally:
         client.close()
+
+
+def _teardown(client: Any, host: str, mapping: Mapping, queues: bool) -> None:
+    from connector.hosts.base import HostError
+
+    try:
+        for line in client.teardown(mapping, queues):
+            click.echo(line)
+    except NotImplementedError:
+        click.echo(
+            f"bpsm setup {host} --remove cannot undo {host}'s setup: see the uninstall steps "
+            f"of its guide (docs/)",
+            err=True,
+        )
+        sys.exit(FAILED)
+    except HostError as exc:
+        click.echo(f"remove failed: {exc}", err=True)
+        sys.exit(FAILED)
+    finally:
+        client.close()
+    click.echo(
+        "The helpdesk sends nothing more. Stop the service, then delete its data folder "
+        "(BPSM_DATA_DIR) and secret files if you are uninstalling."
+    )
 
 
 @main.command()
@@ -634,26 +738,22 @@ def decisions(
 
 
 def _audit_store(catalogue_path: str | None) -> tuple[Any, Any]:
-    """The store of the configured settings and, when it can be read, the catalogue (for
-    service names): reading the audit log must not need a valid catalogue."""
+    """The store as it is (never created or migrated; exit NO_STORE when it is missing) and,
+    when it can be read, the catalogue (for service names): reading the audit log must not
+    need a valid catalogue."""
     from connector.catalogue import load_catalogue
-    from connector.config import ConfigError, load_settings
-    from connector.hosts import host_classes
-    from connector.store import Store
+    from connector.store import Store, StoreUnavailable, describe_store
 
-    overrides: dict[str, Any] = {}
-    if catalogue_path:
-        overrides["catalogue_path"] = Path(catalogue_path)
-    try:
-        settings = load_settings(host_names=tuple(host_classes()), **overrides)
-    except ConfigError as exc:
-        click.echo(f"configuration error: {exc}", err=True)
-        sys.exit(2)
+    settings = _settings(catalogue_path)
     try:
         catalogue = load_catalogue(settings.catalogue_path)
     except CatalogueError:
         catalogue = None
-    store = Store(settings.database)
+    try:
+        store = Store(settings.database, create=False)
+    except StoreUnavailable as exc:
+        _no_store(exc, settings)
+    click.echo(f"store: {describe_store(settings.database)}", err=True)
     return store, catalogue
 
 
@@ -800,7 +900,12 @@ def report(since: str, fmt: str, output: str | None, host_times: bool, catalogue
         window = parse_duration(since)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
-    rt = _runtime(catalogue_path)
+    rt = _runtime(catalogue_path, read_only=True)
+    retention = rt.settings.retention
+    if retention and window.total_seconds() > retention:
+        click.echo(
+            f"note: only the last {retention / 86400:g} days are kept (BPSM_RETENTION)", err=True
+        )
     try:
         now = time.time()
         start = now - window.total_seconds()
@@ -821,6 +926,42 @@ def report(since: str, fmt: str, output: str | None, host_times: bool, catalogue
         _write_output(output, text)
     else:
         click.echo(text, nl=not text.endswith("\n"))
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    default=None,
+    help="Delete what was stored longer ago than this (90d, 12w); default: BPSM_RETENTION.",
+)
+def purge(older_than: str | None) -> None:
+    """Delete old deliveries, their ticket text, decisions and dead letters now.
+
+    The running service does the same every hour with BPSM_RETENTION (default 365d).
+    Unfinished work and open improvement tickets are kept."""
+    from connector.config import ConfigError, parse_retention
+    from connector.store import Store, StoreUnavailable, describe_store
+
+    settings = _settings()
+    try:
+        seconds = parse_retention(older_than, "--older-than") if older_than else settings.retention
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from exc
+    if seconds <= 0:
+        click.echo("nothing to purge: BPSM_RETENTION=0 keeps everything (or pass --older-than)")
+        return
+    try:
+        store = Store(settings.database, create=False)
+    except StoreUnavailable as exc:
+        _no_store(exc, settings)
+        raise  # unreachable
+    try:
+        counts = store.purge(seconds)
+    finally:
+        store.dispose()
+    parts = ", ".join(f"{n} {table}" for table, n in counts.items())
+    click.echo(f"store: {describe_store(settings.database)}", err=True)
+    click.echo(f"purged what is older than {seconds / 86400:g} days: {parts}")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,10 @@ class Settings(BaseModel):
     http_timeout: float = 10.0
     # How long `bpsm serve`/`bpsm worker` wait for the database and the queue at start.
     start_timeout: float = 60.0
+    # Everything stored (deliveries and their ticket text, decisions, dead letters, closed
+    # improvements) is deleted this many seconds after it was written; 0 keeps it for ever.
+    retention: float = 365 * 86400.0
+    purge_interval: float = 3600.0  # how often the running service purges
     hosts: dict[str, HostSettings] = {}
 
     def host(self, name: str) -> HostSettings:
@@ -100,6 +104,24 @@ def read_secret(env: Mapping[str, str], name: str) -> SecretStr | None:
             # Name the variable and the path, never the content.
             raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from exc
     return None
+
+
+def _plain_or_file(env: Mapping[str, str], name: str) -> str | None:
+    """A setting that may carry a password (a database URL): `NAME` or `NAME_FILE`."""
+    secret = read_secret(env, name)
+    return secret.get_secret_value() if secret else None
+
+
+def parse_retention(raw: str, name: str = "BPSM_RETENTION") -> float:
+    """'365d', '12w', '90d' -> seconds; '0' -> 0 (keep for ever)."""
+    from connector.catalogue import parse_duration
+
+    if raw.strip() == "0":
+        return 0.0
+    try:
+        return parse_duration(raw.strip()).total_seconds()
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}, or 0 to keep everything") from exc
 
 
 def _float(env: Mapping[str, str], name: str) -> float | None:
@@ -142,8 +164,8 @@ def load_settings(
         "data_dir": Path(env.get("BPSM_DATA_DIR", "data")),
         "catalogue_path": Path(env.get("BPSM_CATALOGUE", "catalogue.yaml")),
         "mappings_dir": Path(env.get("BPSM_MAPPINGS_DIR", "mappings")),
-        "database_url": env.get("BPSM_DATABASE_URL") or None,
-        "redis_url": env.get("BPSM_REDIS_URL") or None,
+        "database_url": _plain_or_file(env, "BPSM_DATABASE_URL"),
+        "redis_url": _plain_or_file(env, "BPSM_REDIS_URL"),
         "queue_name": env.get("BPSM_QUEUE_NAME", "bpsm"),
         "mode": mode,
         "log_level": env.get("BPSM_LOG_LEVEL", "INFO"),
@@ -151,6 +173,8 @@ def load_settings(
     }
     if max_body is not None:
         values["max_body_bytes"] = int(max_body)
+    if env.get("BPSM_RETENTION"):
+        values["retention"] = parse_retention(env["BPSM_RETENTION"])
     for key, name in (
         ("retry_budget", "BPSM_RETRY_BUDGET"),
         ("retry_base_delay", "BPSM_RETRY_BASE_DELAY"),
@@ -162,6 +186,7 @@ def load_settings(
         ("improvement_recheck", "BPSM_IMPROVEMENT_RECHECK"),
         ("http_timeout", "BPSM_HTTP_TIMEOUT"),
         ("start_timeout", "BPSM_START_TIMEOUT"),
+        ("purge_interval", "BPSM_PURGE_INTERVAL"),
     ):
         number = _float(env, name)
         if number is not None:

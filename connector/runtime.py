@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from huey import Huey, RedisHuey, SqliteHuey
+from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
 
 from connector.catalogue import load_catalogue
 from connector.classify import CatalogueIndex, build_index
 from connector.config import Mode, Settings, load_settings
+from connector.datadir import private_file, secure_data_dir
 from connector.hosts import host_classes
 from connector.hosts.base import Host, HostClient
 from connector.logs import log_extra
@@ -33,7 +34,10 @@ log = logging.getLogger("bpsm.runtime")
 def make_huey(settings: Settings) -> Huey:
     if settings.redis_url:
         return RedisHuey(settings.queue_name, url=settings.redis_url, results=False)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Created 0600 before huey opens it: the queue holds delivery ids only, but its -wal and
+    # -shm files take the database file's mode, and nothing in the data folder is readable
+    # by others.
+    private_file(settings.data_dir / "queue.db")
     # fsync off: the queue only wakes workers; a lost entry is re-enqueued by the sweep
     # from the store, which is the durable record (each fsync cost ~1.4 ms per webhook).
     return SqliteHuey(
@@ -45,9 +49,20 @@ def make_huey(settings: Settings) -> Huey:
 
 
 class Runtime:
-    def __init__(self, settings: Settings | None = None, index: CatalogueIndex | None = None):
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        index: CatalogueIndex | None = None,
+        read_only: bool = False,
+    ):
+        """`read_only`: for commands that read the store (decisions, report, replay, purge):
+        the store must exist (StoreUnavailable otherwise) and nothing is created or migrated
+        — neither the data folder, nor the store, nor the embedded queue."""
         self.settings = settings or load_settings(host_names=tuple(host_classes()))
-        self.store = Store(self.settings.database)
+        data_dir_used = not (self.settings.database_url and self.settings.redis_url)
+        if not read_only and (data_dir_used or self.settings.data_dir.exists()):
+            secure_data_dir(self.settings.data_dir)
+        self.store = Store(self.settings.database, create=not read_only)
         # The catalogue is read (and checked) at once; the index is built by the first
         # process that classifies: web workers never do, and at 10,000 services an index
         # is 1.3 GB per process.
@@ -60,7 +75,7 @@ class Runtime:
         self._lock = threading.Lock()
         # (host, improvement ticket) → when it was last seen open; see processes._free_slot.
         self.seen_open: dict[tuple[str, str], float] = {}
-        self.huey = make_huey(self.settings)
+        self.huey = MemoryHuey(self.settings.queue_name) if read_only else make_huey(self.settings)
         self._task = self.huey.task(name="bpsm.process_delivery")(self._run_task)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
@@ -214,7 +229,7 @@ class BackgroundWorker:
     def _sweep_loop(self) -> None:
         # At start-up everything not finished is fair game: the previous process is gone.
         first = True
-        next_maintenance = 0.0
+        next_maintenance = next_purge = 0.0
         while not self._stop.is_set():
             try:
                 self.rt.sweep(grace=0.0 if first else None)
@@ -225,7 +240,23 @@ class BackgroundWorker:
             if interval > 0 and time.monotonic() >= next_maintenance:
                 next_maintenance = time.monotonic() + interval
                 self._maintenance()
+            if time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + self.rt.settings.purge_interval
+                self._purge()
             self._stop.wait(self.sweep_interval)
+
+    def _purge(self) -> None:
+        """Retention (BPSM_RETENTION): delete what is older; any number of workers may."""
+        retention = self.rt.settings.retention
+        if retention <= 0:
+            return
+        try:
+            counts = self.rt.store.purge(retention)
+        except Exception as exc:  # the database may be briefly unavailable; next time
+            log.warning("purge failed", extra={"error": repr(exc)})
+            return
+        if any(counts.values()):
+            log.info("purged old data", extra={"rows": counts, "retention_s": retention})
 
     def _maintenance(self) -> None:
         """The proactive process as a periodic task: safe with any number of workers, since

@@ -41,8 +41,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 
+from connector.datadir import open_private, private_file
 from connector.decisions import DecisionFilter
 from connector.events import TicketEvent
 from connector.groupwrite import GroupWriter
@@ -290,8 +291,8 @@ def _enable_wal(cursor: Any, lock_path: Path | None) -> None:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes (flock on `path`)."""
-    with open(path, "w") as handle:
+    """An exclusive lock between processes (flock on `path`, created 0600)."""
+    with open(open_private(path), "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -350,11 +351,39 @@ def _take_each(
     ]
 
 
+class StoreUnavailable(Exception):
+    """A command that only reads (or purges) was pointed at a store that is not there."""
+
+
+def describe_store(url: str) -> str:
+    """The store for people: an SQLite file's path, or the database URL without password."""
+    path = _sqlite_file(url)
+    if path:
+        return str(Path(path).resolve())
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# What retention purges: (table, the column holding when the row was written, which rows).
+# Unfinished deliveries are work still to do and an open improvement still holds its slot;
+# they are never purged. (Maintenance rows keep no ticket text and must outlive their
+# period, so that a yearly entry is not opened twice.)
+RETAINED: tuple[tuple[Table, Column[Any], Any], ...] = (
+    (routings, routings.c.created_at, true()),
+    (dead_letters, dead_letters.c.created_at, true()),
+    (deliveries, deliveries.c.received_at, deliveries.c.status.in_(["done", "dead"])),
+    (improvements, improvements.c.claimed_at, improvements.c.open_key.is_(None)),
+    # A correction waiting for its job is kept, like its unfinished delivery.
+    (corrections, corrections.c.created_at, corrections.c.status != "pending"),
+)
+
+
 class Store:
-    def __init__(self, url: str):
+    def __init__(self, url: str, create: bool = True):
+        """`create=False`: open an existing store as it is (read-only commands and purge):
+        never create, migrate or switch its journal; StoreUnavailable when it is not there."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        self.engine = self._make_engine(url)
+        self.engine = self._make_engine(url, create=create)
         # On PostgreSQL the webhooks' INSERT runs on an engine whose connections stay in
         # autocommit (one statement is its own transaction). `execution_options(isolation_
         # level=...)` would switch a pooled connection there and back on every checkout: two
@@ -365,31 +394,55 @@ class Store:
         # is also what lets one writer of this process at a time queue on a lock instead of
         # SQLite's sleep-and-retry busy handler (1, 2, 5, 10… ms).
         self._deliveries: GroupWriter[tuple[Any, ...], int] = GroupWriter(self._insert_deliveries)
-        self.migrate()
+        if create:
+            self.migrate()
+        else:
+            self._check_existing()
 
     @staticmethod
-    def _make_engine(url: str, **options: Any) -> Engine:
+    def _make_engine(url: str, create: bool = True, **options: Any) -> Engine:
         if not url.startswith("sqlite"):
             engine = create_engine(url, pool_size=5, max_overflow=5, **options)
             _ping_after_idle(engine)
             return engine
         path = _sqlite_file(url)
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path and not create and not Path(path).is_file():
+            raise StoreUnavailable(f"store {describe_store(url)} does not exist")
+        if path and create:
+            # Ticket text: 0600 in a 0700 folder; SQLite gives -wal and -shm the same mode.
+            private_file(Path(path))
         engine = create_engine(
             url, connect_args={"timeout": 30, "check_same_thread": False}, **options
         )
-        wal_lock = Path(path + ".wal.lock") if path else None
+        wal_lock = Path(path + ".wal.lock") if path and create else None
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            _enable_wal(cursor, wal_lock)
+            if create or not path:
+                _enable_wal(cursor, wal_lock)
             cursor.close()
 
         return engine
+
+    def _check_existing(self) -> None:
+        """The store exists and has this connector's schema, or StoreUnavailable says why."""
+        where = describe_store(self.url)
+        try:
+            with self.engine.connect() as conn:
+                if not conn.dialect.has_table(conn, schema_version.name):
+                    raise StoreUnavailable(f"{where} is not a bpsm-connector store (no tables)")
+                current = conn.execute(select(func.max(schema_version.c.version))).scalar()
+        except OperationalError as exc:
+            first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise StoreUnavailable(f"cannot open store {where}: {first}") from exc
+        if current != SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"store {where} has schema {current}, this connector reads {SCHEMA_VERSION}: "
+                "start `bpsm serve` or `bpsm worker` once to upgrade it"
+            )
 
     # ----- schema ---------------------------------------------------------------------------
 
@@ -425,6 +478,21 @@ class Store:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))
+
+    def purge(self, older_than: float, now: float | None = None) -> dict[str, int]:
+        """Delete what is older than `older_than` seconds (see RETAINED); rows per table."""
+        cutoff = (time.time() if now is None else now) - older_than
+        counts: dict[str, int] = {}
+        with self.engine.begin() as conn:
+            if self.is_sqlite:
+                # Overwrite deleted ticket text in the file instead of leaving it in free pages.
+                conn.exec_driver_sql("PRAGMA secure_delete=ON")
+            for table, written_at, which in RETAINED:
+                result = conn.execute(table.delete().where((written_at < cutoff) & which))
+                counts[table.name.removeprefix("bpsm_")] = max(result.rowcount, 0)
+            if self.is_sqlite:
+                conn.exec_driver_sql("PRAGMA secure_delete=OFF")
+        return counts
 
     def dispose(self) -> None:
         """Close every pooled connection (at shutdown, or before a test drops the database)."""

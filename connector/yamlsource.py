@@ -84,11 +84,60 @@ def format_loc(loc: Loc) -> str:
     return out
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _under(loc: Loc, lines: dict[Loc, int]) -> dict[Loc, int]:
+    """The entries of `lines` at `loc` or below it."""
+    return {at: n for at, n in lines.items() if at[: len(loc)] == loc}
+
+
+def _merged(
+    value_node: yaml.Node, loc: Loc, doc: YamlDocument
+) -> tuple[dict[Any, Any], dict[Loc, int]]:
+    """The keys a merge key (`<<: *std` or `<<: [*a, *b]`) brings in, and their lines.
+
+    As in YAML's merge type (and PyYAML's loader), the first mapping named wins over later
+    ones. The lines are those of the anchored mapping, where an admin can fix the value."""
+    sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+    merged: dict[Any, Any] = {}
+    lines: dict[Loc, int] = {}
+    for source in sources:
+        if not isinstance(source, yaml.MappingNode):
+            doc.problems.append(
+                Problem(
+                    doc.file,
+                    source.start_mark.line + 1,
+                    format_loc(loc),
+                    "a merge key (<<) must name a mapping, e.g. <<: *defaults",
+                )
+            )
+            continue
+        scratch = YamlDocument(doc.file, None, constructor=doc.constructor)
+        data = _convert(source, loc, scratch)
+        # The anchored mapping reports its own problems where it is defined; once is enough.
+        doc.problems.extend(p for p in scratch.problems if p not in doc.problems)
+        for key, value in data.items():
+            if key not in merged:
+                merged[key] = value
+                lines.update(_under(loc + (str(key),), scratch.lines))
+    return merged, lines
+
+
 def _convert(node: yaml.Node, loc: Loc, doc: YamlDocument) -> Any:
     doc.lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
+        merged: dict[Any, Any] = {}
+        merged_lines: dict[Loc, int] = {}
         for key_node, value_node in node.value:
+            if key_node.tag == MERGE_TAG:
+                more, more_lines = _merged(value_node, loc, doc)
+                for key, value in more.items():
+                    if key not in merged:  # an earlier merge key wins, as within one
+                        merged[key] = value
+                        merged_lines.update(_under(loc + (str(key),), more_lines))
+                continue
             key = _convert(key_node, loc + ("<key>",), doc)
             if isinstance(key, list | dict):
                 doc.problems.append(
@@ -113,6 +162,12 @@ def _convert(node: yaml.Node, loc: Loc, doc: YamlDocument) -> Any:
                 continue
             doc.lines[child] = key_node.start_mark.line + 1
             result[key] = _convert(value_node, child, doc)
+        # Keys written in the mapping itself win over merged ones.
+        for key, value in merged.items():
+            if key not in result:
+                result[key] = value
+                for at, line in _under(loc + (str(key),), merged_lines).items():
+                    doc.lines.setdefault(at, line)
         doc.lines.pop(loc + ("<key>",), None)
         return result
     if isinstance(node, yaml.SequenceNode):
@@ -137,7 +192,13 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
     if node is None:
         doc.data = None
         return doc
-    doc.data = _convert(node, (), doc)
+    try:
+        doc.data = _convert(node, (), doc)
+    except yaml.MarkedYAMLError as exc:  # e.g. an unknown tag such as !!python/object
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        doc.problems.append(Problem(file, line, "", f"YAML error: {exc.problem}"))
+        doc.data = None
     return doc
 
 

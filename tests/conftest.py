@@ -15,7 +15,20 @@ from connector.catalogue import load_catalogue
 from connector.classify import CatalogueIndex, build_index
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN_URL = os.environ.get("BPSM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1/test")
+
+
+def _pg_admin_url() -> str:
+    """BPSM_TEST_PG_URL; else the role scripts/ensure-services.sh set up (its URL file); else
+    the postgres user without a password (a cluster that trusts local TCP logins)."""
+    if os.environ.get("BPSM_TEST_PG_URL"):
+        return os.environ["BPSM_TEST_PG_URL"]
+    saved = ROOT / ".cache" / "test-pg-url"
+    if saved.is_file() and saved.read_text().strip():
+        return saved.read_text().strip()
+    return "postgresql+psycopg://postgres@127.0.0.1/test"
+
+
+PG_ADMIN_URL = _pg_admin_url()
 REDIS_URL = os.environ.get("BPSM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

@@ -13,7 +13,7 @@ from connector.catalogue import (
 from connector.yamlsource import parse_yaml
 
 FIXTURES = Path(__file__).parent / "fixtures" / "catalogues"
-UNIVERSITY = Path(__file__).parents[2] / "shared" / "data" / "university" / "catalogue.yaml"
+UNIVERSITY = Path(__file__).parent / "fixtures" / "catalogues" / "university.yaml"
 
 
 def test_example_catalogue_loads_and_meets_the_product_card():
@@ -125,3 +125,61 @@ def test_lines_of_nested_items():
     doc = parse_yaml("a:\n  - x: 1\n  - y: 2\n", "f.yaml")
     assert doc.line_of(("a", 1, "y")) == 3
     assert doc.line_of(("a", 5, "z")) == 1  # unknown item: nearest known ancestor
+
+
+MERGE_CATALOGUE = """\
+version: 1
+languages: [en]
+defaults:
+  sla: &std {response: 4h, resolution: 3d}
+services:
+  - id: printing
+    name: {en: Printing}
+    sla: {<<: *std, response: 2h}
+  - id: email
+    name: {en: E-mail}
+    sla:
+      <<: [{resolution: 1d}, *std]
+"""
+
+
+def test_yaml_merge_keys_are_supported(tmp_path):
+    path = tmp_path / "catalogue.yaml"
+    path.write_text(MERGE_CATALOGUE)
+    cat = load_catalogue(path)
+    printing, email = cat.services
+    # A key written beside the merge key wins; otherwise the anchored mapping's value.
+    assert (printing.sla.response, printing.sla.resolution) == (
+        timedelta(hours=2),
+        timedelta(days=3),
+    )
+    # Of several merged mappings the first one wins.
+    assert (email.sla.response, email.sla.resolution) == (timedelta(hours=4), timedelta(days=1))
+
+
+def test_mistakes_behind_a_merge_key_name_file_and_line(tmp_path):
+    path = tmp_path / "catalogue.yaml"
+    path.write_text(
+        MERGE_CATALOGUE.replace("resolution: 3d}", "resolution: 3 days}")
+        + "  - id: scanning\n    name: {en: Scanning}\n    sla: {<<: 3, bogus: 1}\n"
+    )
+    problems = [str(p) for p in check_catalogue(path)]
+    # The bad value is reported on the anchor's line, where the admin can fix it, for the
+    # anchored mapping and for the service that merged it in.
+    assert [p for p in problems if "3 days" in p] == [
+        f"{path}:4: {where}.resolution: '3 days' is not a duration like 30m, 4h, 2d or 1w"
+        for where in ("defaults.sla", "services[0].sla")
+    ]
+    assert (
+        f"{path}:15: services[2].sla: a merge key (<<) must name a mapping, e.g. <<: *defaults"
+        in problems
+    )
+    assert f"{path}:15: services[2].sla.bogus: unknown key 'bogus' (check the spelling)" in problems
+
+
+def test_an_unknown_yaml_tag_is_a_problem_with_its_line():
+    doc = parse_yaml("version: 1\nservices:\n  - !!python/name:os.system x\n", "f.yaml")
+    assert [str(p) for p in doc.problems] == [
+        "f.yaml:3: YAML error: could not determine a constructor for the tag "
+        "'tag:yaml.org,2002:python/name:os.system'"
+    ]

@@ -46,10 +46,10 @@ def test_bad_values_name_the_variable(env, needle):
         load_settings(env, host_names=("zammad",))
 
 
-def test_cli_reports_configuration_errors_with_exit_2(monkeypatch):
+def test_cli_reports_configuration_errors_with_their_own_exit_status(monkeypatch):
     monkeypatch.setenv("BPSM_MODE", "yolo")
     result = CliRunner().invoke(main, ["decisions"])
-    assert result.exit_code == 2
+    assert result.exit_code == 78  # EX_CONFIG; 2 is click's for a bad option
     assert "configuration error: BPSM_MODE" in result.output
 
 

@@ -16,7 +16,7 @@ from connector.hosts import host_classes
 from connector.runtime import Runtime
 from webhook_app import create_app
 
-CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "zammad"
+CONTRACT = Path(__file__).resolve().parent / "fixtures" / "zammad" / "contract"
 ZAMMAD_BODY = (CONTRACT / "webhook-ticket-create.json").read_bytes()
 ZAMMAD_SIG = "sha1=7fa4f4398727a8c5aa31d30409b7b8f958de4de1"
 

@@ -123,6 +123,11 @@ class HostClient(ABC):
         admin: what was created, what existed, what to do by hand."""
         raise NotImplementedError
 
+    def teardown(self, mapping: Mapping, queues: bool) -> list[str]:
+        """Remove what `setup` created to deliver events (webhooks, triggers); with `queues`
+        also the mapping's queues that hold no ticket. Returns lines for the admin."""
+        raise NotImplementedError
+
     def create_ticket(self, ticket: NewTicket) -> str:
         """Open a ticket (proactive maintenance, improvement); returns its id."""
         raise NotImplementedError

@@ -1,6 +1,6 @@
 """GLPI: webhooks (GLPI ≥ 11) or polling (GLPI ≤ 10) in, the legacy REST API (apirest.php) out.
 
-Contract: ../shared/contracts/glpi.md. A GLPI 11 webhook body is
+Contract: tests/fixtures/glpi/contract/glpi.md. A GLPI 11 webhook body is
 `{"item": <HL API v2 object>, "event": "new"|"update"|"delete"[, "parent_item": …]}`, signed with
 `X-GLPI-signature` = hex HMAC-SHA256(body + X-GLPI-timestamp). GLPI computes both headers when
 the event is raised and re-sends them unchanged on its retries, minutes later: the timestamp
@@ -985,6 +985,44 @@ class GlpiClient(HostClient):
             else:
                 lines.append(f"webhook exists: {itemtype} {event} → {url}")
         return lines
+
+    def teardown(self, mapping: HostMapping, queues: bool) -> list[str]:
+        """Undo setup: its webhooks (GLPI 11); with `queues` also the mapping's groups that no
+        ticket refers to. Categories stay: tickets keep theirs after routing."""
+        lines: list[str] = []
+        if self.api_version >= 11:
+            rows = self._rows("Webhook", {"searchText[name]": WEBHOOK_NAME})
+            for row in rows:
+                if not str(row.get("name", "")).startswith(WEBHOOK_NAME):
+                    continue
+                self._call("DELETE", f"Webhook/{row['id']}", params={"force_purge": "true"})
+                lines.append(f"webhook removed: {row.get('name')}")
+            if not lines:
+                lines.append(f"no webhook named {WEBHOOK_NAME}")
+        else:
+            lines.append(
+                f"GLPI {self.api_version} has no webhooks: stop the service to stop polling"
+            )
+        if queues:
+            lines += [self._remove_group_if_empty(name) for name in mapping.all_queues()]
+            lines.append("categories kept: remove unused ones by hand (Setup > Dropdowns)")
+        return lines
+
+    def _remove_group_if_empty(self, name: str) -> str:
+        row = self._find("Group", name)
+        if row is None:
+            return f"group not found: {name}"
+        # Any link counts (assigned, requester or observer; open, closed or in the trash):
+        # purging the group would silently drop it from those tickets.
+        links = self._call(
+            "GET",
+            "Group_Ticket",
+            params={"searchText[groups_id]": f"^{row['id']}$", "range": "0-0"},
+        ).json()
+        if links:
+            return f"group kept: {name} holds tickets (move or delete them first)"
+        self._call("DELETE", f"Group/{row['id']}", params={"force_purge": "true"})
+        return f"group removed: {name}"
 
     def test_event(self, hook_url: str) -> str:
         """Send the connector a signed Ticket `update`: it must answer 200 ignored."""

@@ -1,7 +1,8 @@
 """Zammad: trigger webhooks in, REST API out (group, tags, internal note).
 
-Contract: ../shared/contracts/zammad.md. Webhook body `{"ticket": …, "article": …}` signed
-with `X-Hub-Signature: sha1=<HMAC-SHA1(raw body)>`; delivery id in `X-Zammad-Delivery`.
+Contract: tests/fixtures/zammad/contract/zammad.md. Webhook body
+`{"ticket": …, "article": …}` signed with `X-Hub-Signature: sha1=<HMAC-SHA1(raw body)>`;
+delivery id in `X-Zammad-Delivery`.
 Loop prevention: events whose article (or, without one, ticket update) was made by the
 connector's API user are ignored, and so is any article carrying the connector's marker.
 """
@@ -37,6 +38,7 @@ from connector.route import NOTE_MARKER, is_own_note
 
 DEFAULT_CONNECTOR_LOGIN = "bpsm-connector"
 WEBHOOK_NAME = "bpsm-connector"
+TRIGGER_NAMES = (f"{WEBHOOK_NAME}: ticket created", f"{WEBHOOK_NAME}: customer article")
 
 
 def _login(user: Any) -> str | None:
@@ -244,11 +246,11 @@ class ZammadClient(HostClient):
             "value": [str(me["id"])],
         }
         wanted = {
-            f"{WEBHOOK_NAME}: ticket created": {
+            TRIGGER_NAMES[0]: {
                 "ticket.action": {"operator": "is", "value": "create"},
                 "ticket.updated_by_id": not_connector,
             },
-            f"{WEBHOOK_NAME}: customer article": {
+            TRIGGER_NAMES[1]: {
                 "article.action": {"operator": "is", "value": "create"},
                 "article.sender_id": {"operator": "is", "value": ["2"]},  # 2 = Customer
                 "article.internal": {"operator": "is", "value": "false"},
@@ -274,6 +276,55 @@ class ZammadClient(HostClient):
                 },
             )
             lines.append(f"trigger created: {name}")
+        return lines
+
+    def teardown(self, mapping: Mapping, queues: bool) -> list[str]:
+        """Undo setup: its triggers, then its webhook (Zammad refuses to delete a webhook a
+        trigger uses); with `queues` also the mapping's groups that hold no ticket."""
+        lines: list[str] = []
+        webhooks = self.http.request("GET", "/api/v1/webhooks").json()
+        ours = [w for w in webhooks if w.get("name") == WEBHOOK_NAME]
+        our_ids = {str(w["id"]) for w in ours}
+        named = {name.lower() for name in TRIGGER_NAMES}
+        for trigger in self.http.request("GET", "/api/v1/triggers").json():
+            action = (trigger.get("perform") or {}).get("notification.webhook") or {}
+            if (
+                str(trigger.get("name", "")).lower() in named
+                or str(action.get("webhook_id")) in our_ids
+            ):
+                self.http.request("DELETE", f"/api/v1/triggers/{trigger['id']}")
+                lines.append(f"trigger removed: {trigger['name']}")
+        for webhook in ours:
+            self.http.request("DELETE", f"/api/v1/webhooks/{webhook['id']}")
+            lines.append(f"webhook removed: {webhook.get('endpoint')}")
+        if not ours:
+            lines.append(f"no webhook named {WEBHOOK_NAME}")
+        if queues:
+            lines += self._remove_empty_groups(mapping)
+        return lines
+
+    def _remove_empty_groups(self, mapping: Mapping) -> list[str]:
+        lines: list[str] = []
+        groups = {g["name"]: g for g in self.http.request("GET", "/api/v1/groups").json()}
+        for name in mapping.all_queues():
+            group = groups.get(name)
+            if group is None:
+                lines.append(f"group not found: {name}")
+                continue
+            found = self.http.request(
+                "GET",
+                "/api/v1/tickets/search",
+                params={"query": f'group.name:"{name}"', "limit": 1},
+            ).json()
+            if found.get("tickets"):
+                lines.append(f"group kept: {name} holds tickets (move or delete them first)")
+                continue
+            # Zammad itself refuses a group something still refers to (422): say so, go on.
+            answer = self.http.request("DELETE", f"/api/v1/groups/{group['id']}", ok=(200, 422))
+            if answer.status_code == 422:
+                lines.append(f"group kept: {name} ({self.http.error_text(answer)})")
+            else:
+                lines.append(f"group removed: {name}")
         return lines
 
     def test_event(self, hook_url: str) -> str:

@@ -1,4 +1,5 @@
-"""The fake GLPI follows shared/contracts/glpi.md: wire formats, errors, webhooks, failures."""
+"""The fake GLPI follows tests/fixtures/glpi/contract/glpi.md: wire formats, errors, webhooks,
+failures."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from tests.fakes.glpi import (
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "glpi"
-CONTRACT = Path("/work/shared/contracts/glpi/webhook_ticket_update.json")
+CONTRACT = FIXTURES / "contract" / "webhook_ticket_update.json"
 # From the contract's signed example (webhook_ticket_update.json), so this file stands alone.
 CONTRACT_SECRET = "s3cr3tS3cr3tS3cr3tS3cr3tS3cr3tS3cr3tS3cr"
 CONTRACT_HEADERS = {
@@ -162,7 +163,6 @@ def test_contract_example_is_reproduced_byte_for_byte_and_verifies() -> None:
     assert verify_glpi_signature(raw.decode(), lowered, CONTRACT_SECRET)
 
 
-@pytest.mark.skipif(not CONTRACT.exists(), reason="shared contract not available")
 def test_fixture_is_the_contract_body_and_cra_helpers_match() -> None:
     contract = json.loads(CONTRACT.read_text())
     body_raw = contract["request"]["body_raw"]

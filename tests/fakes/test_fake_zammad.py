@@ -1,4 +1,4 @@
-"""The fake Zammad follows /work/shared/contracts/zammad.md."""
+"""The fake Zammad follows tests/fixtures/zammad/contract/zammad.md."""
 
 from __future__ import annotations
 
@@ -144,7 +144,11 @@ def test_rails_json_escaping() -> None:
 def test_fixtures_are_generated_from_the_fake_and_signed() -> None:
     generated = generate_fixtures()
     assert generated["ticket_created.json"][0] == CONTRACT_BODY.read_bytes()
-    on_disk = {p.name for p in FIXTURE_DIR.iterdir() if not p.name.endswith(".headers.json")}
+    on_disk = {
+        p.name
+        for p in FIXTURE_DIR.iterdir()
+        if p.is_file() and not p.name.endswith(".headers.json")
+    }
     assert on_disk == set(generated) | {"README.md"}
     for name, (body, headers) in generated.items():
         assert (FIXTURE_DIR / name).read_bytes() == body, f"{name} is stale; regenerate it"

@@ -1,6 +1,6 @@
 """A stateful fake Zammad for tests, served over real HTTP.
 
-It follows ``/work/shared/contracts/zammad.md`` (which was read out of Zammad's own source):
+It follows ``tests/fixtures/zammad/contract/zammad.md`` (which was read out of Zammad's own source):
 
 * the REST endpoints the connector uses, with Zammad's status codes, body shapes, error JSON
   (``{"error": ..., "error_human": ...}``, ported from
@@ -2117,6 +2117,7 @@ class FakeZammad:
                 r("/api/v1/users/me", endpoint="users_me", methods=["GET"]),
                 r("/api/v1/groups", endpoint="groups_index", methods=["GET"]),
                 r("/api/v1/groups", endpoint="groups_create", methods=["POST"]),
+                r("/api/v1/groups/<id>", endpoint="groups_destroy", methods=["DELETE"]),
                 r("/api/v1/tickets", endpoint="tickets_index", methods=["GET"]),
                 r("/api/v1/tickets", endpoint="tickets_create", methods=["POST"]),
                 r("/api/v1/tickets/search", endpoint="tickets_search", methods=["GET", "POST"]),
@@ -2357,6 +2358,21 @@ class FakeZammad:
             p.get("name"), note=p.get("note"), actor_id=ctx.auth.user_id, extra=p
         )
         return 201, self._group_with_ids(group)
+
+    def _h_groups_destroy(self, ctx: _Ctx) -> tuple[int, Json]:
+        # unconfirmed: groups_controller#destroy with Zammad's usual references check
+        # (model_references_check), answered like the webhook's (422, the referring objects).
+        self._require(ctx, "admin.group")
+        group = self._get_record(self.db.groups, "Group", ctx.args["id"])
+        tickets = [t["number"] for t in self.db.tickets.values() if t["group_id"] == group["id"]]
+        if tickets:
+            raise ApiError(
+                "unprocessable",
+                "This object is referenced by other object(s) and thus cannot be deleted: "
+                + ", ".join(f"Ticket / {number}" for number in tickets[:5]),
+            )
+        del self.db.groups[group["id"]]
+        return 200, {}
 
     def _ticket_view(self, ctx: _Ctx, ticket: Record) -> Record:
         return self._ticket_names(ticket) if self._expand(ctx) else self._ticket_with_ids(ticket)
@@ -2736,8 +2752,8 @@ class FakeZammad:
 
 # --------------------------------------------------------------------------- fixtures
 
-CONTRACT_DIR = Path("/work/shared/contracts/zammad")
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "zammad"
+CONTRACT_DIR = FIXTURE_DIR / "contract"
 
 _EXAMPLE_BODY = (
     "<div>Hello,<br><br>the amount on invoice 2025-0611 is wrong &amp; needs a fix."

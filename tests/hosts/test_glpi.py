@@ -34,7 +34,7 @@ from tests.fakes.glpi import cra_expected_response, cra_token, glpi_signature
 from webhook_app import create_app
 
 FIXTURES = ROOT / "tests" / "fixtures" / "glpi"
-CONTRACT = ROOT.parent / "shared" / "contracts" / "glpi" / "webhook_ticket_update.json"
+CONTRACT = FIXTURES / "contract" / "webhook_ticket_update.json"
 SECRET = "glpi-secret"  # the fixtures' signing secret (tests/fixtures/glpi/README.md)
 API = "http://glpi.example/apirest.php"
 HOOK_FIXTURES = sorted(
