@@ -253,10 +253,10 @@ class BackgroundWorker:
         try:
             counts = self.rt.store.purge(retention)
         except Exception as exc:  # the database may be briefly unavailable; next time
-            log.warning("purge failed", extra={"error": repr(exc)})
+            log.warning("purge failed", extra=log_extra({"error": repr(exc)}))
             return
         if any(counts.values()):
-            log.info("purged old data", extra={"rows": counts, "retention_s": retention})
+            log.info("purged old data", extra=log_extra({"rows": counts, "retention_s": retention}))
 
     def _maintenance(self) -> None:
         """The proactive process as a periodic task: safe with any number of workers, since

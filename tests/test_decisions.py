@@ -71,7 +71,7 @@ def run(*args: str) -> list[dict]:
     catalogue = str(ROOT / "catalogue.yaml")
     result = CliRunner().invoke(main, ["decisions", *args, "--json", "--catalogue", catalogue])
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)
 
 
 def test_json_rows_are_objects_with_iso_times_and_booleans(audit):
@@ -105,7 +105,7 @@ def test_filters(audit, args, tickets):
 def test_table_has_a_header_and_the_flags(audit):
     result = CliRunner().invoke(main, ["decisions"])
     assert result.exit_code == 0, result.output
-    header, *lines = result.output.splitlines()
+    header, *lines = result.stdout.splitlines()
     assert header.split() == [
         "time",
         "host",
@@ -125,7 +125,7 @@ def test_works_without_a_catalogue(audit):
         main, ["decisions", "--json", "--catalogue", str(audit / "missing.yaml")]
     )
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
+    rows = json.loads(result.stdout)
     assert rows[0]["service"] == "printing" and rows[0]["service_name"] is None
 
 

@@ -25,6 +25,7 @@ from connector.store import (
     SCHEMA_VERSION,
     Store,
     StoreUnavailable,
+    corrections,
     dead_letters,
     deliveries,
     describe_store,
@@ -103,6 +104,24 @@ def seed(store: Store) -> None:
                     claimed_at=NOW - 400 * DAY,
                 )
             )
+        # A review-page correction applied long ago is history; one still waiting for its
+        # job is work.
+        for status in ("applied", "pending"):
+            conn.execute(
+                insert(corrections).values(
+                    host="demo",
+                    ticket_id="1",
+                    routing=1,
+                    from_process="relation",
+                    from_queue="BPSM Relation",
+                    to_process="reactive",
+                    to_service="printing",
+                    source="review",
+                    actor="lead",
+                    status=status,
+                    created_at=NOW - 400 * DAY,
+                )
+            )
         conn.execute(
             insert(maintenance).values(
                 host="demo",
@@ -123,6 +142,7 @@ def remaining(store: Store) -> dict[str, list[Any]]:
             "dead_letters": list(conn.execute(select(dead_letters.c.id)).scalars()),
             "improvements": list(conn.execute(select(improvements.c.service)).scalars()),
             "maintenance": list(conn.execute(select(maintenance.c.item)).scalars()),
+            "corrections": list(conn.execute(select(corrections.c.status)).scalars()),
         }
 
 
@@ -131,13 +151,20 @@ def test_purge_deletes_what_is_older_and_keeps_unfinished_work(store_url: str) -
     try:
         seed(store)
         counts = store.purge(90 * DAY, now=NOW)
-        assert counts == {"routings": 2, "dead_letters": 1, "deliveries": 2, "improvements": 1}
+        assert counts == {
+            "routings": 2,
+            "dead_letters": 1,
+            "deliveries": 2,
+            "improvements": 1,
+            "corrections": 1,
+        }
         assert remaining(store) == {
             "deliveries": ["3", "4"],  # 3 is still queued: work, not history
             "routings": ["4"],
             "dead_letters": [],
             "improvements": ["printing"],  # still open: it holds the service's slot
             "maintenance": ["quota"],  # no ticket text; must outlive its period
+            "corrections": ["pending"],
         }
         assert store.purge(90 * DAY, now=NOW) == dict.fromkeys(counts, 0)
     finally:
