@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import heapq
 import math
+import os
 from array import array
 from bisect import bisect_right
 from collections import defaultdict
@@ -93,18 +94,56 @@ class Concept:
     label: dict[str, str] = field(default_factory=dict)  # language -> name, for notes
 
 
+# Domain packs: thesaurus files with a file-level `domain:` key (healthcare, education, ...).
+# They load by default; BPSM_DOMAIN_PACKS (a comma list, "all" or "none") or the caller selects.
+PACKS_VARIABLE = "BPSM_DOMAIN_PACKS"
+
+
 @cache
-def shipped_thesaurus() -> tuple[Concept, ...]:
-    """The IT thesaurus that ships with the product (en + nb), one YAML file per topic."""
+def _thesaurus_files() -> tuple[tuple[str, tuple[Concept, ...]], ...]:
+    """Each shipped thesaurus file's domain ("" for the IT core) and concepts, in file order."""
     folder = resources.files("connector").joinpath("data/thesaurus")
-    concepts: list[Concept] = []
+    files: list[tuple[str, tuple[Concept, ...]]] = []
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
             raw = load_data(entry.read_text(encoding="utf-8"))
             # A file is a topic unless it names one (several files may share a topic).
             topic = str(raw.get("topic") or entry.name.removesuffix(".yaml"))
-            concepts += parse_thesaurus(raw, topic)
-    return tuple(concepts)
+            files.append((str(raw.get("domain") or ""), parse_thesaurus(raw, topic)))
+    return tuple(files)
+
+
+def domain_packs() -> tuple[str, ...]:
+    """Names of the shipped domain packs, sorted."""
+    return tuple(sorted({domain for domain, _ in _thesaurus_files() if domain}))
+
+
+def parse_packs(value: str | None) -> frozenset[str]:
+    """The packs a selection as written in BPSM_DOMAIN_PACKS or --packs names: "all" (or
+    empty), "none", or a comma list of pack names. Unknown names are an error that lists
+    the known ones (a typo would otherwise silently drop a pack)."""
+    text = (value or "").strip().lower()
+    if text in ("", "all"):
+        return frozenset(domain_packs())
+    if text == "none":
+        return frozenset()
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    unknown = sorted(names - set(domain_packs()))
+    if unknown:
+        known = ", ".join(domain_packs())
+        raise ValueError(f"unknown domain pack {', '.join(unknown)} (known: {known}, all, none)")
+    return names
+
+
+def shipped_thesaurus(packs: Collection[str] | None = None) -> tuple[Concept, ...]:
+    """The thesaurus that ships with the product (en + nb), one YAML file per topic: the IT
+    core and the domain packs named in `packs` (None: all of them)."""
+    return tuple(
+        concept
+        for domain, concepts in _thesaurus_files()
+        if not domain or packs is None or domain in packs
+        for concept in concepts
+    )
 
 
 def parse_thesaurus(raw: dict[str, object], topic: str = "") -> tuple[Concept, ...]:
@@ -1469,11 +1508,30 @@ def _deletes(word: str) -> set[str]:
     return {word[:i] + word[i + 1 :] for i in range(len(word))}
 
 
-def build_index(catalogue: Catalogue, concepts: Iterable[Concept] | None = None) -> CatalogueIndex:
-    """Index a catalogue once; reuse the result for every ticket."""
+def build_index(
+    catalogue: Catalogue,
+    concepts: Iterable[Concept] | None = None,
+    packs: Collection[str] | None = None,
+) -> CatalogueIndex:
+    """Index a catalogue once; reuse the result for every ticket.
+
+    Without `concepts`, the shipped thesaurus with the domain packs named in `packs`; with
+    neither, the packs that $BPSM_DOMAIN_PACKS selects (default all)."""
     languages = tuple(dict.fromkeys([*catalogue.languages, "en"]))
-    chosen = tuple(concepts) if concepts is not None else shipped_thesaurus()
+    if concepts is not None:
+        chosen = tuple(concepts)
+    else:
+        if packs is None:
+            packs = parse_packs(os.environ.get(PACKS_VARIABLE))
+        chosen = shipped_thesaurus(packs)
     return CatalogueIndex(catalogue=catalogue, languages=languages).build(chosen)
 
 
-__all__ = ["CatalogueIndex", "Concept", "build_index", "shipped_thesaurus"]
+__all__ = [
+    "CatalogueIndex",
+    "Concept",
+    "build_index",
+    "domain_packs",
+    "parse_packs",
+    "shipped_thesaurus",
+]

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from connector.catalogue import CatalogueError, check_catalogue_document, load_catalogue
-from connector.classify import CatalogueIndex, build_index
+from connector.classify import PACKS_VARIABLE, CatalogueIndex, build_index, parse_packs
 from connector.evaluate import (
     DataError,
     evaluate,
@@ -51,6 +51,25 @@ def mapping_option(func: F) -> F:
     )(func)
 
 
+def _packs(_ctx: click.Context, _param: click.Parameter, value: str | None) -> frozenset[str]:
+    try:
+        return parse_packs(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def packs_option(func: F) -> F:
+    return click.option(
+        "--packs",
+        "packs",
+        metavar="LIST|all|none",
+        default=lambda: os.environ.get(PACKS_VARIABLE, "all"),
+        show_default=f"all or ${PACKS_VARIABLE}",
+        callback=_packs,
+        help="Domain packs of the thesaurus to use: a comma list (e.g. healthcare,municipal).",
+    )(func)
+
+
 def _fail(problems: list[Problem], status: int = FAILED) -> None:
     for problem in problems:
         click.echo(str(problem), err=True)
@@ -69,7 +88,9 @@ def _catalogue_missing(catalogue_path: str | Path, status: int) -> None:
         sys.exit(status)
 
 
-def _load(catalogue_path: str, mapping_path: str | None) -> tuple[CatalogueIndex, Mapping]:
+def _load(
+    catalogue_path: str, mapping_path: str | None, packs: frozenset[str] | None = None
+) -> tuple[CatalogueIndex, Mapping]:
     _catalogue_missing(catalogue_path, FAILED)
     try:
         catalogue = load_catalogue(catalogue_path)
@@ -77,7 +98,7 @@ def _load(catalogue_path: str, mapping_path: str | None) -> tuple[CatalogueIndex
     except (CatalogueError, MappingError) as exc:
         _fail(exc.problems)
         raise  # unreachable; keeps mypy sure of the types
-    return build_index(catalogue), mapping
+    return build_index(catalogue, packs=packs), mapping
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -153,11 +174,17 @@ def check(paths: tuple[str, ...], catalogue_path: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @catalogue_option
 @mapping_option
+@packs_option
 def classify(
-    text: str, subject: str, as_json: bool, catalogue_path: str, mapping_path: str | None
+    text: str,
+    subject: str,
+    as_json: bool,
+    catalogue_path: str,
+    mapping_path: str | None,
+    packs: frozenset[str],
 ) -> None:
     """Classify TEXT and show the routing decision with its evidence."""
-    index, mapping = _load(catalogue_path, mapping_path)
+    index, mapping = _load(catalogue_path, mapping_path, packs)
     match = index.classify(text, subject)
     event = TicketEvent(host="cli", delivery_id="cli", ticket_id="cli", subject=subject, body=text)
     decision = decide(event, match, index.catalogue, mapping)
@@ -209,6 +236,7 @@ def classify(
 )
 @catalogue_option
 @mapping_option
+@packs_option
 def evaluate_command(
     data: str,
     as_json: bool,
@@ -218,9 +246,10 @@ def evaluate_command(
     html_path: str | None,
     catalogue_path: str,
     mapping_path: str | None,
+    packs: frozenset[str],
 ) -> None:
     """Accuracy of service and process on labelled tickets (CSV subject,body,service,process)."""
-    index, mapping = _load(catalogue_path, mapping_path)
+    index, mapping = _load(catalogue_path, mapping_path, packs)
     try:
         tickets = read_labelled(data, index.catalogue)
     except DataError as exc:
