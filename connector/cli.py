@@ -289,10 +289,16 @@ def _settings(catalogue_path: str | None = None) -> Any:
     if catalogue_path:
         overrides["catalogue_path"] = Path(catalogue_path)
     try:
-        return load_settings(host_names=tuple(host_classes()), **overrides)
+        settings = load_settings(host_names=tuple(host_classes()), **overrides)
+        # Read again where the index is built; checked here so a typo stops the start.
+        parse_packs(os.environ.get(PACKS_VARIABLE))
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(CONFIG)
+    except ValueError as exc:
+        click.echo(f"configuration error: {PACKS_VARIABLE}: {exc}", err=True)
+        sys.exit(CONFIG)
+    return settings
 
 
 def _no_store(exc: Exception, settings: Any) -> None:

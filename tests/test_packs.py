@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import resources
 
 import pytest
+from click.testing import CliRunner
 
 from connector.catalogue import Catalogue
 from connector.classify import (
@@ -14,7 +15,10 @@ from connector.classify import (
     parse_packs,
     shipped_thesaurus,
 )
+from connector.cli import main
+from connector.exitcodes import CONFIG
 from connector.yamlsource import load_data
+from tests.e2e import ROOT
 from tests.test_cli import run
 
 
@@ -169,3 +173,18 @@ def test_cli_packs_option_selects_and_rejects_unknown_names(tmp_path, monkeypatc
     assert code == 0 and "service:    -" in out
     code, out = run("classify", text, "--catalogue", str(catalogue), "--packs", "helthcare")
     assert code == 2 and "unknown domain pack helthcare" in out
+
+
+def test_a_bad_pack_name_in_the_environment_stops_the_worker_as_a_configuration_error(
+    tmp_path, monkeypatch
+):
+    for name in ("BPSM_MODE", "BPSM_DATABASE_URL", "BPSM_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BPSM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BPSM_CATALOGUE", str(ROOT / "catalogue.yaml"))
+    monkeypatch.setenv(PACKS_VARIABLE, "helthcare")
+    result = CliRunner().invoke(main, ["worker"])
+    assert result.exit_code == CONFIG
+    assert f"configuration error: {PACKS_VARIABLE}: unknown domain pack helthcare" in (
+        result.stderr
+    )
