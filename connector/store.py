@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import re
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     or_,
     select,
     text,
@@ -48,7 +51,7 @@ from connector.decisions import DecisionFilter
 from connector.events import TicketEvent
 from connector.groupwrite import GroupWriter
 
-SCHEMA_VERSION = 3  # 2: maintenance and improvement tables; 3: routings by service
+SCHEMA_VERSION = 4  # 2: maintenance and improvement tables; 3: routings by service; 4: lease token
 metadata = MetaData()
 
 schema_version = Table("bpsm_schema", metadata, Column("version", Integer, nullable=False))
@@ -70,6 +73,9 @@ deliveries = Table(
     Column("next_attempt_at", Float, nullable=False),
     Column("enqueued_at", Float, nullable=False),
     Column("lease_until", Float),
+    # Set anew by every claim: the holder's updates name it, so a consumer whose lease
+    # was taken over changes nothing (fencing token).
+    Column("lease_token", String(40)),
     Column("finished_at", Float),
     Column("error", Text),
     UniqueConstraint("host", "delivery_id", name="uq_delivery"),
@@ -226,7 +232,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS ix_bpsm_routings_service_created"
         " ON bpsm_routings (service, created_at)",
     ),
+    4: ("ALTER TABLE bpsm_deliveries ADD COLUMN lease_token VARCHAR(40)",),
 }
+
+
+def _adds_existing_column(conn: Connection, statement: str) -> bool:
+    """True for an ADD COLUMN step whose column is there already (SQLite has no ADD COLUMN
+    IF NOT EXISTS; a database may have been created by create_all at a newer version)."""
+    found = re.match(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", statement)
+    if found is None:
+        return False
+    table, column = found.groups()
+    return column in {c["name"] for c in inspect(conn).get_columns(table)}
 
 
 @dataclass(frozen=True)
@@ -240,6 +257,11 @@ class Delivery:
     event: TicketEvent
     outcome: str | None = None
     error: str | None = None
+    lease_token: str | None = None  # of the claim that returned it
+
+
+class TicketBusy(Exception):
+    """Another delivery of the same ticket is being worked on: try this one a bit later."""
 
 
 def _row_to_delivery(row: Any) -> Delivery:
@@ -253,6 +275,7 @@ def _row_to_delivery(row: Any) -> Delivery:
         event=TicketEvent.model_validate_json(row.event),
         outcome=row.outcome,
         error=row.error,
+        lease_token=row.lease_token,
     )
 
 
@@ -471,7 +494,8 @@ class Store:
             # Versioned steps for databases created by an older connector.
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS.get(version, ()):
-                    conn.execute(text(statement))
+                    if not _adds_existing_column(conn, statement):
+                        conn.execute(text(statement))
             if current < SCHEMA_VERSION:
                 conn.execute(update(schema_version).values(version=SCHEMA_VERSION))
 
@@ -566,36 +590,90 @@ class Store:
     def claim(
         self, delivery_id: int, lease_seconds: float, now: float | None = None
     ) -> Delivery | None:
-        """Take a delivery for processing; None if it is done or another worker holds it."""
+        """Take a delivery for processing with a new lease token; None if it is done or
+        another worker holds it. Raises TicketBusy while another delivery of the same ticket
+        holds a live lease: one ticket's jobs never run at the same time."""
         now = time.time() if now is None else now
+        token = uuid.uuid4().hex
+        claimable = or_(
+            and_(deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now),
+            and_(deliveries.c.status == "processing", deliveries.c.lease_until < now),
+        )
+        sibling = deliveries.alias("sibling")
+        sibling_busy = (
+            select(sibling.c.id)
+            .where(
+                (sibling.c.host == deliveries.c.host)
+                & (sibling.c.ticket_id == deliveries.c.ticket_id)
+                & (sibling.c.id != deliveries.c.id)
+                & (sibling.c.status == "processing")
+                & (sibling.c.lease_until >= now)
+            )
+            .exists()
+        )
         with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                # Claims of one ticket's deliveries take turns (SQLite runs one writer at a
+                # time anyway): without it, two could both see no sibling at work.
+                conn.execute(
+                    text(
+                        "SELECT pg_advisory_xact_lock(727275, hashtext(host || ':' || ticket_id))"
+                        " FROM bpsm_deliveries WHERE id = :id"
+                    ),
+                    {"id": delivery_id},
+                )
             result = conn.execute(
                 update(deliveries)
-                .where(deliveries.c.id == delivery_id)
-                .where(
-                    or_(
-                        and_(deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now),
-                        and_(deliveries.c.status == "processing", deliveries.c.lease_until < now),
-                    )
-                )
+                .where((deliveries.c.id == delivery_id) & claimable & ~sibling_busy)
                 .values(
                     status="processing",
                     lease_until=now + lease_seconds,
+                    lease_token=token,
                     attempts=deliveries.c.attempts + 1,
                 )
             )
             if result.rowcount != 1:
+                if conn.execute(
+                    select(deliveries.c.id).where((deliveries.c.id == delivery_id) & claimable)
+                ).first():
+                    raise TicketBusy(delivery_id)
                 return None
             row = conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).one()
         return _row_to_delivery(row)
 
-    def finish(
-        self, delivery_id: int, outcome: str, status: str = "done", error: str | None = None
-    ) -> None:
+    @staticmethod
+    def _held(delivery_id: int, token: str | None) -> Any:
+        """The rows a claim with `token` still holds: a consumer whose lease expired and
+        was taken over matches none, so its updates change nothing."""
+        return (
+            (deliveries.c.id == delivery_id)
+            & (deliveries.c.status == "processing")
+            & (deliveries.c.lease_token == token)
+        )
+
+    def renew(self, delivery_id: int, token: str | None, lease_seconds: float) -> bool:
+        """Extend a lease still held (the job's heartbeat); False once it is lost."""
         with self.engine.begin() as conn:
-            conn.execute(
+            result = conn.execute(
                 update(deliveries)
-                .where(deliveries.c.id == delivery_id)
+                .where(self._held(delivery_id, token))
+                .values(lease_until=time.time() + lease_seconds)
+            )
+        return result.rowcount == 1
+
+    def finish(
+        self,
+        delivery_id: int,
+        outcome: str,
+        token: str | None,
+        status: str = "done",
+        error: str | None = None,
+    ) -> bool:
+        """Close a delivery; False (nothing changed) when the lease was lost."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(deliveries)
+                .where(self._held(delivery_id, token))
                 .values(
                     status=status,
                     outcome=outcome,
@@ -604,13 +682,16 @@ class Store:
                     lease_until=None,
                 )
             )
+        return result.rowcount == 1
 
-    def postpone(self, delivery_id: int, delay: float, error: str) -> None:
+    def postpone(self, delivery_id: int, token: str | None, delay: float, error: str) -> bool:
+        """Back to the queue for a later attempt; False (nothing changed) when the lease
+        was lost."""
         now = time.time()
         with self.engine.begin() as conn:
-            conn.execute(
+            result = conn.execute(
                 update(deliveries)
-                .where(deliveries.c.id == delivery_id)
+                .where(self._held(delivery_id, token))
                 .values(
                     status="queued",
                     next_attempt_at=now + delay,
@@ -619,13 +700,16 @@ class Store:
                     error=error,
                 )
             )
+        return result.rowcount == 1
 
-    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        """Give up on a delivery; False (nothing changed, no dead letter) when the lease
+        was lost."""
         now = time.time()
         with self.engine.begin() as conn:
-            conn.execute(
+            result = conn.execute(
                 update(deliveries)
-                .where(deliveries.c.id == delivery.id)
+                .where(self._held(delivery.id, delivery.lease_token))
                 .values(
                     status="dead",
                     outcome="dead-letter",
@@ -634,6 +718,8 @@ class Store:
                     lease_until=None,
                 )
             )
+            if result.rowcount != 1:
+                return False
             conn.execute(
                 insert(dead_letters).values(
                     delivery=delivery.id,
@@ -643,6 +729,7 @@ class Store:
                     created_at=now,
                 )
             )
+        return True
 
     def take_new(self, limit: int = 500, now: float | None = None) -> list[int]:
         """Deliveries recorded but not yet handed to the job queue, oldest first. The store is
@@ -749,21 +836,34 @@ class Store:
         assert existing is not None
         return existing
 
-    def complete_routing(self, host: str, ticket_id: str, outcome: str, apply_ms: float) -> None:
+    def complete_routing(
+        self, delivery: Delivery, outcome: str, apply_ms: float, fenced: bool = True
+    ) -> bool:
+        """Record the routing's outcome; with `fenced`, only while the delivery's claim
+        still holds its lease (False: nothing changed)."""
         with self.engine.begin() as conn:
-            conn.execute(
+            result = conn.execute(
                 update(routings)
-                .where(and_(routings.c.host == host, routings.c.ticket_id == ticket_id))
+                .where(self._routing_of(delivery, fenced))
                 .values(outcome=outcome, applied_at=time.time(), apply_ms=apply_ms)
             )
+        return result.rowcount == 1
 
-    def mark_replied(self, host: str, ticket_id: str) -> None:
+    def mark_replied(self, delivery: Delivery) -> bool:
         with self.engine.begin() as conn:
-            conn.execute(
+            result = conn.execute(
                 update(routings)
-                .where(and_(routings.c.host == host, routings.c.ticket_id == ticket_id))
+                .where(self._routing_of(delivery, fenced=True))
                 .values(replied_at=time.time())
             )
+        return result.rowcount == 1
+
+    def _routing_of(self, delivery: Delivery, fenced: bool) -> Any:
+        ticket = (routings.c.host == delivery.host) & (routings.c.ticket_id == delivery.ticket_id)
+        if not fenced:
+            return ticket
+        held = select(deliveries.c.id).where(self._held(delivery.id, delivery.lease_token))
+        return ticket & held.exists()
 
     def mark_moved_by_agent(self, host: str, ticket_id: str) -> None:
         with self.engine.begin() as conn:
@@ -1086,9 +1186,13 @@ class ProcessStore:
         return dict(row._mapping) if row else None
 
     def claim_improvement(
-        self, host: str, service: str, reason: str, tickets: list[str]
+        self, host: str, service: str, reason: str, tickets: list[str], lease: float = 600.0
     ) -> int | None:
-        """A new improvement row holding the service's open slot; None if one is open."""
+        """The row holding the service's open slot for this caller to open the ticket: a new
+        one, or one whose earlier try may have opened it (status `unsure`, or `opening` for
+        longer than `lease`: its process died), keeping its id, so its ticket's reference
+        stays the same and the retry finds it. None if the slot is taken."""
+        now = time.time()
         try:
             with self.engine.begin() as conn:
                 result = conn.execute(
@@ -1099,13 +1203,46 @@ class ProcessStore:
                         status="opening",
                         reason=reason,
                         tickets=dumps(tickets),
-                        claimed_at=time.time(),
+                        claimed_at=now,
                     )
                 )
                 key = result.inserted_primary_key
                 return int(key[0]) if key else None
         except IntegrityError:
-            return None
+            pass
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(improvements.c.id, improvements.c.claimed_at).where(
+                    (improvements.c.open_key == f"{host}:{service}")
+                    & (
+                        (improvements.c.status == "unsure")
+                        | (
+                            (improvements.c.status == "opening")
+                            & (improvements.c.claimed_at < now - lease)
+                        )
+                    )
+                )
+            ).first()
+            if row is None:
+                return None
+            taken = conn.execute(
+                update(improvements)
+                .where(
+                    (improvements.c.id == row.id) & (improvements.c.claimed_at == row.claimed_at)
+                )
+                .values(status="opening", reason=reason, tickets=dumps(tickets), claimed_at=now)
+            )
+            return int(row.id) if taken.rowcount == 1 else None
+
+    def unsure_improvement(self, row_id: int) -> None:
+        """Opening the ticket failed in a way that may have opened it (a timeout, a lost
+        answer): keep the slot, so the next try reuses this row and looks first."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(improvements)
+                .where((improvements.c.id == row_id) & (improvements.c.status == "opening"))
+                .values(status="unsure")
+            )
 
     def finish_improvement(self, row_id: int, status: str, ticket_id: str | None) -> None:
         with self.engine.begin() as conn:

@@ -1,25 +1,29 @@
 """The worker: one delivery → classify → route → host.apply, exactly once in effect.
 
-Exactly-once comes from three pieces: the claim (a lease on the delivery row), the routing
-row (unique per host and ticket: the first decision wins) and idempotent host writes (each
-client looks for the connector's marker before adding a note). Failures are classified:
-a permanent HostError (ticket deleted, group missing, no rights) goes to dead letters at once;
-anything else is retried with exponential backoff until the retry budget is spent.
+Exactly-once comes from four pieces: the claim (a lease on the delivery row, renewed while
+the job runs, its token fencing every later update, one claimed delivery per ticket), the
+routing row (unique per host and ticket: the first decision wins), the lease check before
+every helpdesk write (connector.lease) and idempotent host writes (each client looks for the
+connector's marker before adding a note). Failures are classified: a permanent HostError
+(ticket deleted, group missing, no rights) goes to dead letters at once; anything else is
+retried with exponential backoff and jitter until the retry budget is spent.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 import traceback
 from typing import TYPE_CHECKING
 
 from connector.events import RoutingDecision, ServiceMatch
 from connector.hosts.base import HostError
+from connector.lease import LeaseGuard, LeaseLost, guarding
 from connector.logs import log_extra
 from connector.metrics import APPLY_SECONDS, DEAD, DECISIONS, RETRIES
 from connector.route import correct, decide
-from connector.store import Delivery
+from connector.store import Delivery, TicketBusy
 
 if TYPE_CHECKING:
     from connector.runtime import Runtime
@@ -27,14 +31,34 @@ if TYPE_CHECKING:
 log = logging.getLogger("bpsm.worker")
 
 
-def backoff(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+def backoff(
+    attempt: int,
+    base: float,
+    cap: float,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Exponential backoff with "equal jitter": between half and all of base·2^(attempt-1)
+    (capped). Tickets failing together in an outage then come back spread out instead of
+    in lockstep, and none sooner than half the plain delay. A Retry-After is a floor."""
     delay = min(cap, base * (2 ** max(0, attempt - 1)))
-    return float(max(delay, retry_after or 0.0))
+    jittered = delay / 2 + (rng or random).uniform(0.0, delay / 2)
+    return float(max(jittered, retry_after or 0.0))
+
+
+# A delivery whose ticket another job is working on waits this long (at most) before its
+# next try; the other job is usually a twin event of the same ticket and short.
+BUSY_TICKET_DELAY = 2.0
 
 
 def process_delivery(rt: Runtime, delivery_pk: int) -> str:
     """Handle one delivery; returns what happened (for logs and tests)."""
-    delivery = rt.store.claim(delivery_pk, rt.settings.lease_seconds)
+    lease = rt.settings.lease_seconds
+    try:
+        delivery = rt.store.claim(delivery_pk, lease)
+    except TicketBusy:
+        rt.enqueue(delivery_pk, min(BUSY_TICKET_DELAY, lease / 2))
+        return "ticket-busy"
     if delivery is None:
         return "not-claimed"
     fields = {
@@ -43,17 +67,37 @@ def process_delivery(rt: Runtime, delivery_pk: int) -> str:
         "ticket": delivery.ticket_id,
         "attempt": delivery.attempts,
     }
+    guard = LeaseGuard(
+        lambda: rt.store.renew(delivery.id, delivery.lease_token, lease),
+        lease,
+        f"delivery {delivery.id}",
+    )
+    try:
+        with guarding(guard):
+            return _run(rt, delivery, guard, fields)
+    except LeaseLost as exc:
+        # Another consumer has the job now; it does the rest (and looks before it writes).
+        log.warning(
+            "lease lost; job left to its new holder", extra=log_extra({**fields, "error": str(exc)})
+        )
+        return "lease-lost"
+
+
+def _run(rt: Runtime, delivery: Delivery, guard: LeaseGuard, fields: dict[str, object]) -> str:
     try:
         outcome = route_delivery(rt, delivery)
+    except LeaseLost:
+        raise
     except HostError as exc:
-        return _failed(rt, delivery, str(exc), exc.permanent, exc.retry_after, fields)
+        return _failed(rt, delivery, guard, str(exc), exc.permanent, exc.retry_after, fields)
     except Exception as exc:  # a bug or an unexpected answer: keep the ticket, retry later
         log.error(
             "unexpected error",
             extra=log_extra({**fields, "error": repr(exc), "trace": traceback.format_exc(limit=5)}),
         )
-        return _failed(rt, delivery, f"unexpected error: {exc!r}", False, None, fields)
-    rt.store.finish(delivery.id, outcome)
+        return _failed(rt, delivery, guard, f"unexpected error: {exc!r}", False, None, fields)
+    if not rt.store.finish(delivery.id, outcome, delivery.lease_token):
+        raise LeaseLost(f"delivery {delivery.id}: lease lost before it was finished")
     log.info("delivery done", extra=log_extra({**fields, "outcome": outcome}))
     return outcome
 
@@ -61,22 +105,26 @@ def process_delivery(rt: Runtime, delivery_pk: int) -> str:
 def _failed(
     rt: Runtime,
     delivery: Delivery,
+    guard: LeaseGuard,
     reason: str,
     permanent: bool,
     retry_after: float | None,
     fields: dict[str, object],
 ) -> str:
     settings = rt.settings
+    guard.check()
     if permanent or delivery.attempts >= settings.retry_budget:
-        rt.store.dead_letter(delivery, reason)
-        rt.store.complete_routing(delivery.host, delivery.ticket_id, "failed", 0.0)
+        if not rt.store.dead_letter(delivery, reason):
+            raise LeaseLost(f"delivery {delivery.id}: lease lost before the dead letter")
+        rt.store.complete_routing(delivery, "failed", 0.0, fenced=False)
         DEAD.labels(delivery.host).inc()
         log.warning("dead letter", extra=log_extra({**fields, "reason": reason}))
         return "dead-letter"
     delay = backoff(
         delivery.attempts, settings.retry_base_delay, settings.retry_max_delay, retry_after
     )
-    rt.store.postpone(delivery.id, delay, reason)
+    if not rt.store.postpone(delivery.id, delivery.lease_token, delay, reason):
+        raise LeaseLost(f"delivery {delivery.id}: lease lost before the retry was planned")
     rt.enqueue(delivery.id, delay)
     RETRIES.labels(delivery.host).inc()
     log.warning(
@@ -151,7 +199,8 @@ def _relation_reply(
     except NotImplementedError:
         log.warning("host cannot post replies", extra=log_extra({"host": delivery.host}))
         return
-    rt.store.mark_replied(delivery.host, delivery.ticket_id)
+    if not rt.store.mark_replied(delivery):
+        raise LeaseLost(f"delivery {delivery.id}: lease lost after the reply")
 
 
 def _improvement(rt: Runtime, host: str, service: str) -> None:
@@ -227,7 +276,8 @@ def route_delivery(rt: Runtime, delivery: Delivery) -> str:
             _relation_reply(rt, delivery, decision, draft_only=mode == "shadow")
     elapsed = time.perf_counter() - started
     APPLY_SECONDS.labels(delivery.host).observe(elapsed)
-    rt.store.complete_routing(delivery.host, delivery.ticket_id, outcome, elapsed * 1000)
+    if not rt.store.complete_routing(delivery, outcome, elapsed * 1000):
+        raise LeaseLost(f"delivery {delivery.id}: lease lost before the routing was recorded")
     if decision.process == "reactive" and decision.service:
         _improvement(rt, delivery.host, decision.service)
     DECISIONS.labels(delivery.host, decision.process, outcome).inc()

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from connector.events import TicketEvent
-from connector.store import Store, _sqlite_file
+from connector.store import SCHEMA_VERSION, Store, _sqlite_file
 
 
 @pytest.mark.parametrize(
@@ -101,6 +101,7 @@ def test_a_version_2_database_gets_the_routings_index(any_store):
         indexes = {i["name"] for i in sa.inspect(upgraded.engine).get_indexes("bpsm_routings")}
         assert "ix_bpsm_routings_service_created" in indexes
         with upgraded.engine.connect() as conn:
-            assert conn.exec_driver_sql("SELECT version FROM bpsm_schema").scalar() == 3
+            version = conn.exec_driver_sql("SELECT version FROM bpsm_schema").scalar()
+            assert version == SCHEMA_VERSION
     finally:
         upgraded.dispose()

@@ -3,6 +3,12 @@
 Short in-call retries ride out a blip (a 502 from a proxy, a 429 with Retry-After of a few
 seconds); a longer outage surfaces as a transient HostError so the job is retried later
 with backoff instead of holding a worker thread for minutes.
+
+Only idempotent requests are retried within the call (GET, PUT, DELETE…, or a POST/PATCH
+its caller marks `idempotent=True`). A POST that creates something goes out once: a timeout
+or a proxy's 502/504 may hide a write that was saved, so the job fails and its retry looks
+for the result (the connector's marker, the reply's text, the ticket's reference) first.
+Every write first checks that the running job still holds its lease (connector.lease).
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from tenacity import (
 )
 
 from connector.hosts.base import HostError
+from connector.lease import check_current_lease
 
 log = logging.getLogger("bpsm.http")
 
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 MAX_INLINE_RETRY_AFTER = 5.0  # longer waits go back to the queue
 
 
@@ -157,11 +165,23 @@ class HttpTransport:
         return response
 
     def request(
-        self, method: str, path: str, ok: tuple[int, ...] = (200, 201, 204, 206), **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        ok: tuple[int, ...] = (200, 201, 204, 206),
+        idempotent: bool | None = None,
+        **kwargs: Any,
     ) -> requests.Response:
-        """Send with retries; non-`ok` answers become HostError (permanent for 4xx)."""
+        """Send, with in-call retries for idempotent requests (by default: by method);
+        non-`ok` answers become HostError (permanent for 4xx)."""
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT_METHODS
+        if method not in ("GET", "HEAD", "OPTIONS"):
+            check_current_lease()
+        send = self._send if idempotent else self._send_once
         try:
-            response = self._send(method, path, kwargs)
+            response = send(method, path, kwargs)
         except RetryableResponse as exc:
             response = exc.response
         except requests.Timeout as exc:

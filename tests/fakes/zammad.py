@@ -484,6 +484,9 @@ class FakeZammad:
         self._fail_queue: list[tuple[int, float | None]] = []
         self._lose_remaining = 0
         self._lose_methods: tuple[str, ...] = _WRITE_METHODS
+        self._lose_status = 502
+        self._lose_hang = 0.0
+        self._latency = 0.0
 
         self.db = _Db()  # the fake's tables; read them in tests, guard writes with the lock
         self._tokens: dict[str, _Token] = {}
@@ -577,12 +580,26 @@ class FakeZammad:
         with self._lock:
             self._fail_queue.extend([(status, retry_after)] * n)
 
-    def lose_response_next(self, n: int = 1, methods: Iterable[str] = _WRITE_METHODS) -> None:
+    def lose_response_next(
+        self,
+        n: int = 1,
+        methods: Iterable[str] = _WRITE_METHODS,
+        status: int = 502,
+        hang: float = 0.0,
+    ) -> None:
         """Process the next ``n`` API requests (of ``methods``, writes by default) normally,
-        then answer 502 instead: the "saved, but the answer was lost" case."""
+        then answer ``status`` instead: the "saved, but the answer was lost" case. With
+        ``hang`` the answer comes that many seconds late (a client timeout loses it)."""
         with self._lock:
             self._lose_remaining += n
             self._lose_methods = tuple(m.upper() for m in methods)
+            self._lose_status = status
+            self._lose_hang = hang
+
+    def set_latency(self, seconds: float) -> None:
+        """Every API request waits ``seconds`` before it is processed: a slow helpdesk."""
+        with self._lock:
+            self._latency = seconds
 
     def set_down(self, down: bool) -> None:
         """``True``: stop listening (connections are refused); ``False``: listen again on the
@@ -2149,6 +2166,8 @@ class FakeZammad:
 
     def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
+        if self._latency:
+            time.sleep(self._latency)
         response = self._dispatch(request)
         response.headers["Connection"] = "close"  # so set_down() really cuts clients off
         with self._lock:
@@ -2231,7 +2250,9 @@ class FakeZammad:
             if lose:
                 self._lose_remaining -= 1
         if lose:
-            return self._proxy_error(502)
+            if self._lose_hang:
+                time.sleep(self._lose_hang)
+            return self._proxy_error(self._lose_status)
         return response
 
     def _authenticate(self, request: Request) -> _Auth:
