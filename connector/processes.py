@@ -7,6 +7,7 @@ record what they would have opened.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -73,7 +74,10 @@ def run_maintenance(rt: Runtime, now: datetime | None = None) -> list[Opened]:
                 store.finish_maintenance(row_id, "dry-run", None)
                 results.append(Opened(host, item.key, period, "dry-run"))
                 continue
-            ticket = maintenance_ticket(item, period, rt.index.catalogue, mapping)
+            # The entry and period name the ticket: a run after a lost answer finds it.
+            ticket = maintenance_ticket(item, period, rt.index.catalogue, mapping).referenced(
+                f"maintenance:{item.key}:{period}"
+            )
             try:
                 ticket_id = rt.client(host).create_ticket(ticket)
             except HostError as exc:
@@ -126,9 +130,10 @@ def _free_slot(rt: Runtime, store: ProcessStore, host: str, service_id: str) -> 
     row = store.open_improvement(host, service_id)
     if row is None:
         return True
-    if row["status"] == "opening" and row["claimed_at"] < time.time() - CLAIM_LEASE:
-        store.release_improvement(row["id"])  # its process died before opening it
-        return True
+    if row["status"] == "unsure" or (
+        row["status"] == "opening" and row["claimed_at"] < time.time() - CLAIM_LEASE
+    ):
+        return True  # an earlier try failed or died: open_improvement takes its row over
     if row["status"] == "open" and row["ticket_id"] and rt.mode(host) == "route":
         key = (host, str(row["ticket_id"]))
         seen = rt.seen_open.get(key)
@@ -151,7 +156,7 @@ def open_improvement(
 ) -> Opened:
     store = ProcessStore(rt.store)
     service = rt.index.catalogue.service(service_id)
-    row_id = store.claim_improvement(host, service_id, reason, tickets)
+    row_id = store.claim_improvement(host, service_id, reason, tickets, CLAIM_LEASE)
     if row_id is None:
         row = store.open_improvement(host, service_id) or {}
         return Opened(host, service_id, "-", "already-open", row.get("ticket_id"))
@@ -160,11 +165,22 @@ def open_improvement(
         store.close_improvement(row_id, status="dry-run")
         return Opened(host, service_id, "-", "dry-run", detail=reason)
     client = rt.client(host)
-    ticket = improvement_ticket(service, tickets, reason, rt.index.catalogue, rt.mapping(host))
+    row = store.open_improvement(host, service_id) or {}
+    if row.get("id") == row_id:
+        # A row taken over from an earlier try keeps that try's text: the ticket it may
+        # have opened is looked for by its title and reference.
+        reason, tickets = str(row["reason"]), [str(t) for t in json.loads(row["tickets"])]
+    ticket = improvement_ticket(
+        service, tickets, reason, rt.index.catalogue, rt.mapping(host)
+    ).referenced(f"improvement:{host}:{service_id}:{row_id}")
     try:
         ticket_id = client.create_ticket(ticket)
     except HostError as exc:
-        store.release_improvement(row_id)
+        # Refused (nothing opened): free the slot. Else it may be open: keep the row.
+        if exc.permanent:
+            store.release_improvement(row_id)
+        else:
+            store.unsure_improvement(row_id)
         return Opened(host, service_id, "-", "failed", detail=str(exc))
     store.finish_improvement(row_id, "open", ticket_id)
     for linked in tickets:

@@ -1190,8 +1190,9 @@ class ProcessStore:
     ) -> int | None:
         """The row holding the service's open slot for this caller to open the ticket: a new
         one, or one whose earlier try may have opened it (status `unsure`, or `opening` for
-        longer than `lease`: its process died), keeping its id, so its ticket's reference
-        stays the same and the retry finds it. None if the slot is taken."""
+        longer than `lease`: its process died), keeping its id, reason and tickets, so its
+        ticket's title and reference stay the same and the retry finds it. None if the
+        slot is taken."""
         now = time.time()
         try:
             with self.engine.begin() as conn:
@@ -1230,7 +1231,7 @@ class ProcessStore:
                 .where(
                     (improvements.c.id == row.id) & (improvements.c.claimed_at == row.claimed_at)
                 )
-                .values(status="opening", reason=reason, tickets=dumps(tickets), claimed_at=now)
+                .values(status="opening", claimed_at=now)
             )
             return int(row.id) if taken.rowcount == 1 else None
 

@@ -135,6 +135,43 @@ def test_maintenance_failure_is_retried_next_run(zammad, tmp_path):
     rt.close()
 
 
+@pytest.mark.parametrize("loss", ["504", "timeout"])
+def test_maintenance_ticket_whose_answer_was_lost_is_found_not_opened_again(zammad, tmp_path, loss):
+    rt = runtime(zammad_env(zammad, tmp_path))
+    rt.client("zammad").once.timeout = 0.3
+    entries = sum(len(s.maintenance) for s in example_index().catalogue.services)
+    # The first ticket is saved; its answer is lost (a proxy's 504, or late: a timeout).
+    if loss == "504":
+        zammad.lose_response_next(1, methods=["POST"], status=504)
+    else:
+        zammad.lose_response_next(1, methods=["POST"], status=201, hang=0.6)
+    first = run_maintenance(rt, datetime(2026, 11, 24, tzinfo=UTC))
+    assert sorted(r.status for r in first).count("failed") == 1
+    again = run_maintenance(rt, datetime(2026, 11, 25, tzinfo=UTC))
+    assert sorted(r.status for r in again).count("opened") == 1  # found by its reference
+    assert len(proactive_tickets(zammad)) == entries
+    assert len({t["title"] for t in proactive_tickets(zammad)}) == entries
+    rt.close()
+
+
+def test_improvement_ticket_whose_answer_was_lost_is_found_by_the_next_try(zammad, tmp_path):
+    from connector.processes import open_improvement
+    from connector.store import ProcessStore
+
+    rt = runtime(zammad_env(zammad, tmp_path))
+    zammad.lose_response_next(1, methods=["POST"], status=504)
+    failed = open_improvement(rt, "zammad", "printing", "5 disruptions", ["1", "2"])
+    assert failed.status == "failed"
+    # The slot is kept (the ticket may exist), so nothing else claims it meanwhile...
+    assert ProcessStore(rt.store).open_improvement("zammad", "printing")["status"] == "unsure"
+    opened = open_improvement(rt, "zammad", "printing", "6 disruptions", ["1", "2", "3"])
+    assert opened.status == "opened"
+    # ...and the next try takes the same row over, so it finds the ticket by its reference.
+    improvement = [t for t in zammad.db.tickets if zammad.ticket(t)["group"] == "BPSM Improvement"]
+    assert [str(t) for t in improvement] == [opened.ticket_id]
+    rt.close()
+
+
 def test_improvement_opens_once_at_threshold_and_not_again_while_open(zammad, tmp_path):
     env = {**zammad_env(zammad, tmp_path), "BPSM_IMPROVEMENT_RECHECK": "2"}
     with ConnectorService(tmp_path, env) as service:

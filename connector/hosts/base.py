@@ -7,11 +7,12 @@ out); only `HostClient` does I/O, through an `HttpTransport` that tests can swap
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping as AbcMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -83,6 +84,17 @@ class NewTicket:
     body: str
     tags: tuple[str, ...] = ()
     language: str = "en"
+    # One word in the body naming what the ticket is for (see `referenced`); "" for none.
+    ref: str = ""
+
+    def referenced(self, key: str) -> NewTicket:
+        """This ticket with a reference derived from `key` (e.g. a maintenance entry and its
+        period) at the end of its body. Opening a ticket is not idempotent: an answer lost
+        after the helpdesk saved it must not open a second one, so `create_ticket` first
+        looks for a ticket carrying the reference. One alphanumeric word, so that every
+        helpdesk's search (full text or SQL LIKE) finds it."""
+        ref = "bpsmref" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
+        return replace(self, ref=ref, body=f"{self.body}\n\nref {ref}")
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,8 @@ PAGE_SIZE = 100
 ID_OVERLAP = 25
 FIRST_POLL_WINDOW = timedelta(minutes=10)  # the first poll routes only recent tickets
 RECHECK_WINDOW = timedelta(minutes=5)  # how far back a failed create looks for its ticket
+# How far back a create with a reference looks first (maintenance runs retry within hours).
+REF_WINDOW = timedelta(days=2)
 # A project with ATOMIC_REQUESTS posts the webhook before the ticket is committed: a 404
 # right after the event is read once more before it counts as "deleted".
 NOT_COMMITTED_WAIT = 0.5
@@ -455,7 +457,9 @@ class DjangoHelpdeskClient(HostClient):
         elif before is not None and current not in (before, target):
             outcome = "override"  # an agent moved it since the event: theirs wins
         elif current != target:
-            self.api("PATCH", f"tickets/{event.ticket_id}/", json={"queue": target})
+            self.api(
+                "PATCH", f"tickets/{event.ticket_id}/", idempotent=True, json={"queue": target}
+            )
         self.add_note(ticket, note_text(decision.note, outcome))
         return ApplyResult(outcome, f"queue was {self.queue_name(current)}")
 
@@ -582,26 +586,39 @@ class DjangoHelpdeskClient(HostClient):
             "description": description,
             "priority": NORMAL_PRIORITY,
         }
+        # An earlier try whose answer was lost (and whose look below failed too) opened it:
+        # its reference is in the description. Opened tickets only: the API lists no others.
+        if ticket.ref:
+            found = self._just_created(ticket.title, lambda text: ticket.ref in text, REF_WINDOW)
+            if found is not None:
+                return str(found["id"])
         try:
             created = self.post_once("tickets/", body)
         except HostError as exc:
             # Saved but answered 500 (the helpdesk's webhook to a stopped connector)? Then
             # it is among the newest tickets; a blind retry would open a second one.
-            found = None if exc.permanent else self._just_created(ticket.title, description)
+            found = (
+                None
+                if exc.permanent
+                else self._just_created(
+                    ticket.title, lambda text: text.strip() == description.strip()
+                )
+            )
             if found is None:
                 raise
             created = found
         self._learn(_opening(created).get("user"))
         return str(created["id"])
 
-    def _just_created(self, title: str, description: str) -> dict[str, Any] | None:
-        recent = datetime.now(UTC) - RECHECK_WINDOW
+    def _just_created(
+        self, title: str, same_text: Callable[[str], bool], window: timedelta = RECHECK_WINDOW
+    ) -> dict[str, Any] | None:
+        recent = datetime.now(UTC) - window
         for ticket in self.newest_open():
             created = opened_at(ticket)
             if created is None or created < recent:
                 return None
-            same_text = str(ticket.get("description") or "").strip() == description.strip()
-            if ticket.get("title") == title and same_text:
+            if ticket.get("title") == title and same_text(str(ticket.get("description") or "")):
                 return ticket
         return None
 

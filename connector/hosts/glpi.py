@@ -1041,27 +1041,38 @@ class GlpiClient(HostClient):
 
     def create_ticket(self, ticket: NewTicket) -> str:
         """Open a request in the queue's group. The marker in its text makes the webhook (or
-        poll) of its creation an own update; GLPI has no tags, so they go into the text."""
+        poll) of its creation an own update; GLPI has no tags, so they go into the text.
+        Both POSTs go out once; a retry after a lost answer finds the ticket by its reference
+        and the group among the assigned ones."""
         group = self.group_id(ticket.queue)
-        lines = [f"{NOTE_MARKER} {ticket.title}", *ticket.body.splitlines()]
-        if ticket.tags:
-            lines.append("Tags: " + ", ".join(ticket.tags))
-        data = self._call(
-            "POST",
-            "Ticket",
-            retry=False,
-            json={
-                "input": {
-                    "name": ticket.title,
-                    "content": note_html(lines),
-                    "entities_id": self.options.entity,
-                    "type": 2,  # request
-                }
-            },
-        ).json()
-        ticket_id = str(data["id"])
+        ticket_id = self.find_ticket(ticket) if ticket.ref else None
+        if ticket_id is None:
+            lines = [f"{NOTE_MARKER} {ticket.title}", *ticket.body.splitlines()]
+            if ticket.tags:
+                lines.append("Tags: " + ", ".join(ticket.tags))
+            data = self._call(
+                "POST",
+                "Ticket",
+                retry=False,
+                json={
+                    "input": {
+                        "name": ticket.title,
+                        "content": note_html(lines),
+                        "entities_id": self.options.entity,
+                        "type": 2,  # request
+                    }
+                },
+            ).json()
+            ticket_id = str(data["id"])
+        elif group in self._assigned(ticket_id):
+            return ticket_id
         self._assign(ticket_id, group)
         return ticket_id
+
+    def find_ticket(self, ticket: NewTicket) -> str | None:
+        """The ticket whose text carries `ticket.ref`, if an earlier try opened it."""
+        rows = self._rows("Ticket", {"searchText[content]": ticket.ref})
+        return str(rows[0]["id"]) if rows else None
 
     def is_open(self, ticket_id: str) -> bool | None:
         response = self._call("GET", f"Ticket/{ticket_id}", accept=(404,))

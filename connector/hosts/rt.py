@@ -507,13 +507,14 @@ class RTClient(HostClient):
             return f"; custom field {field!r} not applied to {decision.queue!r}"
         return ""
 
-    def _message(self, ticket_id: str, kind: MessageKind, text: str, retry: bool = True) -> bool:
+    def _message(self, ticket_id: str, kind: MessageKind, text: str) -> bool:
         """Add a plain-text message: a `comment` (internal) or `correspond` (RT mails it to
-        the requestors); False when RT refused it. `retry`: retry a blip within the call.
+        the requestors); False when RT refused it. Sent once: after a lost answer the job's
+        retry looks for it first (`has_note`, `has_text`).
 
         Sent as JSON: RT 5.0.3 stores a `Content-Type: text/plain` request body twice
         UTF-8-encoded ("kø" reads back as "kÃ¸"), the JSON form stores it as sent."""
-        response = (self.http if retry else self.once).request(
+        response = self.once.request(
             "POST",
             f"ticket/{ticket_id}/{kind}",
             ok=(201, 400, 403),
@@ -564,7 +565,7 @@ class RTClient(HostClient):
             return
         kind: MessageKind = "correspond" if send else "comment"
         try:
-            if self._message(event.ticket_id, kind, text, retry=False):
+            if self._message(event.ticket_id, kind, text):
                 return
         except HostError as exc:
             # Timed out or a proxy's 502: saved after all? Else the job is retried later.
@@ -579,8 +580,12 @@ class RTClient(HostClient):
         )
 
     def create_ticket(self, ticket: NewTicket) -> str:
-        """Open a ticket in `ticket.queue` (tags are dropped: RT has none)."""
-        answer = self.http.request(
+        """Open a ticket in `ticket.queue` (tags are dropped: RT has none). Sent once; a
+        retry after a lost answer finds it by subject, queue and its reference first."""
+        found = self.find_ticket(ticket) if ticket.ref else None
+        if found is not None:
+            return found
+        answer = self.once.request(
             "POST",
             "ticket",
             ok=(201,),
@@ -592,6 +597,15 @@ class RTClient(HostClient):
             },
         ).json()
         return str(answer["id"])
+
+    def find_ticket(self, ticket: NewTicket) -> str | None:
+        """The ticket of that subject in that queue whose first text carries `ticket.ref`
+        (TicketSQL on Content needs RT's full-text index; Subject does not)."""
+        query = f"Queue = {sql_quote(ticket.queue)} AND Subject = {sql_quote(ticket.title)}"
+        for item in self._search(query):
+            if ticket.ref in self.first_text(str(item["id"])):
+                return str(item["id"])
+        return None
 
     def is_open(self, ticket_id: str) -> bool | None:
         """Whether the ticket is in an active status of its queue's lifecycle."""

@@ -412,13 +412,15 @@ class ZammadClient(HostClient):
             article.update(type="email", internal=False, to=event.requester or "")
         else:
             article.update(type="note", internal=True)
-        self.http.request("POST", "/api/v1/ticket_articles", json=article)
+        # Once: after a lost answer the job's retry finds the text above and stops there.
+        self.once.request("POST", "/api/v1/ticket_articles", json=article)
 
     def add_tags(self, ticket_id: str, tags: tuple[str, ...]) -> None:
         for tag in tags:
             self.http.request(
                 "POST",
                 "/api/v1/tags/add",
+                idempotent=True,  # adding a tag the ticket has changes nothing
                 json={"object": "Ticket", "o_id": int(ticket_id), "item": tag},
             )
 
@@ -428,26 +430,42 @@ class ZammadClient(HostClient):
         return self._me
 
     def create_ticket(self, ticket: NewTicket) -> str:
-        # Zammad needs a customer; the connector's own user opens its process tickets.
-        created = self.http.request(
-            "POST",
-            "/api/v1/tickets",
-            json={
-                "title": ticket.title,
-                "group": ticket.queue,
-                "customer_id": self.me()["id"],
-                "article": {
-                    "subject": ticket.title,
-                    "body": note_html(ticket.body),
-                    "content_type": "text/html",
-                    "type": "note",
-                    "internal": True,
+        # Sent once and looked for first: an earlier try whose answer was lost may have
+        # opened it (its reference is in the article).
+        found = self.find_ticket(ticket) if ticket.ref else None
+        if found is None:
+            # Zammad needs a customer; the connector's own user opens its process tickets.
+            created = self.once.request(
+                "POST",
+                "/api/v1/tickets",
+                json={
+                    "title": ticket.title,
+                    "group": ticket.queue,
+                    "customer_id": self.me()["id"],
+                    "article": {
+                        "subject": ticket.title,
+                        "body": note_html(ticket.body),
+                        "content_type": "text/html",
+                        "type": "note",
+                        "internal": True,
+                    },
                 },
-            },
+            ).json()
+            found = str(created["id"])
+        self.add_tags(found, ticket.tags)
+        return found
+
+    def find_ticket(self, ticket: NewTicket) -> str | None:
+        """The ticket carrying `ticket.ref` with the same title, if one was opened before."""
+        found = self.http.request(
+            "GET",
+            "/api/v1/tickets/search",
+            params={"query": ticket.ref, "expand": "true", "limit": 10},
         ).json()
-        ticket_id = str(created["id"])
-        self.add_tags(ticket_id, ticket.tags)
-        return ticket_id
+        for candidate in found if isinstance(found, list) else []:
+            if candidate.get("title") == ticket.title:
+                return str(candidate["id"])
+        return None
 
 
 HOST = ZammadHost

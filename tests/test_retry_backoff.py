@@ -1,0 +1,53 @@
+"""Job retries back off with jitter: many tickets failing in the same outage come back spread
+out, not in lockstep, and each within bounds (half to all of the exponential delay)."""
+
+from __future__ import annotations
+
+import pytest
+
+from connector import worker
+from connector.config import load_settings
+from connector.events import TicketEvent
+from connector.hosts import host_classes
+from connector.hosts.base import HostError
+from connector.runtime import Runtime
+from connector.worker import backoff, process_delivery
+from tests.e2e import ROOT, example_index
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 5, 8])
+def test_delays_for_one_attempt_differ_across_jobs_and_stay_within_bounds(attempt):
+    plain = min(600.0, 5.0 * 2 ** (attempt - 1))
+    delays = [backoff(attempt, 5.0, 600.0) for _ in range(200)]
+    assert all(plain / 2 <= delay <= plain for delay in delays)
+    assert len({round(delay, 6) for delay in delays}) > 190  # not in lockstep
+    assert max(delays) - min(delays) > plain / 4  # spread over the range, not clustered
+
+
+def test_a_retry_after_is_a_floor_and_the_cap_holds():
+    assert all(backoff(1, 5.0, 600.0, retry_after=30.0) == 30.0 for _ in range(50))
+    assert all(300.0 <= backoff(20, 5.0, 600.0) <= 600.0 for _ in range(50))
+
+
+def test_the_worker_plans_jittered_retries(tmp_path, monkeypatch):
+    settings = load_settings(
+        {"BPSM_DATA_DIR": str(tmp_path), "BPSM_CATALOGUE": str(ROOT / "catalogue.yaml")},
+        host_names=tuple(host_classes()),
+    )
+    rt = Runtime(settings, example_index())
+
+    def helpdesk_down(_rt: Runtime, _delivery: object) -> str:
+        raise HostError("demo: cannot connect (ConnectionRefusedError)")
+
+    monkeypatch.setattr(worker, "route_delivery", helpdesk_down)
+    planned: list[float] = []
+    monkeypatch.setattr(rt, "enqueue", lambda _pk, delay=None: planned.append(delay))
+    for n in range(40):
+        pk = rt.store.record_delivery(
+            TicketEvent(host="demo", delivery_id=f"d{n}", ticket_id=str(n), body="printer")
+        )
+        assert process_delivery(rt, pk) == "retry"
+    base = settings.retry_base_delay
+    assert all(base / 2 <= delay <= base for delay in planned)
+    assert len(set(planned)) == 40
+    rt.close()
