@@ -5,18 +5,22 @@ judge (one note per ticket, ticket in the right group)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 import sqlalchemy as sa
 
 from connector.config import load_settings
@@ -152,6 +156,133 @@ def test_sigkill_mid_batch_then_restart_applies_each_event_once(zammad, tmp_path
     finally:
         stop(second)
     assert_each_applied_once(zammad, store, ids)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """`bpsm serve` in its own process group (see kill_serve), answering once healthy."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "connector.cli", "serve", "--port", str(port), "--workers", "2"],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def healthy() -> bool:
+        assert process.poll() is None, f"bpsm serve exited with {process.returncode}"
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    wait_for(healthy, timeout=60, interval=0.2, message="bpsm serve to answer /healthz")
+    return process
+
+
+def kill_serve(process: subprocess.Popen[bytes], port: int) -> None:
+    """SIGKILL `bpsm serve` itself, as the OOM killer or `kill -9` would. Its gunicorn
+    children outlive it until they watch their parent (issue 17, point 2, another branch);
+    until then the rest of its process group is killed too, so that the port is free for
+    the restart. Nothing of the consumer (it runs in the serve process) survives either way."""
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+    def port_free() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) != 0
+
+    wait_for(port_free, timeout=20, message=f"port {port} to be free")
+
+
+def post_webhooks(zammad: FakeZammad, port: int, first: int, count: int) -> list[int]:
+    """New customer tickets, each webhook signed and POSTed to the running service."""
+    ids = []
+    for n in range(first, first + count):
+        ticket_id = zammad.create_ticket_as_customer(f"Ticket {n}", TEXTS[n % len(TEXTS)])
+        body = zammad.webhook_payload(ticket_id, zammad.articles(ticket_id)[0]["id"])
+        signature = "sha1=" + hmac.new(SECRET.encode(), body, hashlib.sha1).hexdigest()
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/hooks/zammad",
+            data=body,
+            headers={
+                "Content-Type": "application/json; charset=utf-8",
+                "X-Zammad-Delivery": f"serve-{n}",
+                "X-Hub-Signature": signature,
+            },
+            timeout=10,
+        )
+        assert answer.status_code == 202, answer.text
+        ids.append(ticket_id)
+    return ids
+
+
+def count_group_moves(zammad: FakeZammad) -> dict[int, int]:
+    """How often each ticket's group actually changed, as the helpdesk records it."""
+    moves: dict[int, int] = {}
+    original = zammad._apply_ticket_changes
+
+    def spy(ticket: dict[str, Any], new: dict[str, Any], actor_id: int) -> Any:
+        changes = original(ticket, new, actor_id)
+        if "group_id" in changes:
+            moves[ticket["id"]] = moves.get(ticket["id"], 0) + 1
+        return changes
+
+    zammad._apply_ticket_changes = spy  # type: ignore[method-assign]
+    return moves
+
+
+def unfinished(store: Store) -> int:
+    return store.count_deliveries("queued") + store.count_deliveries("processing")
+
+
+def test_sigkill_of_serve_twice_during_an_outage_with_lost_answers(zammad, tmp_path):
+    env = connector_env(
+        zammad,
+        tmp_path,
+        # Retries must outlast the outage (about 10 s) without dead letters.
+        BPSM_RETRY_BUDGET="40",
+        BPSM_RETRY_MAX_DELAY="1",
+        BPSM_HTTP_TIMEOUT="2",
+    )
+    moves = count_group_moves(zammad)
+    store = Store(load_settings(env).database)
+    port = free_port()
+    serve = start_serve(env, port)
+    try:
+        zammad.set_latency(0.05)  # a helpdesk at work takes a moment per call
+        zammad.lose_response_next(6, status=504)  # writes saved, answers lost
+        ids = post_webhooks(zammad, port, 0, 40)
+        wait_for(lambda: routed_count(store) >= 5, timeout=60, message="5 routed")
+        zammad.set_down(True)  # the outage
+        time.sleep(1.0)  # jobs fail and are planned for retry
+        assert unfinished(store) > 0, "everything was done before the kill; nothing tested"
+        kill_serve(serve, port)
+        serve = start_serve(env, port)
+        ids += post_webhooks(zammad, port, 40, 20)  # accepted while the helpdesk is down
+        time.sleep(1.5)
+        assert unfinished(store) > 0
+        kill_serve(serve, port)
+        serve = start_serve(env, port)
+        zammad.lose_response_next(6, status=504)  # the helpdesk comes back flaky
+        zammad.set_down(False)
+        wait_for(lambda: routed_count(store) == 60, timeout=180, message="all 60 routed")
+        wait_for(lambda: unfinished(store) == 0, timeout=30, message="queue drained")
+        time.sleep(1)  # late duplicates, if any, would show up now
+    finally:
+        zammad.set_latency(0.0)
+        kill_serve(serve, port)
+    assert_each_applied_once(zammad, store, ids)
+    assert {moves.get(t, 0) for t in ids} == {1}, moves  # every ticket moved once
+    store.dispose()
 
 
 def test_1000_events_three_workers_redis_postgres(zammad, tmp_path, pg_url, redis_url):
