@@ -817,3 +817,27 @@ def test_maintenance_opens_one_ticket_per_entry_and_period_in_real_rt(
         ticket = rt_ticket(rt_server, int(result.ticket_id))
         assert ticket["Queue"]["Name"] == proactive
         assert "2031" in ticket["Subject"]
+
+
+def test_a_ticket_opened_before_is_found_by_its_reference_in_real_rt(
+    rt_server: RTServer, prepared: Prepared, tmp_path: Path
+) -> None:
+    """The look before a retried ticket creation (the first answer lost) works in real RT:
+    TicketSQL on queue and subject, then the reference in the ticket's first text."""
+    from connector.hosts.base import NewTicket
+
+    service = ConnectorService(tmp_path, prepared.env())
+    proactive = service.rt.mapping("rt").queue_for("proactive")
+    ticket = NewTicket(
+        queue=proactive, title="Restore test — Backup (2031-Q1)", body="[bpsm-connector]\nRestore."
+    )
+    try:
+        client = service.rt.client("rt")
+        first = client.create_ticket(ticket.referenced("maintenance:backup:0:restore:2031-Q1"))
+        again = client.create_ticket(ticket.referenced("maintenance:backup:0:restore:2031-Q1"))
+        other = client.create_ticket(ticket.referenced("maintenance:backup:0:restore:2031-Q2"))
+    finally:
+        service.rt.close()
+    assert again == first  # found, not opened twice
+    assert other != first  # the same subject with another reference is another ticket
+    assert rt_ticket(rt_server, int(first))["Queue"]["Name"] == proactive
