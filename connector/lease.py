@@ -27,6 +27,11 @@ class LeaseLost(Exception):
     """This job's lease expired or was taken over: it must not write anything more."""
 
 
+# The lease counts as lost a little before the database would let another consumer take
+# it: clocks of two machines and the time a renewal spends in flight differ slightly.
+SAFETY = 0.9
+
+
 class LeaseGuard:
     """Renews a lease every `seconds / 3` through `renew` (True: still held) until stopped.
 
@@ -37,7 +42,7 @@ class LeaseGuard:
         self._renew = renew
         self.seconds = seconds
         self.what = what
-        self._valid_until = time.monotonic() + seconds
+        self._valid_until = time.monotonic() + seconds * SAFETY
         self._lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="bpsm-lease", daemon=True)
@@ -73,7 +78,7 @@ class LeaseGuard:
                 self._lost = True
                 log.warning("lease taken over", extra=log_extra({"job": self.what}))
                 return
-            self._valid_until = started + self.seconds
+            self._valid_until = started + self.seconds * SAFETY
 
 
 current_guard: ContextVar[LeaseGuard | None] = ContextVar("bpsm_lease_guard", default=None)

@@ -622,7 +622,7 @@ class Store:
                     ),
                     {"id": delivery_id},
                 )
-            result = conn.execute(
+            claim = (
                 update(deliveries)
                 .where((deliveries.c.id == delivery_id) & claimable & ~sibling_busy)
                 .values(
@@ -632,13 +632,17 @@ class Store:
                     attempts=deliveries.c.attempts + 1,
                 )
             )
-            if result.rowcount != 1:
+            returning = self.engine.dialect.update_returning  # not SQLite < 3.35
+            result = conn.execute(claim.returning(*deliveries.c) if returning else claim)
+            row = result.first() if returning else None
+            if row is None and (returning or result.rowcount != 1):
                 if conn.execute(
                     select(deliveries.c.id).where((deliveries.c.id == delivery_id) & claimable)
                 ).first():
                     raise TicketBusy(delivery_id)
                 return None
-            row = conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).one()
+            if row is None:
+                row = conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).one()
         return _row_to_delivery(row)
 
     @staticmethod

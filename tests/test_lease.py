@@ -35,14 +35,16 @@ def backend(request):
     return request.param
 
 
-@pytest.fixture
-def any_store(backend, tmp_path, request):
+@pytest.fixture(params=["sqlite", "sqlite-without-returning", "postgresql"])
+def any_store(tmp_path, request):
     url = (
-        f"sqlite:///{tmp_path / 'bpsm.db'}"
-        if backend == "sqlite"
-        else request.getfixturevalue("pg_url")
+        request.getfixturevalue("pg_url")
+        if request.param == "postgresql"
+        else f"sqlite:///{tmp_path / 'bpsm.db'}"
     )
     store = Store(url)
+    if request.param == "sqlite-without-returning":  # as with SQLite < 3.35 (RHEL 8)
+        store.engine.dialect.update_returning = False
     yield store
     store.dispose()
 
