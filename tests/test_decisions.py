@@ -57,7 +57,8 @@ def audit(tmp_path, monkeypatch, example_index):
                 "created_at": received,
             },
         )
-        store.complete_routing("demo", ticket, "applied" if ticket == "4" else "dry-run", 1.0)
+        outcome = "applied" if ticket == "4" else "dry-run"
+        store.complete_routing(delivery, outcome, 1.0, fenced=False)
     store.mark_moved_by_agent("demo", "4")
     store.dispose()
     return tmp_path
