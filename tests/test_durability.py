@@ -165,7 +165,7 @@ def free_port() -> int:
 
 
 def start_serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    """`bpsm serve` in its own process group (see kill_serve), answering once healthy."""
+    """`bpsm serve` in its own process group (see clean_up), answering once healthy."""
     process = subprocess.Popen(
         [sys.executable, "-m", "connector.cli", "serve", "--port", str(port), "--workers", "2"],
         env={**os.environ, **env},
@@ -188,19 +188,24 @@ def start_serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
 
 def kill_serve(process: subprocess.Popen[bytes], port: int) -> None:
     """SIGKILL `bpsm serve` itself, as the OOM killer or `kill -9` would. Its gunicorn
-    children outlive it until they watch their parent (issue 17, point 2, another branch);
-    until then the rest of its process group is killed too, so that the port is free for
-    the restart. Nothing of the consumer (it runs in the serve process) survives either way."""
+    processes die with it (they watch their parent), so the port is soon free again."""
     process.send_signal(signal.SIGKILL)
     process.wait()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
 
     def port_free() -> bool:
         with socket.socket() as probe:
             return probe.connect_ex(("127.0.0.1", port)) != 0
 
-    wait_for(port_free, timeout=20, message=f"port {port} to be free")
+    wait_for(port_free, timeout=20, message=f"port {port} to be free after the SIGKILL")
+
+
+def clean_up(process: subprocess.Popen[bytes]) -> None:
+    """After the test, whatever happened: nothing of this serve may outlive it."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def post_webhooks(zammad: FakeZammad, port: int, first: int, count: int) -> list[int]:
@@ -279,7 +284,7 @@ def test_sigkill_of_serve_twice_during_an_outage_with_lost_answers(zammad, tmp_p
         time.sleep(1)  # late duplicates, if any, would show up now
     finally:
         zammad.set_latency(0.0)
-        kill_serve(serve, port)
+        clean_up(serve)
     assert_each_applied_once(zammad, store, ids)
     assert {moves.get(t, 0) for t in ids} == {1}, moves  # every ticket moved once
     store.dispose()
