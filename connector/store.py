@@ -136,7 +136,8 @@ improvements = Table(
     Column("host", String(40), nullable=False),
     Column("service", String(100), nullable=False),
     Column("open_key", String(150), unique=True),
-    Column("status", String(20), nullable=False),  # opening → open | dry-run | closed
+    # opening → open | dry-run | closed; unsure: a try may have opened it (retaken, looked for)
+    Column("status", String(20), nullable=False),
     Column("reason", Text, nullable=False),
     Column("tickets", Text, nullable=False),  # JSON list of linked ticket ids
     Column("ticket_id", String(100)),
