@@ -886,6 +886,59 @@ def _with_subjects(store: Any, rows: list[dict[str, Any]], since: float) -> list
     return [r | {"subject": subjects[r["id"]]} if r["id"] in subjects else r for r in rows]
 
 
+AGREEMENT_CACHE_SECONDS = 3600.0  # a ticket's queue asked within the hour is not asked again
+AGREEMENT_PAUSE = 0.05  # seconds between two questions to one helpdesk (≤ 20 a second)
+
+
+def _agreement(rt: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pilot tickets' current queues (cached in the data folder for an hour, asked at most
+    20 a second per helpdesk), compared with the connector's decisions."""
+    import time
+
+    from connector.datadir import private_file
+    from connector.hosts.base import HostError
+    from connector.report import PILOT_OUTCOMES, pilot_agreement
+
+    cache_path = rt.settings.data_dir / "agreement-cache.json"
+    try:
+        cache: dict[str, Any] = json.loads(cache_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    now = time.time()
+    current: dict[tuple[str, str], str | None] = {}
+    pilot = [r for r in rows if r["outcome"] in PILOT_OUTCOMES]
+    for host in sorted({str(r["host"]) for r in pilot}):
+        if not rt.settings.host(host).configured:
+            click.echo(f"{host}: no URL, so its tickets' queues cannot be asked", err=True)
+            continue
+        client = rt.client(host)
+        for row in (r for r in pilot if r["host"] == host):
+            key = f"{host}:{row['ticket_id']}"
+            hit = cache.get(key)
+            if hit and now - float(hit["at"]) < AGREEMENT_CACHE_SECONDS:
+                current[(host, str(row["ticket_id"]))] = hit["queue"]
+                continue
+            try:
+                queue = client.current_queue(str(row["ticket_id"]))
+            except NotImplementedError:
+                click.echo(f"{host}: the connector cannot read a ticket's queue from it", err=True)
+                break
+            except HostError as exc:
+                if not exc.permanent:
+                    click.echo(f"{host}: stopped asking for queues: {exc}", err=True)
+                    break
+                continue
+            current[(host, str(row["ticket_id"]))] = queue
+            cache[key] = {"queue": queue, "at": now}
+            time.sleep(AGREEMENT_PAUSE)
+    try:
+        private_file(cache_path).write_text(json.dumps(cache), encoding="utf-8")
+    except OSError as exc:
+        click.echo(f"could not keep the agreement cache: {exc}", err=True)
+    queues = {host: rt.mapping(host).all_queues() for host in {h for h, _ in current}}
+    return pilot_agreement(rows, current, queues)
+
+
 def _service_names(catalogue: Any) -> dict[str, str]:
     language = catalogue.languages[0] if catalogue.languages else "en"
     return {s.id: s.text("name", language) for s in catalogue.services}
@@ -923,8 +976,21 @@ def _threshold(rt: Any, rows: list[dict[str, Any]]) -> float | None:
     is_flag=True,
     help="Ask the helpdesks for first-response and close times (SLA breaches, medians).",
 )
+@click.option(
+    "--agreement",
+    is_flag=True,
+    help="In a pilot: ask the helpdesks where agents have since put each ticket, and how "
+    "often that is the queue the connector would have chosen.",
+)
 @catalogue_option
-def report(since: str, fmt: str, output: str | None, host_times: bool, catalogue_path: str) -> None:
+def report(
+    since: str,
+    fmt: str,
+    output: str | None,
+    host_times: bool,
+    agreement: bool,
+    catalogue_path: str,
+) -> None:
     """KPIs per process and service: auto-routed share, overrides, confidence, SLAs."""
     import time
 
@@ -953,6 +1019,7 @@ def report(since: str, fmt: str, output: str | None, host_times: bool, catalogue
             since=start,
             service_names=_service_names(rt.catalogue),
             threshold=_threshold(rt, rows),
+            agreement=_agreement(rt, rows) if agreement else None,
         )
         text = RENDERERS[fmt](figures)
     finally:

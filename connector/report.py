@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +54,9 @@ DEFINITIONS: dict[str, str] = {
     "would_route_share": "would_route / pilot tickets",
     "no_service_reasons": "tickets without a service, by why: outside IT (a matter no service "
     "covers), private matter, no usable text, no match",
+    "agreement": "pilot tickets (shadow, dry-run) whose helpdesk queue was asked (--agreement): "
+    "sorted = an agent has since put the ticket in one of the mapping's BPSM queues; agreed = "
+    "that queue is the one the connector would have chosen; agreement = agreed / sorted",
     "weekly": "tickets per ISO week (by when the connector decided), per process, with the "
     "auto-routed and would-route shares",
     "agent_moved_first": "tickets an agent had already moved before the connector acted "
@@ -83,6 +86,7 @@ def kpis(
     since: float | None = None,
     service_names: Mapping[str, str] | None = None,
     threshold: float | None = None,
+    agreement: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every KPI of the report, as one JSON-ready dict. Definitions (also in the output):
 
@@ -128,6 +132,7 @@ def kpis(
         "weekly": weekly_trend(routings),
         "low_confidence": low_confidence_list(routings),
         "threshold": threshold,
+        "agreement": dict(agreement) if agreement is not None else None,
         "confidence_histogram": confidence_histogram(with_service),
         "no_service": len(routings) - len(with_service),
         "sla": sla_report(routings, now, times),
@@ -264,6 +269,34 @@ def low_confidence_list(rows: Sequence[Row]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def pilot_agreement(
+    rows: Sequence[Row],
+    current: Mapping[tuple[str, str], str | None],
+    bpsm_queues: Mapping[str, Collection[str]],
+) -> dict[str, Any]:
+    """How often a pilot's decisions agree with where agents have since put the tickets:
+    only tickets an agent moved into one of the BPSM queues count (a ticket still in its
+    inbox tells nothing yet)."""
+    asked = [r for r in rows if r["outcome"] in PILOT_OUTCOMES and _key(r) in current]
+    sorted_rows = [r for r in asked if current[_key(r)] in bpsm_queues.get(str(r["host"]), ())]
+    by_service: dict[str, dict[str, Any]] = {}
+    for row in sorted_rows:
+        group = by_service.setdefault(_service(row), {"sorted": 0, "agreed": 0})
+        group["sorted"] += 1
+        group["agreed"] += current[_key(row)] == row["queue"]
+    for group in by_service.values():
+        group["agreement"] = _rate(group["agreed"], group["sorted"])
+    agreed = sum(current[_key(r)] == r["queue"] for r in sorted_rows)
+    return {
+        "asked": len(asked),
+        "sorted": len(sorted_rows),
+        "not_yet_sorted": len(asked) - len(sorted_rows),
+        "agreed": agreed,
+        "agreement": _rate(agreed, len(sorted_rows)),
+        "by_service": dict(sorted(by_service.items(), key=lambda kv: -kv[1]["sorted"])),
+    }
 
 
 def _rate(numerator: int, denominator: int) -> float | None:
@@ -516,6 +549,13 @@ def _headline_lines(figures: Mapping[str, Any]) -> list[str]:
             f"pilot (shadow / dry-run): would auto-route {o['would_route']} of {o['pilot']} "
             f"({pct(o['would_route_share'])}); the rest would go to a person"
         )
+    agreement = figures.get("agreement")
+    if agreement:
+        lines.append(
+            f"pilot agreement with agents: {agreement['agreed']} of {agreement['sorted']} "
+            f"tickets agents have sorted into BPSM queues ({pct(agreement['agreement'])}); "
+            f"{agreement['not_yet_sorted']} not sorted yet"
+        )
     moved = o["agent_moved_first"] + o["agent_moved_later"]
     if o["applied"] + o["agent_moved_first"]:
         lines.append(
@@ -644,6 +684,14 @@ def _html_summary(figures: Mapping[str, Any]) -> str:
             (
                 pct(o["would_route_share"]),
                 f"would auto-route in the pilot ({o['would_route']} of {o['pilot']})",
+            )
+        )
+    agreement = figures.get("agreement")
+    if agreement:
+        items.append(
+            (
+                pct(agreement["agreement"]),
+                f"agreed with agents ({agreement['agreed']} of {agreement['sorted']} sorted)",
             )
         )
     items += [

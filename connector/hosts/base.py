@@ -162,6 +162,11 @@ class HostClient(ABC):
         cannot tell. Optional: hosts that do not override it are skipped by the report."""
         return None
 
+    def current_queue(self, ticket_id: str) -> str | None:
+        """The queue/group the ticket is in now (a pilot's agreement with the agents, `bpsm
+        report --agreement`). Optional: hosts that do not override it are skipped."""
+        raise NotImplementedError
+
     def close(self) -> None:  # noqa: B027 - optional hook; most hosts keep no session
         """Release sessions (GLPI's killSession); default: nothing to do."""
 

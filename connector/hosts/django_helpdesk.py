@@ -437,6 +437,9 @@ class DjangoHelpdeskClient(HostClient):
 
     # ----- routing ------------------------------------------------------------------------
 
+    def current_queue(self, ticket_id: str) -> str | None:
+        return self.queue_name(self.ticket(ticket_id).get("queue")) or None
+
     def ticket(self, ticket_id: str) -> dict[str, Any]:
         path = f"tickets/{ticket_id}/"
         response = self.api("GET", path, ok=(200, 404))

@@ -334,6 +334,9 @@ class RTClient(HostClient):
                 return
             page_number += 1
 
+    def current_queue(self, ticket_id: str) -> str | None:
+        return queue_name(self.ticket(ticket_id)) or None
+
     def ticket(self, ticket_id: str) -> dict[str, Any]:
         response = self.http.request(
             "GET", f"ticket/{ticket_id}", ok=(200, 403, 404), params={"fields[Queue]": "Name"}

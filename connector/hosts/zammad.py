@@ -394,6 +394,10 @@ class ZammadClient(HostClient):
             first_response_at=epoch("first_response_at"), closed_at=epoch("close_at")
         )
 
+    def current_queue(self, ticket_id: str) -> str | None:
+        group = self.ticket(ticket_id).get("group")
+        return str(group) if group else None
+
     def reply(self, event: TicketEvent, text: str, send: bool) -> None:
         articles = self.http.request(
             "GET", f"/api/v1/ticket_articles/by_ticket/{event.ticket_id}"
