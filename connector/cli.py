@@ -88,17 +88,37 @@ def _catalogue_missing(catalogue_path: str | Path, status: int) -> None:
         sys.exit(status)
 
 
+def learned_option(func: F) -> F:
+    return click.option(
+        "--learned",
+        "learned_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Learned file (`bpsm learn`): the organisation's own words as extra evidence.",
+    )(func)
+
+
 def _load(
-    catalogue_path: str, mapping_path: str | None, packs: frozenset[str] | None = None
+    catalogue_path: str,
+    mapping_path: str | None,
+    packs: frozenset[str] | None = None,
+    learned_path: str | None = None,
 ) -> tuple[CatalogueIndex, Mapping]:
+    from connector.learn import LearnedScorer
+    from connector.learnfile import LearnedError, load_learned
+
     _catalogue_missing(catalogue_path, FAILED)
     try:
         catalogue = load_catalogue(catalogue_path)
         mapping = load_mapping(mapping_path) if mapping_path else Mapping()
-    except (CatalogueError, MappingError) as exc:
+        model = load_learned(learned_path, catalogue) if learned_path else None
+    except (CatalogueError, MappingError, LearnedError) as exc:
         _fail(exc.problems)
         raise  # unreachable; keeps mypy sure of the types
-    return build_index(catalogue, packs=packs), mapping
+    index = build_index(catalogue, packs=packs)
+    if model is not None and not model.empty:
+        index = index.with_learned(LearnedScorer.compile(index, model))
+    return index, mapping
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,12 +168,23 @@ def init(directory: str) -> None:
 @click.argument("paths", nargs=-1, type=click.Path(dir_okay=False))
 @catalogue_option
 def check(paths: tuple[str, ...], catalogue_path: str) -> None:
-    """Validate catalogues or mappings; prints file:line: message for every problem."""
+    """Validate catalogues, mappings or learned files; prints file:line: message for every
+    problem."""
+    from connector.learnfile import check_learned_document, is_learned
+
     errors = 0
     for path in paths or (catalogue_path,):
         doc = read_yaml(path)
         is_mapping = _looks_like_mapping(doc.data, Path(path))
-        if is_mapping:
+        kind = "mapping" if is_mapping else "catalogue"
+        if is_learned(doc.data):
+            kind = "learned"
+            # Service ids are checked against the catalogue when there is one to read.
+            catalogue = None
+            if Path(catalogue_path).is_file():
+                catalogue, _ = check_catalogue_document(read_yaml(catalogue_path))
+            _, problems = check_learned_document(doc, catalogue)
+        elif is_mapping:
             _, problems = check_mapping_document(doc)
         else:
             _, problems = check_catalogue_document(doc)
@@ -162,7 +193,6 @@ def check(paths: tuple[str, ...], catalogue_path: str) -> None:
         failed = sum(p.severity == "error" for p in problems)
         errors += failed
         if not failed:
-            kind = "mapping" if is_mapping else "catalogue"
             click.echo(f"{path}: ok ({kind})")
     if errors:
         sys.exit(1)
@@ -175,6 +205,7 @@ def check(paths: tuple[str, ...], catalogue_path: str) -> None:
 @catalogue_option
 @mapping_option
 @packs_option
+@learned_option
 def classify(
     text: str,
     subject: str,
@@ -182,9 +213,10 @@ def classify(
     catalogue_path: str,
     mapping_path: str | None,
     packs: frozenset[str],
+    learned_path: str | None,
 ) -> None:
     """Classify TEXT and show the routing decision with its evidence."""
-    index, mapping = _load(catalogue_path, mapping_path, packs)
+    index, mapping = _load(catalogue_path, mapping_path, packs, learned_path)
     match = index.classify(text, subject)
     event = TicketEvent(host="cli", delivery_id="cli", ticket_id="cli", subject=subject, body=text)
     decision = decide(event, match, index.catalogue, mapping)
@@ -208,7 +240,8 @@ def classify(
     click.echo(f"language:   {match.language}")
     click.echo(f"tags:       {', '.join(decision.tags)}")
     for ev in match.evidence:
-        click.echo(f"evidence:   {ev.word!r} → {ev.term!r} ({ev.source}, {ev.how}, {ev.weight})")
+        source = ev.source if ev.learned_from is None else f"learned from {ev.learned_from} tickets"
+        click.echo(f"evidence:   {ev.word!r} → {ev.term!r} ({source}, {ev.how}, {ev.weight})")
     if match.outside:
         click.echo(f"outside IT: {match.outside}")
     if match.change_cues:
@@ -234,9 +267,17 @@ def classify(
     default=None,
     help="Also write the sweep as an HTML page with a chart to this file.",
 )
+@click.option(
+    "--cv",
+    "cv_folds",
+    type=click.IntRange(2, 20),
+    default=None,
+    help="Cross-validate learning: learn on k-1 folds, evaluate on the rest, beside zero-shot.",
+)
 @catalogue_option
 @mapping_option
 @packs_option
+@learned_option
 def evaluate_command(
     data: str,
     as_json: bool,
@@ -244,16 +285,24 @@ def evaluate_command(
     do_sweep: bool,
     show_errors: bool,
     html_path: str | None,
+    cv_folds: int | None,
     catalogue_path: str,
     mapping_path: str | None,
     packs: frozenset[str],
+    learned_path: str | None,
 ) -> None:
     """Accuracy of service and process on labelled tickets (CSV subject,body,service,process)."""
-    index, mapping = _load(catalogue_path, mapping_path, packs)
+    index, mapping = _load(catalogue_path, mapping_path, packs, learned_path)
     try:
         tickets = read_labelled(data, index.catalogue)
     except DataError as exc:
         _fail(exc.problems)
+        return
+    if cv_folds is not None:
+        from connector.crossval import cross_validate, format_cv
+
+        folded = cross_validate(tickets, index, mapping, k=cv_folds)
+        click.echo(json.dumps(folded, ensure_ascii=False) if as_json else format_cv(folded))
         return
     result = evaluate(tickets, index, mapping, threshold)
     table = sweep(tickets, result["predictions"]) if do_sweep else None
@@ -278,6 +327,51 @@ def evaluate_command(
             click.echo(
                 f"{row['threshold']:>9.1f}  {row['share']:>6.1%}  {service:>11}  {process:>11}"
             )
+
+
+@main.command()
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="The learned file to write (YAML; written only when learning succeeded).",
+)
+@click.option(
+    "--suggest",
+    is_flag=True,
+    help="Also print learned words worth adding as catalogue keywords (a YAML patch).",
+)
+@catalogue_option
+def learn(data: str, output_path: str, suggest: bool, catalogue_path: str) -> None:
+    """Learn the organisation's own words per service from labelled tickets (the `evaluate`
+    CSV) into a reviewable file for `--learned` / BPSM_LEARNED."""
+    from connector.crossval import as_learning
+    from connector.learn import learn as learn_model
+    from connector.learnfile import dump, write_atomically
+
+    index, mapping = _load(catalogue_path, None)
+    try:
+        tickets = read_labelled(data, index.catalogue)
+    except DataError as exc:
+        _fail(exc.problems)
+        return
+    model = learn_model(index, as_learning(tickets), sources=[Path(data).name])
+    try:
+        write_atomically(output_path, dump(model))
+    except OSError as exc:
+        click.echo(f"cannot write {output_path}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+    terms = sum(len(t) for t in model.services.values())
+    click.echo(
+        f"learned {terms} terms for {len(model.services)} services from {model.tickets} "
+        f"tickets → {output_path}"
+    )
+    if suggest:
+        from connector.suggest import format_suggestions, suggest_keywords
+
+        click.echo(format_suggestions(suggest_keywords(index, mapping, tickets, model)))
 
 
 def _settings(catalogue_path: str | None = None) -> Any:

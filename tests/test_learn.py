@@ -1,0 +1,244 @@
+"""`bpsm learn`: the organisation's own words, learned from sorted tickets, as evidence."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from functools import cache
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from connector.catalogue import load_catalogue
+from connector.classify import CatalogueIndex, build_index
+from connector.cli import main
+from connector.crossval import as_learning, cross_validate, folds, subsample
+from connector.evaluate import evaluate, read_labelled
+from connector.events import TicketEvent
+from connector.learn import LabelledText, LearnedModel, LearnedScorer, learn
+from connector.learnfile import LearnedError, LearnedFileWatcher, dump, load_learned
+from connector.mapping import Mapping
+from connector.route import decide
+from tests.e2e import ROOT
+
+CATALOGUE = ROOT / "catalogue.yaml"
+TICKETS = ROOT / "tests" / "data" / "tickets.csv"
+
+
+@cache
+def index() -> CatalogueIndex:
+    return build_index(load_catalogue(CATALOGUE))
+
+
+@cache
+def labelled() -> tuple[LabelledText, ...]:
+    return tuple(as_learning(read_labelled(TICKETS, index().catalogue)))
+
+
+# An invented product name no catalogue or thesaurus knows: only learning can teach it.
+ZORBLEX = [
+    ("Zorblex", "Zorblex henger når jeg åpner saken."),
+    ("Problem med zorblex", "Får ikke logget inn i zorblex i dag."),
+    ("zorblex feilmelding", "zorblex viser en feilmelding ved lagring."),
+]
+
+
+def _with_zorblex(count: int, service: str = "case-management") -> list[LabelledText]:
+    taught = [
+        LabelledText(f"z{i}", subject, body, service, "reactive")
+        for i, (subject, body) in enumerate(ZORBLEX[:count])
+    ]
+    return [*labelled(), *taught]
+
+
+def _learned(model: LearnedModel) -> CatalogueIndex:
+    return index().with_learned(LearnedScorer.compile(index(), model))
+
+
+def test_an_empty_learned_model_gives_exactly_todays_predictions():
+    tickets = read_labelled(TICKETS, index().catalogue)
+    today = evaluate(tickets, index(), Mapping())["predictions"]
+    empty = evaluate(tickets, _learned(LearnedModel()), Mapping())["predictions"]
+    assert empty == today
+
+
+def test_three_tickets_teach_a_word_with_its_inflections_compounds_and_typos():
+    before = index().classify("zorblexen krasjer igjen", "Hjelp")
+    assert before.service != "case-management"
+    learned = _learned(learn(index(), _with_zorblex(3)))
+    for text in ("zorblexen krasjer igjen", "saksbehandlingszorblex krasjer", "zorbelx krasjer"):
+        match = learned.classify(text, "Hjelp")
+        assert match.service == "case-management", text
+        assert any(e.learned_from == 3 for e in match.evidence), text
+
+
+def test_one_ticket_teaches_nothing():
+    model = learn(index(), _with_zorblex(1))
+    assert not any("zorblex" in t.term for terms in model.services.values() for t in terms)
+
+
+def test_the_note_names_learned_evidence_in_the_tickets_language():
+    learned = _learned(learn(index(), _with_zorblex(3)))
+    match = learned.classify("zorblex henger hele tiden, kan dere se på det?", "zorblex")
+    event = TicketEvent(host="t", delivery_id="1", ticket_id="1", subject="zorblex", body="x")
+    note = decide(event, match, index().catalogue, Mapping()).note
+    assert "lært fra 3 saker" in note or "learned from 3 tickets" in note
+
+
+def test_the_learned_file_round_trips_and_is_reviewable(tmp_path):
+    model = learn(index(), _with_zorblex(3), sources=["tickets.csv"])
+    path = tmp_path / "learned.yaml"
+    path.write_text(dump(model), encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
+    assert "version: 1" in text and "kind: bpsm-learned" in text
+    # One line per term, so a reviewer deletes a line to undo a term.
+    line = next(x for x in text.splitlines() if "term: zorblex" in x)
+    assert "support: 3" in line and "examples: [z0, z1, z2]" in line
+    assert load_learned(path, index().catalogue) == model
+
+
+def test_a_broken_learned_file_is_reported_with_file_and_line(tmp_path):
+    path = tmp_path / "learned.yaml"
+    path.write_text(
+        "kind: bpsm-learned\nversion: 1\ntickets: 3\nservices:\n"
+        "  no-such-service:\n    tickets: 3\n    terms: []\n"
+        "  printing:\n    tickets: 3\n    terms:\n"
+        "      - {term: toner, kind: word, weight: -1, support: 3, seen: 3}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(LearnedError) as caught:
+        load_learned(path, index().catalogue)
+    assert [str(p).split(": ")[0] for p in caught.value.problems] == [f"{path}:11"]
+    code, out = _run("check", str(path), "--catalogue", str(CATALOGUE))
+    assert code == 1 and f"{path}:11: services.printing.terms[0].weight" in out
+    path.write_text(
+        "kind: bpsm-learned\nversion: 1\ntickets: 3\nservices:\n"
+        "  no-such-service:\n    tickets: 3\n    terms: []\n",
+        encoding="utf-8",
+    )
+    code, out = _run("check", str(path), "--catalogue", str(CATALOGUE))
+    assert code == 1 and f"{path}:5: services.no-such-service: 'no-such-service' is not" in out
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_cli_learn_then_classify_and_evaluate_with_it(tmp_path):
+    data = tmp_path / "labelled.csv"
+    rows = TICKETS.read_text(encoding="utf-8").rstrip("\n")
+    extra = "".join(f'\n"{s}","{b}",case-management,reactive' for s, b in ZORBLEX)
+    data.write_text(rows + extra + "\n", encoding="utf-8")
+    output = tmp_path / "learned.yaml"
+    code, out = _run("learn", str(data), "--catalogue", str(CATALOGUE), "--output", str(output))
+    assert code == 0, out
+    assert "learned" in out and output.is_file()
+    code, out = _run("check", str(output), "--catalogue", str(CATALOGUE))
+    assert code == 0 and "ok (learned)" in out
+    args = ["--catalogue", str(CATALOGUE), "--learned", str(output)]
+    code, out = _run("classify", "zorblexen krasjer", *args)
+    assert code == 0 and "case-management" in out and "learned from 3 tickets" in out
+    code, out = _run("evaluate", str(TICKETS), "--json", *args)
+    assert code == 0 and {"service_accuracy", "predictions"} <= set(json.loads(out))
+
+
+def test_cli_an_empty_learned_file_changes_no_prediction(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("", encoding="utf-8")
+    args = [str(TICKETS), "--json", "--catalogue", str(CATALOGUE)]
+    _, today = _run("evaluate", *args)
+    _, with_empty = _run("evaluate", *args, "--learned", str(empty))
+    assert json.loads(with_empty)["predictions"] == json.loads(today)["predictions"]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ('"a","b",no-such-service,reactive', "'no-such-service' is not a service id"),
+        (",,,", "'' is not one of reactive"),
+    ],
+)
+def test_cli_learn_refuses_bad_rows_naming_them_and_writes_nothing(tmp_path, row, message):
+    data = tmp_path / "bad.csv"
+    data.write_text(f'subject,body,service,process\n"ok","x",printing,reactive\n{row}\n')
+    output = tmp_path / "learned.yaml"
+    code, out = _run("learn", str(data), "--catalogue", str(CATALOGUE), "--output", str(output))
+    assert code == 1 and f"{data}:3:" in out and message in out
+    assert not output.exists() and list(tmp_path.iterdir()) == [data]
+
+
+def test_cli_learn_refuses_a_wrong_header(tmp_path):
+    data = tmp_path / "bad.csv"
+    data.write_text("title,text,svc,process\na,b,printing,reactive\n")
+    output = tmp_path / "learned.yaml"
+    code, out = _run("learn", str(data), "--catalogue", str(CATALOGUE), "--output", str(output))
+    assert code == 1 and f"{data}:1:" in out and "missing column" in out
+    assert not output.exists()
+
+
+def test_a_running_service_picks_up_a_changed_learned_file(tmp_path):
+    path = tmp_path / "learned.yaml"
+    watcher = LearnedFileWatcher(path)
+    assert watcher.current(index()).classify("zorblexen krasjer").service != "case-management"
+    path.write_text(dump(learn(index(), _with_zorblex(3))), encoding="utf-8")
+    assert watcher.current(index()).classify("zorblexen krasjer").service == "case-management"
+    # A broken file keeps the last good one; removing the file undoes the learning.
+    path.write_text("kind: bpsm-learned\nversion: 7\n", encoding="utf-8")
+    os.utime(path, ns=(1, 1))
+    assert watcher.current(index()).classify("zorblexen krasjer").service == "case-management"
+    path.unlink()
+    assert watcher.current(index()).classify("zorblexen krasjer").service != "case-management"
+
+
+def test_folds_are_deterministic_stratified_and_cover_every_ticket():
+    tickets = read_labelled(TICKETS, index().catalogue)
+    first, again = folds(tickets, 5), folds(tickets, 5)
+    assert first == again
+    assert sorted(p for fold in first for p in fold) == list(range(len(tickets)))
+    per_service = Counter(t.service for t in tickets)
+    for fold in first:
+        counts = Counter(tickets[p].service for p in fold)
+        # Each service's tickets are spread: no fold holds more than its share, rounded up.
+        assert all(counts[s] <= -(-n // 5) for s, n in per_service.items())
+    half = subsample(tickets, first[0], 0.5)
+    assert set(half) <= set(first[0]) and len(half) < len(first[0])
+
+
+def test_cross_validation_reports_zero_shot_and_learned_figures_of_the_same_folds():
+    tickets = read_labelled(TICKETS, index().catalogue)
+    result = cross_validate(tickets, index(), Mapping(), k=3, curve=(0.5, 1.0))
+    assert [row["test"] for row in result["folds"]] == [len(f) for f in folds(tickets, 3)]
+    zero_shot = evaluate(tickets, index(), Mapping())
+    # The zero-shot figures of the folds are today's predictions, fold by fold.
+    weighted = sum(r["zero_shot"]["service_accuracy"] * r["test"] for r in result["folds"])
+    assert weighted / len(tickets) == pytest.approx(zero_shot["service_accuracy"], abs=1e-3)
+    assert set(result["mean"]["curve"]) == {"0.50", "1.00"}
+
+
+def test_learning_from_the_labelled_set_takes_seconds():
+    # Not a timing assertion: the work is bounded by the tickets' words, each looked up once.
+    model = learn(index(), labelled())
+    assert model.tickets == len(labelled())
+    assert all(t.support >= 3 for terms in model.services.values() for t in terms)
+
+
+def test_suggest_prints_a_yaml_patch_with_support_and_accuracy_change(tmp_path):
+    data = tmp_path / "labelled.csv"
+    rows = TICKETS.read_text(encoding="utf-8").rstrip("\n")
+    extra = "".join(f'\n"{s}","{b}",case-management,reactive' for s, b in ZORBLEX)
+    data.write_text(rows + extra + "\n", encoding="utf-8")
+    output = tmp_path / "learned.yaml"
+    code, out = _run(
+        "learn", str(data), "--catalogue", str(CATALOGUE), "--output", str(output), "--suggest"
+    )
+    assert code == 0, out
+    patch = out[out.index("services:") :]
+    assert "- id: case-management  # accuracy change +" in patch
+    assert "- zorblex  # support 3" in patch
+
+
+def test_paths_in_tests_are_inside_the_repository():
+    assert Path(TICKETS).is_relative_to(ROOT)
