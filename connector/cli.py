@@ -330,7 +330,7 @@ def evaluate_command(
 
 
 @main.command()
-@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path(dir_okay=False), required=False)
 @click.option(
     "--output",
     "output_path",
@@ -339,25 +339,59 @@ def evaluate_command(
     help="The learned file to write (YAML; written only when learning succeeded).",
 )
 @click.option(
+    "--from-audit",
+    is_flag=True,
+    help="Also learn from agents' corrections in the audit log (moves to other BPSM queues).",
+)
+@click.option(
+    "--since",
+    default="90d",
+    show_default=True,
+    help="With --from-audit: corrections within this period (30d, 12w).",
+)
+@click.option(
     "--suggest",
     is_flag=True,
     help="Also print learned words worth adding as catalogue keywords (a YAML patch).",
 )
 @catalogue_option
-def learn(data: str, output_path: str, suggest: bool, catalogue_path: str) -> None:
-    """Learn the organisation's own words per service from labelled tickets (the `evaluate`
-    CSV) into a reviewable file for `--learned` / BPSM_LEARNED."""
+def learn(
+    data: str | None,
+    output_path: str,
+    from_audit: bool,
+    since: str,
+    suggest: bool,
+    catalogue_path: str,
+) -> None:
+    """Learn the organisation's own words per service from labelled tickets (DATA, the
+    `evaluate` CSV) and/or agents' corrections (--from-audit) into a reviewable file for
+    `--learned` / BPSM_LEARNED."""
     from connector.crossval import as_learning
     from connector.learn import learn as learn_model
     from connector.learnfile import dump, write_atomically
 
+    if data is None and not from_audit:
+        raise click.UsageError("give a labelled CSV, --from-audit, or both")
     index, mapping = _load(catalogue_path, None)
-    try:
-        tickets = read_labelled(data, index.catalogue)
-    except DataError as exc:
-        _fail(exc.problems)
-        return
-    model = learn_model(index, as_learning(tickets), sources=[Path(data).name])
+    tickets = []
+    sources = []
+    if data is not None:
+        try:
+            tickets = read_labelled(data, index.catalogue)
+        except DataError as exc:
+            _fail(exc.problems)
+            return
+        sources.append(Path(data).name)
+    learning = as_learning(tickets)
+    if from_audit:
+        audit = _audit_tickets(catalogue_path, since)
+        click.echo(f"audit log: {len(audit)} corrected tickets with a service (since {since})")
+        learning += audit
+        sources.append(f"audit log, {since}")
+    if not learning:
+        click.echo("nothing to learn from: no labelled tickets", err=True)
+        sys.exit(1)
+    model = learn_model(index, learning, sources=sources)
     try:
         write_atomically(output_path, dump(model))
     except OSError as exc:
@@ -368,10 +402,30 @@ def learn(data: str, output_path: str, suggest: bool, catalogue_path: str) -> No
         f"learned {terms} terms for {len(model.services)} services from {model.tickets} "
         f"tickets → {output_path}"
     )
-    if suggest:
+    if suggest and tickets:
         from connector.suggest import format_suggestions, suggest_keywords
 
         click.echo(format_suggestions(suggest_keywords(index, mapping, tickets, model)))
+
+
+def _audit_tickets(catalogue_path: str, since: str) -> list[Any]:
+    import time
+
+    from connector.catalogue import parse_duration
+    from connector.learn import from_corrections
+
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    rt = _runtime(catalogue_path, read_only=True)
+    try:
+        known = {s.id for s in rt.catalogue.services}
+        rows = rt.store.corrections_with_text(since=time.time() - window.total_seconds())
+        # A service since removed from the catalogue teaches nothing.
+        return [t for t in from_corrections(rows) if t.service in known]
+    finally:
+        rt.close()
 
 
 def _settings(catalogue_path: str | None = None) -> Any:
@@ -1089,7 +1143,7 @@ def report(
     import time
 
     from connector.catalogue import parse_duration
-    from connector.report import RENDERERS, kpis
+    from connector.report import RENDERERS, correction_counts, kpis
 
     try:
         window = parse_duration(since)
@@ -1115,6 +1169,7 @@ def report(
             threshold=_threshold(rt, rows),
             agreement=_agreement(rt, rows) if agreement else None,
         )
+        figures["corrections"] = correction_counts(rt.store.corrections_with_text(since=start))
         text = RENDERERS[fmt](figures)
     finally:
         rt.close()

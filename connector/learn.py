@@ -23,7 +23,9 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from collections.abc import Mapping as Mapping_
 from dataclasses import dataclass, field
+from typing import Any
 
 from rapidfuzz.distance import OSA
 
@@ -46,6 +48,8 @@ from connector.classify import (
     shipped_thesaurus,
     ticket_tokens,
 )
+from connector.events import Process, TicketEvent
+from connector.mapping import Mapping
 
 LEARNED_VERSION = 1
 PRIOR_STRENGTH = 4.0  # the prior's worth, in tickets
@@ -100,6 +104,47 @@ class LearnedModel:
     @property
     def empty(self) -> bool:
         return not any(self.services.values())
+
+
+# ----- corrections --------------------------------------------------------------------------
+
+INCOMING: tuple[Process, ...] = ("reactive", "relation", "change")
+
+
+def correction_target(
+    mapping: Mapping, queue: str, routed_service: str | None
+) -> tuple[str, str | None] | None:
+    """(process, service) an agent chose by putting a ticket in `queue`, or None when the
+    queue is no BPSM queue. A service's own queue names the service; moving between reactive
+    and change keeps the routed service; the relation queue does not say which (None)."""
+    for service, service_queue in sorted(mapping.services.items()):
+        if service_queue == queue:
+            return "reactive", service
+    for process in INCOMING:
+        if mapping.queue_for(process) == queue:
+            return process, routed_service if process != "relation" else None
+    return None
+
+
+def from_corrections(rows: Iterable[Mapping_[str, Any]]) -> list[LabelledText]:
+    """Labelled tickets from the audit log's corrections (Store.corrections_with_text: the
+    review page's and agents' queue moves): the service a person chose, the text of the
+    ticket's first event. A move to the relation queue names no
+    service, so it teaches no service's words; the latest correction of a ticket counts."""
+    latest: dict[tuple[str, str], Mapping_[str, Any]] = {}
+    for row in rows:
+        latest[(str(row["host"]), str(row["ticket_id"]))] = row
+    out = []
+    for (host, ticket), row in latest.items():
+        if row["to_service"] is None:
+            continue
+        event = TicketEvent.model_validate_json(row["event"])
+        out.append(
+            LabelledText(
+                f"{host}#{ticket}", event.subject, event.body, row["to_service"], row["to_process"]
+            )
+        )
+    return out
 
 
 # ----- features -----------------------------------------------------------------------------

@@ -17,10 +17,14 @@ from connector.cli import main
 from connector.crossval import as_learning, cross_validate, folds, subsample
 from connector.evaluate import evaluate, read_labelled
 from connector.events import TicketEvent
-from connector.learn import LabelledText, LearnedModel, LearnedScorer, learn
+from connector.config import load_settings
+from connector.hosts import host_classes
+from connector.learn import LabelledText, LearnedModel, LearnedScorer, from_corrections, learn
 from connector.learnfile import LearnedError, LearnedFileWatcher, dump, load_learned
 from connector.mapping import Mapping
 from connector.route import decide
+from connector.runtime import Runtime
+from connector.worker import process_delivery
 from tests.e2e import ROOT
 
 CATALOGUE = ROOT / "catalogue.yaml"
@@ -242,3 +246,89 @@ def test_suggest_prints_a_yaml_patch_with_support_and_accuracy_change(tmp_path):
 
 def test_paths_in_tests_are_inside_the_repository():
     assert Path(TICKETS).is_relative_to(ROOT)
+
+
+# ----- corrections: agents' moves in the audit log ------------------------------------------
+
+
+def _runtime(tmp_path: Path) -> Runtime:
+    mappings = tmp_path / "mappings"
+    mappings.mkdir(exist_ok=True)
+    # A service with a queue of its own: moving a ticket there names the service.
+    (mappings / "demo.yaml").write_text("services: {case-management: Saksbehandling}\n")
+    env = {"BPSM_DATA_DIR": str(tmp_path), "BPSM_MAPPINGS_DIR": str(mappings)}
+    settings = load_settings(env, host_names=tuple(host_classes()), catalogue_path=CATALOGUE)
+    return Runtime(settings, index=index())
+
+
+def _deliver(rt: Runtime, ticket: str, number: int, queue: str, subject: str, body: str) -> str:
+    event = TicketEvent(
+        host="demo",
+        delivery_id=f"{ticket}-{number}",
+        ticket_id=ticket,
+        kind="created" if number == 1 else "customer_reply",
+        subject=subject,
+        body=body,
+        queue=queue,
+    )
+    pk = rt.store.record_delivery(event)
+    assert pk is not None
+    return process_delivery(rt, pk)
+
+
+def test_an_agents_move_to_another_bpsm_queue_is_recorded_as_a_correction(tmp_path):
+    rt = _runtime(tmp_path)
+    subject, body = ZORBLEX[0]
+    assert _deliver(rt, "7", 1, "Users", subject, body) == "dry-run"
+    routed = rt.store.routing("demo", "7")
+    assert routed is not None and routed["service"] != "case-management"
+    # Still in its source queue (a dry run moves nothing): no decision of an agent.
+    assert _deliver(rt, "7", 2, "Users", subject, "more") == "already-routed"
+    assert rt.store.corrections_with_text() == []
+    _deliver(rt, "7", 3, "BPSM Change", subject, "more")
+    _deliver(rt, "7", 4, "Saksbehandling", subject, "more")
+    _deliver(rt, "7", 5, "Saksbehandling", subject, "again")  # the same move, once
+    rows = rt.store.corrections_with_text()
+    assert [(r["to_process"], r["to_service"]) for r in rows] == [
+        ("change", routed["service"]),
+        ("reactive", "case-management"),
+    ]
+    assert all(
+        r["routing"] == routed["id"] and r["from_process"] == routed["process"] for r in rows
+    )
+    assert [t.service for t in from_corrections(rows)] == ["case-management"]
+    rt.close()
+
+
+def test_learn_from_audit_and_report_corrections_per_service(tmp_path):
+    rt = _runtime(tmp_path)
+    for number, (subject, body) in enumerate(ZORBLEX):
+        _deliver(rt, f"t{number}", 1, "Users", subject, body)
+        _deliver(rt, f"t{number}", 2, "Saksbehandling", subject, "")
+    rt.close()
+    env = {
+        "BPSM_DATA_DIR": str(tmp_path),
+        "BPSM_MAPPINGS_DIR": str(tmp_path / "mappings"),
+        "BPSM_CATALOGUE": str(CATALOGUE),
+    }
+    output = tmp_path / "learned.yaml"
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        ["learn", str(TICKETS), "--from-audit", "--since", "90d", "--output", str(output)],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert "audit log: 3 corrected tickets" in result.output
+    learned = load_learned(output, index().catalogue)
+    zorblex = [t for t in learned.services["case-management"] if t.term == "zorblex"]
+    assert zorblex and zorblex[0].examples == ("demo#t0", "demo#t1", "demo#t2")
+    result = runner.invoke(main, ["report", "--since", "1d"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "corrections by agents" in result.output
+    result = runner.invoke(main, ["report", "--since", "1d", "--format", "json"], env=env)
+    corrections = json.loads(result.output)["corrections"]
+    # Each ticket was routed elsewhere and moved to the service's queue: one correction per
+    # ticket, counted under the service it had been routed to.
+    assert sum(e["to"].get("reactive/case-management", 0) for e in corrections.values()) == 3
+    assert "case-management" not in corrections
