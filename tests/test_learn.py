@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from connector.catalogue import load_catalogue
 from connector.classify import CatalogueIndex, build_index
 from connector.cli import main
+from connector.config import load_settings
 from connector.crossval import as_learning, cross_validate, folds, subsample
 from connector.evaluate import evaluate, read_labelled
 from connector.events import TicketEvent
-from connector.config import load_settings
 from connector.hosts import host_classes
 from connector.learn import LabelledText, LearnedModel, LearnedScorer, from_corrections, learn
 from connector.learnfile import LearnedError, LearnedFileWatcher, dump, load_learned
