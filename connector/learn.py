@@ -34,6 +34,7 @@ from connector.classify import (
     MIN_COMPOUND_LEN,
     MIN_FUZZY_LEN,
     MIN_PART_LEN,
+    MIN_SCORE,
     MIN_TAIL_LEN,
     QUALITY,
     SUBJECT_BOOST,
@@ -252,6 +253,9 @@ def learn(
                     examples=tuple(examples[(feature, label)]),
                 )
             )
+    if DAMP_PRIOR > 0:
+        for service, damped in _damping(index, tickets).items():
+            by_service[service] += damped
     services = {
         service: tuple(sorted(terms, key=lambda t: (-t.weight, t.kind, t.term))[:MAX_TERMS])
         for service, terms in sorted(by_service.items())
@@ -263,6 +267,57 @@ def learn(
         service_tickets={s: classes[s] for s in services},
         sources=tuple(sources),
     )
+
+
+DAMP_PRIOR = 3.0  # tickets' worth of trust in the catalogue's own terms
+MIN_WRONG = 2
+
+
+def _damping(
+    index: CatalogueIndex, tickets: Sequence[LabelledText]
+) -> dict[str, list[LearnedTerm]]:
+    """How far the catalogue's own terms can be trusted in this organisation's tickets: per
+    (service, term), the tickets of the service the term hit (c) against the tickets it
+    helped the service win (w), each smoothed by DAMP_PRIOR tickets' worth of trust in the
+    catalogue: factor (c + prior) / (w + prior), kept when the term won MIN_WRONG more
+    tickets than were the service's. (Raising terms whose service loses its own tickets
+    was tried too: it changed no held-out figure.)"""
+    right: Counter[tuple[str, str]] = Counter()
+    won: Counter[tuple[str, str]] = Counter()
+    surface: dict[tuple[str, str], str] = {}
+    examples: dict[tuple[str, str], list[int | str]] = defaultdict(list)
+    plain = index.with_learned(None)
+    numbers = {s.id: n for n, s in enumerate(index.services)}
+    for ticket in tickets:
+        match = plain.classify(ticket.body, ticket.subject)
+        _, kept = plain._score(ticket_tokens(ticket.subject, ticket.body))
+        for service, counter in ((ticket.service, right), (match.service, won)):
+            if service is None or service not in numbers:
+                continue
+            for hit in kept.get(numbers[service], []):
+                key = (service, hit.posting.term)
+                counter[key] += 1
+                surface.setdefault(key, hit.posting.surface)
+                if ticket.service != match.service and len(examples[key]) < MAX_EXAMPLES:
+                    examples[key].append(ticket.ref)
+    out: dict[str, list[LearnedTerm]] = defaultdict(list)
+    for key in sorted(set(right) | set(won)):
+        c, w = right[key], won[key]
+        if w - c < MIN_WRONG:
+            continue
+        factor = (c + DAMP_PRIOR) / (w + DAMP_PRIOR)
+        out[key[0]].append(
+            LearnedTerm(
+                term=key[1],
+                kind="catalogue",
+                weight=round(factor, 3),
+                support=c,
+                seen=w,
+                forms=(surface[key],),
+                examples=tuple(examples[key]),
+            )
+        )
+    return out
 
 
 def term_weight(support: int, seen: int, prior: float) -> float:
@@ -286,6 +341,8 @@ class LearnedScorer:
     concepts: dict[str, set[str]] = field(default_factory=dict)
     deletes: dict[str, set[str]] = field(default_factory=dict)  # for typos of learned forms
     form_terms: dict[str, set[str]] = field(default_factory=dict)  # form → its word terms
+    # (service number, catalogue term) → factor on its weight (see _damping)
+    damp: dict[tuple[int, str], float] = field(default_factory=dict)
     _word_cache: dict[str, tuple[tuple[Feature, str], ...]] = field(default_factory=dict)
 
     @classmethod
@@ -302,6 +359,9 @@ class LearnedScorer:
             if service not in numbers:
                 continue  # a service since removed from the catalogue
             for term in learned:
+                if term.kind == "catalogue":
+                    scorer.damp[(numbers[service], term.term)] = term.weight
+                    continue
                 if term.weight <= 0:
                     continue
                 feature = (term.kind, term.term)
@@ -316,6 +376,9 @@ class LearnedScorer:
                                 scorer.deletes.setdefault(variant, set()).add(form)
                 elif term.kind == "concept":
                     wanted.add(term.term)
+                elif term.kind == "catalogue":
+                    scorer.damp[(numbers[service], term.term)] = term.weight
+                    continue
         if wanted:
             chosen = shipped_thesaurus() if concepts is None else concepts
             scorer.concepts = concept_keys(index, [c for c in chosen if c.id in wanted])
@@ -412,10 +475,28 @@ class LearnedScorer:
         catalogue's hit and the learned one; learned words the catalogue has no hit for join
         the service's evidence and its coordination, as a matched keyword would."""
         learned = self.hits(index, tokens)
-        if not learned:
+        if not learned and not self.damp:
             return unsorted, kept
         kept = dict(kept)
         scores = {service: score for score, service in unsorted}
+        if self.damp:
+            damp = self.damp
+            for service, hits in list(kept.items()):
+                if any((service, h.posting.term) in damp for h in hits):
+                    hits = [
+                        h
+                        if (service, h.posting.term) not in damp
+                        else _Hit(
+                            h.weight * damp[(service, h.posting.term)],
+                            h.posting,
+                            h.how,
+                            h.word,
+                            h.in_subject,
+                        )
+                        for h in hits
+                    ]
+                    kept[service] = hits
+                    scores[service] = _coordinated(hits) / index.norm[service]
         for service, by_word in learned.items():
             base = kept.get(service, [])
             own = {hit.word: i for i, hit in enumerate(base)}
@@ -432,4 +513,13 @@ class LearnedScorer:
             if changed:
                 kept[service] = merged
                 scores[service] = _coordinated(merged) / index.norm[service]
-        return [(score, service) for service, score in scores.items()], kept
+        rescored = [(score, service) for service, score in scores.items()]
+        before = max((score for score, _ in unsorted), default=0.0)
+        if before >= MIN_SCORE and rescored:
+            # Damping says which service a catalogue word points to, not that the ticket is
+            # about nothing in the catalogue: the winner keeps the evidence of an IT matter
+            # (as a private matter's unsupported service does in classify).
+            score, service = min(rescored, key=index._rank)
+            if score < MIN_SCORE:
+                rescored = [(s, n) for s, n in rescored if n != service] + [(MIN_SCORE, service)]
+        return rescored, kept

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from connector.catalogue import Catalogue, _pydantic_problems
 from connector.classify import CatalogueIndex
@@ -26,8 +26,11 @@ HEADER = """\
 # sorted. Each term: the index key (folded and stemmed, as the classifier matches it; a
 # phrase is two keys, a concept a thesaurus concept id), its weight (added as evidence like a
 # catalogue keyword), its support (tickets of the service with it) out of `seen` (tickets
-# with it), the ticket words it was seen as, and example rows. To undo a term, delete its
-# line or set its weight to 0; to undo everything, remove the file (or BPSM_LEARNED).
+# with it), the ticket words it was seen as, and example rows. Kind `catalogue` is one of the
+# catalogue's own terms that won tickets for the wrong service: its weight is a factor on the
+# term (support: tickets of the service it hit; seen: tickets it made the service win).
+# To undo a term, delete its line (or set a word's weight to 0, a catalogue term's to 1); to
+# undo everything, remove the file (or BPSM_LEARNED).
 """
 
 
@@ -37,12 +40,18 @@ class _Strict(BaseModel):
 
 class TermEntry(_Strict):
     term: str = Field(min_length=1)
-    kind: Literal["word", "phrase", "concept"]
+    kind: Literal["word", "phrase", "concept", "catalogue"]
     weight: float = Field(ge=0.0, le=100.0)
-    support: int = Field(ge=1)
+    support: int = Field(ge=0)
     seen: int = Field(ge=1)
     forms: list[str] = Field(default_factory=list)
     examples: list[int | str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _factor(self) -> TermEntry:
+        if self.kind == "catalogue" and self.weight > 1.0:
+            raise ValueError("a catalogue term's weight is a factor from 0 to 1")
+        return self
 
 
 class ServiceEntry(_Strict):
