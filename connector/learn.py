@@ -327,6 +327,14 @@ def term_weight(support: int, seen: int, prior: float) -> float:
     return SCALE * lift * support / (support + SUPPORT_HALF)
 
 
+def _surface(term: LearnedTerm) -> str:
+    """How evidence names a learned term: a word or phrase as tickets wrote it, a concept by
+    its id (its forms are other words: "find" matched the concept, not "macbook")."""
+    if term.kind == "concept" or not term.forms:
+        return term.term
+    return term.forms[0]
+
+
 # ----- scoring ------------------------------------------------------------------------------
 
 
@@ -457,7 +465,7 @@ class LearnedScorer:
                         posting = Posting(
                             service,
                             f"learned:{term.kind}:{term.term}",
-                            term.forms[0] if term.forms else term.term,
+                            _surface(term),
                             f"learned:{term.support}",
                             term.weight,
                         )

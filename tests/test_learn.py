@@ -221,6 +221,15 @@ def test_a_running_service_picks_up_a_changed_learned_file(tmp_path):
     assert watcher.current(index()).classify("zorblexen krasjer").service != "case-management"
 
 
+def test_bpsm_learned_is_used_by_the_workers_index_without_a_restart(tmp_path):
+    path = tmp_path / "learned.yaml"
+    rt = _runtime(tmp_path, BPSM_LEARNED=str(path))
+    assert rt.index.classify("zorblexen krasjer").service != "case-management"
+    path.write_text(dump(learn(index(), _with_zorblex(3))), encoding="utf-8")
+    assert rt.index.classify("zorblexen krasjer").service == "case-management"
+    rt.close()
+
+
 def test_folds_are_deterministic_stratified_and_cover_every_ticket():
     tickets = read_labelled(TICKETS, index().catalogue)
     first, again = folds(tickets, 5), folds(tickets, 5)
@@ -276,12 +285,12 @@ def test_paths_in_tests_are_inside_the_repository():
 # ----- corrections: agents' moves in the audit log ------------------------------------------
 
 
-def _runtime(tmp_path: Path) -> Runtime:
+def _runtime(tmp_path: Path, **extra: str) -> Runtime:
     mappings = tmp_path / "mappings"
     mappings.mkdir(exist_ok=True)
     # A service with a queue of its own: moving a ticket there names the service.
     (mappings / "demo.yaml").write_text("services: {case-management: Saksbehandling}\n")
-    env = {"BPSM_DATA_DIR": str(tmp_path), "BPSM_MAPPINGS_DIR": str(mappings)}
+    env = {"BPSM_DATA_DIR": str(tmp_path), "BPSM_MAPPINGS_DIR": str(mappings), **extra}
     settings = load_settings(env, host_names=tuple(host_classes()), catalogue_path=CATALOGUE)
     return Runtime(settings, index=index())
 
