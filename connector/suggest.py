@@ -79,7 +79,8 @@ def format_suggestions(suggestions: Sequence[Suggestion]) -> str:
     lines = [
         "# Keywords to add to the catalogue (bpsm learn --suggest). Per word: the tickets of",
         "# the service that used it; per service: the change in service accuracy on the",
-        "# learning data when its words are added (without any learned file).",
+        "# learning data when its words are added (without any learned file). Words are",
+        "# listed under the catalogue's first language: move each to its own language.",
         "services:",
     ]
     for s in suggestions:
