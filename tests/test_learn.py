@@ -331,6 +331,15 @@ def test_an_agents_move_to_another_bpsm_queue_is_recorded_as_a_correction(tmp_pa
         r["routing"] == routed["id"] and r["from_process"] == routed["process"] for r in rows
     )
     assert [t.service for t in from_corrections(rows)] == ["case-management"]
+    # A correction made in the review page teaches too; a ticket's latest correction counts.
+    _deliver(rt, "8", 1, "Users", *ZORBLEX[1])
+    routed = rt.store.routing("demo", "8")
+    rt.store.record_correction(routed["id"], "care-records", "reactive", "anne")
+    learnt = from_corrections(rt.store.corrections_with_text())
+    assert [(t.ref, t.service) for t in learnt] == [
+        ("demo#7", "case-management"),
+        ("demo#8", "care-records"),
+    ]
     rt.close()
 
 
@@ -361,7 +370,7 @@ def test_learn_from_audit_and_report_corrections_per_service(tmp_path):
     assert result.exit_code == 0, result.output
     assert "corrections by agents" in result.output
     result = runner.invoke(main, ["report", "--since", "1d", "--format", "json"], env=env)
-    corrections = json.loads(result.output)["corrections"]
+    corrections = json.loads(result.stdout)["corrections"]  # the store's name: stderr
     # Each ticket was routed elsewhere and moved to the service's queue: one correction per
     # ticket, counted under the service it had been routed to.
     assert sum(e["to"].get("reactive/case-management", 0) for e in corrections.values()) == 3
