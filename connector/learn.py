@@ -16,6 +16,10 @@ SUPPORT_HALF). Two tickets that agree teach a word a little, twenty teach it ful
 word that every service's tickets use teaches nothing. A learned term is evidence like a
 catalogue keyword: per ticket word and service the heavier of the catalogue's and the learned
 evidence counts, so a handful of tickets adds to the catalogue but cannot outvote it.
+
+It also learns which of the catalogue's own terms mislead in this organisation (_damping): a
+term that made a service win tickets of other services is weighed down by a smoothed factor.
+On the public sets this, more than the learned words, is what moved held-out accuracy.
 """
 
 from __future__ import annotations
