@@ -344,10 +344,30 @@ def evaluate_command(
     help="Also learn from agents' corrections in the audit log (moves to other BPSM queues).",
 )
 @click.option(
+    "--from-host",
+    "from_host",
+    default=None,
+    help="Also learn from tickets the helpdesk holds (HOST: zammad, glpi, rt, …), labelled "
+    "by their queue: a BPSM service queue of the mapping, or --label-map.",
+)
+@click.option(
+    "--label-map",
+    "label_map_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --from-host: YAML map from the helpdesk's queues/groups to service ids.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="With --from-host: print tickets per service and the label map's coverage; "
+    "write nothing.",
+)
+@click.option(
     "--since",
     default="90d",
     show_default=True,
-    help="With --from-audit: corrections within this period (30d, 12w).",
+    help="With --from-audit or --from-host: tickets within this period (30d, 180d).",
 )
 @click.option(
     "--suggest",
@@ -359,6 +379,9 @@ def learn(
     data: str | None,
     output_path: str,
     from_audit: bool,
+    from_host: str | None,
+    label_map_path: str | None,
+    dry_run: bool,
     since: str,
     suggest: bool,
     catalogue_path: str,
@@ -370,8 +393,8 @@ def learn(
     from connector.learn import learn as learn_model
     from connector.learnfile import dump, write_atomically
 
-    if data is None and not from_audit:
-        raise click.UsageError("give a labelled CSV, --from-audit, or both")
+    if data is None and not from_audit and not from_host:
+        raise click.UsageError("give a labelled CSV, --from-audit or --from-host (or several)")
     index, mapping = _load(catalogue_path, None)
     tickets = []
     sources = []
@@ -388,6 +411,12 @@ def learn(
         click.echo(f"audit log: {len(audit)} corrected tickets with a service (since {since})")
         learning += audit
         sources.append(f"audit log, {since}")
+    if from_host:
+        hosted = _host_tickets(from_host, since, label_map_path, catalogue_path, index, dry_run)
+        if dry_run:
+            return
+        learning += hosted
+        sources.append(f"{from_host}, {since}")
     if not learning:
         click.echo("nothing to learn from: no labelled tickets", err=True)
         sys.exit(1)
@@ -406,6 +435,75 @@ def learn(
         from connector.suggest import format_suggestions, suggest_keywords
 
         click.echo(format_suggestions(suggest_keywords(index, mapping, tickets, model)))
+
+
+def _host_tickets(
+    name: str,
+    since: str,
+    label_map_path: str | None,
+    catalogue_path: str,
+    index: CatalogueIndex,
+    dry_run: bool,
+) -> list[Any]:
+    """The helpdesk's tickets of the period, labelled by their queue (see label_from_queue);
+    with `dry_run`, only what would be learned is printed."""
+    from collections import Counter
+    from datetime import UTC, datetime
+
+    from connector.catalogue import parse_duration
+    from connector.hosts import host_classes
+    from connector.hosts.base import HostError
+    from connector.learn import LabelledText, label_from_queue
+    from connector.learnfile import LearnedError, load_label_map
+
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    if name not in host_classes() or name == "demo":
+        raise click.BadParameter(f"no helpdesk called {name!r}", param_hint="--from-host")
+    try:
+        label_map = load_label_map(label_map_path, index.catalogue) if label_map_path else {}
+    except LearnedError as exc:
+        _fail(exc.problems)
+    settings = _settings(catalogue_path)
+    if not settings.host(name).configured:
+        click.echo(f"{name}: no URL; set the {name} URL variable", err=True)
+        sys.exit(CONFIG)
+    path = settings.mappings_dir / f"{name}.yaml"
+    try:
+        mapping = load_mapping(path) if path.exists() else Mapping(host=name)
+    except MappingError as exc:
+        _fail(exc.problems, CONFIG)
+    client = host_classes()[name](settings.host(name), mapping).client()
+    try:
+        events = client.backfill(datetime.now(UTC) - window)
+    except (HostError, NotImplementedError) as exc:
+        click.echo(f"cannot read tickets from {name}: {exc or 'not supported'}", err=True)
+        sys.exit(FAILED)
+    finally:
+        client.close()
+    tickets, per_service, unlabelled = [], Counter[str](), Counter[str]()
+    for event in events:
+        label = label_from_queue(event.queue, mapping, label_map)
+        if label is None or label[1] is None:
+            unlabelled[event.queue or "-"] += 1
+            continue
+        process, service = label[0], label[1]
+        per_service[service] += 1
+        tickets.append(
+            LabelledText(f"{name}#{event.ticket_id}", event.subject, event.body, service, process)
+        )
+    click.echo(f"{name}: {len(events)} tickets since {since}, {len(tickets)} with a service")
+    if dry_run:
+        for service, count in sorted(per_service.items(), key=lambda i: (-i[1], i[0])):
+            click.echo(f"  {service:<28} {count:>5}")
+        for queue, count in sorted(unlabelled.items(), key=lambda i: (-i[1], i[0])):
+            click.echo(f"  not labelled: queue {queue!r} ({count} tickets)")
+        seen = {e.queue for e in events}
+        for queue in sorted(set(label_map) - seen):
+            click.echo(f"  label map: no ticket in queue {queue!r} (is the name right?)")
+    return tickets
 
 
 def _audit_tickets(catalogue_path: str, since: str) -> list[Any]:

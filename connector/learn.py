@@ -131,6 +131,20 @@ def correction_target(
     return None
 
 
+def label_from_queue(
+    queue: str | None,
+    mapping: Mapping,
+    label_map: Mapping_[str, tuple[str, str | None]],
+) -> tuple[str, str | None] | None:
+    """(process, service) a ticket's queue says, for `bpsm learn --from-host`: the label
+    map's entry for it, else a BPSM queue of the mapping; None when the queue says nothing."""
+    if queue is None:
+        return None
+    if queue in label_map:
+        return label_map[queue]
+    return correction_target(mapping, queue, None)
+
+
 def from_corrections(rows: Iterable[Mapping_[str, Any]]) -> list[LabelledText]:
     """Labelled tickets from the audit log's corrections (Store.corrections_with_text: the
     review page's and agents' queue moves): the service a person chose, the text of the

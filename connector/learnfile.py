@@ -232,3 +232,48 @@ class LearnedFileWatcher:
             extra={"path": str(self.path), "tickets": model.tickets},
         )
         return base.with_learned(None if model.empty else LearnedScorer.compile(base, model))
+
+
+class LabelEntry(_Strict):
+    service: str | None = None
+    process: Literal["reactive", "relation", "change"] = "reactive"
+
+
+def load_label_map(path: str | Path, catalogue: Catalogue) -> dict[str, tuple[str, str | None]]:
+    """`--label-map`: the helpdesk's groups/queues/categories → (process, service id).
+    A value is a service id, or {service: ID, process: reactive|relation|change}."""
+    doc = read_yaml(path)
+    problems = list(doc.problems)
+    if not problems and not isinstance(doc.data, dict):
+        problems.append(Problem(doc.file, 1, "", "a label map is a YAML mapping: queue → service"))
+    if problems:
+        raise LearnedError(problems)
+    known = {s.id for s in catalogue.services}
+    out: dict[str, tuple[str, str | None]] = {}
+    for queue, value in doc.data.items():
+        loc = (str(queue),)
+        try:
+            entry = (
+                LabelEntry(service=value)
+                if isinstance(value, str)
+                else LabelEntry.model_validate(value)
+            )
+        except ValidationError as exc:
+            problems += [
+                Problem(doc.file, doc.line_of(loc), str(queue), e["msg"]) for e in exc.errors()
+            ]
+            continue
+        if entry.service is not None and entry.service not in known:
+            problems.append(
+                Problem(
+                    doc.file,
+                    doc.line_of(loc),
+                    str(queue),
+                    f"{entry.service!r} is not a service id in the catalogue",
+                )
+            )
+            continue
+        out[str(queue)] = (entry.process, entry.service)
+    if problems:
+        raise LearnedError(problems)
+    return out

@@ -375,3 +375,66 @@ def test_learn_from_audit_and_report_corrections_per_service(tmp_path):
     # ticket, counted under the service it had been routed to.
     assert sum(e["to"].get("reactive/case-management", 0) for e in corrections.values()) == 3
     assert "case-management" not in corrections
+
+
+# ----- the helpdesk's own history ------------------------------------------------------------
+
+
+@pytest.fixture
+def zammad():
+    from tests.fakes.zammad import FakeZammad
+
+    with FakeZammad(token="zammad-api-token") as fake:
+        for group in ("Saksbehandlere", "BPSM Reactive", "BPSM Relation"):
+            fake.add_group(group)
+        yield fake
+
+
+def test_learn_from_host_labels_tickets_by_their_queue_through_the_label_map(zammad, tmp_path):
+    for subject, body in ZORBLEX:
+        zammad.create_ticket_as_customer(subject, body, group="Saksbehandlere")
+    zammad.create_ticket_as_customer("Skriveren", "skriveren virker ikke", group="Users")
+    label_map = tmp_path / "labels.yaml"
+    label_map.write_text("Saksbehandlere: case-management\nOld queue: {service: printing}\n")
+    env = {
+        "BPSM_DATA_DIR": str(tmp_path),
+        "BPSM_ZAMMAD_URL": zammad.base_url,
+        "BPSM_ZAMMAD_TOKEN": "zammad-api-token",
+        "BPSM_MAPPINGS_DIR": str(ROOT / "mappings"),
+        "BPSM_CATALOGUE": str(CATALOGUE),
+    }
+    output = tmp_path / "learned.yaml"
+    args = ["learn", "--from-host", "zammad", "--since", "1d", "--label-map", str(label_map)]
+    runner = CliRunner()
+    result = runner.invoke(main, [*args, "--output", str(output), "--dry-run"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "zammad: 4 tickets since 1d, 3 with a service" in result.output
+    assert "case-management" in result.output and "not labelled: queue 'Users'" in result.output
+    assert "label map: no ticket in queue 'Old queue'" in result.output
+    assert not output.exists()
+    # With the labelled CSV: three tickets of one service alone say nothing about the others.
+    result = runner.invoke(main, [*args, str(TICKETS), "--output", str(output)], env=env)
+    assert result.exit_code == 0, result.output
+    learned = load_learned(output, index().catalogue)
+    assert any(t.term == "zorblex" for t in learned.services["case-management"])
+
+
+def test_learn_from_host_refuses_a_bad_label_map_and_an_unreachable_helpdesk(zammad, tmp_path):
+    label_map = tmp_path / "labels.yaml"
+    label_map.write_text("Saksbehandlere: case-management\nDesk: no-such-service\n")
+    env = {
+        "BPSM_DATA_DIR": str(tmp_path),
+        "BPSM_ZAMMAD_URL": zammad.base_url,
+        "BPSM_ZAMMAD_TOKEN": "zammad-api-token",
+        "BPSM_CATALOGUE": str(CATALOGUE),
+    }
+    output = tmp_path / "learned.yaml"
+    args = ["learn", "--from-host", "zammad", "--output", str(output)]
+    runner = CliRunner()
+    result = runner.invoke(main, [*args, "--label-map", str(label_map)], env=env)
+    assert result.exit_code == 1
+    assert f"{label_map}:2: Desk: 'no-such-service' is not a service id" in result.output
+    zammad.set_down(True)
+    result = runner.invoke(main, args, env=env)
+    assert result.exit_code == 1 and "cannot read tickets from zammad" in result.output
+    assert not output.exists()
