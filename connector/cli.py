@@ -360,8 +360,7 @@ def evaluate_command(
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="With --from-host: print tickets per service and the label map's coverage; "
-    "write nothing.",
+    help="With --from-host: print tickets per service and the label map's coverage; write nothing.",
 )
 @click.option(
     "--since",
