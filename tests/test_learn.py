@@ -115,6 +115,17 @@ def test_the_note_names_learned_evidence_in_the_tickets_language():
     assert "lært fra 3 saker" in note or "learned from 3 tickets" in note
 
 
+def test_evaluate_errors_name_learned_evidence():
+    from connector.evaluate import LabelledTicket, format_errors
+
+    learned = _learned(learn(index(), _with_zorblex(3)))
+    tickets = [LabelledTicket(2, "zorblex", "zorblexen krasjer", "printing", "reactive")]
+    result = evaluate(tickets, learned, Mapping())
+    errors = format_errors(tickets, result["predictions"])
+    assert "line 2: printing/reactive → case-management/reactive" in errors
+    assert "(learned from 3 tickets)" in errors
+
+
 def test_the_learned_file_round_trips_and_is_reviewable(tmp_path):
     model = learn(index(), _with_zorblex(3), sources=["tickets.csv"])
     path = tmp_path / "learned.yaml"
