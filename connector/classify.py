@@ -17,6 +17,7 @@ How a ticket is matched:
 
 from __future__ import annotations
 
+import copy
 import gc
 import heapq
 import math
@@ -308,6 +309,18 @@ class Token:
     in_subject: bool
 
 
+class LearnedEvidence(Protocol):
+    """The organisation's learned evidence (connector/learn.py): adjusts the scores."""
+
+    def rescore(
+        self,
+        index: CatalogueIndex,
+        tokens: Sequence[Token],
+        unsorted: list[tuple[float, int]],
+        kept: dict[int, list[_Hit]],
+    ) -> tuple[list[tuple[float, int]], dict[int, list[_Hit]]]: ...
+
+
 @dataclass
 class CatalogueIndex:
     """Everything needed to classify a ticket, built once per catalogue."""
@@ -367,6 +380,14 @@ class CatalogueIndex:
     # _phrase_groups[key] by a key of the pattern's second word: the group numbers, ascending
     # (one-word patterns under ""). A word then tests only the patterns its successor fits.
     _phrase_next: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
+    learned: LearnedEvidence | None = None  # see with_learned
+
+    def with_learned(self, learned: LearnedEvidence | None) -> CatalogueIndex:
+        """This index plus learned evidence (None: without), sharing everything else: a
+        learned file is swapped in without rebuilding the index."""
+        other = copy.copy(self)
+        other.learned = learned
+        return other
 
     # ----- building -------------------------------------------------------------------------
 
@@ -1222,6 +1243,8 @@ class CatalogueIndex:
         )
         unsorted, kept = self._score(tokens)
         known = self.known_words(tokens)
+        if self.learned is not None:  # the organisation's own words: connector/learn.py
+            unsorted, kept = self.learned.rescore(self, tokens, unsorted, kept)
         # Only the best two are used: the same two as candidates()' full sort (ids are unique).
         scored = heapq.nsmallest(2, unsorted, key=self._rank)
         change_score, cues = self.change_intent(tokens)

@@ -88,17 +88,37 @@ def _catalogue_missing(catalogue_path: str | Path, status: int) -> None:
         sys.exit(status)
 
 
+def learned_option(func: F) -> F:
+    return click.option(
+        "--learned",
+        "learned_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Learned file (`bpsm learn`): the organisation's own words as extra evidence.",
+    )(func)
+
+
 def _load(
-    catalogue_path: str, mapping_path: str | None, packs: frozenset[str] | None = None
+    catalogue_path: str,
+    mapping_path: str | None,
+    packs: frozenset[str] | None = None,
+    learned_path: str | None = None,
 ) -> tuple[CatalogueIndex, Mapping]:
+    from connector.learn import LearnedScorer
+    from connector.learnfile import LearnedError, load_learned
+
     _catalogue_missing(catalogue_path, FAILED)
     try:
         catalogue = load_catalogue(catalogue_path)
         mapping = load_mapping(mapping_path) if mapping_path else Mapping()
-    except (CatalogueError, MappingError) as exc:
+        model = load_learned(learned_path, catalogue) if learned_path else None
+    except (CatalogueError, MappingError, LearnedError) as exc:
         _fail(exc.problems)
         raise  # unreachable; keeps mypy sure of the types
-    return build_index(catalogue, packs=packs), mapping
+    index = build_index(catalogue, packs=packs)
+    if model is not None and not model.empty:
+        index = index.with_learned(LearnedScorer.compile(index, model))
+    return index, mapping
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,12 +168,23 @@ def init(directory: str) -> None:
 @click.argument("paths", nargs=-1, type=click.Path(dir_okay=False))
 @catalogue_option
 def check(paths: tuple[str, ...], catalogue_path: str) -> None:
-    """Validate catalogues or mappings; prints file:line: message for every problem."""
+    """Validate catalogues, mappings or learned files; prints file:line: message for every
+    problem."""
+    from connector.learnfile import check_learned_document, is_learned
+
     errors = 0
     for path in paths or (catalogue_path,):
         doc = read_yaml(path)
         is_mapping = _looks_like_mapping(doc.data, Path(path))
-        if is_mapping:
+        kind = "mapping" if is_mapping else "catalogue"
+        if is_learned(doc.data):
+            kind = "learned"
+            # Service ids are checked against the catalogue when there is one to read.
+            catalogue = None
+            if Path(catalogue_path).is_file():
+                catalogue, _ = check_catalogue_document(read_yaml(catalogue_path))
+            _, problems = check_learned_document(doc, catalogue)
+        elif is_mapping:
             _, problems = check_mapping_document(doc)
         else:
             _, problems = check_catalogue_document(doc)
@@ -162,7 +193,6 @@ def check(paths: tuple[str, ...], catalogue_path: str) -> None:
         failed = sum(p.severity == "error" for p in problems)
         errors += failed
         if not failed:
-            kind = "mapping" if is_mapping else "catalogue"
             click.echo(f"{path}: ok ({kind})")
     if errors:
         sys.exit(1)
@@ -175,6 +205,7 @@ def check(paths: tuple[str, ...], catalogue_path: str) -> None:
 @catalogue_option
 @mapping_option
 @packs_option
+@learned_option
 def classify(
     text: str,
     subject: str,
@@ -182,9 +213,10 @@ def classify(
     catalogue_path: str,
     mapping_path: str | None,
     packs: frozenset[str],
+    learned_path: str | None,
 ) -> None:
     """Classify TEXT and show the routing decision with its evidence."""
-    index, mapping = _load(catalogue_path, mapping_path, packs)
+    index, mapping = _load(catalogue_path, mapping_path, packs, learned_path)
     match = index.classify(text, subject)
     event = TicketEvent(host="cli", delivery_id="cli", ticket_id="cli", subject=subject, body=text)
     decision = decide(event, match, index.catalogue, mapping)
@@ -208,7 +240,8 @@ def classify(
     click.echo(f"language:   {match.language}")
     click.echo(f"tags:       {', '.join(decision.tags)}")
     for ev in match.evidence:
-        click.echo(f"evidence:   {ev.word!r} → {ev.term!r} ({ev.source}, {ev.how}, {ev.weight})")
+        source = ev.source if ev.learned_from is None else f"learned from {ev.learned_from} tickets"
+        click.echo(f"evidence:   {ev.word!r} → {ev.term!r} ({source}, {ev.how}, {ev.weight})")
     if match.outside:
         click.echo(f"outside IT: {match.outside}")
     if match.change_cues:
@@ -234,9 +267,17 @@ def classify(
     default=None,
     help="Also write the sweep as an HTML page with a chart to this file.",
 )
+@click.option(
+    "--cv",
+    "cv_folds",
+    type=click.IntRange(2, 20),
+    default=None,
+    help="Cross-validate learning: learn on k-1 folds, evaluate on the rest, beside zero-shot.",
+)
 @catalogue_option
 @mapping_option
 @packs_option
+@learned_option
 def evaluate_command(
     data: str,
     as_json: bool,
@@ -244,16 +285,24 @@ def evaluate_command(
     do_sweep: bool,
     show_errors: bool,
     html_path: str | None,
+    cv_folds: int | None,
     catalogue_path: str,
     mapping_path: str | None,
     packs: frozenset[str],
+    learned_path: str | None,
 ) -> None:
     """Accuracy of service and process on labelled tickets (CSV subject,body,service,process)."""
-    index, mapping = _load(catalogue_path, mapping_path, packs)
+    index, mapping = _load(catalogue_path, mapping_path, packs, learned_path)
     try:
         tickets = read_labelled(data, index.catalogue)
     except DataError as exc:
         _fail(exc.problems)
+        return
+    if cv_folds is not None:
+        from connector.crossval import cross_validate, format_cv
+
+        folded = cross_validate(tickets, index, mapping, k=cv_folds)
+        click.echo(json.dumps(folded, ensure_ascii=False) if as_json else format_cv(folded))
         return
     result = evaluate(tickets, index, mapping, threshold)
     table = sweep(tickets, result["predictions"]) if do_sweep else None
@@ -278,6 +327,202 @@ def evaluate_command(
             click.echo(
                 f"{row['threshold']:>9.1f}  {row['share']:>6.1%}  {service:>11}  {process:>11}"
             )
+
+
+@main.command()
+@click.argument("data", type=click.Path(dir_okay=False), required=False)
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="The learned file to write (YAML; written only when learning succeeded).",
+)
+@click.option(
+    "--from-audit",
+    is_flag=True,
+    help="Also learn from agents' corrections in the audit log (moves to other BPSM queues).",
+)
+@click.option(
+    "--from-host",
+    "from_host",
+    default=None,
+    help="Also learn from tickets the helpdesk holds (HOST: zammad, glpi, rt, …), labelled "
+    "by their queue: a BPSM service queue of the mapping, or --label-map.",
+)
+@click.option(
+    "--label-map",
+    "label_map_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --from-host: YAML map from the helpdesk's queues/groups to service ids.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="With --from-host: print tickets per service and the label map's coverage; write nothing.",
+)
+@click.option(
+    "--since",
+    default="90d",
+    show_default=True,
+    help="With --from-audit or --from-host: tickets within this period (30d, 180d).",
+)
+@click.option(
+    "--suggest",
+    is_flag=True,
+    help="Also print learned words worth adding as catalogue keywords (a YAML patch).",
+)
+@catalogue_option
+def learn(
+    data: str | None,
+    output_path: str,
+    from_audit: bool,
+    from_host: str | None,
+    label_map_path: str | None,
+    dry_run: bool,
+    since: str,
+    suggest: bool,
+    catalogue_path: str,
+) -> None:
+    """Learn the organisation's own words per service from labelled tickets (DATA, the
+    `evaluate` CSV) and/or agents' corrections (--from-audit) into a reviewable file for
+    `--learned` / BPSM_LEARNED."""
+    from connector.crossval import as_learning
+    from connector.learn import learn as learn_model
+    from connector.learnfile import dump, write_atomically
+
+    if data is None and not from_audit and not from_host:
+        raise click.UsageError("give a labelled CSV, --from-audit or --from-host (or several)")
+    index, mapping = _load(catalogue_path, None)
+    tickets = []
+    sources = []
+    if data is not None:
+        try:
+            tickets = read_labelled(data, index.catalogue)
+        except DataError as exc:
+            _fail(exc.problems)
+            return
+        sources.append(Path(data).name)
+    learning = as_learning(tickets)
+    if from_audit:
+        audit = _audit_tickets(catalogue_path, since)
+        click.echo(f"audit log: {len(audit)} corrected tickets with a service (since {since})")
+        learning += audit
+        sources.append(f"audit log, {since}")
+    if from_host:
+        hosted = _host_tickets(from_host, since, label_map_path, catalogue_path, index, dry_run)
+        if dry_run:
+            return
+        learning += hosted
+        sources.append(f"{from_host}, {since}")
+    if not learning:
+        click.echo("nothing to learn from: no labelled tickets", err=True)
+        sys.exit(1)
+    model = learn_model(index, learning, sources=sources)
+    try:
+        write_atomically(output_path, dump(model))
+    except OSError as exc:
+        click.echo(f"cannot write {output_path}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+    terms = sum(len(t) for t in model.services.values())
+    click.echo(
+        f"learned {terms} terms for {len(model.services)} services from {model.tickets} "
+        f"tickets → {output_path}"
+    )
+    if suggest and tickets:
+        from connector.suggest import format_suggestions, suggest_keywords
+
+        click.echo(format_suggestions(suggest_keywords(index, mapping, tickets, model)))
+
+
+def _host_tickets(
+    name: str,
+    since: str,
+    label_map_path: str | None,
+    catalogue_path: str,
+    index: CatalogueIndex,
+    dry_run: bool,
+) -> list[Any]:
+    """The helpdesk's tickets of the period, labelled by their queue (see label_from_queue);
+    with `dry_run`, only what would be learned is printed."""
+    from collections import Counter
+    from datetime import UTC, datetime
+
+    from connector.catalogue import parse_duration
+    from connector.hosts import host_classes
+    from connector.hosts.base import HostError
+    from connector.learn import LabelledText, label_from_queue
+    from connector.learnfile import LearnedError, load_label_map
+
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    if name not in host_classes() or name == "demo":
+        raise click.BadParameter(f"no helpdesk called {name!r}", param_hint="--from-host")
+    try:
+        label_map = load_label_map(label_map_path, index.catalogue) if label_map_path else {}
+    except LearnedError as exc:
+        _fail(exc.problems)
+    settings = _settings(catalogue_path)
+    if not settings.host(name).configured:
+        click.echo(f"{name}: no URL; set the {name} URL variable", err=True)
+        sys.exit(CONFIG)
+    path = settings.mappings_dir / f"{name}.yaml"
+    try:
+        mapping = load_mapping(path) if path.exists() else Mapping(host=name)
+    except MappingError as exc:
+        _fail(exc.problems, CONFIG)
+    client = host_classes()[name](settings.host(name), mapping).client()
+    try:
+        events = client.backfill(datetime.now(UTC) - window)
+    except (HostError, NotImplementedError) as exc:
+        click.echo(f"cannot read tickets from {name}: {exc or 'not supported'}", err=True)
+        sys.exit(FAILED)
+    finally:
+        client.close()
+    tickets, per_service, unlabelled = [], Counter[str](), Counter[str]()
+    for event in events:
+        label = label_from_queue(event.queue, mapping, label_map)
+        if label is None or label[1] is None:
+            unlabelled[event.queue or "-"] += 1
+            continue
+        process, service = label[0], label[1]
+        per_service[service] += 1
+        tickets.append(
+            LabelledText(f"{name}#{event.ticket_id}", event.subject, event.body, service, process)
+        )
+    click.echo(f"{name}: {len(events)} tickets since {since}, {len(tickets)} with a service")
+    if dry_run:
+        for service, count in sorted(per_service.items(), key=lambda i: (-i[1], i[0])):
+            click.echo(f"  {service:<28} {count:>5}")
+        for queue, count in sorted(unlabelled.items(), key=lambda i: (-i[1], i[0])):
+            click.echo(f"  not labelled: queue {queue!r} ({count} tickets)")
+        seen = {e.queue for e in events}
+        for queue in sorted(set(label_map) - seen):
+            click.echo(f"  label map: no ticket in queue {queue!r} (is the name right?)")
+    return tickets
+
+
+def _audit_tickets(catalogue_path: str, since: str) -> list[Any]:
+    import time
+
+    from connector.catalogue import parse_duration
+    from connector.learn import from_corrections
+
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    rt = _runtime(catalogue_path, read_only=True)
+    try:
+        known = {s.id for s in rt.catalogue.services}
+        rows = rt.store.corrections_with_text(since=time.time() - window.total_seconds())
+        # A service since removed from the catalogue teaches nothing.
+        return [t for t in from_corrections(rows) if t.service in known]
+    finally:
+        rt.close()
 
 
 def _settings(catalogue_path: str | None = None) -> Any:
@@ -995,7 +1240,7 @@ def report(
     import time
 
     from connector.catalogue import parse_duration
-    from connector.report import RENDERERS, kpis
+    from connector.report import RENDERERS, correction_counts, kpis
 
     try:
         window = parse_duration(since)
@@ -1021,6 +1266,7 @@ def report(
             threshold=_threshold(rt, rows),
             agreement=_agreement(rt, rows) if agreement else None,
         )
+        figures["corrections"] = correction_counts(rt.store.corrections_with_text(since=start))
         text = RENDERERS[fmt](figures)
     finally:
         rt.close()

@@ -49,6 +49,7 @@ class Settings(BaseModel):
 
     data_dir: Path = Path("data")
     catalogue_path: Path = Path("catalogue.yaml")
+    learned_path: Path | None = None  # BPSM_LEARNED: `bpsm learn`'s file, re-read on change
     mappings_dir: Path = Path("mappings")
     database_url: str | None = None
     redis_url: str | None = None
@@ -163,6 +164,7 @@ def load_settings(
     values: dict[str, object] = {
         "data_dir": Path(env.get("BPSM_DATA_DIR", "data")),
         "catalogue_path": Path(env.get("BPSM_CATALOGUE", "catalogue.yaml")),
+        "learned_path": Path(env["BPSM_LEARNED"]) if env.get("BPSM_LEARNED") else None,
         "mappings_dir": Path(env.get("BPSM_MAPPINGS_DIR", "mappings")),
         "database_url": _plain_or_file(env, "BPSM_DATABASE_URL"),
         "redis_url": _plain_or_file(env, "BPSM_REDIS_URL"),

@@ -11,7 +11,7 @@ from typing import Any
 
 from connector.catalogue import Catalogue
 from connector.classify import CatalogueIndex
-from connector.events import TicketEvent
+from connector.events import Evidence, TicketEvent
 from connector.mapping import Mapping
 from connector.route import decide
 from connector.yamlsource import Problem
@@ -121,11 +121,17 @@ def evaluate(
                 "confidence": match.confidence,
                 # Why, for `bpsm evaluate --errors`: what a catalogue author needs to mend it.
                 "runner_up": match.runner_up,
-                "evidence": [e.shown for e in match.evidence[:3]],
+                "evidence": [_shown(e) for e in match.evidence[:3]],
                 "outside": match.outside,
             }
         )
     return summarise(tickets, predictions, threshold)
+
+
+def _shown(evidence: Evidence) -> str:
+    if evidence.learned_from is None:
+        return evidence.shown
+    return f"{evidence.shown} (learned from {evidence.learned_from} tickets)"
 
 
 def summarise(

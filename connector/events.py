@@ -29,6 +29,13 @@ class Evidence(_Frozen):
         """As notes and reports show it: "skriveren → skriver", or the term alone."""
         return self.term if self.word == self.term else f"{self.word} → {self.term}"
 
+    @property
+    def learned_from(self) -> int | None:
+        """Tickets the evidence was learned from (`bpsm learn`); None for catalogue evidence."""
+        if not self.source.startswith("learned:"):
+            return None
+        return int(self.source.removeprefix("learned:"))
+
 
 class ServiceMatch(_Frozen):
     """The classifier's answer: best service (or none), its score and why."""

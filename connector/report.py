@@ -629,8 +629,37 @@ def render_text(figures: Mapping[str, Any]) -> str:
         *_sla_lines(figures["sla"]),
         "",
         *_time_lines(figures),
+        *_correction_lines(figures.get("corrections")),
     ]
     return "\n".join(lines)
+
+
+def correction_counts(rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
+    """Agents' corrections (Store.corrections) per routed service: how many, and to what
+    ("process/service"). A move that kept process and service (out of a fallback queue into
+    the decided one) confirms the decision and is not counted."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        chosen = (row["to_process"], row["to_service"])
+        if chosen == (row["from_process"], row["from_service"]):
+            continue
+        entry = out.setdefault(row["from_service"] or NO_SERVICE, {"corrections": 0, "to": {}})
+        entry["corrections"] += 1
+        target = f"{row['to_process']}/{row['to_service'] or '?'}"
+        entry["to"][target] = entry["to"].get(target, 0) + 1
+    return dict(sorted(out.items(), key=lambda item: (-item[1]["corrections"], item[0])))
+
+
+def _correction_lines(corrections: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
+    if corrections is None:
+        return []
+    lines = ["", "corrections by agents (routed service: count → what they chose)"]
+    for service, entry in corrections.items():
+        targets = ", ".join(f"{t} {n}" for t, n in sorted(entry["to"].items()))
+        lines.append(f"  {service:<24} {entry['corrections']:>5}  → {targets}")
+    if not corrections:
+        lines.append("  none")
+    return lines
 
 
 # ----- JSON and CSV --------------------------------------------------------------------------

@@ -153,7 +153,7 @@ def render_note(
     process_name = t["processes"][decision.process]
     lines = [f"{NOTE_MARKER} " + t["routed"].format(process=process_name, queue=decision.queue)]
     if service is None and match.outside:
-        lines.append(t["outside"].format(matter=match.outside, evidence=_evidence(match)))
+        lines.append(t["outside"].format(matter=match.outside, evidence=_evidence(match, t)))
     elif service is None:
         # A text too thin to route is said by the low-confidence line, not as "no service".
         if "no-usable-text" not in decision.reasons:
@@ -166,7 +166,7 @@ def render_note(
             )
         )
         if match.evidence:
-            lines.append(t["evidence"].format(evidence=_evidence(match)))
+            lines.append(t["evidence"].format(evidence=_evidence(match, t)))
         if not service.supported:
             lines.append(t["unsupported"].format(service_name=name))
             if service.reason:
@@ -216,8 +216,14 @@ def _low_confidence_line(
     return f"{why} {then}"
 
 
-def _evidence(match: ServiceMatch) -> str:
-    return ", ".join(e.shown for e in match.evidence)
+def _evidence(match: ServiceMatch, texts: dict[str, Any]) -> str:
+    """The evidence as shown in notes; learned evidence says so ("learned from 14 tickets")."""
+    return ", ".join(
+        e.shown
+        if e.learned_from is None
+        else f"{e.shown} ({texts['learned'].format(tickets=e.learned_from)})"
+        for e in match.evidence
+    )
 
 
 def is_own_note(text: str) -> bool:

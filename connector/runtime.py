@@ -23,6 +23,7 @@ from connector.config import Mode, Settings, load_settings
 from connector.datadir import private_file, secure_data_dir
 from connector.hosts import host_classes
 from connector.hosts.base import Host, HostClient
+from connector.learnfile import LearnedFileWatcher
 from connector.logs import log_extra
 from connector.mapping import Mapping, load_mapping
 from connector.store import Store
@@ -69,6 +70,9 @@ class Runtime:
         self.catalogue = index.catalogue if index else load_catalogue(self.settings.catalogue_path)
         self._index = index
         self._index_lock = threading.Lock()
+        self._learned = (
+            LearnedFileWatcher(self.settings.learned_path) if self.settings.learned_path else None
+        )
         self._mappings: dict[str, Mapping] = {}
         self._hosts: dict[str, Host] = {}
         self._clients: dict[str, HostClient] = {}
@@ -103,6 +107,8 @@ class Runtime:
                     # re-scanning its millions of objects (full collections took seconds at
                     # 10,000 services, landing as latency spikes on some unlucky ticket).
                     gc.freeze()
+        if self._learned is not None:  # BPSM_LEARNED, re-read when the file changes
+            return self._learned.current(self._index)
         return self._index
 
     # ----- hosts ----------------------------------------------------------------------------

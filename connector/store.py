@@ -884,6 +884,61 @@ class Store:
                 .values(moved_by_agent_at=time.time())
             )
 
+    def record_agent_move(
+        self, routing: dict[str, Any], to_process: str, to_service: str | None, actor: str
+    ) -> bool:
+        """Record that an agent moved a routed ticket to another BPSM queue (issue 19): a
+        correction of source "agent", already applied (the agent did it). False when this
+        move of the ticket is known already."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            known = conn.execute(
+                select(corrections.c.id).where(
+                    and_(
+                        corrections.c.routing == routing["id"],
+                        corrections.c.source == "agent",
+                        corrections.c.to_process == to_process,
+                        corrections.c.to_service.is_(None)
+                        if to_service is None
+                        else corrections.c.to_service == to_service,
+                    )
+                )
+            ).first()
+            if known is not None:
+                return False
+            conn.execute(
+                insert(corrections).values(
+                    host=routing["host"],
+                    ticket_id=routing["ticket_id"],
+                    routing=routing["id"],
+                    from_process=routing["process"],
+                    from_service=routing["service"],
+                    from_queue=routing["queue"],
+                    to_process=to_process,
+                    to_service=to_service,
+                    source="agent",
+                    actor=actor[:100],
+                    status="applied",
+                    created_at=now,
+                    applied_at=now,
+                )
+            )
+        return True
+
+    def corrections_with_text(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Every correction (review page and agents' moves), oldest first, each with the
+        ticket's first event (its text) as JSON: what `bpsm learn --from-audit` reads."""
+        query = (
+            select(corrections, deliveries.c.event)
+            .join(routings, routings.c.id == corrections.c.routing)
+            .join(deliveries, deliveries.c.id == routings.c.delivery)
+            .order_by(corrections.c.id)
+        )
+        if since is not None:
+            query = query.where(corrections.c.created_at >= since)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
     def all_routings(self, since: float | None = None) -> list[dict[str, Any]]:
         query = select(routings).order_by(routings.c.id)
         if since is not None:

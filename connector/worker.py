@@ -15,7 +15,7 @@ import logging
 import random
 import time
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from connector.events import RoutingDecision, ServiceMatch
 from connector.hosts.base import HostError
@@ -230,6 +230,34 @@ def _improvement(rt: Runtime, host: str, service: str) -> None:
         )
 
 
+def _record_agent_move(
+    rt: Runtime, host: str, routing: dict[str, Any], queue: str, actor: str | None
+) -> None:
+    """An agent put a routed ticket in another BPSM queue: their decision, for `bpsm learn
+    --from-audit` and `bpsm report`. Other queues (the source queue of a dry run, a team's
+    own queue) say nothing about the process or service."""
+    from connector.learn import correction_target
+
+    target = correction_target(rt.mapping(host), queue, routing["service"])
+    if target is None:
+        return
+    process, service = target
+    if rt.store.record_agent_move(routing, process, service, actor or "agent"):
+        log.info(
+            "correction",
+            extra=log_extra(
+                {
+                    "host": host,
+                    "ticket": routing["ticket_id"],
+                    "from_process": routing["process"],
+                    "from_service": routing["service"],
+                    "bpsm_process": process,
+                    "service": service,
+                }
+            ),
+        )
+
+
 def route_delivery(rt: Runtime, delivery: Delivery) -> str:
     event = delivery.event
     if event.kind == "correction":
@@ -238,6 +266,8 @@ def route_delivery(rt: Runtime, delivery: Delivery) -> str:
     if existing and existing["outcome"] != "applying":
         if event.queue and existing["outcome"] == "applied" and event.queue != existing["queue"]:
             rt.store.mark_moved_by_agent(delivery.host, delivery.ticket_id)
+        if event.queue and event.queue != existing["queue"]:
+            _record_agent_move(rt, delivery.host, existing, event.queue, event.actor)
         return "already-routed"
     mapping = rt.mapping(delivery.host)
     if existing is None:
