@@ -51,9 +51,9 @@ MAX_SUBJECT_CHARS = 1_000
 # a compound or corrected as a typo, whose cost grows with the square of its length (a
 # 16,000-character "word" took 54 s), and kept in no stem, key or search memo.
 MAX_WORD_LEN = 60
-# Steps of word matching allowed per ticket (see Work), about 0.3 s on the reference
-# machine under load. The largest ticket of the three labelled sets (1,100 characters)
-# takes ~45,000; 20,000 characters of distinct made-up words would take ~4 M.
+# Steps of word matching allowed per ticket (see Work): ~0.3 s on the reference machine
+# under load (bench/poison.py). The largest ticket of the three labelled sets takes
+# ~110,000 (736 characters); 20,000 characters of distinct made-up words would take ~6.5 M.
 WORK_BUDGET = 500_000
 
 _TOKEN = re.compile(r"[^\W_]+(?:['’.\-/][^\W_]+)*", re.UNICODE)

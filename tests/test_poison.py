@@ -264,8 +264,17 @@ def test_canonical_markup_parses_as_the_markup_did(markup):
     assert _events(canonical_markup(markup)) == expected
 
 
+_OLD_HTML_HINT = re.compile(r"<\s*(?:/?[a-zA-Z][a-zA-Z0-9]*\b[^>]*|!--.*?--)>", re.S)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="<>/!-_ aZ1\nø", max_size=24))
+def test_looks_like_html_answers_as_the_old_pattern(text):
+    assert looks_like_html(text) == bool(_OLD_HTML_HINT.search(text))
+
+
 def test_looks_like_html_finds_what_the_old_pattern_found():
-    old = re.compile(r"<\s*(?:/?[a-zA-Z][a-zA-Z0-9]*\b[^>]*|!--.*?--)>", re.S)
+    old = _OLD_HTML_HINT
     samples = [
         "<p>x",
         "a < b > c",
