@@ -51,7 +51,7 @@ def _rss_mb() -> float:
 
 
 def _clear_word_caches(index: Any) -> None:
-    for name in ("_token_cache", "_keys_cache", "_grouped_cache"):
+    for name in ("_token_cache", "_keys_cache", "_grouped_cache", "_search_cache"):
         cache = getattr(index, name, None)
         if cache is not None:
             cache.clear()

@@ -26,6 +26,7 @@ from array import array
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from functools import cache, partial
 from importlib import resources
@@ -37,7 +38,11 @@ from rapidfuzz.distance import OSA
 
 from connector.catalogue import Catalogue, Service
 from connector.events import Evidence, ServiceMatch
+from connector.memo import SizedMemo
 from connector.text import (
+    MAX_SUBJECT_CHARS,
+    MAX_WORD_LEN,
+    Work,
     clean_text,
     fold,
     guess_language,
@@ -82,6 +87,34 @@ MIN_COMPOUND_LEN = 6
 MIN_PART_LEN = 3
 COMPOUNDING = frozenset({"nb", "nn", "no", "da", "sv", "de", "nl", "fi", "is"})
 MIN_TAIL_LEN = 5
+# Memory of the per-word memos (bytes, estimated: see _memo_bytes) and their entries.
+KEYS_MEMO = (32 << 20, 200_000)
+SEARCH_MEMO = (32 << 20, 100_000)
+HITS_MEMO = (64 << 20, 100_000)  # a small catalogue's word hits (_lookup)
+GROUPED_MEMO = (256 << 20, 100_000)  # a large one's, as arrays (_grouped)
+# Steps a token costs in the passes that read every token (language, phrases, intents,
+# scoring, in both indexes), besides its length: about as long as 40 search steps (a
+# ticket of 10,000 "a" took 0.3 s, much of it testing the cues that start with "a").
+TOKEN_STEPS = 40
+# Steps a Snowball stem costs (pure Python: 50-100 µs), counted whether or not the stem
+# memo had it, so that the count does not depend on the tickets before.
+STEM_STEPS = 100
+
+# The steps of the word search under way (see _searched). A context variable rather than a
+# parameter: the search functions keep their signatures, and threads that share one index
+# each count their own search.
+_search_steps: ContextVar[list[int] | None] = ContextVar("_search_steps", default=None)
+
+
+def _spend_search(steps: int) -> None:
+    counter = _search_steps.get()
+    if counter is not None:
+        counter[0] += steps
+
+
+def _memo_bytes(word: str, items: int) -> int:
+    """Rough memory of a memo entry: the word, and `items` hits or keys (~80 bytes each)."""
+    return 100 + 2 * len(word) + 80 * items
 
 
 @dataclass(frozen=True)
@@ -345,8 +378,16 @@ class CatalogueIndex:
     keyword_parts: bool = True  # words of a multi-word keyword also count alone (PART_SHARE)
     outside_concepts: dict[str, Concept] = field(default_factory=dict)
     compounding: tuple[str, ...] = ()  # languages that write compounds as one word
-    _token_cache: dict[str, list[tuple[Posting, str, str]]] = field(default_factory=dict)
-    _grouped_cache: dict[str, _WordHits] = field(default_factory=dict)
+    _token_cache: SizedMemo[str, list[tuple[Posting, str, str]]] = field(
+        default_factory=lambda: SizedMemo(*HITS_MEMO)
+    )
+    _grouped_cache: SizedMemo[str, _WordHits] = field(
+        default_factory=lambda: SizedMemo(*GROUPED_MEMO)
+    )
+    # A ticket word's segments (_search) and the steps finding them took.
+    _search_cache: SizedMemo[str, tuple[list[_Segment], int]] = field(
+        default_factory=lambda: SizedMemo(*SEARCH_MEMO)
+    )
     # Large catalogues only: every key's postings as arrays, services and weight × idf,
     # laid end to end; a key's span in them.
     _key_services: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -364,7 +405,9 @@ class CatalogueIndex:
     _group_starts: dict[str, array[int]] = field(default_factory=dict)
     # Memos of pure functions of a word or term (building re-reads every thesaurus term once
     # per linked service; matching asks for a word's keys several times per ticket).
-    _keys_cache: dict[str, frozenset[str]] = field(default_factory=dict)
+    _keys_cache: SizedMemo[str, frozenset[str]] = field(
+        default_factory=lambda: SizedMemo(*KEYS_MEMO)
+    )
     _words_cache: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _canonical_cache: dict[str, str] = field(default_factory=dict)
     _term_keys_cache: dict[tuple[str, str | None], frozenset[str]] = field(default_factory=dict)
@@ -393,12 +436,12 @@ class CatalogueIndex:
 
     def keys(self, word: str) -> frozenset[str]:
         """All index keys of one folded word: itself and its stem in each language."""
+        if len(word) > MAX_WORD_LEN:
+            return frozenset((word,))  # no word: its exact form only, see MAX_WORD_LEN
         found = self._keys_cache.get(word)
         if found is None:
-            if len(self._keys_cache) > 200_000:
-                self._keys_cache.clear()
             found = frozenset([word, *(stem(word, lang) for lang in self.languages)])
-            self._keys_cache[word] = found
+            self._keys_cache.put(word, found, _memo_bytes(word, len(found)))
         return found
 
     def _words(self, term: str) -> tuple[str, ...]:
@@ -866,15 +909,41 @@ class CatalogueIndex:
             for segment in self._segments(word)
             for posting in self._postings(segment)
         ]
-        if len(self._token_cache) > 100_000:
-            self._token_cache.clear()
-        self._token_cache[word] = found
-        return found
+        return self._token_cache.put(word, found, _memo_bytes(word, len(found)))
 
     def _segments(self, word: str) -> list[_Segment]:
+        return self._searched(word)[0]
+
+    def search_steps(self, word: str) -> int:
+        """The steps that searching a ticket word takes (see _searched)."""
+        return self._searched(word)[1]
+
+    def _searched(self, word: str) -> tuple[list[_Segment], int]:
+        """A word's segments and the steps that finding them took: the same number whether
+        the memo had them or not, so that a ticket's work does not depend on the tickets
+        before it."""
+        cached = self._search_cache.get(word)
+        if cached is not None:
+            return cached
+        counter = [0]
+        token = _search_steps.set(counter)
+        try:
+            found = self._search(word)
+        finally:
+            _search_steps.reset(token)
+        if len(word) > MAX_WORD_LEN:
+            return found, counter[0]  # its exact form: cheaper to look up again than to keep
+        chosen = sum(len(s.chosen) for s in found if s.chosen is not None)
+        return self._search_cache.put(
+            word, (found, counter[0]), _memo_bytes(word, len(found) + chosen // 8)
+        )
+
+    def _search(self, word: str) -> list[_Segment]:
         """Where a word's hits are: its direct keys, else a compound's parts, else the words
-        one typo away."""
+        one typo away. A word longer than MAX_WORD_LEN is no word: direct keys only."""
         found = self._direct(word)
+        if len(word) > MAX_WORD_LEN:
+            return found
         if not found and len(word) >= MIN_COMPOUND_LEN:
             found = self._compound(word)
         if not found and len(word) >= MIN_FUZZY_LEN and not word.isdigit():
@@ -918,15 +987,15 @@ class CatalogueIndex:
         first = np.ones(len(hit_services), dtype=bool)
         first[1:] = hit_services[1:] != hit_services[:-1]
         starts = np.flatnonzero(first)
-        if len(self._grouped_cache) > 100_000:
-            self._grouped_cache.clear()
         vector = (
             (hit_services[starts], np.maximum.reduceat(hit_weights, starts))
             if len(starts)
             else (hit_services, hit_weights)
         )
-        cached = self._grouped_cache[word] = (vector, hits, services)
-        return cached
+        size = vector[0].nbytes + vector[1].nbytes + services.nbytes
+        if not isinstance(hits, _KeyHits):  # a list of its own, not views of the postings
+            size += _memo_bytes(word, len(services))
+        return self._grouped_cache.put(word, (vector, hits, services), size + len(word) * 2)
 
     def _segment_arrays(
         self, word: str
@@ -1050,6 +1119,8 @@ class CatalogueIndex:
     def _direct(self, word: str) -> list[_Segment]:
         # Exact form first and every posting kept: the scorer keeps the best per term, and
         # the result must not depend on set iteration order (hash seeds differ per process).
+        stemmed = len(self.languages) if len(word) <= MAX_WORD_LEN else 0
+        _spend_search(len(word) + stemmed * (STEM_STEPS + len(word)))
         out = []
         for key in sorted(self.keys(word), key=lambda k: (k != word, k)):
             kind = "exact" if key == word else "stem"
@@ -1109,15 +1180,18 @@ class CatalogueIndex:
     def _part(self, part: str) -> list[_Segment]:
         """Postings of a compound part: the part as written or stemmed in a compounding
         language (English stems of fragments, "ecting" → "ect", match nonsense)."""
+        _spend_search(len(part) + len(self.compounding) * (STEM_STEPS + len(part)))
         keys = sorted({part, *(stem(part, lang) for lang in self.compounding)})
         return [_Segment(key, "compound", part) for key in keys if self.postings.get(key)]
 
     def _fuzzy(self, word: str) -> list[_Segment]:
         limit = 2 if len(word) >= FUZZY2_LEN else 1
+        _spend_search(len(word) * (len(word) + 1))  # the word's deletes, each looked up
         candidates: set[str] = set(self.deletes.get(word, ()))
         for variant in _deletes(word):
             candidates |= self.deletes.get(variant, set())
         out: list[_Segment] = []
+        _spend_search(sum(map(len, candidates)))  # compared with the word
         for candidate in sorted(candidates):
             if (
                 candidate[0] == word[0]
@@ -1234,9 +1308,16 @@ class CatalogueIndex:
         return [(_coordinated(kept[s]) / norm[s], s) for s in kept], kept
 
     def classify(
-        self, body: str, subject: str = "", language_hint: str | None = None
+        self,
+        body: str,
+        subject: str = "",
+        language_hint: str | None = None,
+        work: Work | None = None,
     ) -> ServiceMatch:
-        tokens = ticket_tokens(subject, body)
+        """The ticket's match, within a work budget (`work`, by default Work()): the
+        caller's Work object afterwards tells the steps spent and whether it ran out."""
+        work = Work() if work is None else work
+        tokens = self._affordable(ticket_tokens(subject, body, work), work)
         default = self.catalogue.languages[0] if self.catalogue.languages else "en"
         language = language_hint or guess_language(
             (t.text for t in tokens), self.catalogue.languages, default
@@ -1304,6 +1385,27 @@ class CatalogueIndex:
             if word in self.stopwords or any(key in postings for key in self.keys(word)):
                 known.add(word)
         return len(known)
+
+    def _affordable(self, tokens: list[Token], work: Work) -> list[Token]:
+        """The tokens, from the first, that the work budget pays for. Each distinct word is
+        searched once (direct keys, compound parts, typos; in the outside-IT index too) at
+        its cost in steps, and every token costs its length for the passes that read all
+        tokens (language, phrases, intents, scoring). Past the budget the rest is left out
+        of every stage: the ticket is matched on its beginning, alike on every machine."""
+        searched: set[str] = set()
+        start = work.steps
+        for number, token in enumerate(tokens):
+            text = token.text
+            work.spend(TOKEN_STEPS + len(text))
+            if text not in searched and text not in self.stopwords and len(text) >= 2:
+                searched.add(text)
+                work.spend(self.search_steps(text))
+                if self.outside is not None:
+                    work.spend(self.outside.search_steps(text))
+            if work.over_budget(start):
+                work.exhausted = True
+                return tokens[:number]
+        return tokens
 
     def _outside_it(
         self, tokens: Sequence[Token], best: float
@@ -1463,10 +1565,14 @@ def _confidence(scored: Sequence[tuple[float, int]]) -> float:
     return round(strength * math.sqrt(margin), 4)
 
 
-def ticket_tokens(subject: str, body: str) -> list[Token]:
+def ticket_tokens(subject: str, body: str, work: Work | None = None) -> list[Token]:
+    subject = subject[:MAX_SUBJECT_CHARS]
     tokens = [Token(w, i, True) for i, w in enumerate(tokenize(fold(subject)))]
     offset = len(tokens) + 1
-    body_words = tokenize(clean_text(body, forwarded=is_forward(subject)))
+    text = clean_text(body, forwarded=is_forward(subject), work=work)
+    if work is not None:
+        work.spend(2 * len(subject) + len(text))  # the subject read twice, both tokenised
+    body_words = tokenize(text)
     tokens += [Token(w, offset + i, False) for i, w in enumerate(body_words)]
     return tokens
 

@@ -42,10 +42,22 @@ SNOWBALL = {
 # Very long tickets (pasted logs) carry no more routing signal after the first pages;
 # cutting keeps classification in milliseconds whatever users paste.
 MAX_CHARS = 20_000
+# Helpdesks keep subjects far shorter (Zammad, GLPI and RT at most ~255 characters); the
+# cut only stops a hostile caller of a webhook from sending a body as a subject.
+MAX_SUBJECT_CHARS = 1_000
+# A token longer than this is no word of any language (the longest in the thesaurus has 30
+# characters, the longest in the three labelled ticket sets 55: a joined exception name);
+# it is a pasted blob or URL. It is matched by its exact form only: never stemmed, split as
+# a compound or corrected as a typo, whose cost grows with the square of its length (a
+# 16,000-character "word" took 54 s), and kept in no stem, key or search memo.
+MAX_WORD_LEN = 60
+# Steps of word matching allowed per ticket (see Work): ~0.3 s on the reference machine
+# under load (bench/poison.py). The largest ticket of the three labelled sets takes
+# ~110,000 (736 characters); 20,000 characters of distinct made-up words would take ~6.5 M.
+WORK_BUDGET = 500_000
 
 _TOKEN = re.compile(r"[^\W_]+(?:['’.\-/][^\W_]+)*", re.UNICODE)
 _JOINERS = re.compile(r"['’.\-/]")
-_HTML_HINT = re.compile(r"<\s*(?:/?[a-zA-Z][a-zA-Z0-9]*\b[^>]*|!--.*?--)>", re.S)
 _BLOCK_TAGS = {
     "p",
     "div",
@@ -69,6 +81,32 @@ _HEADER_LINE = re.compile(
     r"^\s*(from|to|cc|bcc|sent|date|subject|fra|til|kopi|sendt|dato|emne|emnet)\s*:\s*(.*)$",
     re.I,
 )
+
+
+@dataclass
+class Work:
+    """The work spent on one ticket, in steps: characters visited by the text stages, index
+    lookups, compound cuts tried, typo candidates (each weighed by the characters it
+    visits). Counted, never timed, so that one text gets one result however loaded the
+    machine is. The budget is for matching words, which past it stops: the ticket is
+    matched on the words searched so far. (The text stages are linear and their input is
+    capped, MAX_CHARS × 5: a 100 KB HTML mail must not leave its words unread.)"""
+
+    budget: int | None = WORK_BUDGET  # None: unlimited (tests that measure the growth)
+    steps: int = 0
+    exhausted: bool = False  # the budget ran out: the ticket was matched on its beginning
+
+    def spend(self, steps: int) -> None:
+        self.steps += steps
+
+    def over_budget(self, since: int) -> bool:
+        """Whether the steps spent since `since` (a count of steps) exceed the budget."""
+        return self.budget is not None and self.steps - since > self.budget
+
+
+def _spend(work: Work | None, steps: int) -> None:
+    if work is not None:
+        work.steps += steps
 
 
 @dataclass(frozen=True)
@@ -212,14 +250,139 @@ class _TextExtractor(HTMLParser):
             self.parts.append(data)
 
 
-def html_to_text(text: str) -> str:
+def html_to_text(text: str, work: Work | None = None) -> str:
     """Plain text of an HTML body; plain text passes through (entities decoded once)."""
-    if not _HTML_HINT.search(text):
+    _spend(work, len(text))
+    if not looks_like_html(text):
         return html.unescape(text) if "&" in text else text
+    _spend(work, 2 * len(text))  # made canonical, then parsed
     parser = _TextExtractor()
-    parser.feed(text)
-    parser.close()
-    return "".join(parser.parts)
+    if not parse_markup(parser, text):
+        return markup_as_text(text)
+    return parsed_text(parser.parts)
+
+
+# The start of a tag, and of a comment, as the HTML hint knows them (see looks_like_html).
+_TAG_OPENING = re.compile(r"<\s*/?[a-zA-Z][a-zA-Z0-9]*\b")
+_COMMENT_OPENING = re.compile(r"<\s*!--")
+
+
+def looks_like_html(text: str) -> bool:
+    """Whether the text holds a tag or a comment: what the pattern
+    `<\\s*(?:/?[a-zA-Z][a-zA-Z0-9]*\\b[^>]*|!--.*?--)>` finds, in one pass. (That pattern
+    itself backtracked: each "<a" scanned the rest of the text for a ">", so 50,000 of
+    them took 11 s.) A tag's opening needs some ">" after it, and the first opening has
+    the most text after it: so only the first opening of each kind is looked at."""
+    tag = _TAG_OPENING.search(text)
+    if tag is not None and text.find(">", tag.end()) >= 0:
+        return True
+    comment = _COMMENT_OPENING.search(text)
+    return comment is not None and text.find("-->", comment.end()) >= 0
+
+
+# The constructs canonical_markup keeps, drops or ends: a start tag, an end tag, a comment's
+# and a CDATA section's opening (their end is looked for in code), a declaration or
+# processing instruction. Each alternative stops at the next "<" (quoted attribute values
+# included) and never backtracks (possessive quantifiers), so a search visits each
+# character a bounded number of times.
+_TAGS = (
+    r"<(?P<start>[a-zA-Z][^\s/>\x00<'\"=]*+)(?:[^<>\"']|\"[^\"<]*+\"|'[^'<]*+')*+>"
+    r"|</(?P<end>[a-zA-Z][^\s/>\x00<]*+)[^<>]*+>"
+    r"|<[!?](?!\[)[^<>]*+>"  # <!DOCTYPE …>, <?xml …?>, <!…>: no text
+)
+_OPENINGS = {"comment": "|(?P<comment><!--)", "cdata": r"|(?P<cdata><!\[CDATA\[)"}
+# By the openings still worth looking for: once one has no end, the rest are text.
+_MARKUP: dict[tuple[str, ...], re.Pattern[str]] = {
+    kinds: re.compile(_TAGS + "".join(_OPENINGS[k] for k in kinds))
+    for kinds in (("comment", "cdata"), ("comment",), ("cdata",), ())
+}
+_COMMENT_CLOSE = re.compile(r"--\s*>")
+_RAW_TEXT_CLOSE = {  # as html.parser ends a script or style element
+    name: re.compile(rf"</\s*{name}\s*>", re.I) for name in HTMLParser.CDATA_CONTENT_ELEMENTS
+}
+
+
+def canonical_markup(markup: str) -> str:
+    """The markup as html.parser reads it in linear time: each tag written with its name
+    only (attributes carry no text), comments, declarations and script or style content
+    dropped, and every "<" that starts no complete construct written as STRAY_LT (text, as
+    the parser would have taken it; parsed_text turns it back into "<").
+
+    html.parser itself is quadratic on unfinished constructs: each "<a", "<!--" or
+    "<a b='" without an end made it scan the rest of the input again (100 KB: 27 s to
+    several minutes on Python 3.11), and on some versions it raises on "<![ "."""
+    markup = markup.replace(STRAY_LT, "\ufffd")  # as HTML5 parsers read a NUL
+    out: list[str] = []
+    # A comment or CDATA section with no end: none after it has one either.
+    openings: tuple[str, ...] = ("comment", "cdata")
+    written = searched = 0  # markup before `written` is in out; search on from `searched`
+    while (found := _MARKUP[openings].search(markup, searched)) is not None:
+        at, kind = found.start(), found.lastgroup
+        if kind in ("comment", "cdata"):
+            if kind == "comment":
+                end = _COMMENT_CLOSE.search(markup, found.end())
+                close = end.end() if end is not None else -1
+            else:
+                close = markup.find("]]>", found.end())
+                close = close + 3 if close >= 0 else -1
+            if close < 0:
+                openings = tuple(k for k in openings if k != kind)
+                searched = at + 1  # its "<" is text
+                continue
+            out.append(_as_text(markup[written:at]))
+            written = searched = close
+            continue
+        out.append(_as_text(markup[written:at]))
+        written = searched = found.end()
+        if kind == "end":
+            out.append(f"</{found.group('end').lower()}>")
+        elif kind == "start":
+            name = found.group("start").lower()
+            closed = found.group().endswith("/>")
+            out.append(f"<{name}/>" if closed else f"<{name}>")
+            if name in _RAW_TEXT_CLOSE and not closed:
+                end = _RAW_TEXT_CLOSE[name].search(markup, written)
+                if end is None:
+                    return "".join(out)  # html.parser drops an unclosed script's rest too
+                out.append(f"</{name}>")
+                written = searched = end.end()
+    out.append(_as_text(markup[written:]))
+    return "".join(out)
+
+
+# A "<" that is text, in canonical markup: NUL, which html.parser passes through as data.
+# ("&lt;" cost a Python call per "<" to decode: 50,000 "<a" took 0.3 s.)
+STRAY_LT = "\x00"
+
+
+def _as_text(markup: str) -> str:
+    """A stretch of markup that holds no construct: its "<" are text."""
+    return markup.replace("<", STRAY_LT)
+
+
+def parsed_text(parts: Iterable[str]) -> str:
+    """The text a parser fed canonical markup collected, its stray "<" restored."""
+    return "".join(parts).replace(STRAY_LT, "<")
+
+
+def parse_markup(parser: HTMLParser, markup: str) -> bool:
+    """Feed the markup, made canonical, to the parser; False when the parser failed on it
+    anyway. A parser error must not leave a ticket unrouted (retried, then dead-lettered):
+    the caller falls back to markup_as_text."""
+    try:
+        parser.feed(canonical_markup(markup))
+        parser.close()
+    except Exception:  # whatever html.parser raises on input of this Python version
+        return False
+    return True
+
+
+_ANY_TAG = re.compile(r"<[^<>]*+>")
+
+
+def markup_as_text(markup: str) -> str:
+    """The fallback when parsing failed: tags out, entities decoded."""
+    return html.unescape(_ANY_TAG.sub(" ", markup))
 
 
 _SIGNOFF_PUNCTUATION = re.compile(r"[,.!:;–—-]")
@@ -245,7 +408,13 @@ def _is_signature_start(line: str, markers: Iterable[str]) -> bool:
     return False
 
 
-def strip_mail_clutter(text: str, forwarded: bool = False) -> str:
+# A reply marker is a short attribution or separator line; on a longer line the markers'
+# patterns would only cost time ("@" × 1,000 took 10 ms per line against the address
+# patterns, which try every "@" within 200 characters).
+MAX_MARKER_LINE = 300
+
+
+def strip_mail_clutter(text: str, forwarded: bool = False, work: Work | None = None) -> str:
     """Drop quoted replies, forwarded headers, signatures and '>' quotes; keep the message.
 
     A forward keeps its content (users forward the error they got), only header lines go;
@@ -255,10 +424,15 @@ def strip_mail_clutter(text: str, forwarded: bool = False) -> str:
     """
     data = language_data()
     kept: list[str] = []
+    content_before = 0  # characters kept so far (a running sum: one per line was quadratic)
     for raw_line in text.splitlines():
+        _spend(work, len(raw_line) + 1)
         line = raw_line.strip()
+        if not line:  # kept, and nothing below can match it (100,000 of them are a ticket)
+            kept.append(line)
+            continue
         folded = fold(line)
-        if any(p.search(folded) for p in data.reply_markers):
+        if len(folded) <= MAX_MARKER_LINE and any(p.search(folded) for p in data.reply_markers):
             if forwarded or any(word in folded for word in data.forward_words):
                 continue
             break
@@ -268,31 +442,47 @@ def strip_mail_clutter(text: str, forwarded: bool = False) -> str:
         if header:
             if header.group(1).lower() in ("subject", "emne", "emnet"):
                 kept.append(header.group(2))
+                content_before += len(header.group(2))
             continue
-        content_before = sum(len(k) for k in kept)
         if content_before >= 15 and _is_signature_start(line, data.signature_markers):
             break
         kept.append(line)
+        content_before += len(line)
     if kept:
-        kept[-1] = _without_inline_signoff(kept[-1], data.signature_markers)
+        kept[-1] = _without_inline_signoff(kept[-1], data.signature_markers, work)
     return "\n".join(kept).strip()
 
 
 _SENTENCE_END = re.compile(r"[.!?)]\s+")
+# A sign-off is a marker and a name: at most the marker + 40 characters once folded (see
+# _is_signature_start). Only the line's last this many characters can hold one; looking
+# further back re-read the rest of the line at every sentence end ("ab. " × 25,000: 38 s).
+SIGNOFF_SPAN = 200
 
 
-def _without_inline_signoff(line: str, markers: Iterable[str]) -> str:
+def _without_inline_signoff(line: str, markers: Iterable[str], work: Work | None = None) -> str:
     """'… pivot tables. Regards, Tone' typed on one line: the sign-off and name go too
     (a name like Tone or Per otherwise matches 'toner' or nothing useful)."""
-    for end in _SENTENCE_END.finditer(line):
+    tail_from = len(line) - SIGNOFF_SPAN
+    # The sentence ends from the last non-space before the span on: a sentence end that
+    # starts earlier cannot reach into it.
+    start = max(0, tail_from - 1)
+    while start > 0 and line[start].isspace():
+        start -= 1
+    _spend(work, len(line) - start)
+    for end in _SENTENCE_END.finditer(line, start):
+        if end.end() < tail_from:
+            continue  # the rest is too long to be a sign-off
+        _spend(work, len(line) - end.end())
         if end.start() >= 15 and _is_signature_start(line[end.end() :], markers):
             return line[: end.start() + 1]
     return line
 
 
-def clean_text(text: str, forwarded: bool = False) -> str:
+def clean_text(text: str, forwarded: bool = False, work: Work | None = None) -> str:
     """HTML → text, mail clutter removed, length-capped."""
-    return strip_mail_clutter(html_to_text(text[: MAX_CHARS * 5]), forwarded)[:MAX_CHARS]
+    plain = html_to_text(text[: MAX_CHARS * 5], work)
+    return strip_mail_clutter(plain, forwarded, work)[:MAX_CHARS]
 
 
 _SUBJECT_PREFIX = re.compile(r"^\s*([^\W\d_]{1,12})\s*:")
@@ -351,7 +541,14 @@ def _stemmer(lang: str) -> snowballstemmer.BaseStemmer | None:
     return snowballstemmer.stemmer(algorithm) if algorithm else None
 
 
-@lru_cache(maxsize=200_000)
 def stem(token: str, lang: str) -> str:
+    """The token's Snowball stem; a token longer than MAX_WORD_LEN is no word and stays
+    as it is (and out of the memo, which so holds at most 200,000 × MAX_WORD_LEN
+    characters)."""
+    return token if len(token) > MAX_WORD_LEN else _stem(token, lang)
+
+
+@lru_cache(maxsize=200_000)
+def _stem(token: str, lang: str) -> str:
     stemmer = _stemmer(lang)
     return stemmer.stemWord(token) if stemmer else token

@@ -130,6 +130,15 @@ def test_low_confidence_goes_to_the_fallback_queue_and_says_so():
     assert "below the threshold (25%)" in decision.note
 
 
+def test_confidence_at_the_threshold_is_enough():
+    """The boundary itself (issue 16: a `<` turned into `<=` survived the suite)."""
+    threshold = MAPPING.confidence_threshold
+    at = decide(EVENT, match("printing", confidence=threshold), CATALOGUE, MAPPING)
+    assert not at.low_confidence and at.queue != MAPPING.fallback
+    below = decide(EVENT, match("printing", confidence=threshold - 1e-4), CATALOGUE, MAPPING)
+    assert below.low_confidence and below.queue == MAPPING.fallback
+
+
 def test_low_confidence_without_fallback_keeps_the_process_queue():
     decision = decide(EVENT, match("printing", confidence=0.1), CATALOGUE, Mapping())
     assert decision.queue == "BPSM Reactive" and decision.low_confidence

@@ -55,6 +55,7 @@ from connector.hosts.http import HttpTransport
 from connector.logs import log_extra
 from connector.mapping import Mapping
 from connector.route import is_own_note, messages
+from connector.text import markup_as_text, parse_markup, parsed_text
 
 log = logging.getLogger("bpsm.rt")
 
@@ -207,9 +208,11 @@ class _TextExtractor(HTMLParser):
 def html_to_text(markup: str) -> str:
     """Plain text of an HTML mail body, for the classifier (layout does not matter)."""
     parser = _TextExtractor()
-    parser.feed(markup)
-    parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    # Canonical markup (html.parser is quadratic on unfinished tags), and plain text when
+    # the parser fails anyway: a customer's mail must not stop the poller.
+    parsed = parse_markup(parser, markup)
+    text = parsed_text(parser.parts) if parsed else markup_as_text(markup)
+    lines = (" ".join(line.split()) for line in text.splitlines())
     return "\n".join(line for line in lines if line)
 
 
