@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from connector.config import HostSettings
@@ -111,6 +112,16 @@ class TicketTimes:
 class HostClient(ABC):
     """Talks to one helpdesk's API. Every write must be safe to repeat (see apply)."""
 
+    # Where setup keeps a webhook secret it generates (`bpsm setup --secret-file`): the
+    # secret is written there before the helpdesk is given it. None: generated in memory.
+    secret_file: Path | None = None
+
+    def new_webhook_secret(self) -> str:
+        """A secret for a webhook setup is about to create, already saved when it returns."""
+        from connector.secretfile import claim_secret, new_secret
+
+        return claim_secret(self.secret_file) if self.secret_file else new_secret()
+
     @abstractmethod
     def apply(self, event: TicketEvent, decision: RoutingDecision, mode: str) -> ApplyResult:
         """Move/tag/annotate the ticket. Must be idempotent: a retry after a lost answer
@@ -185,6 +196,11 @@ class Host(ABC):
         """Raise Unauthorized unless the request is signed with the configured secret.
 
         Default: no verification possible; hosts with signatures override this."""
+
+    def has_webhook_credential(self) -> bool:
+        """Whether `verify` has something to check webhooks against (the API token does not
+        count: it authenticates the connector to the helpdesk, not the helpdesk to it)."""
+        return self.settings.webhook_secret is not None
 
     @abstractmethod
     def parse(self, request: WebhookRequest) -> TicketEvent | Ignored:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import secrets
 import shlex
 import threading
 import time
@@ -679,7 +678,7 @@ class DjangoHelpdeskClient(HostClient):
                 "BPSM_DJANGO_HELPDESK_POLL_INTERVAL to poll instead)"
             ]
         existing = self.settings.webhook_secret
-        secret = existing.get_secret_value() if existing else secrets.token_urlsafe(32)
+        secret = existing.get_secret_value() if existing else self.new_webhook_secret()
         if existing is None:
             self.webhook_secret = secret
         url = with_token(hook_url, secret)

@@ -22,7 +22,6 @@ import html
 import json
 import logging
 import math
-import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -69,6 +68,7 @@ DEFAULT_POLL_INTERVAL = 30.0  # the poller's default too
 WEBHOOK_NAME = "bpsm-connector"
 WEBHOOK_EVENTS = (("Ticket", "new"), ("ITILFollowup", "new"))
 ROUTED_TYPES = ("Ticket", "ITILFollowup")
+CRA_CHALLENGE_BODY = b"validate_cra_challenge"  # what GLPI signs to make its crc_token
 
 # Lines GLPI needs because it has no tags (other hosts tag instead); English fallback.
 EXTRA_LINES: dict[str, dict[str, str]] = {
@@ -366,12 +366,21 @@ class GlpiHost(Host):
             )
 
     def challenge(self, request: WebhookRequest) -> str | None:
-        """GLPI's CRA: GET ?crc_token=T must answer hex HMAC-SHA256(secret, T)."""
+        """GLPI's CRA: GET ?crc_token=T must answer hex HMAC-SHA256(secret, T).
+
+        GLPI only ever sends one token, HMAC(secret, "validate_cra_challenge")
+        (Webhook::validateCRAChallenge). Answering any other T would sign caller-chosen
+        bytes with the webhook key — the same HMAC that signs body + timestamp — so anything
+        but that exact token is refused."""
         token = request.query.get("crc_token")
         secret = self.settings.webhook_secret
-        if not token or secret is None or len(token) > 256:
+        if not token or secret is None:
             return None
-        return hmac_hex(secret.get_secret_value(), token.encode(), "sha256")
+        key = secret.get_secret_value()
+        expected = hmac_hex(key, CRA_CHALLENGE_BODY, "sha256")
+        if not same(token, expected):
+            return None
+        return hmac_hex(key, expected.encode(), "sha256")
 
     def parse(self, request: WebhookRequest) -> TicketEvent | Ignored:
         data = json_object(request.body)
@@ -959,7 +968,7 @@ class GlpiClient(HostClient):
         lines: list[str] = []
         if missing:
             # GLPI shows no stored secret: all our webhooks get the one generated now.
-            self.webhook_secret = secrets.token_hex(20)
+            self.webhook_secret = self.new_webhook_secret()
         for itemtype, event in WEBHOOK_EVENTS:
             url = f"{hook_url}{'&' if '?' in hook_url else '?'}itemtype={itemtype}"
             row = ours.get((itemtype, event))
