@@ -217,7 +217,7 @@ class ZammadClient(HostClient):
         webhooks = self.http.request("GET", "/api/v1/webhooks").json()
         webhook = next((w for w in webhooks if w.get("name") == WEBHOOK_NAME), None)
         if webhook is None:
-            self.webhook_secret = secrets.token_urlsafe(32)
+            self.webhook_secret = self.new_webhook_secret()
             webhook = self.http.request(
                 "POST",
                 "/api/v1/webhooks",
@@ -412,12 +412,30 @@ class ZammadClient(HostClient):
             "subject": event.subject,
         }
         if send:
-            # An e-mail article reaches the customer; Zammad fills in From from the group.
-            article.update(type="email", internal=False, to=event.requester or "")
+            # An e-mail article reaches the customer; Zammad fills in From from the group. The
+            # address comes from Zammad, never from the webhook: a forged event must not turn
+            # the helpdesk into a mail relay for an address of the sender's choosing.
+            article.update(type="email", internal=False, to=self.customer_address(event.ticket_id))
         else:
             article.update(type="note", internal=True)
         # Once: after a lost answer the job's retry finds the text above and stops there.
         self.once.request("POST", "/api/v1/ticket_articles", json=article)
+
+    def customer_address(self, ticket_id: str) -> str:
+        """The e-mail address of the ticket's customer, as Zammad records it."""
+        ticket = self.http.request("GET", f"/api/v1/tickets/{ticket_id}").json()
+        customer_id = ticket.get("customer_id") if isinstance(ticket, dict) else None
+        if not isinstance(customer_id, int) or isinstance(customer_id, bool):
+            raise HostError(f"zammad: ticket {ticket_id} names no customer", permanent=True)
+        user = self.http.request("GET", f"/api/v1/users/{customer_id}").json()
+        email = user.get("email") if isinstance(user, dict) else None
+        if not isinstance(email, str) or "@" not in email:
+            raise HostError(
+                f"zammad: the customer of ticket {ticket_id} has no e-mail address; the "
+                "relation reply was not sent (relation.reply: draft leaves it for an agent)",
+                permanent=True,
+            )
+        return email
 
     def add_tags(self, ticket_id: str, tags: tuple[str, ...]) -> None:
         for tag in tags:

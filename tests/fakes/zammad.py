@@ -2132,6 +2132,7 @@ class FakeZammad:
         return Map(
             [
                 r("/api/v1/users/me", endpoint="users_me", methods=["GET"]),
+                r("/api/v1/users/<id>", endpoint="users_show", methods=["GET"]),
                 r("/api/v1/groups", endpoint="groups_index", methods=["GET"]),
                 r("/api/v1/groups", endpoint="groups_create", methods=["POST"]),
                 r("/api/v1/groups/<id>", endpoint="groups_destroy", methods=["DELETE"]),
@@ -2366,6 +2367,12 @@ class FakeZammad:
 
     def _h_users_me(self, ctx: _Ctx) -> tuple[int, Json]:
         return 200, self._user_with_ids(self.db.users[ctx.auth.user_id])
+
+    def _h_users_show(self, ctx: _Ctx) -> tuple[int, Json]:
+        # users_controller.rb#show: agents may read customers (ticket.agent), admins anyone.
+        self._require(ctx, "ticket.agent", "admin.user")
+        user = self._get_record(self.db.users, "User", ctx.args["id"])
+        return 200, self._user_names(user) if self._expand(ctx) else self._user_with_ids(user)
 
     def _h_groups_index(self, ctx: _Ctx) -> tuple[int, Json]:
         self._require(ctx, "admin.group", "ticket.agent")
