@@ -34,6 +34,15 @@ def _error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
     return jsonify({"error": message, **extra}), status
 
 
+def _read_body(limit: int) -> bytes | None:
+    """The request body, or None when it is longer than `limit`. One byte more than the limit
+    is read: werkzeug cuts a chunked body at the limit without saying so, which made an
+    oversized body look like malformed JSON (400) instead of 413."""
+    request.max_content_length = limit + 1
+    body = request.get_data(cache=False)
+    return None if len(body) > limit else body
+
+
 def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> Flask:
     """App factory. `config` may be a Runtime, Settings, or overrides for load_settings."""
     if isinstance(config, Runtime):
@@ -78,7 +87,10 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
         if length is not None and length > rt.settings.max_body_bytes:
             EVENTS.labels(host, "rejected", "too-large").inc()
             return _error(413, f"body larger than {rt.settings.max_body_bytes} bytes")
-        body = request.get_data(cache=False)
+        body = _read_body(rt.settings.max_body_bytes)
+        if body is None:  # a chunked body carries no length: known only once read
+            EVENTS.labels(host, "rejected", "too-large").inc()
+            return _error(413, f"body larger than {rt.settings.max_body_bytes} bytes")
         webhook = WebhookRequest(
             method="POST", headers=request.headers, body=body, query=request.args
         )
@@ -104,7 +116,7 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
             )
             return _error(400, f"{field}: {first['msg']}", field=field)
         if isinstance(parsed, Ignored):
-            EVENTS.labels(host, "ignored", parsed.reason[:40]).inc()
+            EVENTS.labels(host, "ignored", parsed.metric_label).inc()
             log.info(
                 "ignored event",
                 extra=log_extra(

@@ -19,7 +19,7 @@ FILE_MODE = 0o600
 
 
 def new_secret() -> str:
-    return secrets.token_urlsafe(32)
+    return secrets.token_hex(20)  # 160 bits, 40 characters every helpdesk stores
 
 
 def private(path: Path) -> None:

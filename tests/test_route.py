@@ -213,4 +213,18 @@ def test_missing_creation_time_uses_now():
 
 
 def test_own_note_marker():
-    assert is_own_note(f"<p>{NOTE_MARKER} Routed</p>") and not is_own_note("hello")
+    assert is_own_note(f"<p>{NOTE_MARKER} Routed</p>", 4, 4) and not is_own_note("hello", 4, 4)
+    assert not is_own_note(f"<p>{NOTE_MARKER} Routed</p>", 2, 4)  # typed by a customer
+
+
+@pytest.mark.parametrize(
+    "confidence,low",
+    [(0.25, False), (0.2499999, True), (0.2500001, False), (0.0, True)],
+)
+def test_confidence_threshold_boundary(confidence, low):
+    """A match exactly at the threshold is confident enough (`<`, not `<=`)."""
+    mapping = Mapping(fallback="BPSM Triage", confidence_threshold=0.25)
+    decision = decide(EVENT, match("printing", confidence=confidence), CATALOGUE, mapping)
+    assert decision.low_confidence is low
+    assert decision.queue == ("BPSM Triage" if low else "BPSM Reactive")
+    assert ("bpsm-low-confidence" in decision.tags) is low

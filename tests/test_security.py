@@ -201,3 +201,110 @@ def test_zammad_relation_reply_goes_to_the_tickets_customer_not_the_payloads():
             a for a in zammad.articles(ticket_id) if a["type"] == "email" and a["sender"] == "Agent"
         ]
         assert [a["to"] for a in sent] == ["nicole.braun@zammad.org"]
+
+
+# ----- 16.8: metric labels from request data come from a fixed set ----------------------------
+
+
+def test_ignored_event_labels_are_a_fixed_set_whatever_the_request_says(tmp_path):
+    import json
+    import time
+
+    from connector.hosts.base import IGNORE_LABELS
+    from connector.metrics import EVENTS
+
+    app, rt = make_app(tmp_path, BPSM_GLPI_WEBHOOK_SECRET=LONG_SECRET)
+    client = app.test_client()
+    stamp = str(int(time.time()))
+    for n in range(20):
+        body = json.dumps({"item": {"id": n, "team": []}, "event": f"evil-event-{n}"}).encode()
+        signature = hex_hmac(LONG_SECRET, body + stamp.encode())
+        headers = {"X-GLPI-timestamp": stamp, "X-GLPI-signature": signature}
+        for query in (f"?itemtype=EvilType{n}", "?itemtype=Ticket"):
+            answer = client.post(f"/hooks/glpi{query}", data=body, headers=headers)
+            assert answer.status_code == 200, answer.json
+    reasons = {
+        sample.labels["reason"]
+        for metric in EVENTS.collect()
+        for sample in metric.samples
+        if sample.labels.get("host") == "glpi" and sample.labels.get("result") == "ignored"
+    }
+    assert reasons and reasons <= IGNORE_LABELS | {"other", "duplicate"}
+    assert {"not-routed-type", "not-new"} <= reasons
+    rt.close()
+
+
+# ----- 16, low: bad input is a 4xx naming the problem, never a 500 ----------------------------
+
+
+def test_a_5000_digit_id_is_400_not_500(tmp_path):
+    app, rt = make_app(tmp_path)
+    body = b'{"ticket_id": ' + b"9" * 5000 + b', "body": "printer"}'
+    answer = app.test_client().post("/hooks/demo", data=body)
+    assert answer.status_code == 400
+    assert answer.json["error"].startswith("body is not usable JSON: Exceeds the limit")
+    rt.close()
+
+
+def test_a_deep_body_under_the_size_limit_is_400_nested_too_deeply(tmp_path):
+    app, rt = make_app(tmp_path)
+    body = b'{"ticket_id": "1", "body": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert len(body) < rt.settings.max_body_bytes  # the nesting check is what answers
+    answer = app.test_client().post("/hooks/demo", data=body)
+    assert answer.status_code == 400 and answer.json["error"] == "JSON is nested too deeply"
+    rt.close()
+
+
+def test_a_glpi_date_utc_cannot_hold_is_400_naming_it(tmp_path):
+    import json
+    import time
+
+    app, rt = make_app(tmp_path, BPSM_GLPI_WEBHOOK_SECRET=LONG_SECRET)
+    item = {"id": 9, "name": "x", "content": "printer", "team": []}
+    item["date"] = "0001-01-01T00:00:00+05:00"
+    body = json.dumps({"item": item, "event": "new"}).encode()
+    stamp = str(int(time.time()))
+    headers = {
+        "X-GLPI-timestamp": stamp,
+        "X-GLPI-signature": hex_hmac(LONG_SECRET, body + stamp.encode()),
+    }
+    answer = app.test_client().post("/hooks/glpi?itemtype=Ticket", data=body, headers=headers)
+    assert answer.status_code == 400
+    assert answer.json == {"error": "field item.date is out of range", "field": "item.date"}
+    rt.close()
+
+
+def test_nul_in_an_id_is_400_and_nul_in_text_is_dropped(tmp_path):
+    app, rt = make_app(tmp_path)
+    client = app.test_client()
+    answer = client.post("/hooks/demo", json={"ticket_id": "1\x00", "body": "printer"})
+    assert answer.status_code == 400 and answer.json["field"] == "ticket_id"
+    assert "NUL" in answer.json["error"]
+    answer = client.post("/hooks/demo", json={"ticket_id": "2", "body": "prin\x00ter"})
+    assert answer.status_code == 202
+    stored = rt.store.delivery(answer.json["id"])
+    assert stored is not None and stored.event.body == "printer"
+    rt.close()
+
+
+def test_a_chunked_body_over_the_limit_is_413(tmp_path):
+    import io
+
+    app, rt = make_app(tmp_path, BPSM_MAX_BODY_BYTES="1000")
+    client = app.test_client()
+
+    def chunked(body: bytes) -> Any:
+        return client.post(
+            "/hooks/demo",
+            input_stream=io.BytesIO(body),
+            headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json"},
+            environ_overrides={"wsgi.input_terminated": True},
+        )
+
+    over = chunked(b'{"ticket_id": "1", "body": "' + b"x" * 5000 + b'"}')
+    assert over.status_code == 413 and over.json["error"] == "body larger than 1000 bytes"
+    exact = b'{"ticket_id": "1", "body": "printer"}'
+    exact = exact[:-2] + b" " * (1000 - len(exact)) + exact[-2:]
+    assert len(exact) == 1000 and chunked(exact).status_code == 202
+    assert rt.store.count_deliveries() == 1
+    rt.close()

@@ -62,12 +62,36 @@ class WebhookRequest:
         return value
 
 
+# Why an event was ignored, as the metric label: a fixed set, so that no request can create
+# new time series (the full reason, which may quote the payload, goes to the answer and log).
+IGNORE_LABELS = frozenset(
+    {
+        "own-update",
+        "not-customer-text",
+        "no-customer-text",
+        "staff-follow-up",
+        "private-follow-up",
+        "not-routed-type",
+        "not-new",
+        "not-a-ticket",
+        "in-trash",
+        "no-text",
+    }
+)
+
+
 @dataclass(frozen=True)
 class Ignored:
     """An event the connector deliberately does not act on (→ 200)."""
 
     reason: str
     ticket_id: str | None = None
+    # One of IGNORE_LABELS (anything else is counted as "other"); metrics only, not identity.
+    label: str = field(default="other", compare=False)
+
+    @property
+    def metric_label(self) -> str:
+        return self.label if self.label in IGNORE_LABELS else "other"
 
 
 @dataclass(frozen=True)
@@ -246,6 +270,8 @@ def json_object(body: bytes) -> dict[str, Any]:
         raise BadPayload(
             f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        raise BadPayload(f"body is not usable JSON: {str(exc)[:120]}") from exc
     if not isinstance(data, dict):
         raise BadPayload(f"expected a JSON object, got {type(data).__name__}")
     return data

@@ -54,7 +54,7 @@ from connector.hosts.base import (
 from connector.hosts.http import SIGNATURE_REFUSED, HttpTransport, send_test_event
 from connector.logs import log_extra
 from connector.mapping import Mapping as HostMapping
-from connector.route import NOTE_MARKER, is_own_note
+from connector.route import NOTE_MARKER, is_own_note, starts_with_marker
 from connector.text import html_to_text
 
 log = logging.getLogger("bpsm.glpi")
@@ -228,8 +228,16 @@ def _string(data: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return value.astimezone(UTC) if value and value.tzinfo else value
+def created_at(data: Mapping[str, Any], where: str) -> datetime | None:
+    """`date` (or `date_creation`) in UTC; a date UTC cannot hold is a bad payload."""
+    key = "date" if data.get("date") else "date_creation"
+    value = parse_time(data.get(key))
+    if value is None or value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00
+        raise BadPayload(f"field {where}.{key} is out of range", f"{where}.{key}") from None
 
 
 def local_time(value: Any) -> datetime | None:
@@ -392,10 +400,13 @@ class GlpiHost(Host):
             raise BadPayload("field parent_item must be an object", "parent_item")
         itemtype = request.query.get("itemtype") or infer_itemtype(item, parent)
         if itemtype not in ROUTED_TYPES:
-            return Ignored(f"{itemtype} events are not routed (only Ticket and ITILFollowup)")
+            return Ignored(
+                f"{itemtype} events are not routed (only Ticket and ITILFollowup)",
+                label="not-routed-type",
+            )
         if event != "new":
             ticket = str(item_id) if itemtype == "Ticket" else None
-            return Ignored(_why_not_new(itemtype, event), ticket)
+            return Ignored(_why_not_new(itemtype, event), ticket, "not-new")
         stamp = request.header("X-GLPI-timestamp") or hashlib.sha256(request.body).hexdigest()
         delivery = webhook_delivery_id(itemtype, item_id, event, stamp)
         if itemtype == "Ticket":
@@ -407,9 +418,9 @@ class GlpiHost(Host):
         content = need(item, "content", str, "item")
         team = _team(item, "item")
         if item.get("is_deleted") is True:
-            return Ignored("ticket is in the trash", ticket_id)
-        if is_own_note(content):
-            return Ignored("own update", ticket_id)  # a ticket the connector opened itself
+            return Ignored("ticket is in the trash", ticket_id, "in-trash")
+        if starts_with_marker(content):  # a ticket the connector opened (no author given)
+            return Ignored("own update", ticket_id, "own-update")
         return TicketEvent(
             host=self.name,
             delivery_id=delivery,
@@ -419,7 +430,7 @@ class GlpiHost(Host):
             body=content,
             queue=team_queue(team),
             requester=team_requester(team),
-            created_at=_utc(parse_time(item.get("date") or item.get("date_creation"))),
+            created_at=created_at(item, "item"),
         )
 
     def _followup_event(
@@ -428,13 +439,17 @@ class GlpiHost(Host):
         content = need(item, "content", str, "item")
         parent_type = _string(item, "itemtype", "item") or "Ticket"
         if parent_type != "Ticket":
-            return Ignored(f"followup on a {parent_type}, not a ticket")
+            return Ignored(f"followup on a {parent_type}, not a ticket", label="not-a-ticket")
         ticket_id = str(need(item, "items_id", int, "item"))
-        if is_own_note(content):
-            return Ignored("own update", ticket_id)
+        if starts_with_marker(content):  # the payload names no author: the marker leads
+            return Ignored("own update", ticket_id, "own-update")
         if item.get("is_private") is True:
             # Requesters cannot write private followups: this is an agent's internal note.
-            return Ignored("private followup (an agent's note), not requester text", ticket_id)
+            return Ignored(
+                "private followup (an agent's note), not requester text",
+                ticket_id,
+                "private-follow-up",
+            )
         if parent is None:
             raise BadPayload("missing field parent_item", "parent_item")
         team = _team(parent, "parent_item")
@@ -447,7 +462,7 @@ class GlpiHost(Host):
             body=content,
             queue=team_queue(team),
             requester=team_requester(team),
-            created_at=_utc(parse_time(parent.get("date") or parent.get("date_creation"))),
+            created_at=created_at(parent, "parent_item"),
         )
 
     def client(self) -> GlpiClient:
@@ -621,14 +636,20 @@ class GlpiClient(HostClient):
             int(r["groups_id"]) for r in rows if r.get("type") == ASSIGNED and r.get("groups_id")
         ]
 
+    def _visible_text(self, row: Mapping[str, Any]) -> str:
+        """A followup's text (HTML tags and GLPI ≤ 10's entity layer removed)."""
+        return html_to_text(glpi_text(row.get("content"), self.api_version))
+
     def _followups(self, ticket_id: str) -> list[str]:
-        """The followups' text (HTML tags and GLPI ≤ 10's entity layer removed)."""
-        rows = self._rows(f"Ticket/{ticket_id}/ITILFollowup")
-        return [html_to_text(glpi_text(r.get("content"), self.api_version)) for r in rows]
+        return [self._visible_text(r) for r in self._rows(f"Ticket/{ticket_id}/ITILFollowup")]
 
     def _own_note_exists(self, ticket_id: str) -> bool:
-        # In the visible text: a relation reply carries the marker only in an HTML comment.
-        return any(NOTE_MARKER in text for text in self._followups(ticket_id))
+        # In the visible text (a relation reply carries the marker only in an HTML comment),
+        # and by the connector's own API user: a requester can type the marker.
+        rows = self._rows(f"Ticket/{ticket_id}/ITILFollowup")
+        return any(
+            is_own_note(self._visible_text(row), row.get("users_id"), self.user_id) for row in rows
+        )
 
     def _find(self, itemtype: str, name: str) -> dict[str, Any] | None:
         """The row whose name or full name ("Parent > Child") is exactly `name`."""
@@ -895,7 +916,7 @@ class GlpiClient(HostClient):
             return False
         if self.user_id is not None and ticket.get("users_id_lastupdater") == self.user_id:
             return False  # the connector's own change (or a ticket it opened)
-        return not is_own_note(glpi_text(ticket.get("content"), self.api_version))
+        return not starts_with_marker(glpi_text(ticket.get("content"), self.api_version))
 
     def _last_change_by_requester(self, ticket: dict[str, Any]) -> bool:
         author = ticket.get("users_id_lastupdater")

@@ -79,15 +79,16 @@ class ZammadHost(Host):
         own = self.connector_login
         if not article:
             if _login(ticket.get("updated_by")) == own:
-                return Ignored("own update", str(ticket_id))
-            return Ignored("no new customer text", str(ticket_id))
+                return Ignored("own update", str(ticket_id), "own-update")
+            return Ignored("no new customer text", str(ticket_id), "no-customer-text")
         body = article.get("body", "")
         if not isinstance(body, str):
             raise BadPayload("field article.body must be a string", "article.body")
-        if _login(article.get("created_by")) == own or is_own_note(body):
-            return Ignored("own update", str(ticket_id))
+        # By author only: a customer can type the marker into a mail.
+        if _login(article.get("created_by")) == own:
+            return Ignored("own update", str(ticket_id), "own-update")
         if article.get("internal") is True or article.get("sender") not in (None, "Customer"):
-            return Ignored("not customer text", str(ticket_id))
+            return Ignored("not customer text", str(ticket_id), "not-customer-text")
         group = ticket.get("group")
         first = ticket.get("article_count") in (None, 0, 1)
         title = ticket.get("title")
@@ -154,7 +155,10 @@ class ZammadClient(HostClient):
 
     def has_note(self, ticket_id: str) -> bool:
         articles = self.http.request("GET", f"/api/v1/ticket_articles/by_ticket/{ticket_id}").json()
-        return any(is_own_note(str(a.get("body", ""))) for a in articles)
+        me = self.me().get("id")
+        return any(
+            is_own_note(str(a.get("body", "")), a.get("created_by_id"), me) for a in articles
+        )
 
     def apply(self, event: TicketEvent, decision: RoutingDecision, mode: str) -> ApplyResult:
         current = self.ticket(event.ticket_id).get("group")
