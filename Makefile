@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: serve test lint typecheck bench install services clean
+.PHONY: serve test lint typecheck bench install services clean constraints
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+constraints: $(STAMP)
+	$(BIN)/python scripts/constraints.py
 
 serve: $(STAMP)
 	$(BIN)/bpsm serve
