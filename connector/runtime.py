@@ -198,7 +198,7 @@ class Runtime:
         for name in self.unsigned_hosts():
             log.warning(
                 "webhooks accepted without a signature",
-                extra={"host": name, "setting": env_prefix(name) + "ALLOW_UNSIGNED"},
+                extra=log_extra({"host": name, "setting": env_prefix(name) + "ALLOW_UNSIGNED"}),
             )
 
     # ----- queue ----------------------------------------------------------------------------

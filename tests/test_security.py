@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import pytest
 
 from connector.config import ConfigError, load_settings
 from connector.hosts import host_classes
+from connector.logs import record_fields
 from connector.runtime import Runtime
 from tests.e2e import ROOT, example_index
 from webhook_app import create_app
@@ -27,6 +31,15 @@ def make_app(tmp_path: Path, **env: str) -> tuple[Any, Runtime]:
     )
     rt = Runtime(settings, index=example_index())
     return create_app(rt), rt
+
+
+def bpsm_serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`bpsm serve` as an operator runs it, on a free port; it is expected to refuse."""
+    environ = {k: v for k, v in os.environ.items() if not (k.startswith("BPSM_") and "SECRET" in k)}
+    environ.update(BPSM_DATA_DIR=str(tmp_path / "data"), **env)
+    command = [str(Path(sys.executable).with_name("bpsm")), "serve", "--port", "0"]
+    command += ["--catalogue", str(ROOT / "catalogue.yaml")]
+    return subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120)
 
 
 def hex_hmac(secret: str, message: bytes) -> str:
@@ -80,18 +93,14 @@ def test_short_or_empty_secret_variable_is_refused(tmp_path):
     assert sixteen.host("glpi").webhook_secret is not None
 
 
-def test_cli_serve_refuses_an_empty_secret_file(tmp_path, monkeypatch):
-    from click.testing import CliRunner
-
-    from connector.cli import main
-
+def test_cli_serve_refuses_an_empty_secret_file(tmp_path):
     empty = tmp_path / "secret"
     empty.write_text("")
-    monkeypatch.setenv("BPSM_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("BPSM_DJANGO_HELPDESK_WEBHOOK_SECRET_FILE", str(empty))
-    result = CliRunner().invoke(main, ["serve", "--catalogue", str(ROOT / "catalogue.yaml")])
-    assert result.exit_code == 2
-    assert "BPSM_DJANGO_HELPDESK_WEBHOOK_SECRET_FILE: the webhook secret is empty" in result.output
+    result = bpsm_serve(tmp_path, BPSM_DJANGO_HELPDESK_WEBHOOK_SECRET_FILE=str(empty))
+    assert result.returncode == 2, result.stderr
+    assert "BPSM_DJANGO_HELPDESK_WEBHOOK_SECRET_FILE: the webhook secret is empty" in (
+        result.stderr
+    )
 
 
 # ----- 17.9 / 16.3: a webhook that acts on a helpdesk must be verifiable ----------------------
@@ -132,14 +141,19 @@ def test_dry_run_and_polled_hosts_need_no_webhook_credential(tmp_path):
     rt.close()
 
 
-def test_allow_unsigned_warns_at_start_and_on_healthz(tmp_path, caplog):
+def test_allow_unsigned_warns_at_start_and_on_healthz(tmp_path):
     env = {"BPSM_ZAMMAD_URL": "http://zammad.invalid", "BPSM_ZAMMAD_ALLOW_UNSIGNED": "1"}
-    with caplog.at_level(logging.WARNING, logger="bpsm.runtime"):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("bpsm.runtime")
+    logger.addHandler(handler)  # the service's own log setup may stop propagation
+    try:
         app, rt = make_app(tmp_path, **env)
-    warned = [
-        r for r in caplog.records if r.getMessage() == "webhooks accepted without a signature"
-    ]
-    assert [r.__dict__["host"] for r in warned] == ["zammad"]
+    finally:
+        logger.removeHandler(handler)
+    warned = [r for r in records if r.getMessage() == "webhooks accepted without a signature"]
+    assert [record_fields(r)["host"] for r in warned] == ["zammad"]
     health = app.test_client().get("/healthz").json
     assert health["warnings"] == [
         "zammad: webhooks accepted without a signature (BPSM_ZAMMAD_ALLOW_UNSIGNED=1)"
@@ -308,3 +322,9 @@ def test_a_chunked_body_over_the_limit_is_413(tmp_path):
     assert len(exact) == 1000 and chunked(exact).status_code == 202
     assert rt.store.count_deliveries() == 1
     rt.close()
+
+
+def test_cli_serve_refuses_a_webhook_host_without_credential(tmp_path):
+    result = bpsm_serve(tmp_path, BPSM_ZAMMAD_URL="http://zammad.invalid")
+    assert result.returncode == 2, result.stderr
+    assert "zammad receives webhooks in route mode but has no webhook credential" in (result.stderr)

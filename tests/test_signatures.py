@@ -112,3 +112,14 @@ def test_glpi_signature_with_the_timestamp_moved_is_refused():
     headers = {"X-GLPI-signature": sign(BODY), "X-GLPI-timestamp": moved}
     with pytest.raises(Unauthorized, match="does not match"):
         verifier.verify(WebhookRequest("POST", headers, BODY))
+
+
+def test_same_refuses_a_missing_value_and_any_difference():
+    """The shared compare itself (a mutation test found `same(None, …)` untested: every
+    host checks for a missing header before it compares)."""
+    from connector.hosts.base import same
+
+    assert same(SECRET, SECRET)
+    assert not same(None, SECRET) and not same(None, "")
+    assert not same(SECRET[:-1], SECRET) and not same(SECRET, SECRET[:-1])
+    assert not same("", SECRET)

@@ -59,8 +59,10 @@ def test_an_existing_secret_file_is_made_private_and_reused(tmp_path):
     os.chmod(path, 0o644)
     assert claim_secret(path) == "an-earlier-secret-of-enough-bytes"
     assert oct(path.stat().st_mode & 0o777) == "0o600"
+    path.write_text("exactly-16-bytes\n")  # the shortest secret the service accepts
+    assert claim_secret(path) == "exactly-16-bytes"
     # A file too short to be a secret is replaced, still owner-only.
-    path.write_text("short\n")
+    path.write_text("fifteen-bytes!!\n")
     fresh = claim_secret(path)
     assert len(fresh) >= 16 and path.read_text().strip() == fresh
     assert oct(path.stat().st_mode & 0o777) == "0o600"
@@ -69,7 +71,7 @@ def test_an_existing_secret_file_is_made_private_and_reused(tmp_path):
 def test_a_new_secret_file_is_created_owner_only_whatever_the_umask(tmp_path):
     old = os.umask(0)
     try:
-        path = tmp_path / "sub" / "secret"
+        path = tmp_path / "etc" / "bpsm" / "secret"  # folders made as needed
         secret = claim_secret(path)
     finally:
         os.umask(old)
