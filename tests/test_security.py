@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from connector.config import ConfigError, load_settings
+from connector.exitcodes import CONFIG
 from connector.hosts import host_classes
 from connector.logs import record_fields
 from connector.runtime import Runtime
@@ -97,7 +98,7 @@ def test_cli_serve_refuses_an_empty_secret_file(tmp_path):
     empty = tmp_path / "secret"
     empty.write_text("")
     result = bpsm_serve(tmp_path, BPSM_DJANGO_HELPDESK_WEBHOOK_SECRET_FILE=str(empty))
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == CONFIG, result.stderr
     assert "BPSM_DJANGO_HELPDESK_WEBHOOK_SECRET_FILE: the webhook secret is empty" in (
         result.stderr
     )
@@ -326,5 +327,5 @@ def test_a_chunked_body_over_the_limit_is_413(tmp_path):
 
 def test_cli_serve_refuses_a_webhook_host_without_credential(tmp_path):
     result = bpsm_serve(tmp_path, BPSM_ZAMMAD_URL="http://zammad.invalid")
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == CONFIG, result.stderr
     assert "zammad receives webhooks in route mode but has no webhook credential" in (result.stderr)
