@@ -19,7 +19,7 @@ from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from connector.config import Settings, load_settings
+from connector.config import Settings, env_prefix, load_settings
 from connector.hosts import host_classes
 from connector.hosts.base import BadPayload, Ignored, Unauthorized, WebhookRequest
 from connector.logs import log_extra, setup_logging
@@ -34,6 +34,15 @@ def _error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
     return jsonify({"error": message, **extra}), status
 
 
+def _read_body(limit: int) -> bytes | None:
+    """The request body, or None when it is longer than `limit`. One byte more than the limit
+    is read: werkzeug cuts a chunked body at the limit without saying so, which made an
+    oversized body look like malformed JSON (400) instead of 413."""
+    request.max_content_length = limit + 1
+    body = request.get_data(cache=False)
+    return None if len(body) > limit else body
+
+
 def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> Flask:
     """App factory. `config` may be a Runtime, Settings, or overrides for load_settings."""
     if isinstance(config, Runtime):
@@ -45,6 +54,7 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
             settings = load_settings(host_names=tuple(host_classes()), **dict(config or {}))
         rt = Runtime(settings)
     setup_logging(rt.settings.log_level)
+    rt.check_webhook_credentials()  # refuse to serve unverified webhooks in route/shadow mode
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = rt.settings.max_body_bytes
     app.extensions["bpsm"] = rt
@@ -66,13 +76,21 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
 
     @app.post("/hooks/<host>")
     def hook(host: str) -> tuple[Response, int]:
-        if host not in host_classes():
-            return _error(404, f"unknown host {host!r}; known: {', '.join(host_classes())}")
+        if not rt.host_enabled(host):
+            known = ", ".join(h for h in host_classes() if rt.host_enabled(h))
+            return _error(404, f"unknown host {host!r}; known: {known}")
+        if rt.needs_credential(host):
+            # A polled host has no webhook to verify: a POST here can only be forged.
+            EVENTS.labels(host, "rejected", "signature").inc()
+            return _error(401, f"{host} is polled and has no webhook credential")
         length = request.content_length
         if length is not None and length > rt.settings.max_body_bytes:
             EVENTS.labels(host, "rejected", "too-large").inc()
             return _error(413, f"body larger than {rt.settings.max_body_bytes} bytes")
-        body = request.get_data(cache=False)
+        body = _read_body(rt.settings.max_body_bytes)
+        if body is None:  # a chunked body carries no length: known only once read
+            EVENTS.labels(host, "rejected", "too-large").inc()
+            return _error(413, f"body larger than {rt.settings.max_body_bytes} bytes")
         webhook = WebhookRequest(
             method="POST", headers=request.headers, body=body, query=request.args
         )
@@ -98,7 +116,7 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
             )
             return _error(400, f"{field}: {first['msg']}", field=field)
         if isinstance(parsed, Ignored):
-            EVENTS.labels(host, "ignored", parsed.reason[:40]).inc()
+            EVENTS.labels(host, "ignored", parsed.metric_label).inc()
             log.info(
                 "ignored event",
                 extra=log_extra(
@@ -118,7 +136,7 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
 
     @app.get("/hooks/<host>")
     def challenge(host: str) -> tuple[Response, int]:
-        if host not in host_classes():
+        if not rt.host_enabled(host):
             return _error(404, f"unknown host {host!r}")
         webhook = WebhookRequest(
             method="GET", headers=request.headers, body=b"", query=request.args
@@ -127,6 +145,8 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
         if answer is None:
             return _error(405, "POST webhooks here")
         return Response(answer, mimetype="text/plain"), 200
+
+    unsigned = rt.unsigned_hosts()
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
@@ -148,6 +168,11 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
                 "status": "ok" if ok else "degraded",
                 "checks": checks,
                 "mode": rt.settings.effective_mode(),
+                "warnings": [
+                    f"{name}: webhooks accepted without a signature "
+                    f"({env_prefix(name)}ALLOW_UNSIGNED=1)"
+                    for name in unsigned
+                ],
                 "ms": round((time.perf_counter() - started) * 1000, 2),
             }
         ), (200 if ok else 503)

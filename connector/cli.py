@@ -770,7 +770,6 @@ def setup(
     """Create the BPSM queues (and webhook/triggers) in the helpdesk; safe to run again.
 
     With --remove, take away what it created instead (uninstalling)."""
-    from connector.datadir import private_file
     from connector.hosts.base import HostError
 
     if remove_queues and not remove:
@@ -780,18 +779,21 @@ def setup(
     if not rt.settings.host(host).configured:
         click.echo(f"{host}: no URL; pass --url or set the {host} URL variable", err=True)
         sys.exit(2)
+    from connector.secretfile import private
+
     client = rt.client(host)
     if remove:
         _teardown(client, host, rt.mapping(host), remove_queues)
         return
+    path = Path(secret_file or rt.settings.data_dir / f"{host}-webhook-secret")
+    private(path)
+    # A secret setup generates is written to `path` before the webhook is created with it.
+    client.secret_file = path
     try:
         for line in client.setup(rt.mapping(host), hook_url):
             click.echo(line)
         secret = getattr(client, "webhook_secret", None)
         if secret:
-            path = Path(secret_file or rt.settings.data_dir / f"{host}-webhook-secret")
-            private_file(path)  # 0600 before the secret is in it, in a 0700 folder if new
-            path.write_text(secret + "\n", encoding="utf-8")
             from connector.config import env_prefix
 
             click.echo(
@@ -803,6 +805,8 @@ def setup(
             click.echo(test(hook_url))
     except HostError as exc:
         click.echo(f"setup failed: {exc}", err=True)
+        if getattr(client, "webhook_secret", None):
+            click.echo(f"the webhook secret is kept in {path}; run setup again", err=True)
         sys.exit(1)
     finally:
         client.close()

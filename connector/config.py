@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 Mode = Literal["route", "shadow", "dry-run"]
 SECRET_KEYS = ("TOKEN", "PASSWORD", "WEBHOOK_SECRET", "APP_TOKEN", "USER_TOKEN")
+MIN_WEBHOOK_SECRET_BYTES = 16
 PLAIN_KEYS = ("URL", "USER", "POLL_INTERVAL", "MAPPING", "API_VERSION", "WEBHOOK_MAX_AGE")
 
 
@@ -38,6 +39,9 @@ class HostSettings(BaseModel):
     mapping_path: str | None = None
     api_version: str | None = None
     webhook_max_age: float | None = None
+    # BPSM_<HOST>_ALLOW_UNSIGNED=1: accept this host's webhooks without a credential in
+    # route/shadow mode (warned about at start and on /healthz).
+    allow_unsigned: bool = False
 
     @property
     def configured(self) -> bool:
@@ -125,6 +129,34 @@ def parse_retention(raw: str, name: str = "BPSM_RETENTION") -> float:
         raise ConfigError(f"{name}: {exc}, or 0 to keep everything") from exc
 
 
+def read_webhook_secret(env: Mapping[str, str], name: str) -> SecretStr | None:
+    """A webhook secret (`NAME` or `NAME_FILE`). Empty or short ones are refused: an empty
+    key still "signs" (anyone can compute HMAC with it), and a short one can be guessed."""
+    if name in env and not env[name] and not env.get(name + "_FILE"):
+        raise ConfigError(f"{name} is set but empty; unset it or give a secret")
+    secret = read_secret(env, name)
+    if secret is None:
+        return None
+    size = len(secret.get_secret_value().encode("utf-8"))
+    if size < MIN_WEBHOOK_SECRET_BYTES:
+        source = name if env.get(name) else name + "_FILE"
+        what = "is empty" if size == 0 else f"is only {size} bytes"
+        raise ConfigError(
+            f"{source}: the webhook secret {what}; use at least {MIN_WEBHOOK_SECRET_BYTES} "
+            "(e.g. `openssl rand -hex 32`, or the file `bpsm setup` writes)"
+        )
+    return secret
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}: {env[name]!r} is not 1 or 0")
+
+
 def _float(env: Mapping[str, str], name: str) -> float | None:
     raw = env.get(name)
     if raw in (None, ""):
@@ -143,13 +175,14 @@ def host_settings(host: str, env: Mapping[str, str]) -> HostSettings:
         user=env.get(prefix + "USER") or None,
         token=read_secret(env, prefix + "TOKEN"),
         password=read_secret(env, prefix + "PASSWORD"),
-        webhook_secret=read_secret(env, prefix + "WEBHOOK_SECRET"),
+        webhook_secret=read_webhook_secret(env, prefix + "WEBHOOK_SECRET"),
         app_token=read_secret(env, prefix + "APP_TOKEN"),
         user_token=read_secret(env, prefix + "USER_TOKEN"),
         poll_interval=_float(env, prefix + "POLL_INTERVAL"),
         mapping_path=env.get(prefix + "MAPPING") or None,
         api_version=env.get(prefix + "API_VERSION") or None,
         webhook_max_age=_float(env, prefix + "WEBHOOK_MAX_AGE"),
+        allow_unsigned=_flag(env, prefix + "ALLOW_UNSIGNED"),
     )
 
 

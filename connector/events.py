@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Process = Literal["reactive", "relation", "change", "proactive", "improvement"]
 PROCESSES: tuple[Process, ...] = ("reactive", "relation", "change", "proactive", "improvement")
@@ -99,3 +99,17 @@ class TicketEvent(_Frozen):
     actor: str | None = None  # who caused the event (login, id or e-mail), if the host says
     created_at: datetime | None = None
     language_hint: str | None = None
+
+    @field_validator("host", "delivery_id", "ticket_id", "queue", "requester", "actor")
+    @classmethod
+    def _no_nul_in_names(cls, value: str | None) -> str | None:
+        # PostgreSQL text cannot hold NUL: refused here (a 400 naming the field), not at the
+        # INSERT; and an id with NUL in it names nothing in any helpdesk.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _drop_nul_in_text(cls, value: str) -> str:
+        return value.replace("\x00", "")  # carries no meaning in ticket text

@@ -19,7 +19,7 @@ from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
 
 from connector.catalogue import load_catalogue
 from connector.classify import CatalogueIndex, build_index
-from connector.config import Mode, Settings, load_settings
+from connector.config import ConfigError, Mode, Settings, env_prefix, load_settings
 from connector.datadir import private_file, secure_data_dir
 from connector.hosts import host_classes
 from connector.hosts.base import Host, HostClient
@@ -143,6 +143,63 @@ class Runtime:
         if not self.settings.host(host).configured:
             return "dry-run"
         return self.settings.effective_mode()
+
+    # ----- who may post webhooks ------------------------------------------------------------
+
+    def real_host_configured(self) -> bool:
+        return any(h.configured for n, h in self.settings.hosts.items() if n != "demo")
+
+    def host_enabled(self, name: str) -> bool:
+        """The demo host takes anyone's text without a signature: only on a machine with no
+        real helpdesk, where nothing it records can reach a helpdesk or its statistics."""
+        if name not in host_classes():
+            return False
+        return name != "demo" or not self.real_host_configured()
+
+    def needs_credential(self, name: str) -> bool:
+        """True when a webhook for `name` would act on a helpdesk (route or shadow mode) yet
+        nothing verifies it, and the admin did not allow that with BPSM_<HOST>_ALLOW_UNSIGNED."""
+        settings = self.settings.host(name)
+        return (
+            name != "demo"
+            and self.mode(name) != "dry-run"
+            and not settings.allow_unsigned
+            and not self.host(name).has_webhook_credential()
+        )
+
+    def unsigned_hosts(self) -> list[str]:
+        """Hosts whose webhooks act unverified because the admin allowed it."""
+        return [
+            name
+            for name, settings in self.settings.hosts.items()
+            if settings.allow_unsigned
+            and self.mode(name) != "dry-run"
+            and not self.host(name).polling
+            and not self.host(name).has_webhook_credential()
+        ]
+
+    def check_webhook_credentials(self) -> None:
+        """Refuse to start when a host that receives webhooks in route/shadow mode has no
+        credential: anyone who can reach the service could otherwise move tickets."""
+        missing = [
+            name
+            for name in self.settings.hosts
+            if self.needs_credential(name) and not self.host(name).polling
+        ]
+        if missing:
+            raise ConfigError(
+                "; ".join(
+                    f"{name} receives webhooks in {self.mode(name)} mode but has no webhook "
+                    f"credential: set {env_prefix(name)}WEBHOOK_SECRET_FILE (see `bpsm setup "
+                    f"{name}`), or {env_prefix(name)}ALLOW_UNSIGNED=1 to accept unsigned ones"
+                    for name in missing
+                )
+            )
+        for name in self.unsigned_hosts():
+            log.warning(
+                "webhooks accepted without a signature",
+                extra=log_extra({"host": name, "setting": env_prefix(name) + "ALLOW_UNSIGNED"}),
+            )
 
     # ----- queue ----------------------------------------------------------------------------
 

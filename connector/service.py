@@ -425,6 +425,8 @@ def run_service(
         health = _local_url(service.listener, "/healthz")
         actual_port = service.listener.getsockname()[1]
         service.rt = connect_runtime(settings, stopper)
+        # Before anything serves: no unverified webhook may act on a helpdesk (ConfigError).
+        service.rt.check_webhook_credentials()
         stopper.check()
         service.start_web(web_workers)
         # Webhooks are accepted (and stored) while the consumer builds the catalogue index.

@@ -34,7 +34,7 @@ from tests.e2e import ROOT, example_index, wait_for
 from tests.fakes.zammad import FakeZammad
 from webhook_app import create_app
 
-SECRET = "s3cr3t-t0k3n"
+SECRET = "s3cr3t-t0k3n-of-24-bytes"
 TEXTS = [
     "The printer on the 2nd floor keeps jamming and prints blank pages.",
     "Outlook keeps asking for my password and my mailbox does not sync.",

@@ -21,7 +21,7 @@ from connector.runtime import Runtime
 from tests.e2e import ROOT, ConnectorService, example_index
 from tests.fakes.zammad import FakeZammad
 
-SECRET = "s3cr3t-t0k3n"
+SECRET = "s3cr3t-t0k3n-of-24-bytes"
 GROUPS = [
     "BPSM Reactive",
     "BPSM Relation",

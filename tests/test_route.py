@@ -213,4 +213,36 @@ def test_missing_creation_time_uses_now():
 
 
 def test_own_note_marker():
-    assert is_own_note(f"<p>{NOTE_MARKER} Routed</p>") and not is_own_note("hello")
+    assert is_own_note(f"<p>{NOTE_MARKER} Routed</p>", 4, 4) and not is_own_note("hello", 4, 4)
+    assert not is_own_note(f"<p>{NOTE_MARKER} Routed</p>", 2, 4)  # typed by a customer
+
+
+@pytest.mark.parametrize(
+    "confidence,low",
+    [(0.25, False), (0.2499999, True), (0.2500001, False), (0.0, True)],
+)
+def test_confidence_threshold_boundary(confidence, low):
+    """A match exactly at the threshold is confident enough (`<`, not `<=`)."""
+    mapping = Mapping(fallback="BPSM Triage", confidence_threshold=0.25)
+    decision = decide(EVENT, match("printing", confidence=confidence), CATALOGUE, mapping)
+    assert decision.low_confidence is low
+    assert decision.queue == ("BPSM Triage" if low else "BPSM Reactive")
+    assert ("bpsm-low-confidence" in decision.tags) is low
+
+
+def test_only_a_change_names_the_approver_group():
+    """MAPPING has change.approver_group "CAB": reactive and relation decisions carry none."""
+    assert decide(EVENT, match("erp", change=True), CATALOGUE, MAPPING).approver_group == "CAB"
+    for found in (match("printing"), match("mac-computers"), match(None)):
+        decision = decide(EVENT, found, CATALOGUE, MAPPING)
+        assert decision.process != "change" and decision.approver_group is None
+        assert "bpsm-cab-approval" not in decision.tags
+
+
+def test_sla_without_any_time_given_starts_now_in_utc():
+    undated = EVENT.model_copy(update={"created_at": None})
+    before = datetime.now(UTC)
+    decision = decide(undated, match("printing"), CATALOGUE, MAPPING)
+    assert decision.sla is not None and decision.sla.response_due.tzinfo is not None
+    sla = CATALOGUE.sla_for(CATALOGUE.service("printing"))
+    assert timedelta(0) <= decision.sla.response_due - sla.response - before < timedelta(minutes=1)

@@ -173,6 +173,18 @@ def post_demo(port: int, text: str) -> requests.Response:
     )
 
 
+def post_glpi(port: int, text: str, event: str = "new") -> requests.Response:
+    """A GLPI ticket webhook for a GLPI the service has no URL for: verified (no secret set)
+    and recorded in dry-run. The demo host is off once a real helpdesk is configured."""
+    ticket_id = int(hashlib.sha1(f"{text}:{event}".encode()).hexdigest()[:7], 16)
+    item = {"id": ticket_id, "name": "", "content": text, "team": []}
+    return requests.post(
+        f"http://127.0.0.1:{port}/hooks/glpi?itemtype=Ticket",
+        json={"item": item, "event": event},
+        timeout=10,
+    )
+
+
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = requests.get(url, timeout=10).text
     families = list(text_string_to_metric_families(text))
@@ -224,11 +236,11 @@ def test_metrics_are_counted_across_web_workers_and_the_consumer(tmp_path, proce
         BPSM_HTTP_TIMEOUT="1",
     ).started()
     for text in PRINTER:
-        assert post_demo(port, text).status_code == 202
+        assert post_glpi(port, text).status_code == 202
     assert zammad_webhook(port, signature_ok=True, delivery="d-1").status_code == 202
     assert zammad_webhook(port, signature_ok=False, delivery="d-2").status_code == 401
-    for n in range(8):  # no text: ignored (spread over both web workers, new connections)
-        assert post_demo(port, " " * n).status_code == 200
+    for n in range(8):  # updates: ignored (spread over both web workers, new connections)
+        assert post_glpi(port, f"update {n}", event="update").status_code == 200
     url = f"http://127.0.0.1:{port}/metrics"
 
     def settled() -> dict[Any, float] | None:
@@ -243,24 +255,24 @@ def test_metrics_are_counted_across_web_workers_and_the_consumer(tmp_path, proce
             value(
                 again,
                 "bpsm_events_total",
-                host="demo",
+                host="glpi",
                 result="ignored",
-                reason="no text to classify",
+                reason="not-new",
             )
             == 8.0
         )  # noqa: E501
-    demo_queued = value(samples, "bpsm_events_total", host="demo", result="queued", reason="")
-    assert demo_queued == 3.0
+    queued = value(samples, "bpsm_events_total", host="glpi", result="queued", reason="")
+    assert queued == 3.0
     assert value(samples, "bpsm_events_total", host="zammad", result="queued", reason="") == 1.0
     rejected = value(
         samples, "bpsm_events_total", host="zammad", result="rejected", reason="signature"
     )
     assert rejected == 1.0
     decided = value(
-        samples, "bpsm_decisions_total", host="demo", process="reactive", outcome="dry-run"
+        samples, "bpsm_decisions_total", host="glpi", process="reactive", outcome="dry-run"
     )
     assert decided == 3.0
-    assert value(samples, "bpsm_apply_seconds_count", host="demo") == 3.0
+    assert value(samples, "bpsm_apply_seconds_count", host="glpi") == 3.0
     assert value(samples, "bpsm_retries_total", host="zammad") == 1.0
     assert value(samples, "bpsm_dead_letters_total", host="zammad") == 1.0
     assert value(samples, "bpsm_dead_letters_pending") == 1.0

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from connector.config import HostSettings
@@ -61,12 +62,36 @@ class WebhookRequest:
         return value
 
 
+# Why an event was ignored, as the metric label: a fixed set, so that no request can create
+# new time series (the full reason, which may quote the payload, goes to the answer and log).
+IGNORE_LABELS = frozenset(
+    {
+        "own-update",
+        "not-customer-text",
+        "no-customer-text",
+        "staff-follow-up",
+        "private-follow-up",
+        "not-routed-type",
+        "not-new",
+        "not-a-ticket",
+        "in-trash",
+        "no-text",
+    }
+)
+
+
 @dataclass(frozen=True)
 class Ignored:
     """An event the connector deliberately does not act on (→ 200)."""
 
     reason: str
     ticket_id: str | None = None
+    # One of IGNORE_LABELS (anything else is counted as "other"); metrics only, not identity.
+    label: str = field(default="other", compare=False)
+
+    @property
+    def metric_label(self) -> str:
+        return self.label if self.label in IGNORE_LABELS else "other"
 
 
 @dataclass(frozen=True)
@@ -110,6 +135,16 @@ class TicketTimes:
 
 class HostClient(ABC):
     """Talks to one helpdesk's API. Every write must be safe to repeat (see apply)."""
+
+    # Where setup keeps a webhook secret it generates (`bpsm setup --secret-file`): the
+    # secret is written there before the helpdesk is given it. None: generated in memory.
+    secret_file: Path | None = None
+
+    def new_webhook_secret(self) -> str:
+        """A secret for a webhook setup is about to create, already saved when it returns."""
+        from connector.secretfile import claim_secret, new_secret
+
+        return claim_secret(self.secret_file) if self.secret_file else new_secret()
 
     @abstractmethod
     def apply(self, event: TicketEvent, decision: RoutingDecision, mode: str) -> ApplyResult:
@@ -186,6 +221,11 @@ class Host(ABC):
 
         Default: no verification possible; hosts with signatures override this."""
 
+    def has_webhook_credential(self) -> bool:
+        """Whether `verify` has something to check webhooks against (the API token does not
+        count: it authenticates the connector to the helpdesk, not the helpdesk to it)."""
+        return self.settings.webhook_secret is not None
+
     @abstractmethod
     def parse(self, request: WebhookRequest) -> TicketEvent | Ignored:
         """Turn a webhook into a TicketEvent; raise BadPayload naming what is wrong."""
@@ -230,6 +270,8 @@ def json_object(body: bytes) -> dict[str, Any]:
         raise BadPayload(
             f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        raise BadPayload(f"body is not usable JSON: {str(exc)[:120]}") from exc
     if not isinstance(data, dict):
         raise BadPayload(f"expected a JSON object, got {type(data).__name__}")
     return data

@@ -25,7 +25,7 @@ class DemoHost(Host):
         if not isinstance(subject, str) or not isinstance(body, str):
             raise BadPayload("subject and body must be strings", "body")
         if not (subject.strip() or body.strip()):
-            return Ignored("no text to classify", str(ticket_id))
+            return Ignored("no text to classify", str(ticket_id), "no-text")
         delivery = request.header("X-Delivery-Id") or data.get("delivery_id")
         if not isinstance(delivery, str) or not delivery:
             # Without a delivery id the same content counts as the same delivery.

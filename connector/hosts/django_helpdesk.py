@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import secrets
 import shlex
 import threading
 import time
@@ -60,7 +59,7 @@ from connector.hosts.base import (
 from connector.hosts.http import HttpTransport, send_test_event
 from connector.logs import log_extra
 from connector.mapping import Mapping
-from connector.route import NOTE_MARKER, is_own_note
+from connector.route import NOTE_MARKER, has_marker, starts_with_marker
 
 log = logging.getLogger("bpsm.django_helpdesk")
 
@@ -163,7 +162,10 @@ def opened_at(ticket: dict[str, Any]) -> datetime | None:
 def is_own_ticket(ticket: dict[str, Any], own_ids: set[int]) -> bool:
     """Opened by the connector (create_ticket marks the description and runs as its user)."""
     opener = _opening(ticket).get("user")
-    return is_own_note(_text(ticket, "description", "ticket")) or opener in own_ids
+    if opener in own_ids:
+        return True
+    # Customers are never recorded as a follow-up's user: a marker they type does not count.
+    return opener is not None and starts_with_marker(_text(ticket, "description", "ticket"))
 
 
 def ticket_event(
@@ -227,7 +229,7 @@ class DjangoHelpdeskHost(Host):
         if "followup_id" in data:
             return self._followup(data, ticket, slug, items)
         if is_own_ticket(ticket, self.own_user_ids):
-            return Ignored("own update", str(ticket_id))
+            return Ignored("own update", str(ticket_id), "own-update")
         return ticket_event(self.name, ticket, slug, created_delivery(ticket_id), "created")
 
     def _followup(
@@ -242,12 +244,12 @@ class DjangoHelpdeskHost(Host):
             )
         comment = _text(followup, "comment", "followup")
         author = followup.get("user")
-        if is_own_note(comment) or author in self.own_user_ids:
-            return Ignored("own update", ticket_id)
+        if author in self.own_user_ids or (author is not None and has_marker(comment)):
+            return Ignored("own update", ticket_id, "own-update")
         if author is not None:  # only staff authors are recorded (update_ticket.py)
-            return Ignored("staff follow-up", ticket_id)
+            return Ignored("staff follow-up", ticket_id, "staff-follow-up")
         if followup.get("public") is not True:
-            return Ignored("not customer text", ticket_id)
+            return Ignored("not customer text", ticket_id, "not-customer-text")
         # Routed only if the ticket never was (the worker checks): classify all its text.
         body = "\n\n".join(t for t in (_text(ticket, "description", "ticket"), comment) if t)
         return ticket_event(
@@ -506,7 +508,16 @@ class DjangoHelpdeskClient(HostClient):
         self._learn(answer.get("user"))
 
     def _has_note(self, ticket: dict[str, Any]) -> bool:
-        return any(is_own_note(str(f.get("comment") or "")) for f in followups(ticket))
+        return any(self._is_own_note(f) for f in followups(ticket))
+
+    def _is_own_note(self, followup: dict[str, Any]) -> bool:
+        """The connector's marker, written by the connector's staff account: by its id when
+        known (configured, or learned from its own writes), else by being staff-written
+        (the helpdesk records no user for a customer's follow-up)."""
+        if not has_marker(str(followup.get("comment") or "")):
+            return False
+        author = followup.get("user")
+        return author in self.own_user_ids if self.own_user_ids else author is not None
 
     def _learn(self, user: Any) -> None:
         """Record the author of a write the connector itself just made (never the author of
@@ -679,7 +690,7 @@ class DjangoHelpdeskClient(HostClient):
                 "BPSM_DJANGO_HELPDESK_POLL_INTERVAL to poll instead)"
             ]
         existing = self.settings.webhook_secret
-        secret = existing.get_secret_value() if existing else secrets.token_urlsafe(32)
+        secret = existing.get_secret_value() if existing else self.new_webhook_secret()
         if existing is None:
             self.webhook_secret = secret
         url = with_token(hook_url, secret)

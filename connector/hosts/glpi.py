@@ -22,7 +22,6 @@ import html
 import json
 import logging
 import math
-import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -55,7 +54,7 @@ from connector.hosts.base import (
 from connector.hosts.http import SIGNATURE_REFUSED, HttpTransport, send_test_event
 from connector.logs import log_extra
 from connector.mapping import Mapping as HostMapping
-from connector.route import NOTE_MARKER, is_own_note
+from connector.route import NOTE_MARKER, is_own_note, starts_with_marker
 from connector.text import html_to_text
 
 log = logging.getLogger("bpsm.glpi")
@@ -69,6 +68,7 @@ DEFAULT_POLL_INTERVAL = 30.0  # the poller's default too
 WEBHOOK_NAME = "bpsm-connector"
 WEBHOOK_EVENTS = (("Ticket", "new"), ("ITILFollowup", "new"))
 ROUTED_TYPES = ("Ticket", "ITILFollowup")
+CRA_CHALLENGE_BODY = b"validate_cra_challenge"  # what GLPI signs to make its crc_token
 
 # Lines GLPI needs because it has no tags (other hosts tag instead); English fallback.
 EXTRA_LINES: dict[str, dict[str, str]] = {
@@ -228,8 +228,16 @@ def _string(data: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return value.astimezone(UTC) if value and value.tzinfo else value
+def created_at(data: Mapping[str, Any], where: str) -> datetime | None:
+    """`date` (or `date_creation`) in UTC; a date UTC cannot hold is a bad payload."""
+    key = "date" if data.get("date") else "date_creation"
+    value = parse_time(data.get(key))
+    if value is None or value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00
+        raise BadPayload(f"field {where}.{key} is out of range", f"{where}.{key}") from None
 
 
 def local_time(value: Any) -> datetime | None:
@@ -366,12 +374,21 @@ class GlpiHost(Host):
             )
 
     def challenge(self, request: WebhookRequest) -> str | None:
-        """GLPI's CRA: GET ?crc_token=T must answer hex HMAC-SHA256(secret, T)."""
+        """GLPI's CRA: GET ?crc_token=T must answer hex HMAC-SHA256(secret, T).
+
+        GLPI only ever sends one token, HMAC(secret, "validate_cra_challenge")
+        (Webhook::validateCRAChallenge). Answering any other T would sign caller-chosen
+        bytes with the webhook key — the same HMAC that signs body + timestamp — so anything
+        but that exact token is refused."""
         token = request.query.get("crc_token")
         secret = self.settings.webhook_secret
-        if not token or secret is None or len(token) > 256:
+        if not token or secret is None:
             return None
-        return hmac_hex(secret.get_secret_value(), token.encode(), "sha256")
+        key = secret.get_secret_value()
+        expected = hmac_hex(key, CRA_CHALLENGE_BODY, "sha256")
+        if not same(token, expected):
+            return None
+        return hmac_hex(key, expected.encode(), "sha256")
 
     def parse(self, request: WebhookRequest) -> TicketEvent | Ignored:
         data = json_object(request.body)
@@ -383,10 +400,13 @@ class GlpiHost(Host):
             raise BadPayload("field parent_item must be an object", "parent_item")
         itemtype = request.query.get("itemtype") or infer_itemtype(item, parent)
         if itemtype not in ROUTED_TYPES:
-            return Ignored(f"{itemtype} events are not routed (only Ticket and ITILFollowup)")
+            return Ignored(
+                f"{itemtype} events are not routed (only Ticket and ITILFollowup)",
+                label="not-routed-type",
+            )
         if event != "new":
             ticket = str(item_id) if itemtype == "Ticket" else None
-            return Ignored(_why_not_new(itemtype, event), ticket)
+            return Ignored(_why_not_new(itemtype, event), ticket, "not-new")
         stamp = request.header("X-GLPI-timestamp") or hashlib.sha256(request.body).hexdigest()
         delivery = webhook_delivery_id(itemtype, item_id, event, stamp)
         if itemtype == "Ticket":
@@ -398,9 +418,9 @@ class GlpiHost(Host):
         content = need(item, "content", str, "item")
         team = _team(item, "item")
         if item.get("is_deleted") is True:
-            return Ignored("ticket is in the trash", ticket_id)
-        if is_own_note(content):
-            return Ignored("own update", ticket_id)  # a ticket the connector opened itself
+            return Ignored("ticket is in the trash", ticket_id, "in-trash")
+        if starts_with_marker(content):  # a ticket the connector opened (no author given)
+            return Ignored("own update", ticket_id, "own-update")
         return TicketEvent(
             host=self.name,
             delivery_id=delivery,
@@ -410,7 +430,7 @@ class GlpiHost(Host):
             body=content,
             queue=team_queue(team),
             requester=team_requester(team),
-            created_at=_utc(parse_time(item.get("date") or item.get("date_creation"))),
+            created_at=created_at(item, "item"),
         )
 
     def _followup_event(
@@ -419,13 +439,17 @@ class GlpiHost(Host):
         content = need(item, "content", str, "item")
         parent_type = _string(item, "itemtype", "item") or "Ticket"
         if parent_type != "Ticket":
-            return Ignored(f"followup on a {parent_type}, not a ticket")
+            return Ignored(f"followup on a {parent_type}, not a ticket", label="not-a-ticket")
         ticket_id = str(need(item, "items_id", int, "item"))
-        if is_own_note(content):
-            return Ignored("own update", ticket_id)
+        if starts_with_marker(content):  # the payload names no author: the marker leads
+            return Ignored("own update", ticket_id, "own-update")
         if item.get("is_private") is True:
             # Requesters cannot write private followups: this is an agent's internal note.
-            return Ignored("private followup (an agent's note), not requester text", ticket_id)
+            return Ignored(
+                "private followup (an agent's note), not requester text",
+                ticket_id,
+                "private-follow-up",
+            )
         if parent is None:
             raise BadPayload("missing field parent_item", "parent_item")
         team = _team(parent, "parent_item")
@@ -438,7 +462,7 @@ class GlpiHost(Host):
             body=content,
             queue=team_queue(team),
             requester=team_requester(team),
-            created_at=_utc(parse_time(parent.get("date") or parent.get("date_creation"))),
+            created_at=created_at(parent, "parent_item"),
         )
 
     def client(self) -> GlpiClient:
@@ -612,14 +636,20 @@ class GlpiClient(HostClient):
             int(r["groups_id"]) for r in rows if r.get("type") == ASSIGNED and r.get("groups_id")
         ]
 
+    def _visible_text(self, row: Mapping[str, Any]) -> str:
+        """A followup's text (HTML tags and GLPI ≤ 10's entity layer removed)."""
+        return html_to_text(glpi_text(row.get("content"), self.api_version))
+
     def _followups(self, ticket_id: str) -> list[str]:
-        """The followups' text (HTML tags and GLPI ≤ 10's entity layer removed)."""
-        rows = self._rows(f"Ticket/{ticket_id}/ITILFollowup")
-        return [html_to_text(glpi_text(r.get("content"), self.api_version)) for r in rows]
+        return [self._visible_text(r) for r in self._rows(f"Ticket/{ticket_id}/ITILFollowup")]
 
     def _own_note_exists(self, ticket_id: str) -> bool:
-        # In the visible text: a relation reply carries the marker only in an HTML comment.
-        return any(NOTE_MARKER in text for text in self._followups(ticket_id))
+        # In the visible text (a relation reply carries the marker only in an HTML comment),
+        # and by the connector's own API user: a requester can type the marker.
+        rows = self._rows(f"Ticket/{ticket_id}/ITILFollowup")
+        return any(
+            is_own_note(self._visible_text(row), row.get("users_id"), self.user_id) for row in rows
+        )
 
     def _find(self, itemtype: str, name: str) -> dict[str, Any] | None:
         """The row whose name or full name ("Parent > Child") is exactly `name`."""
@@ -886,7 +916,7 @@ class GlpiClient(HostClient):
             return False
         if self.user_id is not None and ticket.get("users_id_lastupdater") == self.user_id:
             return False  # the connector's own change (or a ticket it opened)
-        return not is_own_note(glpi_text(ticket.get("content"), self.api_version))
+        return not starts_with_marker(glpi_text(ticket.get("content"), self.api_version))
 
     def _last_change_by_requester(self, ticket: dict[str, Any]) -> bool:
         author = ticket.get("users_id_lastupdater")
@@ -959,7 +989,7 @@ class GlpiClient(HostClient):
         lines: list[str] = []
         if missing:
             # GLPI shows no stored secret: all our webhooks get the one generated now.
-            self.webhook_secret = secrets.token_hex(20)
+            self.webhook_secret = self.new_webhook_secret()
         for itemtype, event in WEBHOOK_EVENTS:
             url = f"{hook_url}{'&' if '?' in hook_url else '?'}itemtype={itemtype}"
             row = ours.get((itemtype, event))

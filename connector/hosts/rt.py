@@ -54,7 +54,7 @@ from connector.hosts.base import (
 from connector.hosts.http import HttpTransport
 from connector.logs import log_extra
 from connector.mapping import Mapping
-from connector.route import is_own_note, messages
+from connector.route import has_marker, messages
 from connector.text import markup_as_text, parse_markup, parsed_text
 
 log = logging.getLogger("bpsm.rt")
@@ -312,6 +312,8 @@ class RTClient(HostClient):
         self.once = transport.without_retries()
         self.options = options or RTOptions()
         self.me = me  # the API user (name or id), for the time zone check
+        self._my_names: set[str] = {me} if me else set()  # how RT may name the API user
+        self._names_read = False
         self.clock = clock
         self._zone_checked = False
         self.per_page = PER_PAGE
@@ -383,8 +385,27 @@ class RTClient(HostClient):
 
     def has_note(self, ticket_id: str) -> bool:
         """Whether the connector's comment is on the ticket already (a retry after a lost
-        answer must not add a second one)."""
-        return any(is_own_note(text) for text in self._texts(ticket_id))
+        answer must not add a second one): the marker, in a message the connector's own RT
+        user wrote — a requester can type the marker into a mail."""
+        found = self._paged(f"ticket/{ticket_id}/attachments", {"fields": "Content,Creator"})
+        return any(
+            has_marker(str(a.get("Content") or "")) and self._by_me(a.get("Creator")) for a in found
+        )
+
+    def _by_me(self, creator: Any) -> bool:
+        """Whether an attachment's Creator (`{"id": <Name>, "type": "user", …}`) is the API
+        user. The token names the user by number: its Name is read once, when first needed."""
+        if self.me is None:
+            return True  # the user cannot be told (see check_time_zone): the marker decides
+        ref = str(creator.get("id") if isinstance(creator, dict) else creator or "")
+        if ref in self._my_names:
+            return True
+        if not self._names_read:
+            self._names_read = True
+            response = self.http.request("GET", f"user/{quote(self.me, safe='')}", ok=(200,))
+            user = response.json()
+            self._my_names |= {str(user.get(k)) for k in ("id", "Name") if user.get(k)}
+        return ref in self._my_names
 
     def has_text(self, ticket_id: str, text: str) -> bool:
         """Whether a message of the ticket says `text` (spacing aside: RT may trim the last

@@ -79,15 +79,16 @@ class ZammadHost(Host):
         own = self.connector_login
         if not article:
             if _login(ticket.get("updated_by")) == own:
-                return Ignored("own update", str(ticket_id))
-            return Ignored("no new customer text", str(ticket_id))
+                return Ignored("own update", str(ticket_id), "own-update")
+            return Ignored("no new customer text", str(ticket_id), "no-customer-text")
         body = article.get("body", "")
         if not isinstance(body, str):
             raise BadPayload("field article.body must be a string", "article.body")
-        if _login(article.get("created_by")) == own or is_own_note(body):
-            return Ignored("own update", str(ticket_id))
+        # By author only: a customer can type the marker into a mail.
+        if _login(article.get("created_by")) == own:
+            return Ignored("own update", str(ticket_id), "own-update")
         if article.get("internal") is True or article.get("sender") not in (None, "Customer"):
-            return Ignored("not customer text", str(ticket_id))
+            return Ignored("not customer text", str(ticket_id), "not-customer-text")
         group = ticket.get("group")
         first = ticket.get("article_count") in (None, 0, 1)
         title = ticket.get("title")
@@ -154,7 +155,10 @@ class ZammadClient(HostClient):
 
     def has_note(self, ticket_id: str) -> bool:
         articles = self.http.request("GET", f"/api/v1/ticket_articles/by_ticket/{ticket_id}").json()
-        return any(is_own_note(str(a.get("body", ""))) for a in articles)
+        me = self.me().get("id")
+        return any(
+            is_own_note(str(a.get("body", "")), a.get("created_by_id"), me) for a in articles
+        )
 
     def apply(self, event: TicketEvent, decision: RoutingDecision, mode: str) -> ApplyResult:
         current = self.ticket(event.ticket_id).get("group")
@@ -217,7 +221,7 @@ class ZammadClient(HostClient):
         webhooks = self.http.request("GET", "/api/v1/webhooks").json()
         webhook = next((w for w in webhooks if w.get("name") == WEBHOOK_NAME), None)
         if webhook is None:
-            self.webhook_secret = secrets.token_urlsafe(32)
+            self.webhook_secret = self.new_webhook_secret()
             webhook = self.http.request(
                 "POST",
                 "/api/v1/webhooks",
@@ -412,12 +416,30 @@ class ZammadClient(HostClient):
             "subject": event.subject,
         }
         if send:
-            # An e-mail article reaches the customer; Zammad fills in From from the group.
-            article.update(type="email", internal=False, to=event.requester or "")
+            # An e-mail article reaches the customer; Zammad fills in From from the group. The
+            # address comes from Zammad, never from the webhook: a forged event must not turn
+            # the helpdesk into a mail relay for an address of the sender's choosing.
+            article.update(type="email", internal=False, to=self.customer_address(event.ticket_id))
         else:
             article.update(type="note", internal=True)
         # Once: after a lost answer the job's retry finds the text above and stops there.
         self.once.request("POST", "/api/v1/ticket_articles", json=article)
+
+    def customer_address(self, ticket_id: str) -> str:
+        """The e-mail address of the ticket's customer, as Zammad records it."""
+        ticket = self.http.request("GET", f"/api/v1/tickets/{ticket_id}").json()
+        customer_id = ticket.get("customer_id") if isinstance(ticket, dict) else None
+        if not isinstance(customer_id, int) or isinstance(customer_id, bool):
+            raise HostError(f"zammad: ticket {ticket_id} names no customer", permanent=True)
+        user = self.http.request("GET", f"/api/v1/users/{customer_id}").json()
+        email = user.get("email") if isinstance(user, dict) else None
+        if not isinstance(email, str) or "@" not in email:
+            raise HostError(
+                f"zammad: the customer of ticket {ticket_id} has no e-mail address; the "
+                "relation reply was not sent (relation.reply: draft leaves it for an agent)",
+                permanent=True,
+            )
+        return email
 
     def add_tags(self, ticket_id: str, tags: tuple[str, ...]) -> None:
         for tag in tags:

@@ -491,6 +491,13 @@ class FakeZammad:
         self.db = _Db()  # the fake's tables; read them in tests, guard writes with the lock
         self._tokens: dict[str, _Token] = {}
         self._passwords: dict[str, str] = {}
+        # Agent access per user id (group ids), for the ticket API: Zammad lets an agent
+        # read, update, annotate or tag a ticket only in a group it has access to, and move
+        # it only into one (the contract: access to both the source and the target group).
+        # A user missing here has access to every group — the install guide has the admin
+        # grant the connector's user the source and BPSM groups; restrict_group_access()
+        # takes that away.
+        self._group_access: dict[int, set[int]] = {}
         self._next_id: dict[str, int] = {
             "user": 9,
             "organization": 4,
@@ -703,6 +710,12 @@ class FakeZammad:
                 self._next_id["ticket"] = ticket
             if article is not None:
                 self._next_id["article"] = article
+
+    def restrict_group_access(self, login: str, groups: Iterable[str]) -> None:
+        """Give the user agent access to these groups only (by name)."""
+        with self._lock:
+            ids = {g["id"] for g in self.db.groups.values() if g["name"] in set(groups)}
+            self._group_access[self.user_id(login)] = ids
 
     def add_group(self, name: str, note: str | None = None) -> int:
         """Create a group as an admin would in the UI."""
@@ -1073,6 +1086,17 @@ class FakeZammad:
         if ticket is None:
             raise _not_found("Ticket", ticket_id)
         return ticket
+
+    def _agent_ticket(self, ctx: _Ctx, ticket_id: Any) -> Record:
+        """The ticket, if the caller has agent access to its group (else Pundit's 403)."""
+        ticket = self._get_ticket(ticket_id)
+        self._require_group(ctx, ticket.get("group_id"))
+        return ticket
+
+    def _require_group(self, ctx: _Ctx, group_id: Any) -> None:
+        allowed = self._group_access.get(ctx.auth.user_id)
+        if allowed is not None and _as_int(group_id) not in allowed:
+            raise ApiError("forbidden", "Not authorized")
 
     def _login(self, user_id: int | None) -> str | None:
         user = self.db.users.get(user_id) if user_id is not None else None
@@ -2132,6 +2156,7 @@ class FakeZammad:
         return Map(
             [
                 r("/api/v1/users/me", endpoint="users_me", methods=["GET"]),
+                r("/api/v1/users/<id>", endpoint="users_show", methods=["GET"]),
                 r("/api/v1/groups", endpoint="groups_index", methods=["GET"]),
                 r("/api/v1/groups", endpoint="groups_create", methods=["POST"]),
                 r("/api/v1/groups/<id>", endpoint="groups_destroy", methods=["DELETE"]),
@@ -2367,6 +2392,12 @@ class FakeZammad:
     def _h_users_me(self, ctx: _Ctx) -> tuple[int, Json]:
         return 200, self._user_with_ids(self.db.users[ctx.auth.user_id])
 
+    def _h_users_show(self, ctx: _Ctx) -> tuple[int, Json]:
+        # users_controller.rb#show: agents may read customers (ticket.agent), admins anyone.
+        self._require(ctx, "ticket.agent", "admin.user")
+        user = self._get_record(self.db.users, "User", ctx.args["id"])
+        return 200, self._user_names(user) if self._expand(ctx) else self._user_with_ids(user)
+
     def _h_groups_index(self, ctx: _Ctx) -> tuple[int, Json]:
         self._require(ctx, "admin.group", "ticket.agent")
         view = self._group_names if self._expand(ctx) else self._group_with_ids
@@ -2411,7 +2442,7 @@ class FakeZammad:
 
     def _h_tickets_show(self, ctx: _Ctx) -> tuple[int, Json]:
         self._require(ctx, "ticket.agent")
-        ticket = self._get_ticket(ctx.args["id"])
+        ticket = self._agent_ticket(ctx, ctx.args["id"])
         if self._expand(ctx):
             return 200, self._ticket_names(ticket)
         return 200, copy.deepcopy(ticket)  # render json: ticket (plain attributes)
@@ -2444,6 +2475,8 @@ class FakeZammad:
                 "id"
             ]
         clean = self._convert_names(params, self._TICKET_LOOKUPS)
+        if not _blank(clean.get("group_id")):
+            self._require_group(ctx, clean["group_id"])
         prepared = self._prepare_article(article_params, ctx.auth) if article_params else None
         ticket = self._insert_ticket(clean, actor_id=ctx.auth.user_id)
         self._note_event(ctx, "create", ticket["id"])
@@ -2486,12 +2519,14 @@ class FakeZammad:
 
     def _h_tickets_update(self, ctx: _Ctx) -> tuple[int, Json]:
         self._require(ctx, "ticket.agent")
-        ticket = self._get_ticket(ctx.args["id"])
+        ticket = self._agent_ticket(ctx, ctx.args["id"])
         params = dict(ctx.params)
         article_params = params.pop("article", None)
         params.pop("number", None)
         params.pop("id", None)
         clean = self._convert_names(params, self._TICKET_LOOKUPS)
+        if "group_id" in clean:
+            self._require_group(ctx, clean["group_id"])  # the target group too
         new = self._validate_ticket_changes(ticket, clean)
         prepared = None
         if not _blank(article_params):
@@ -2640,7 +2675,7 @@ class FakeZammad:
         p = ctx.params
         if p.get("object") != "Ticket":
             raise ApiError("unprocessable", f"No such object {_rb_inspect(p.get('object'))}")
-        ticket = self._get_ticket(p.get("o_id"))
+        ticket = self._agent_ticket(ctx, p.get("o_id"))
         item = p.get("item")
         if _blank(item) or not isinstance(item, str):
             raise ApiError("unprocessable", "No item given")
@@ -2678,7 +2713,7 @@ class FakeZammad:
 
     def _h_articles_create(self, ctx: _Ctx) -> tuple[int, Json]:
         self._require(ctx, "ticket.agent")
-        ticket = self._get_ticket(ctx.params.get("ticket_id"))
+        ticket = self._agent_ticket(ctx, ctx.params.get("ticket_id"))
         prepared = self._prepare_article(ctx.params, ctx.auth)
         article = self._store_article(ticket, prepared, actor_id=ctx.auth.user_id)
         self._note_event(ctx, "update", ticket["id"], article_id=article["id"])
@@ -2694,7 +2729,7 @@ class FakeZammad:
 
     def _h_articles_by_ticket(self, ctx: _Ctx) -> tuple[int, Json]:
         self._require(ctx, "ticket.agent")
-        ticket = self._get_ticket(ctx.args["id"])
+        ticket = self._agent_ticket(ctx, ctx.args["id"])
         return 200, [
             self._article_names(a)
             for a in sorted(self.db.articles.values(), key=lambda a: a["id"])

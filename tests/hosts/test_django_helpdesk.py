@@ -31,7 +31,7 @@ from webhook_app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "django_helpdesk"
-SECRET = "dh-s3cr3t-t0k3n"
+SECRET = "dh-s3cr3t-t0k3n-24-bytes"
 HOST = "django-helpdesk"
 
 

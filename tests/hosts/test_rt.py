@@ -372,6 +372,7 @@ def test_retry_after_a_lost_answer_writes_nothing_twice() -> None:
         replay(rsps, "ticket_moved")
         replay(rsps, "put_fields", answer=body("put_queue_again"))  # [] : nothing changed
         replay(rsps, "ticket_attachments")  # the comment is there
+        replay(rsps, "user_self")  # written by the connector's user? (the token names its id)
         result = client.apply(event(), decision(), "route")
         puts, posts = sent(rsps, "PUT"), sent(rsps, "POST")
     assert result.outcome == "applied" and "comment existed" in result.detail

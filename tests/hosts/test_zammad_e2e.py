@@ -11,7 +11,7 @@ from connector.route import NOTE_MARKER
 from tests.e2e import ConnectorService, wait_for
 from tests.fakes.zammad import FakeZammad
 
-SECRET = "s3cr3t-t0k3n"
+SECRET = "s3cr3t-t0k3n-of-24-bytes"
 GROUPS = [
     "BPSM Reactive",
     "BPSM Relation",

@@ -732,7 +732,7 @@ def record_answers(rt: RTServer, prepared: Prepared) -> dict[str, dict[str, Any]
         "ticket_attachments",
         "GET",
         f"ticket/{mail}/attachments",
-        {"fields": "Content", "per_page": 100, "page": 1},
+        {"fields": "Content,Creator", "per_page": 100, "page": 1},
     )
     call("put_denied", "PUT", f"ticket/{mac}", json={"Queue": LOCKED})
     agent_move(rt, mac, READONLY)

@@ -55,9 +55,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import statistics
 import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -418,36 +416,6 @@ def test_ticketsql_reads_dates_in_the_users_time_zone() -> None:
         answer = rt.api("PUT", f"ticket/{tid}", json={"Due": "2026-12-01 10:00:00"}).json()
         assert answer == [f"Ticket {tid}: Due changed from Not set to Tue Dec 01 05:00:00 2026"]
         assert rt.get_ticket(tid)["Due"] == "2026-12-01T10:00:00Z"
-
-
-def test_round_trip_timings(rt_server: RTServer) -> None:
-    rt = rt_server
-    tid = rt.create_ticket("General", "timing", "x")
-    rt.create_user("timing-user", "timing-pw")
-    rt.grant_rights(["ShowTicket"], user="timing-user", queues=["General"])
-    token = TokenAuth(rt.create_auth_token("timing-user"))
-
-    def measure(auth: Auth, n: int = 20) -> float:
-        samples = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            rt.api("GET", f"ticket/{tid}", auth=auth)
-            samples.append(time.perf_counter() - t0)
-        return statistics.median(samples)
-
-    basic = measure(rt.root_auth)
-    via_token = measure(token)
-    t0 = time.perf_counter()
-    search(rt, f"id = {tid}", fields="Subject,Queue,LastUpdated,Created")
-    search_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    rt.create_ticket("General", "timing 2", "x")
-    create_s = time.perf_counter() - t0
-    print(
-        f"\n[rt_server] round trip (median of 20): GET ticket basic={basic * 1000:.1f} ms "
-        f"token={via_token * 1000:.1f} ms; search={search_s * 1000:.1f} ms; "
-        f"create ticket={create_s * 1000:.1f} ms; startup={rt.timings}"
-    )
 
 
 def test_install_without_root_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
