@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from connector.catalogue import Catalogue, _pydantic_problems
 from connector.classify import CatalogueIndex
 from connector.learn import LEARNED_VERSION, LearnedModel, LearnedScorer, LearnedTerm
+from connector.logs import log_extra
 from connector.yamlsource import Problem, YamlDocument, format_loc, read_yaml
 
 KIND = "bpsm-learned"
@@ -219,17 +220,22 @@ class LearnedFileWatcher:
         if stamp is None:
             if self._stamp is not None:
                 log.warning(
-                    "learned file gone; classifying without it", extra={"path": str(self.path)}
+                    "learned file gone; classifying without it",
+                    extra=log_extra({"path": str(self.path)}),
                 )
             return base.with_learned(None)
         try:
             model = load_learned(self.path, base.catalogue)
         except LearnedError as exc:
-            log.error("learned file not used: %s", exc.problems[0], extra={"path": str(self.path)})
+            log.error(
+                "learned file not used: %s",
+                exc.problems[0],
+                extra=log_extra({"path": str(self.path)}),
+            )
             return self._current if self._current is not None else base.with_learned(None)
         log.info(
             "learned file loaded",
-            extra={"path": str(self.path), "tickets": model.tickets},
+            extra=log_extra({"path": str(self.path), "tickets": model.tickets}),
         )
         return base.with_learned(None if model.empty else LearnedScorer.compile(base, model))
 
