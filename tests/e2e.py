@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from connector.config import load_settings
 from connector.hosts import host_classes
 from connector.poller import PollerThreads
 from connector.runtime import BackgroundWorker, Runtime
+from tests.fakes.zammad import FakeZammad
 from webhook_app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,3 +117,41 @@ class ConnectorService:
     def idle(self) -> bool:
         counts = self.rt.status_counts()
         return counts["queued"] == 0 and counts["processing"] == 0
+
+
+# ----- a Zammad-backed connector, as several end-to-end tests need it ------------------------
+
+BPSM_GROUPS = (
+    "BPSM Reactive",
+    "BPSM Relation",
+    "BPSM Change",
+    "BPSM Proactive",
+    "BPSM Improvement",
+    "BPSM Triage",
+)
+ZAMMAD_TOKEN = "zammad-api-token"
+
+
+@contextmanager
+def zammad_with_bpsm_groups() -> Iterator[FakeZammad]:
+    """A fake Zammad whose admin has created the BPSM groups of mappings/zammad.yaml."""
+    with FakeZammad(token=ZAMMAD_TOKEN) as fake:
+        for group in BPSM_GROUPS:
+            fake.add_group(group)
+        yield fake
+
+
+@contextmanager
+def zammad_connector(
+    data_dir: Path, zammad: FakeZammad, secret: str, env: Mapping[str, str] | None = None
+) -> Iterator[ConnectorService]:
+    """The connector routing for `zammad`, whose signed trigger webhooks call it."""
+    environ = {
+        "BPSM_ZAMMAD_URL": zammad.base_url,
+        "BPSM_ZAMMAD_TOKEN": ZAMMAD_TOKEN,
+        "BPSM_ZAMMAD_WEBHOOK_SECRET": secret,
+        **(env or {}),
+    }
+    with ConnectorService(data_dir, environ) as service:
+        zammad.configure_webhook(service.hook_url("zammad"), signature_token=secret)
+        yield service

@@ -648,34 +648,32 @@ def test_shadow_pilot_would_route_and_agrees_with_the_agents(tmp_path: Path, mon
     """A Zammad pilot in shadow mode: nothing is moved; agents then sort two tickets into
     BPSM queues (one where the connector would have put it, one elsewhere) and leave one;
     `bpsm report --agreement` asks Zammad and counts 1 agreed of 2 sorted."""
-    from tests.e2e import ConnectorService
-    from tests.fakes.zammad import FakeZammad
+    from tests.e2e import zammad_connector, zammad_with_bpsm_groups
 
-    env = {
-        "BPSM_ZAMMAD_TOKEN": "zammad-api-token",
-        "BPSM_ZAMMAD_WEBHOOK_SECRET": "a-webhook-secret-of-the-pilot",
-        "BPSM_MODE": "shadow",
-    }
-    with FakeZammad(token="zammad-api-token") as zammad:
-        for group in ("BPSM Reactive", "BPSM Relation", "BPSM Change", "BPSM Triage"):
-            zammad.add_group(group)
-        env["BPSM_ZAMMAD_URL"] = zammad.base_url
+    secret = "a-webhook-secret-of-the-pilot"
+    env = {"BPSM_MODE": "shadow"}
+    with zammad_with_bpsm_groups() as zammad:
         data = tmp_path / "data"
-        with ConnectorService(data, env) as service:
-            zammad.configure_webhook(
-                service.hook_url("zammad"), signature_token=env["BPSM_ZAMMAD_WEBHOOK_SECRET"]
-            )
+        with zammad_connector(data, zammad, secret, env) as service:
             tickets = [
                 zammad.create_ticket_as_customer("Printer jams", "The printer keeps jamming."),
                 zammad.create_ticket_as_customer("VPN", "I cannot connect to the VPN from home."),
                 zammad.create_ticket_as_customer("Skriver", "Skriveren skriver ikke ut noe."),
             ]
             routings = [service.wait_routed("zammad", t) for t in tickets]
+            settings = service.rt.settings
         assert {r["outcome"] for r in routings} == {"shadow"}
         assert all(zammad.ticket(t)["group"] == "Users" for t in tickets)  # nothing moved
         zammad.move_ticket_as_agent(tickets[0], routings[0]["queue"])  # where bpsm said
         zammad.move_ticket_as_agent(tickets[1], "BPSM Change")  # elsewhere
-        for name, value in {**env, "BPSM_DATA_DIR": str(data)}.items():
+        cli_env = {
+            **env,
+            "BPSM_ZAMMAD_URL": zammad.base_url,
+            "BPSM_ZAMMAD_TOKEN": "zammad-api-token",
+            "BPSM_ZAMMAD_WEBHOOK_SECRET": secret,
+            "BPSM_DATA_DIR": str(settings.data_dir),
+        }
+        for name, value in cli_env.items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("BPSM_MAPPINGS_DIR", str(ROOT / "mappings"))
         figures = report_json("--agreement")

@@ -14,26 +14,16 @@ from flask.testing import FlaskClient
 
 from connector.cli import main
 from connector.ui import read_users, write_user
-from tests.e2e import ConnectorService, wait_for
+from tests.e2e import ConnectorService, wait_for, zammad_connector, zammad_with_bpsm_groups
 from tests.fakes.zammad import FakeZammad
 
 SECRET = "s3cr3t-t0k3n-for-the-ui-tests"
 PASSWORD = "correct horse battery staple"
-GROUPS = [
-    "BPSM Reactive",
-    "BPSM Relation",
-    "BPSM Change",
-    "BPSM Proactive",
-    "BPSM Improvement",
-    "BPSM Triage",
-]
 
 
 @pytest.fixture
 def zammad() -> Iterator[FakeZammad]:
-    with FakeZammad(token="zammad-api-token") as fake:
-        for group in GROUPS:
-            fake.add_group(group)
+    with zammad_with_bpsm_groups() as fake:
         yield fake
 
 
@@ -47,13 +37,7 @@ def users(tmp_path: Path) -> Path:
 @pytest.fixture
 def connector(tmp_path, zammad, users, monkeypatch) -> Iterator[ConnectorService]:
     monkeypatch.setenv("BPSM_UI_USERS_FILE", str(users))
-    env = {
-        "BPSM_ZAMMAD_URL": zammad.base_url,
-        "BPSM_ZAMMAD_TOKEN": "zammad-api-token",
-        "BPSM_ZAMMAD_WEBHOOK_SECRET": SECRET,
-    }
-    with ConnectorService(tmp_path / "data", env) as service:
-        zammad.configure_webhook(service.hook_url("zammad"), signature_token=SECRET)
+    with zammad_connector(tmp_path / "data", zammad, SECRET) as service:
         yield service
 
 

@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from connector.ui import write_user
-from tests.e2e import ROOT, ConnectorService, wait_for
+from tests.e2e import ROOT, ConnectorService, wait_for, zammad_connector, zammad_with_bpsm_groups
 from tests.fakes.zammad import FakeZammad
 
 SCREENSHOTS = ROOT / "build" / "screenshots"
@@ -30,14 +30,6 @@ ARGS = [
 ]
 SECRET = "s3cr3t-t0k3n-for-the-browser"
 PASSWORD = "a long pass phrase for the lead"
-GROUPS = [
-    "BPSM Reactive",
-    "BPSM Relation",
-    "BPSM Change",
-    "BPSM Proactive",
-    "BPSM Improvement",
-    "BPSM Triage",
-]
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +43,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def zammad() -> Iterator[FakeZammad]:
-    with FakeZammad(token="zammad-api-token") as fake:
-        for group in GROUPS:
-            fake.add_group(group)
+    with zammad_with_bpsm_groups() as fake:
         yield fake
 
 
@@ -62,13 +52,7 @@ def connector(tmp_path, zammad, monkeypatch) -> Iterator[ConnectorService]:
     users = tmp_path / "ui-users"
     write_user(users, "lead", PASSWORD)
     monkeypatch.setenv("BPSM_UI_USERS_FILE", str(users))
-    env = {
-        "BPSM_ZAMMAD_URL": zammad.base_url,
-        "BPSM_ZAMMAD_TOKEN": "zammad-api-token",
-        "BPSM_ZAMMAD_WEBHOOK_SECRET": SECRET,
-    }
-    with ConnectorService(tmp_path / "data", env) as service:
-        zammad.configure_webhook(service.hook_url("zammad"), signature_token=SECRET)
+    with zammad_connector(tmp_path / "data", zammad, SECRET) as service:
         yield service
 
 

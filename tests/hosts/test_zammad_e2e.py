@@ -8,38 +8,22 @@ from collections.abc import Iterator
 import pytest
 
 from connector.route import NOTE_MARKER
-from tests.e2e import ConnectorService, wait_for
+from tests.e2e import ConnectorService, wait_for, zammad_connector, zammad_with_bpsm_groups
 from tests.fakes.zammad import FakeZammad
 
 SECRET = "s3cr3t-t0k3n-of-24-bytes"
-GROUPS = [
-    "BPSM Reactive",
-    "BPSM Relation",
-    "BPSM Change",
-    "BPSM Proactive",
-    "BPSM Improvement",
-    "BPSM Triage",
-]
 ARTICLE_TRIGGER = {"article.action": {"operator": "is", "value": "create"}}
 
 
 @pytest.fixture
 def zammad() -> Iterator[FakeZammad]:
-    with FakeZammad(token="zammad-api-token") as fake:
-        for group in GROUPS:
-            fake.add_group(group)
+    with zammad_with_bpsm_groups() as fake:
         yield fake
 
 
 @pytest.fixture
 def connector(tmp_path, zammad) -> Iterator[ConnectorService]:
-    env = {
-        "BPSM_ZAMMAD_URL": zammad.base_url,
-        "BPSM_ZAMMAD_TOKEN": "zammad-api-token",
-        "BPSM_ZAMMAD_WEBHOOK_SECRET": SECRET,
-    }
-    with ConnectorService(tmp_path, env) as service:
-        zammad.configure_webhook(service.hook_url("zammad"), signature_token=SECRET)
+    with zammad_connector(tmp_path, zammad, SECRET) as service:
         yield service
 
 
