@@ -476,7 +476,7 @@ def _host_tickets(
         _fail(exc.problems, CONFIG)
     client = host_classes()[name](settings.host(name), mapping).client()
     try:
-        events = client.backfill(datetime.now(UTC) - window)
+        events = client.backfill(datetime.now(UTC) - window, _reading(name))
     except (HostError, NotImplementedError) as exc:
         click.echo(f"cannot read tickets from {name}: {exc or 'not supported'}", err=True)
         sys.exit(FAILED)
@@ -874,11 +874,16 @@ def backfill(
     rt = _runtime(catalogue_path)
     click.echo(f"{host}: fetching open tickets created within {since} …", err=True)
     try:
-        events = rt.client(host).backfill(datetime.now(UTC) - window)
+        events = rt.client(host).backfill(datetime.now(UTC) - window, _reading(host))
     except HostError as exc:
         click.echo(f"backfill failed: {exc}", err=True)
         sys.exit(1)
-    click.echo(f"{host}: {len(events)} tickets found", err=True)
+    click.echo(
+        f"\r\033[K{host}: {len(events)} tickets found"
+        if sys.stderr.isatty()
+        else f"{host}: {len(events)} tickets found",
+        err=True,
+    )
     if dry_run:
         _backfill_preview(rt, host, events)
         return
@@ -892,6 +897,19 @@ def backfill(
         f"({len(events) - queued} seen before); a running service or "
         "`bpsm worker` routes them"
     )
+
+
+def _reading(host: str) -> Any:
+    """A count of the tickets read so far, for a person at a terminal (a helpdesk's listing
+    can take minutes); nothing in a pipe or a log."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(count: int) -> None:
+        # \r and "erase to the end of the line": one line that counts up, then is replaced.
+        click.echo(f"\r\033[K{host}: {count} tickets read …", nl=False, err=True)
+
+    return show
 
 
 def _progress(items: list[Any], label: str) -> Any:

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -20,6 +21,9 @@ from typing import Any, ClassVar, Literal, Protocol
 from connector.config import HostSettings
 from connector.events import RoutingDecision, TicketEvent
 from connector.mapping import Mapping
+
+# Called with the number of items read so far (a long listing shows that it is moving).
+Progress = Callable[[int], None]
 
 
 class BadPayload(Exception):
@@ -160,8 +164,9 @@ class HostClient(ABC):
         `backfill` for that). Used by polling hosts and by `bpsm backfill`."""
         raise NotImplementedError
 
-    def backfill(self, since: datetime) -> list[TicketEvent]:
-        """Open tickets created since `since`, for `bpsm backfill` (routes them once)."""
+    def backfill(self, since: datetime, progress: Progress | None = None) -> list[TicketEvent]:
+        """Open tickets created since `since`, for `bpsm backfill` (routes them once);
+        `progress` is called with the number of tickets read so far, as they are read."""
         raise NotImplementedError
 
     def setup(self, mapping: Mapping, hook_url: str | None) -> list[str]:

@@ -49,6 +49,7 @@ from connector.hosts.base import (
     HostError,
     Ignored,
     NewTicket,
+    Progress,
     Unauthorized,
     WebhookRequest,
     json_object,
@@ -569,7 +570,7 @@ class DjangoHelpdeskClient(HostClient):
         events.reverse()  # oldest first, as they were opened
         return events, None if newest is None else str(newest)
 
-    def backfill(self, since: datetime) -> list[TicketEvent]:
+    def backfill(self, since: datetime, progress: Progress | None = None) -> list[TicketEvent]:
         events: list[TicketEvent] = []
         for ticket in self.newest_open():
             created = opened_at(ticket)
@@ -578,6 +579,8 @@ class DjangoHelpdeskClient(HostClient):
             event = self._polled(ticket)
             if event is not None:
                 events.append(event)
+                if progress is not None:
+                    progress(len(events))
         return events
 
     def _polled(self, ticket: dict[str, Any]) -> TicketEvent | None:

@@ -43,6 +43,7 @@ from connector.hosts.base import (
     HostError,
     Ignored,
     NewTicket,
+    Progress,
     Unauthorized,
     WebhookRequest,
     hmac_hex,
@@ -826,7 +827,7 @@ class GlpiClient(HostClient):
                 events.append(event)
         return events, _mark(now)
 
-    def backfill(self, since: datetime) -> list[TicketEvent]:
+    def backfill(self, since: datetime, progress: Progress | None = None) -> list[TicketEvent]:
         minutes = max(1, math.ceil((self.clock() - since.timestamp()) / 60))
         rows, _ = self._search(SO_OPENED, minutes)
         events: list[TicketEvent] = []
@@ -836,6 +837,8 @@ class GlpiClient(HostClient):
             if not self._routable(ticket) or int(ticket.get("status") or 1) >= 5:
                 continue  # deleted, the connector's own, or solved/closed
             events.append(self._event(ticket, response, f"backfill:{ticket_id}", "polled"))
+            if progress is not None:
+                progress(len(events))
         return events
 
     def _search(self, field: int, minutes: int) -> tuple[dict[int, str], float]:

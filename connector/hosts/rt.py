@@ -48,6 +48,7 @@ from connector.hosts.base import (
     HostError,
     Ignored,
     NewTicket,
+    Progress,
     WebhookRequest,
     parse_time,
 )
@@ -482,13 +483,18 @@ class RTClient(HostClient):
                 newest = updated
         return events, rt_stamp(newest)
 
-    def backfill(self, since: datetime) -> list[TicketEvent]:
+    def backfill(self, since: datetime, progress: Progress | None = None) -> list[TicketEvent]:
         self.check_time_zone()
         query = (
             f"{queues_clause(self.options.watch_queues)} AND Created >= "
             f"{sql_quote(rt_time(since))} AND Status = '__Active__'"
         )
-        return [self._event(item, f"backfill:{item['id']}") for item in self._search(query)]
+        events: list[TicketEvent] = []
+        for item in self._search(query):
+            events.append(self._event(item, f"backfill:{item['id']}"))
+            if progress is not None:
+                progress(len(events))
+        return events
 
     # ----- writing ----------------------------------------------------------------------------
 

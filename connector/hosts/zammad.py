@@ -23,6 +23,7 @@ from connector.hosts.base import (
     HostError,
     Ignored,
     NewTicket,
+    Progress,
     TicketTimes,
     Unauthorized,
     WebhookRequest,
@@ -343,7 +344,7 @@ class ZammadClient(HostClient):
         }
         return send_test_event(hook_url, SIGNATURE_REFUSED, data=body, headers=headers)
 
-    def backfill(self, since: datetime) -> list[TicketEvent]:
+    def backfill(self, since: datetime, progress: Progress | None = None) -> list[TicketEvent]:
         stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         events: list[TicketEvent] = []
         page = 1
@@ -378,6 +379,8 @@ class ZammadClient(HostClient):
                         created_at=parse_time(ticket.get("created_at")),
                     )
                 )
+                if progress is not None:
+                    progress(len(events))
             if len(tickets) < 100:
                 return events
             page += 1

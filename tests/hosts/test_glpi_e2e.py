@@ -540,8 +540,10 @@ def test_backfill_queues_open_user_tickets_only(glpi10, tmp_path):
     service = ConnectorService(tmp_path, polling_env(glpi10, tmp_path), poll=False)
     client = service.rt.client("glpi")
     own = client.create_ticket(_maintenance_like())
-    events = client.backfill(datetime.now(UTC) - timedelta(hours=1))
+    read: list[int] = []
+    events = client.backfill(datetime.now(UTC) - timedelta(hours=1), progress=read.append)
     assert sorted(int(e.ticket_id) for e in events) == open_ids
+    assert read == [1, 2, 3]  # counted as they are read, for the terminal's progress line
     assert {e.delivery_id for e in events} == {f"backfill:{t}" for t in open_ids}
     assert all(e.body == PRINTER for e in events)
     assert client.is_open(str(open_ids[0])) is True and client.is_open(str(solved)) is False

@@ -328,12 +328,14 @@ def test_backfill_asks_for_active_tickets_created_since() -> None:
     client.per_page = 2
     with responses.RequestsMock() as rsps:
         register_first_poll(rsps)
-        events = client.backfill(datetime(2026, 11, 17, tzinfo=UTC))
+        read: list[int] = []
+        events = client.backfill(datetime(2026, 11, 17, tzinfo=UTC), progress=read.append)
         query = parse_qs(urlsplit(rsps.calls[1].request.url).query)["query"][0]
     assert query == (
         "(Queue = 'E2E Recording') AND Created >= '2026-11-17 00:00:00' AND Status = '__Active__'"
     )
     assert [e.delivery_id for e in events] == ["backfill:1", "backfill:2", "backfill:3"]
+    assert read == [1, 2, 3]  # across two pages, counted as read
 
 
 # ----- apply ------------------------------------------------------------------------------------
