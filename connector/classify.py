@@ -62,6 +62,9 @@ PLAIN_PART_SHARE = 0.1
 # A description link from a thesaurus concept is weaker evidence than a name/keyword link.
 DESCRIPTION_LINK = 0.5
 DESCRIPTION_MIN_HITS = 2
+# A catalogue term that links a concept by its stem only ("skrivere" → "skriver") links it
+# this strongly; the word itself links fully.
+STEM_LINK = 0.8
 NON_IT_KEYWORD = 0.7
 COORDINATION = 0.5  # exponent on the number of distinct matched words
 SIBLING_LINK = 0.5
@@ -322,6 +325,23 @@ _NO_WEIGHTS.flags.writeable = False
 _WordHits = tuple[_Vector, _Hits, npt.NDArray[np.int64]]
 # A phrase pattern found in the ticket: (start token, first-word key, group numbers).
 _PhraseMatch = tuple[int, str, list[int]]
+
+
+@dataclass
+class _ConceptLinks:
+    """What a catalogue term can link a thesaurus concept by: the concept's words as
+    written, its words' stems in their own language, and its phrases (under their first
+    word and its stems, as written)."""
+
+    words: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    stems: dict[tuple[str, str], set[int]] = field(default_factory=lambda: defaultdict(set))
+    phrases: dict[str, list[tuple[int, str, tuple[str, ...]]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+    def add_word(self, concept: int, word: str, lang: str) -> None:
+        self.words[word].add(concept)
+        self.stems[(lang, stem(word, lang))].add(concept)
 
 
 @dataclass
@@ -588,40 +608,54 @@ class CatalogueIndex:
         return terms
 
     def _linked_concepts(
-        self,
-        terms: list[Term],
-        concept_words: dict[str, set[int]],
-        concept_phrases: dict[str, list[tuple[int, tuple[frozenset[str], ...]]]],
+        self, terms: list[Term], links: _ConceptLinks
     ) -> dict[int, float]:
         """Concepts a service's own terms mention, with the strength of the link.
 
-        A term links a concept when they share a form (word, or stem in any language);
-        multi-word terms must match a concept phrase word for word."""
+        A term links a concept that lists the same word (in any language: brands and loan
+        words are shared), or that shares its stem in the term's own language only: the
+        Norwegian "elever" (pupils) and the English "elevator" share a Snowball stem, but
+        not a meaning. A link made by the stem alone is weaker (STEM_LINK) than one made by
+        the word itself. Multi-word terms must match a concept phrase word for word."""
         strength: dict[int, float] = defaultdict(float)
         description_hits: dict[int, int] = defaultdict(int)
-        for term, source, _, _, _ in terms:
-            words = self._words(term)
-            hits: set[int] = set()
-            if len(words) == 1 and words[0] not in self.stopwords:
-                for key in self.keys(words[0]):
-                    hits |= concept_words.get(key, set())
-            elif len(words) > 1:
-                keys = [self.keys(w) for w in words]
-                for key in keys[0]:
-                    for concept, phrase in concept_phrases.get(key, ()):
-                        if len(phrase) == len(keys) and all(
-                            a & b for a, b in zip(phrase, keys, strict=True)
-                        ):
-                            hits.add(concept)
-            for concept in hits:
+        for term, source, _, _, lang in terms:
+            hits = self._term_links(term, lang, links)
+            for concept, how in hits.items():
                 if source == "description":
                     description_hits[concept] += 1
                 else:
-                    strength[concept] = 1.0
+                    strength[concept] = max(strength[concept], how)
         for concept, count in description_hits.items():
             if concept not in strength and count >= DESCRIPTION_MIN_HITS:
                 strength[concept] = DESCRIPTION_LINK
         return strength
+
+    def _term_links(self, term: str, lang: str | None, links: _ConceptLinks) -> dict[int, float]:
+        """The concepts one catalogue term links (see _linked_concepts), with the strength."""
+        words = self._words(term)
+        found: dict[int, float] = {}
+        languages = self.languages if lang is None else (lang,)
+        if len(words) == 1 and words[0] not in self.stopwords:
+            word = words[0]
+            for language in languages:
+                for concept in links.stems.get((language, stem(word, language)), ()):
+                    found[concept] = STEM_LINK
+            for concept in links.words.get(word, ()):
+                found[concept] = 1.0
+        elif len(words) > 1:
+            firsts = {words[0], *(stem(words[0], language) for language in languages)}
+            candidates = {entry for first in firsts for entry in links.phrases.get(first, ())}
+            for concept, language, phrase in sorted(candidates):
+                if len(phrase) != len(words):
+                    continue
+                if phrase == words:
+                    found[concept] = 1.0
+                elif language in languages and concept not in found:
+                    stems = tuple(stem(w, language) for w in words)
+                    if stems == tuple(stem(w, language) for w in phrase):
+                        found[concept] = STEM_LINK
+        return found
 
     def build(self, concepts: Sequence[Concept]) -> CatalogueIndex:
         # Millions of small objects and no garbage cycles: the cyclic collector would only
@@ -643,20 +677,21 @@ class CatalogueIndex:
             [(t, lang) for lang, words in c.terms.items() for t in words] for c in concepts
         ]
         concept_words: dict[str, set[int]] = defaultdict(set)  # word key → concepts
-        concept_phrases: dict[str, list[tuple[int, tuple[frozenset[str], ...]]]] = defaultdict(list)
+        links = _ConceptLinks()
         it_vocabulary: set[str] = set()
         for index, terms in enumerate(concept_terms):
-            for term, _ in terms:
+            for term, lang in terms:
                 words = self._words(term)
                 if len(words) == 1 and words[0] not in self.stopwords:
+                    links.add_word(index, words[0], lang)
                     for key in self.keys(words[0]):
                         concept_words[key].add(index)
                         if concepts[index].scope == "it":
                             it_vocabulary.add(key)
                 elif len(words) > 1:
-                    keys = tuple(self.keys(w) for w in words)
-                    for key in keys[0]:
-                        concept_phrases[key].append((index, keys))
+                    # Phrases are compared word by word, stemmed in their own language.
+                    for first in {words[0], stem(words[0], lang)}:
+                        links.phrases[first].append((index, lang, words))
         self.it_vocabulary = frozenset(it_vocabulary)
         by_topic = _topics(concepts)
         labels = [f"thesaurus:{c.id}" for c in concepts]
@@ -666,7 +701,7 @@ class CatalogueIndex:
         for number, service in enumerate(self.services):
             own = self._service_terms(service)
             before = self._count_terms()
-            linked = self._linked_concepts(own, concept_words, concept_phrases)
+            linked = self._linked_concepts(own, links)
             # A keyword's single words count as IT words of this service only when one of
             # its own concepts lists them ('library' in 'document library' is not storage).
             own_word = partial(self._own_concept_word, concept_words, linked.keys())

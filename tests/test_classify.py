@@ -582,3 +582,48 @@ def test_a_product_named_like_an_everyday_word_is_matched_by_its_exact_form_only
     assert index.classify("Teams crashes when I share my screen").service == "teams"
     assert index.classify("Our team needs a new form").service is None
     assert index.classify("The team printer is empty").service == "printing"
+
+
+# ----- issue 18: links across languages, compounds, catalogue text -----------------------
+
+
+def _school_and_facilities(concepts: list[Concept]):
+    catalogue = Catalogue.model_validate(
+        {
+            "version": 1,
+            "languages": ["en", "nb"],
+            "services": [
+                {
+                    "id": "school-platform",
+                    "name": {"en": "School platform", "nb": "Skoleplattform"},
+                    "keywords": {"nb": ["elever", "timeplan"], "en": ["pupils", "timetable"]},
+                },
+                {
+                    "id": "printing",
+                    "name": {"en": "Printing", "nb": "Utskrift"},
+                    "keywords": {"en": ["printer"], "nb": ["skriver"]},
+                },
+            ],
+        }
+    )
+    return build_index(catalogue, concepts)
+
+
+def test_a_stem_shared_across_languages_does_not_link_a_concept():
+    # nb 'elever' (pupils) and en 'elevator' share the Snowball stem 'elev'; the building
+    # concept must not become the school platform's.
+    building = Concept("building", {"en": ("elevator", "radiator", "heating", "toilet")})
+    index = _school_and_facilities([building])
+    match = index.classify("The radiator in room 12 is cold and the heating is off")
+    assert match.service is None
+
+
+def test_a_stem_in_the_terms_own_language_still_links_but_less_than_the_word():
+    pupils = Concept("pupils", {"nb": ("elev", "klassekart", "karakterer")})
+    by_stem = _school_and_facilities([pupils])
+    word = Concept("pupils", {"nb": ("elever", "klassekart", "karakterer")})
+    by_word = _school_and_facilities([word])
+    stemmed = by_stem.classify("klassekart virker ikke")
+    written = by_word.classify("klassekart virker ikke")
+    assert stemmed.service == written.service == "school-platform"
+    assert 0 < stemmed.score < written.score
