@@ -391,6 +391,9 @@ class CatalogueIndex:
     private_cues: IntentCues = field(default_factory=lambda: IntentCues())
     stopwords: frozenset[str] = frozenset()
     it_vocabulary: frozenset[str] = frozenset()
+    # Every word of the catalogue, the thesaurus and the language data, with its stems in
+    # the compounding languages: the parts a compound may be split into (see _compound).
+    lexicon: frozenset[str] = frozenset()
     exact_only: frozenset[str] = frozenset()  # language data: terms not matched by stem
     # Matters outside IT that no service takes (see _build_outside), as services of their
     # own in a small index of their own; None when there are none.
@@ -693,6 +696,7 @@ class CatalogueIndex:
                     for first in {words[0], stem(words[0], lang)}:
                         links.phrases[first].append((index, lang, words))
         self.it_vocabulary = frozenset(it_vocabulary)
+        self.lexicon = self._lexicon(concept_terms)
         by_topic = _topics(concepts)
         labels = [f"thesaurus:{c.id}" for c in concepts]
         compiled: dict[int, list[_ConceptTerm]] = {}
@@ -750,6 +754,24 @@ class CatalogueIndex:
             ]
         )
         return self
+
+    def _lexicon(self, concept_terms: list[list[tuple[str, str]]]) -> frozenset[str]:
+        data = language_data()
+        words: set[str] = set(data.all_stopwords)
+        for function_words in data.function_words.values():
+            words |= function_words
+        for terms in concept_terms:
+            for term, _ in terms:
+                words.update(self._words(term))
+        for service in self.services:
+            for texts in (service.name, service.description):
+                for text in texts.values():
+                    words.update(tokenize(text))
+            for keywords in service.keywords.values():
+                for keyword in keywords:
+                    words.update(self._words(keyword))
+        stems = {stem(w, lang) for w in words for lang in self.compounding}
+        return frozenset(words | stems)
 
     def _canonical(self, term: str) -> str:
         """A term as the index files it: its words' smallest keys, joined."""
@@ -1191,11 +1213,14 @@ class CatalogueIndex:
         return len(words) != 1 or _same_family(word, words[0])
 
     def _compound(self, word: str) -> list[_Segment]:
-        """Split a compound into head + tail that are both, or whose tail is, a known term.
+        """Split a compound into head + tail that are both words, at least one of them a
+        known term.
 
         Norwegian puts the meaning-bearing part last ("trådløs|nettet" is a network), so a
         known tail alone is enough; a known head alone is accepted only when long (≥ 5),
-        which keeps "pass|ord" style accidents out.
+        which keeps "pass|ord" style accidents out. Either way the other part must be a word
+        too (of the catalogue, the thesaurus or the language data; the head may end in a
+        linking -s/-e): "kontorstol" is no "konto|rstol".
         """
         best: list[_Segment] = []
         best_len = 0
@@ -1207,10 +1232,25 @@ class CatalogueIndex:
                 head_hits = self._part(head[:-1])  # linking -s-/-e-: "eksamen|s|system"
             if head_hits and not tail_hits and (len(head) < 5 or len(tail) < 4):
                 head_hits = []  # "konto|ret" is "kontoret", an inflection, not a compound
+            if head_hits and not tail_hits and not self._is_word(tail):
+                continue
             covered = (len(head) if head_hits else 0) + (len(tail) if tail_hits else 0)
             if covered > best_len:
                 best, best_len = head_hits + tail_hits, covered
         return best
+
+    def _is_word(self, part: str) -> bool:
+        """Whether a compound's second part can be a word: one the index knows, as written
+        or stemmed in a compounding language (the tail carries the inflection: "stol|en"),
+        or one that begins as the language's words do ("rstol" cannot)."""
+        lexicon = self.lexicon
+        if part in lexicon or any(stem(part, lang) in lexicon for lang in self.compounding):
+            return True
+        onset = _onset(part)
+        if len(onset) <= 1:
+            return onset != part
+        onsets = language_data().word_onsets
+        return any(onset in onsets.get(lang, ()) for lang in self.compounding)
 
     def _part(self, part: str) -> list[_Segment]:
         """Postings of a compound part: the part as written or stemmed in a compounding
@@ -1666,6 +1706,17 @@ def _plausible_slip(word: str, candidate: str) -> bool:
             return True  # two letters swapped
     slips = language_data().slips
     return all(candidate[i] in slips.get(word[i], ()) for i in differ)
+
+
+_VOWELS = frozenset("aeiouyæøåäöüéèáàóòú")
+
+
+def _onset(word: str) -> str:
+    """The letters before a word's first vowel."""
+    for position, letter in enumerate(word):
+        if letter in _VOWELS:
+            return word[:position]
+    return word
 
 
 def _deletes(word: str) -> set[str]:

@@ -627,3 +627,21 @@ def test_a_stem_in_the_terms_own_language_still_links_but_less_than_the_word():
     written = by_word.classify("klassekart virker ikke")
     assert stemmed.service == written.service == "school-platform"
     assert 0 < stemmed.score < written.score
+
+
+def test_a_compound_whose_remainder_is_no_word_does_not_split():
+    catalogue = Catalogue.model_validate(
+        {
+            "version": 1,
+            "languages": ["nb", "en"],
+            "services": [
+                {"id": "accounts", "name": {"nb": "Brukerkontoer"}, "keywords": {"nb": ["konto"]}},
+                {"id": "network", "name": {"nb": "Nettverk"}, "keywords": {"nb": ["nett"]}},
+            ],
+        }
+    )
+    index = build_index(catalogue, [])
+    # 'konto' + 'rstol': no word begins with 'rs'
+    assert index.classify("kontorstol er ødelagt").service is None
+    # a head with a word for a tail still splits ('trådløs' is unknown, 'nettet' is 'nett')
+    assert index.classify("kontonettet er nede").service == "network"
