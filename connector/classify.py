@@ -610,9 +610,7 @@ class CatalogueIndex:
         terms += [(service.id.replace("-", " "), "name", name_weight * 0.5, True, None)]
         return terms
 
-    def _linked_concepts(
-        self, terms: list[Term], links: _ConceptLinks
-    ) -> dict[int, float]:
+    def _linked_concepts(self, terms: list[Term], links: _ConceptLinks) -> dict[int, float]:
         """Concepts a service's own terms mention, with the strength of the link.
 
         A term links a concept that lists the same word (in any language: brands and loan
@@ -1003,7 +1001,12 @@ class CatalogueIndex:
             return found
         if not found and len(word) >= MIN_COMPOUND_LEN:
             found = self._compound(word)
-        if not found and len(word) >= MIN_FUZZY_LEN and not word.isdigit():
+        if (
+            not found
+            and len(word) >= MIN_FUZZY_LEN
+            and not word.isdigit()
+            and not self._known(word)
+        ):
             found = self._fuzzy(word)
         return found
 
@@ -1238,6 +1241,12 @@ class CatalogueIndex:
             if covered > best_len:
                 best, best_len = head_hits + tail_hits, covered
         return best
+
+    def _known(self, word: str) -> bool:
+        """Whether a ticket word is a word the index knows (so no typo of another one: an
+        "kontor" (office) is not a slip for "konto" (account))."""
+        lexicon = self.lexicon
+        return word in lexicon or any(stem(word, lang) in lexicon for lang in self.languages)
 
     def _is_word(self, part: str) -> bool:
         """Whether a compound's second part can be a word: one the index knows, as written
