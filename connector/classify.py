@@ -62,6 +62,8 @@ PLAIN_PART_SHARE = 0.1
 # A description link from a thesaurus concept is weaker evidence than a name/keyword link.
 DESCRIPTION_LINK = 0.5
 DESCRIPTION_MIN_HITS = 2
+# A description word the thesaurus does not know counts at this share of an IT word's weight.
+PLAIN_DESCRIPTION = 0.5
 # A catalogue term that links a concept by its stem only ("skrivere" → "skriver") links it
 # this strongly; the word itself links fully.
 STEM_LINK = 0.8
@@ -601,11 +603,20 @@ class CatalogueIndex:
                 (w, "keyword", self._keyword_weight(w), self.keyword_parts, lang) for w in words
             ]
         for lang, text in service.description.items():
-            # Descriptions are prose: only their IT words carry signal.
+            # Descriptions are prose: their IT words carry signal, and so do the words of
+            # the organisation's own domain the thesaurus does not know ("specimen labels");
+            # how specific a word is to the service is left to its idf over services.
             terms += [
-                (w, "description", FIELD_WEIGHT["description"], False, lang)
-                for w in tokenize(text)
-                if len(w) > 2 and self.is_it_word(w)
+                (
+                    w,
+                    "description",
+                    FIELD_WEIGHT["description"]
+                    * (1.0 if self.is_it_word(w) else PLAIN_DESCRIPTION),
+                    False,
+                    lang,
+                )
+                for w in dict.fromkeys(tokenize(text))
+                if len(w) > 2 and w not in self.stopwords and not w.isdigit()
             ]
         terms += [(service.id.replace("-", " "), "name", name_weight * 0.5, True, None)]
         return terms
@@ -703,7 +714,11 @@ class CatalogueIndex:
         for number, service in enumerate(self.services):
             own = self._service_terms(service)
             before = self._count_terms()
-            linked = self._linked_concepts(own, links)
+            # The description's plain words are the service's own evidence; they link no
+            # concept ("patient" in a record system's description is not nurse call).
+            linked = self._linked_concepts(
+                [t for t in own if t[1] != "description" or self.is_it_word(t[0])], links
+            )
             # A keyword's single words count as IT words of this service only when one of
             # its own concepts lists them ('library' in 'document library' is not storage).
             own_word = partial(self._own_concept_word, concept_words, linked.keys())
