@@ -85,7 +85,6 @@ PRIVATE_SHARE = 0.5
 # times: in a ticket about furniture the IT words are incidental ("the computers we carry
 # ourselves"), in an IT ticket the outside words are context ("printer by the coffee machine").
 OUTSIDE_RATIO = 2.0
-STRENGTH_SCALE = 4.0  # score at which strength reaches 1 - 1/e
 MIN_FUZZY_LEN = 5
 FUZZY2_LEN = 11  # words this long may be two edits off
 MIN_COMPOUND_LEN = 6
@@ -396,6 +395,7 @@ class CatalogueIndex:
     # Every word of the catalogue, the thesaurus and the language data, with its stems in
     # the compounding languages: the parts a compound may be split into (see _compound).
     lexicon: frozenset[str] = frozenset()
+    lexicon_words: frozenset[str] = frozenset()  # ...as written, without the stems
     exact_only: frozenset[str] = frozenset()  # language data: terms not matched by stem
     # Matters outside IT that no service takes (see _build_outside), as services of their
     # own in a small index of their own; None when there are none.
@@ -692,20 +692,23 @@ class CatalogueIndex:
         links = _ConceptLinks()
         it_vocabulary: set[str] = set()
         for index, terms in enumerate(concept_terms):
-            for term, lang in terms:
+            for term, term_lang in terms:
                 words = self._words(term)
                 if len(words) == 1 and words[0] not in self.stopwords:
-                    links.add_word(index, words[0], lang)
+                    links.add_word(index, words[0], term_lang)
                     for key in self.keys(words[0]):
                         concept_words[key].add(index)
                         if concepts[index].scope == "it":
                             it_vocabulary.add(key)
                 elif len(words) > 1:
                     # Phrases are compared word by word, stemmed in their own language.
-                    for first in {words[0], stem(words[0], lang)}:
-                        links.phrases[first].append((index, lang, words))
+                    for first in {words[0], stem(words[0], term_lang)}:
+                        links.phrases[first].append((index, term_lang, words))
         self.it_vocabulary = frozenset(it_vocabulary)
-        self.lexicon = self._lexicon(concept_terms)
+        self.lexicon_words = self._lexicon(concept_terms)
+        self.lexicon = self.lexicon_words | {
+            stem(w, lang) for w in self.lexicon_words for lang in self.compounding
+        }
         by_topic = _topics(concepts)
         labels = [f"thesaurus:{c.id}" for c in concepts]
         compiled: dict[int, list[_ConceptTerm]] = {}
@@ -783,8 +786,7 @@ class CatalogueIndex:
             for keywords in service.keywords.values():
                 for keyword in keywords:
                     words.update(self._words(keyword))
-        stems = {stem(w, lang) for w in words for lang in self.compounding}
-        return frozenset(words | stems)
+        return frozenset(words)
 
     def _canonical(self, term: str) -> str:
         """A term as the index files it: its words' smallest keys, joined."""
@@ -1260,8 +1262,7 @@ class CatalogueIndex:
     def _known(self, word: str) -> bool:
         """Whether a ticket word is a word the index knows (so no typo of another one: an
         "kontor" (office) is not a slip for "konto" (account))."""
-        lexicon = self.lexicon
-        return word in lexicon or any(stem(word, lang) in lexicon for lang in self.languages)
+        return word in self.lexicon_words
 
     def _is_word(self, part: str) -> bool:
         """Whether a compound's second part can be a word: one the index knows, as written
@@ -1415,6 +1416,17 @@ class CatalogueIndex:
     ) -> ServiceMatch:
         """The ticket's match, within a work budget (`work`, by default Work()): the
         caller's Work object afterwards tells the steps spent and whether it ran out."""
+        return self.classify_with_features(body, subject, language_hint, work)[0]
+
+    def classify_with_features(
+        self,
+        body: str,
+        subject: str = "",
+        language_hint: str | None = None,
+        work: Work | None = None,
+    ) -> tuple[ServiceMatch, Features]:
+        """classify(), and the features its confidence was calibrated from (for
+        scripts/fit_calibration.py, which fits CALIBRATION on labelled tickets)."""
         work = Work() if work is None else work
         tokens = self._affordable(ticket_tokens(subject, body, work), work)
         default = self.catalogue.languages[0] if self.catalogue.languages else "en"
@@ -1434,12 +1446,14 @@ class CatalogueIndex:
         if is_private:
             scored = self._private_first(unsorted, scored)
         outside = None if is_private else self._outside_it(tokens, scored[0][0] if scored else 0.0)
+        content = self._content_words(tokens)
         if not scored or scored[0][0] < MIN_SCORE or outside is not None:
             concept, outside_evidence = outside or (None, ())
-            return ServiceMatch(
+            features = _no_service_features(scored, outside is not None, is_private)
+            match = ServiceMatch(
                 service=None,
                 score=round(scored[0][0], 3) if scored else 0.0,
-                confidence=_confidence(scored),
+                confidence=calibrated(features) if content else 0.0,
                 language=language,
                 evidence=outside_evidence,
                 outside=_label(concept, language) if concept else None,
@@ -1452,13 +1466,15 @@ class CatalogueIndex:
                 private_matter=is_private,
                 known_words=known,
             )
+            return match, features
         best_score, best = scored[0]
         runner = scored[1] if len(scored) > 1 else None
+        features = _service_features(scored, kept[best], content, is_private)
         evidence = sorted((h.evidence for h in kept[best]), key=lambda e: (-e.weight, e.term))[:6]
-        return ServiceMatch(
+        match = ServiceMatch(
             service=self.services[best].id,
             score=round(best_score, 3),
-            confidence=_confidence(scored),
+            confidence=calibrated(features),
             language=language,
             evidence=tuple(evidence),
             runner_up=self.services[runner[1]].id if runner else None,
@@ -1469,6 +1485,18 @@ class CatalogueIndex:
             private_cues=private_cues,
             private_matter=is_private,
             known_words=known,
+        )
+        return match, features
+
+    def _content_words(self, tokens: Sequence[Token]) -> int:
+        """How many distinct words of the ticket could be evidence: no stopwords, and no
+        bare numbers (a ticket of "12345 !!!" says nothing, and no answer to it is sure)."""
+        return len(
+            {
+                t.text
+                for t in tokens
+                if len(t.text) >= 2 and t.text not in self.stopwords and not t.text.isdigit()
+            }
         )
 
     def known_words(self, tokens: Sequence[Token]) -> int:
@@ -1651,17 +1679,56 @@ def _one_term_per_word(terms: dict[str, _Hit]) -> list[_Hit]:
     return kept
 
 
-def _confidence(scored: Sequence[tuple[float, int]]) -> float:
-    """Strength of the winner × its margin over the runner-up, in [0, 1]."""
-    if not scored:
-        return 0.0
+# The features a confidence is calibrated from: the kind of answer ("service" or "none")
+# and its numbers (see _service_features and _no_service_features).
+Features = tuple[str, tuple[float, ...]]
+
+# Confidence is the probability that the answer is right: a logistic model of a few features
+# of the match, one per kind of answer, fitted on the labelled tickets of tests/data/tickets.csv
+# (and no other) by scripts/fit_calibration.py, which prints this table.
+CALIBRATION: dict[str, tuple[float, ...]] = {
+    "service": (-1.5311, 1.0645, 1.6366, -0.1474, -1.1, 0.4073, -0.9807),
+    "none": (2.0582, -0.3997, 0.3272, 0.0),
+}
+
+
+def _service_features(
+    scored: Sequence[tuple[float, int]], hits: Sequence[_Hit], content: int, private: bool
+) -> Features:
+    """Of a match to a service: its score and margin over the runner-up, how many distinct
+    ticket words point to it, how much of its evidence is the catalogue's own text rather
+    than the thesaurus, what share of the ticket's words it explains, and whether the
+    private-matter cues chose it."""
     top = scored[0][0]
     second = scored[1][0] if len(scored) > 1 else 0.0
-    if top <= 0:
-        return 0.0
-    strength = 1 - math.exp(-top / STRENGTH_SCALE)
-    margin = (top - second) / top
-    return round(strength * math.sqrt(margin), 4)
+    total = sum(h.weight for h in hits) or 1.0
+    own = sum(h.weight for h in hits if not h.posting.source.startswith("thesaurus"))
+    words = len({h.word for h in hits})
+    return "service", (
+        math.log1p(top),
+        (top - second) / top if top > 0 else 0.0,
+        math.log(max(words, 1)),
+        own / total,
+        min(1.0, words / max(content, 1)),
+        1.0 if private else 0.0,
+    )
+
+
+def _no_service_features(
+    scored: Sequence[tuple[float, int]], outside: bool, private: bool
+) -> Features:
+    """Of an answer that no service fits: the best service's score (how near it came), and
+    whether a matter outside IT or the private-matter cues decided it."""
+    top = scored[0][0] if scored else 0.0
+    return "none", (math.log1p(top), 1.0 if outside else 0.0, 1.0 if private else 0.0)
+
+
+def calibrated(features: Features) -> float:
+    """The probability that the answer is right, by the CALIBRATION model of its kind."""
+    kind, values = features
+    bias, *weights = CALIBRATION[kind]
+    z = bias + sum(w * v for w, v in zip(weights, values, strict=True))
+    return round(1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z)))), 4)
 
 
 def ticket_tokens(subject: str, body: str, work: Work | None = None) -> list[Token]:
@@ -1769,7 +1836,9 @@ def build_index(
 __all__ = [
     "CatalogueIndex",
     "Concept",
+    "Features",
     "build_index",
+    "calibrated",
     "domain_packs",
     "parse_packs",
     "shipped_thesaurus",

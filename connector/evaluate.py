@@ -207,7 +207,8 @@ def expected_calibration_error(bands: list[dict[str, Any]], n: int) -> float:
     """Mean gap between confidence and accuracy over the bands, weighted by their size."""
     if not n:
         return 0.0
-    return round(sum(b["n"] * abs(b["accuracy"] - b["confidence"]) for b in bands) / n, 4)
+    gap = sum(float(b["n"]) * abs(float(b["accuracy"]) - float(b["confidence"])) for b in bands)
+    return round(gap / n, 4)
 
 
 def largest_share(confidences: list[float], correct: list[bool], target: float) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -645,3 +646,39 @@ def test_a_compound_whose_remainder_is_no_word_does_not_split():
     assert index.classify("kontorstol er ødelagt").service is None
     # a head with a word for a tail still splits ('trådløs' is unknown, 'nettet' is 'nett')
     assert index.classify("kontonettet er nede").service == "network"
+
+
+def test_confidence_is_calibrated_on_the_labelled_tickets():
+    # "Right this often": on the project's own labelled tickets (the calibration was fitted
+    # there), each band's confidence is near how often its tickets' service is right.
+    from pathlib import Path
+
+    from connector.catalogue import load_catalogue
+    from connector.evaluate import expected_calibration_error, read_labelled, reliability
+
+    root = Path(__file__).resolve().parent.parent
+    catalogue = load_catalogue(root / "catalogue.yaml")
+    index = build_index(catalogue)
+    tickets = read_labelled(root / "tests" / "data" / "tickets.csv", catalogue)
+    matches = [index.classify(t.body, t.subject) for t in tickets]
+    correct = [m.service == t.service for m, t in zip(matches, tickets, strict=True)]
+    confidences = [m.confidence for m in matches]
+    bands = reliability(confidences, correct)
+    assert expected_calibration_error(bands, len(tickets)) <= 0.08
+    # ...and confidence ranks: the surest half is right more often than the rest.
+    order = sorted(range(len(tickets)), key=lambda i: -confidences[i])
+    half = len(order) // 2
+    sure = sum(correct[i] for i in order[:half]) / half
+    unsure = sum(correct[i] for i in order[half:]) / (len(order) - half)
+    assert sure > unsure + 0.15
+
+
+def test_calibrated_confidence_grows_with_margin_and_evidence():
+    from connector.classify import calibrated
+
+    def service(score: float, margin: float, words: int) -> float:
+        return calibrated(("service", (math.log1p(score), margin, math.log(words), 1.0, 0.5, 0.0)))
+
+    assert service(6.0, 0.1, 2) < service(6.0, 0.8, 2)
+    assert service(3.0, 0.8, 2) < service(12.0, 0.8, 2)
+    assert 0.0 < service(2.0, 0.05, 1) < 0.5 < service(15.0, 0.9, 4) < 1.0

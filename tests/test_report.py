@@ -561,7 +561,7 @@ def test_evaluate_sweep_html(tmp_path: Path) -> None:
     assert parsed.tags.count("svg") == 1
     assert parsed.tags.count("polyline") >= 3  # share, service and process accuracy
     assert parsed.tags.count("tr") == 1 + 11  # header + thresholds 0.0 … 1.0
-    assert "configured 0.25" in " ".join(parsed.text)
+    assert "configured 0.60" in " ".join(parsed.text)
 
 
 def test_evaluate_html_alone_keeps_stdout_unchanged(tmp_path: Path) -> None:
