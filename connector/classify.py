@@ -395,7 +395,6 @@ class CatalogueIndex:
     # Every word of the catalogue, the thesaurus and the language data, with its stems in
     # the compounding languages: the parts a compound may be split into (see _compound).
     lexicon: frozenset[str] = frozenset()
-    lexicon_words: frozenset[str] = frozenset()  # ...as written, without the stems
     exact_only: frozenset[str] = frozenset()  # language data: terms not matched by stem
     # Matters outside IT that no service takes (see _build_outside), as services of their
     # own in a small index of their own; None when there are none.
@@ -705,10 +704,8 @@ class CatalogueIndex:
                     for first in {words[0], stem(words[0], term_lang)}:
                         links.phrases[first].append((index, term_lang, words))
         self.it_vocabulary = frozenset(it_vocabulary)
-        self.lexicon_words = self._lexicon(concept_terms)
-        self.lexicon = self.lexicon_words | {
-            stem(w, lang) for w in self.lexicon_words for lang in self.compounding
-        }
+        written = self._lexicon(concept_terms)
+        self.lexicon = written | {stem(w, lang) for w in written for lang in self.compounding}
         by_topic = _topics(concepts)
         labels = [f"thesaurus:{c.id}" for c in concepts]
         compiled: dict[int, list[_ConceptTerm]] = {}
@@ -1260,9 +1257,10 @@ class CatalogueIndex:
         return best
 
     def _known(self, word: str) -> bool:
-        """Whether a ticket word is a word the index knows (so no typo of another one: an
-        "kontor" (office) is not a slip for "konto" (account))."""
-        return word in self.lexicon_words
+        """Whether a ticket word is, as written, a word the index knows or a known word's
+        stem (so no typo of another one: "kontor" (office) is no slip for "konto" (account)).
+        Its own stem is not asked: "tonet" stems like "toner" but is a slip for it."""
+        return word in self.lexicon
 
     def _is_word(self, part: str) -> bool:
         """Whether a compound's second part can be a word: one the index knows, as written
