@@ -402,6 +402,8 @@ class CatalogueIndex:
     keyword_parts: bool = True  # words of a multi-word keyword also count alone (PART_SHARE)
     outside_concepts: dict[str, Concept] = field(default_factory=dict)
     compounding: tuple[str, ...] = ()  # languages that write compounds as one word
+    # Unsupported services whose name or keywords say they are for private matters.
+    private_services: frozenset[int] = frozenset()
     _token_cache: SizedMemo[str, list[tuple[Posting, str, str]]] = field(
         default_factory=lambda: SizedMemo(*HITS_MEMO)
     )
@@ -753,6 +755,11 @@ class CatalogueIndex:
         ]
         self._norm = np.array(self.norm, dtype=np.float64)
         self._build_cues()
+        self.private_services = frozenset(
+            number
+            for number, service in enumerate(self.services)
+            if not service.supported and self._names_private(service)
+        )
         claimed = {
             self._canonical(term)
             for i in taken
@@ -784,6 +791,17 @@ class CatalogueIndex:
                 for keyword in keywords:
                     words.update(self._words(keyword))
         return frozenset(words)
+
+    def _names_private(self, service: Service) -> bool:
+        """Whether a service's name or keywords name private matters ("Private devices",
+        "Privatkjøpt programvare", "own laptop")."""
+        marks = language_data().private_service_words
+        texts = [*service.name.values(), *(k for ks in service.keywords.values() for k in ks)]
+        return any(
+            word in marks or any(word.startswith(m) for m in marks if len(m) >= 6)
+            for text in texts
+            for word in tokenize(text)
+        )
 
     def _canonical(self, term: str) -> str:
         """A term as the index files it: its words' smallest keys, joined."""
@@ -1467,8 +1485,10 @@ class CatalogueIndex:
             return match, features
         best_score, best = scored[0]
         runner = scored[1] if len(scored) > 1 else None
-        features = _service_features(scored, kept[best], content, is_private)
-        evidence = sorted((h.evidence for h in kept[best]), key=lambda e: (-e.weight, e.term))[:6]
+        # (A service for private matters may win on the private cues alone, with no hits.)
+        hits = kept.get(best, [])
+        features = _service_features(scored, hits, content, is_private)
+        evidence = sorted((h.evidence for h in hits), key=lambda e: (-e.weight, e.term))[:6]
         match = ServiceMatch(
             service=self.services[best].id,
             score=round(best_score, 3),
@@ -1556,6 +1576,13 @@ class CatalogueIndex:
         """A private matter is about the catalogue's unsupported service for it, when there is
         one with evidence ("my own printer at home" is private devices, not printing)."""
         services = self.services
+        # The catalogue's services for private matters take the cues themselves as evidence.
+        bonus = MIN_SCORE * PRIVATE_SHARE
+        private = self.private_services
+        scores = dict((s, score) for score, s in unsorted)
+        unsorted = [(scores.get(s, 0.0) + bonus, s) for s in private] + [
+            item for item in unsorted if item[1] not in private
+        ]
         unsupported = [
             item
             for item in unsorted

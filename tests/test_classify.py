@@ -682,3 +682,32 @@ def test_calibrated_confidence_grows_with_margin_and_evidence():
     assert service(6.0, 0.1, 2) < service(6.0, 0.8, 2)
     assert service(3.0, 0.8, 2) < service(12.0, 0.8, 2)
     assert 0.0 < service(2.0, 0.05, 1) < 0.5 < service(15.0, 0.9, 4) < 1.0
+
+
+def test_a_private_matter_goes_to_the_catalogues_service_for_private_matters():
+    catalogue = Catalogue.model_validate(
+        {
+            "version": 1,
+            "languages": ["nb", "en"],
+            "services": [
+                {"id": "clients", "name": {"nb": "Klienter"}, "keywords": {"nb": ["pc"]}},
+                {
+                    "id": "private-devices",
+                    "name": {"nb": "Private enheter"},
+                    "keywords": {"nb": ["smartklokke"]},
+                    "supported": False,
+                    "reason": {"nb": "Bare helseforetakets utstyr."},
+                },
+                {
+                    "id": "fax",
+                    "name": {"nb": "Telefaks"},
+                    "supported": False,
+                    "reason": {"nb": "Faks er faset ut."},
+                },
+            ],
+        }
+    )
+    index = build_index(catalogue, [])
+    match = index.classify("pc-en til datteren min har fått virus")
+    assert match.private_matter and match.service == "private-devices"
+    assert index.classify("pc-en min har fått virus").service == "clients"
