@@ -22,6 +22,7 @@ import gc
 import heapq
 import math
 import os
+import re
 from array import array
 from bisect import bisect_right
 from collections import defaultdict
@@ -62,6 +63,10 @@ PLAIN_PART_SHARE = 0.1
 # A description link from a thesaurus concept is weaker evidence than a name/keyword link.
 DESCRIPTION_LINK = 0.5
 DESCRIPTION_MIN_HITS = 2
+# Two neighbouring description words, matched as a phrase, weigh this share of a description
+# word more (the phrase's own weight; its words still count alone).
+DESCRIPTION_PHRASE = 1.0
+_CLAUSE = re.compile(r"[,.;:()!?]+\s|[;:()]")
 # A description word the thesaurus does not know counts at this share of an IT word's weight.
 PLAIN_DESCRIPTION = 0.5
 # A catalogue term that links a concept by its stem only ("skrivere" → "skriver") links it
@@ -619,8 +624,24 @@ class CatalogueIndex:
                 for w in dict.fromkeys(tokenize(text))
                 if len(w) > 2 and w not in self.stopwords and not w.isdigit()
             ]
+            terms += [
+                (pair, "description", FIELD_WEIGHT["description"] * DESCRIPTION_PHRASE, False, lang)
+                for pair in self._description_pairs(text)
+            ]
         terms += [(service.id.replace("-", " "), "name", name_weight * 0.5, True, None)]
         return terms
+
+    def _description_pairs(self, text: str) -> list[str]:
+        """Two neighbouring words of a description, within one clause and neither a
+        stopword ("fluid balance", "specimen labels"): a ticket that says both in a row
+        says more than each word apart."""
+        pairs: dict[str, None] = {}
+        for clause in _CLAUSE.split(text):
+            words = tokenize(clause)
+            for first, second in zip(words, words[1:], strict=False):
+                if all(len(w) > 2 and w not in self.stopwords for w in (first, second)):
+                    pairs[f"{first} {second}"] = None
+        return list(pairs)
 
     def _linked_concepts(self, terms: list[Term], links: _ConceptLinks) -> dict[int, float]:
         """Concepts a service's own terms mention, with the strength of the link.
