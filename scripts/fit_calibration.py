@@ -1,6 +1,6 @@
 """Fit the confidence calibration (connector.classify.CALIBRATION) on labelled tickets.
 
-    .venv/bin/python scripts/fit_calibration.py tests/data/tickets.csv
+    .venv/bin/python scripts/fit_calibration.py tests/data/tickets.csv --partial 2
     .venv/bin/python scripts/fit_calibration.py tests/data/tickets.csv \
         --check other.csv other-catalogue.yaml      # expected calibration error elsewhere
 
@@ -20,18 +20,22 @@ import numpy as np
 import numpy.typing as npt
 
 from connector.catalogue import load_catalogue
-from connector.classify import Features, build_index, calibrated
+from connector.classify import Features, build_index, calibrated, shipped_thesaurus
 from connector.evaluate import expected_calibration_error, read_labelled, reliability
 
 SHRINK = 1.0  # L2 penalty on the weights (not the bias), in units of the summed log-loss
 
 
 def labelled_features(
-    data: str, catalogue_path: str
+    data: str, catalogue_path: str, keep: tuple[int, int] | None = None
 ) -> list[tuple[Features, bool, str | None, str | None]]:
-    """Per ticket: the features, whether the answer was right, predicted and true service."""
+    """Per ticket: the features, whether the answer was right, predicted and true service.
+    With `keep` = (k, n), only every n-th thesaurus concept from the k-th on is used."""
     catalogue = load_catalogue(catalogue_path)
-    index = build_index(catalogue)
+    concepts = shipped_thesaurus()
+    if keep is not None:
+        concepts = tuple(c for i, c in enumerate(concepts) if i % keep[1] == keep[0])
+    index = build_index(catalogue, concepts)
     rows = []
     for ticket in read_labelled(data, catalogue):
         match, features = index.classify_with_features(ticket.body, ticket.subject)
@@ -60,11 +64,24 @@ def main() -> int:
     parser.add_argument("data")
     parser.add_argument("--catalogue", default="catalogue.yaml")
     parser.add_argument("--check", nargs=2, action="append", default=[], metavar=("CSV", "CAT"))
+    parser.add_argument(
+        "--partial",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also fit on N indexes that each keep only 1/N of the thesaurus",
+    )
     args = parser.parse_args()
     rows = labelled_features(args.data, args.catalogue)
+    # The thesaurus was written beside this catalogue; other organisations' catalogues are
+    # covered less well. Indexes with part of it stand for them, so that the confidence
+    # learns what thinner evidence is worth.
+    training = list(rows)
+    for part in range(args.partial):
+        training += labelled_features(args.data, args.catalogue, (part, args.partial))
     table: dict[str, tuple[float, ...]] = {}
     for kind in ("service", "none"):
-        chosen = [(f[1], ok) for f, ok, _, _ in rows if f[0] == kind]
+        chosen = [(f[1], ok) for f, ok, _, _ in training if f[0] == kind]
         x = np.array([[1.0, *values] for values, _ in chosen])
         y = np.array([float(ok) for _, ok in chosen])
         table[kind] = tuple(round(float(v), 4) for v in fit(x, y))
