@@ -711,3 +711,30 @@ def test_a_private_matter_goes_to_the_catalogues_service_for_private_matters():
     match = index.classify("pc-en til datteren min har fått virus")
     assert match.private_matter and match.service == "private-devices"
     assert index.classify("pc-en min har fått virus").service == "clients"
+
+
+def test_a_domain_no_thesaurus_knows_routes_from_the_catalogue_descriptions():
+    # Brewery services described in words no thesaurus concept lists.
+    catalogue = Catalogue.model_validate(
+        {
+            "version": 1,
+            "languages": ["en"],
+            "services": [
+                {
+                    "id": "brewhouse",
+                    "name": {"en": "Brewhouse control"},
+                    "description": {"en": "Mash tun temperature, wort boiling and hop dosing."},
+                },
+                {
+                    "id": "bottling",
+                    "name": {"en": "Bottling line"},
+                    "description": {"en": "Crown capper, label applicator and crate washer."},
+                },
+            ],
+        }
+    )
+    index = build_index(catalogue, [])
+    assert index.classify("the hop dosing skipped a batch").service == "brewhouse"
+    match = index.classify("crate washer stopped again, the capper too")
+    assert match.service == "bottling"
+    assert any(e.how == "phrase" and e.term == "crate washer" for e in match.evidence)
