@@ -22,6 +22,7 @@ import gc
 import heapq
 import math
 import os
+import re
 from array import array
 from bisect import bisect_right
 from collections import defaultdict
@@ -62,6 +63,15 @@ PLAIN_PART_SHARE = 0.1
 # A description link from a thesaurus concept is weaker evidence than a name/keyword link.
 DESCRIPTION_LINK = 0.5
 DESCRIPTION_MIN_HITS = 2
+# Two neighbouring description words, matched as a phrase, weigh this share of a description
+# word more (the phrase's own weight; its words still count alone).
+DESCRIPTION_PHRASE = 1.0
+_CLAUSE = re.compile(r"[,.;:()!?]+\s|[;:()]")
+# A description word the thesaurus does not know counts at this share of an IT word's weight.
+PLAIN_DESCRIPTION = 0.5
+# A catalogue term that links a concept by its stem only ("skrivere" → "skriver") links it
+# this strongly; the word itself links fully.
+STEM_LINK = 0.8
 NON_IT_KEYWORD = 0.7
 COORDINATION = 0.5  # exponent on the number of distinct matched words
 SIBLING_LINK = 0.5
@@ -80,7 +90,6 @@ PRIVATE_SHARE = 0.5
 # times: in a ticket about furniture the IT words are incidental ("the computers we carry
 # ourselves"), in an IT ticket the outside words are context ("printer by the coffee machine").
 OUTSIDE_RATIO = 2.0
-STRENGTH_SCALE = 4.0  # score at which strength reaches 1 - 1/e
 MIN_FUZZY_LEN = 5
 FUZZY2_LEN = 11  # words this long may be two edits off
 MIN_COMPOUND_LEN = 6
@@ -325,6 +334,23 @@ _PhraseMatch = tuple[int, str, list[int]]
 
 
 @dataclass
+class _ConceptLinks:
+    """What a catalogue term can link a thesaurus concept by: the concept's words as
+    written, its words' stems in their own language, and its phrases (under their first
+    word and its stems, as written)."""
+
+    words: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    stems: dict[tuple[str, str], set[int]] = field(default_factory=lambda: defaultdict(set))
+    phrases: dict[str, list[tuple[int, str, tuple[str, ...]]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+    def add_word(self, concept: int, word: str, lang: str) -> None:
+        self.words[word].add(concept)
+        self.stems[(lang, stem(word, lang))].add(concept)
+
+
+@dataclass
 class IntentCues:
     """Cue phrases of signal groups, indexed by their first word's keys."""
 
@@ -371,6 +397,9 @@ class CatalogueIndex:
     private_cues: IntentCues = field(default_factory=lambda: IntentCues())
     stopwords: frozenset[str] = frozenset()
     it_vocabulary: frozenset[str] = frozenset()
+    # Every word of the catalogue, the thesaurus and the language data, with its stems in
+    # the compounding languages: the parts a compound may be split into (see _compound).
+    lexicon: frozenset[str] = frozenset()
     exact_only: frozenset[str] = frozenset()  # language data: terms not matched by stem
     # Matters outside IT that no service takes (see _build_outside), as services of their
     # own in a small index of their own; None when there are none.
@@ -378,6 +407,8 @@ class CatalogueIndex:
     keyword_parts: bool = True  # words of a multi-word keyword also count alone (PART_SHARE)
     outside_concepts: dict[str, Concept] = field(default_factory=dict)
     compounding: tuple[str, ...] = ()  # languages that write compounds as one word
+    # Unsupported services whose name or keywords say they are for private matters.
+    private_services: frozenset[int] = frozenset()
     _token_cache: SizedMemo[str, list[tuple[Posting, str, str]]] = field(
         default_factory=lambda: SizedMemo(*HITS_MEMO)
     )
@@ -578,50 +609,87 @@ class CatalogueIndex:
                 (w, "keyword", self._keyword_weight(w), self.keyword_parts, lang) for w in words
             ]
         for lang, text in service.description.items():
-            # Descriptions are prose: only their IT words carry signal.
+            # Descriptions are prose: their IT words carry signal, and so do the words of
+            # the organisation's own domain the thesaurus does not know ("specimen labels");
+            # how specific a word is to the service is left to its idf over services.
             terms += [
-                (w, "description", FIELD_WEIGHT["description"], False, lang)
-                for w in tokenize(text)
-                if len(w) > 2 and self.is_it_word(w)
+                (
+                    w,
+                    "description",
+                    FIELD_WEIGHT["description"]
+                    * (1.0 if self.is_it_word(w) else PLAIN_DESCRIPTION),
+                    False,
+                    lang,
+                )
+                for w in dict.fromkeys(tokenize(text))
+                if len(w) > 2 and w not in self.stopwords and not w.isdigit()
+            ]
+            terms += [
+                (pair, "description", FIELD_WEIGHT["description"] * DESCRIPTION_PHRASE, False, lang)
+                for pair in self._description_pairs(text)
             ]
         terms += [(service.id.replace("-", " "), "name", name_weight * 0.5, True, None)]
         return terms
 
-    def _linked_concepts(
-        self,
-        terms: list[Term],
-        concept_words: dict[str, set[int]],
-        concept_phrases: dict[str, list[tuple[int, tuple[frozenset[str], ...]]]],
-    ) -> dict[int, float]:
+    def _description_pairs(self, text: str) -> list[str]:
+        """Two neighbouring words of a description, within one clause and neither a
+        stopword ("fluid balance", "specimen labels"): a ticket that says both in a row
+        says more than each word apart."""
+        pairs: dict[str, None] = {}
+        for clause in _CLAUSE.split(text):
+            words = tokenize(clause)
+            for first, second in zip(words, words[1:], strict=False):
+                if all(len(w) > 2 and w not in self.stopwords for w in (first, second)):
+                    pairs[f"{first} {second}"] = None
+        return list(pairs)
+
+    def _linked_concepts(self, terms: list[Term], links: _ConceptLinks) -> dict[int, float]:
         """Concepts a service's own terms mention, with the strength of the link.
 
-        A term links a concept when they share a form (word, or stem in any language);
-        multi-word terms must match a concept phrase word for word."""
+        A term links a concept that lists the same word (in any language: brands and loan
+        words are shared), or that shares its stem in the term's own language only: the
+        Norwegian "elever" (pupils) and the English "elevator" share a Snowball stem, but
+        not a meaning. A link made by the stem alone is weaker (STEM_LINK) than one made by
+        the word itself. Multi-word terms must match a concept phrase word for word."""
         strength: dict[int, float] = defaultdict(float)
         description_hits: dict[int, int] = defaultdict(int)
-        for term, source, _, _, _ in terms:
-            words = self._words(term)
-            hits: set[int] = set()
-            if len(words) == 1 and words[0] not in self.stopwords:
-                for key in self.keys(words[0]):
-                    hits |= concept_words.get(key, set())
-            elif len(words) > 1:
-                keys = [self.keys(w) for w in words]
-                for key in keys[0]:
-                    for concept, phrase in concept_phrases.get(key, ()):
-                        if len(phrase) == len(keys) and all(
-                            a & b for a, b in zip(phrase, keys, strict=True)
-                        ):
-                            hits.add(concept)
-            for concept in hits:
+        for term, source, _, _, lang in terms:
+            hits = self._term_links(term, lang, links)
+            for concept, how in hits.items():
                 if source == "description":
                     description_hits[concept] += 1
                 else:
-                    strength[concept] = 1.0
+                    strength[concept] = max(strength[concept], how)
         for concept, count in description_hits.items():
             if concept not in strength and count >= DESCRIPTION_MIN_HITS:
                 strength[concept] = DESCRIPTION_LINK
         return strength
+
+    def _term_links(self, term: str, lang: str | None, links: _ConceptLinks) -> dict[int, float]:
+        """The concepts one catalogue term links (see _linked_concepts), with the strength."""
+        words = self._words(term)
+        found: dict[int, float] = {}
+        languages = self.languages if lang is None else (lang,)
+        if len(words) == 1 and words[0] not in self.stopwords:
+            word = words[0]
+            for language in languages:
+                for concept in links.stems.get((language, stem(word, language)), ()):
+                    found[concept] = STEM_LINK
+            for concept in links.words.get(word, ()):
+                found[concept] = 1.0
+        elif len(words) > 1:
+            firsts = {words[0], *(stem(words[0], language) for language in languages)}
+            candidates = {entry for first in firsts for entry in links.phrases.get(first, ())}
+            for concept, language, phrase in sorted(candidates):
+                if len(phrase) != len(words):
+                    continue
+                if phrase == words:
+                    found[concept] = 1.0
+                elif language in languages and concept not in found:
+                    stems = tuple(stem(w, language) for w in words)
+                    if stems == tuple(stem(w, language) for w in phrase):
+                        found[concept] = STEM_LINK
+        return found
 
     def build(self, concepts: Sequence[Concept]) -> CatalogueIndex:
         # Millions of small objects and no garbage cycles: the cyclic collector would only
@@ -643,21 +711,24 @@ class CatalogueIndex:
             [(t, lang) for lang, words in c.terms.items() for t in words] for c in concepts
         ]
         concept_words: dict[str, set[int]] = defaultdict(set)  # word key → concepts
-        concept_phrases: dict[str, list[tuple[int, tuple[frozenset[str], ...]]]] = defaultdict(list)
+        links = _ConceptLinks()
         it_vocabulary: set[str] = set()
         for index, terms in enumerate(concept_terms):
-            for term, _ in terms:
+            for term, term_lang in terms:
                 words = self._words(term)
                 if len(words) == 1 and words[0] not in self.stopwords:
+                    links.add_word(index, words[0], term_lang)
                     for key in self.keys(words[0]):
                         concept_words[key].add(index)
                         if concepts[index].scope == "it":
                             it_vocabulary.add(key)
                 elif len(words) > 1:
-                    keys = tuple(self.keys(w) for w in words)
-                    for key in keys[0]:
-                        concept_phrases[key].append((index, keys))
+                    # Phrases are compared word by word, stemmed in their own language.
+                    for first in {words[0], stem(words[0], term_lang)}:
+                        links.phrases[first].append((index, term_lang, words))
         self.it_vocabulary = frozenset(it_vocabulary)
+        written = self._lexicon(concept_terms)
+        self.lexicon = written | {stem(w, lang) for w in written for lang in self.compounding}
         by_topic = _topics(concepts)
         labels = [f"thesaurus:{c.id}" for c in concepts]
         compiled: dict[int, list[_ConceptTerm]] = {}
@@ -666,7 +737,11 @@ class CatalogueIndex:
         for number, service in enumerate(self.services):
             own = self._service_terms(service)
             before = self._count_terms()
-            linked = self._linked_concepts(own, concept_words, concept_phrases)
+            # The description's plain words are the service's own evidence; they link no
+            # concept ("patient" in a record system's description is not nurse call).
+            linked = self._linked_concepts(
+                [t for t in own if t[1] != "description" or self.is_it_word(t[0])], links
+            )
             # A keyword's single words count as IT words of this service only when one of
             # its own concepts lists them ('library' in 'document library' is not storage).
             own_word = partial(self._own_concept_word, concept_words, linked.keys())
@@ -701,6 +776,11 @@ class CatalogueIndex:
         ]
         self._norm = np.array(self.norm, dtype=np.float64)
         self._build_cues()
+        self.private_services = frozenset(
+            number
+            for number, service in enumerate(self.services)
+            if not service.supported and self._names_private(service)
+        )
         claimed = {
             self._canonical(term)
             for i in taken
@@ -715,6 +795,34 @@ class CatalogueIndex:
             ]
         )
         return self
+
+    def _lexicon(self, concept_terms: list[list[tuple[str, str]]]) -> frozenset[str]:
+        data = language_data()
+        words: set[str] = set(data.all_stopwords)
+        for function_words in data.function_words.values():
+            words |= function_words
+        for terms in concept_terms:
+            for term, _ in terms:
+                words.update(self._words(term))
+        for service in self.services:
+            for texts in (service.name, service.description):
+                for text in texts.values():
+                    words.update(tokenize(text))
+            for keywords in service.keywords.values():
+                for keyword in keywords:
+                    words.update(self._words(keyword))
+        return frozenset(words)
+
+    def _names_private(self, service: Service) -> bool:
+        """Whether a service's name or keywords name private matters ("Private devices",
+        "Privatkjøpt programvare", "own laptop")."""
+        marks = language_data().private_service_words
+        texts = [*service.name.values(), *(k for ks in service.keywords.values() for k in ks)]
+        return any(
+            word in marks or any(word.startswith(m) for m in marks if len(m) >= 6)
+            for text in texts
+            for word in tokenize(text)
+        )
 
     def _canonical(self, term: str) -> str:
         """A term as the index files it: its words' smallest keys, joined."""
@@ -946,7 +1054,12 @@ class CatalogueIndex:
             return found
         if not found and len(word) >= MIN_COMPOUND_LEN:
             found = self._compound(word)
-        if not found and len(word) >= MIN_FUZZY_LEN and not word.isdigit():
+        if (
+            not found
+            and len(word) >= MIN_FUZZY_LEN
+            and not word.isdigit()
+            and not self._known(word)
+        ):
             found = self._fuzzy(word)
         return found
 
@@ -1156,11 +1269,14 @@ class CatalogueIndex:
         return len(words) != 1 or _same_family(word, words[0])
 
     def _compound(self, word: str) -> list[_Segment]:
-        """Split a compound into head + tail that are both, or whose tail is, a known term.
+        """Split a compound into head + tail that are both words, at least one of them a
+        known term.
 
         Norwegian puts the meaning-bearing part last ("trådløs|nettet" is a network), so a
         known tail alone is enough; a known head alone is accepted only when long (≥ 5),
-        which keeps "pass|ord" style accidents out.
+        which keeps "pass|ord" style accidents out. Either way the other part must be a word
+        too (of the catalogue, the thesaurus or the language data; the head may end in a
+        linking -s/-e): "kontorstol" is no "konto|rstol".
         """
         best: list[_Segment] = []
         best_len = 0
@@ -1172,10 +1288,31 @@ class CatalogueIndex:
                 head_hits = self._part(head[:-1])  # linking -s-/-e-: "eksamen|s|system"
             if head_hits and not tail_hits and (len(head) < 5 or len(tail) < 4):
                 head_hits = []  # "konto|ret" is "kontoret", an inflection, not a compound
+            if head_hits and not tail_hits and not self._is_word(tail):
+                continue
             covered = (len(head) if head_hits else 0) + (len(tail) if tail_hits else 0)
             if covered > best_len:
                 best, best_len = head_hits + tail_hits, covered
         return best
+
+    def _known(self, word: str) -> bool:
+        """Whether a ticket word is, as written, a word the index knows or a known word's
+        stem (so no typo of another one: "kontor" (office) is no slip for "konto" (account)).
+        Its own stem is not asked: "tonet" stems like "toner" but is a slip for it."""
+        return word in self.lexicon
+
+    def _is_word(self, part: str) -> bool:
+        """Whether a compound's second part can be a word: one the index knows, as written
+        or stemmed in a compounding language (the tail carries the inflection: "stol|en"),
+        or one that begins as the language's words do ("rstol" cannot)."""
+        lexicon = self.lexicon
+        if part in lexicon or any(stem(part, lang) in lexicon for lang in self.compounding):
+            return True
+        onset = _onset(part)
+        if len(onset) <= 1:
+            return onset != part
+        onsets = language_data().word_onsets
+        return any(onset in onsets.get(lang, ()) for lang in self.compounding)
 
     def _part(self, part: str) -> list[_Segment]:
         """Postings of a compound part: the part as written or stemmed in a compounding
@@ -1316,6 +1453,17 @@ class CatalogueIndex:
     ) -> ServiceMatch:
         """The ticket's match, within a work budget (`work`, by default Work()): the
         caller's Work object afterwards tells the steps spent and whether it ran out."""
+        return self.classify_with_features(body, subject, language_hint, work)[0]
+
+    def classify_with_features(
+        self,
+        body: str,
+        subject: str = "",
+        language_hint: str | None = None,
+        work: Work | None = None,
+    ) -> tuple[ServiceMatch, Features]:
+        """classify(), and the features its confidence was calibrated from (for
+        scripts/fit_calibration.py, which fits CALIBRATION on labelled tickets)."""
         work = Work() if work is None else work
         tokens = self._affordable(ticket_tokens(subject, body, work), work)
         default = self.catalogue.languages[0] if self.catalogue.languages else "en"
@@ -1335,12 +1483,14 @@ class CatalogueIndex:
         if is_private:
             scored = self._private_first(unsorted, scored)
         outside = None if is_private else self._outside_it(tokens, scored[0][0] if scored else 0.0)
+        content = self._content_words(tokens)
         if not scored or scored[0][0] < MIN_SCORE or outside is not None:
             concept, outside_evidence = outside or (None, ())
-            return ServiceMatch(
+            features = _no_service_features(scored, outside is not None, is_private)
+            match = ServiceMatch(
                 service=None,
                 score=round(scored[0][0], 3) if scored else 0.0,
-                confidence=_confidence(scored),
+                confidence=calibrated(features) if content else 0.0,
                 language=language,
                 evidence=outside_evidence,
                 outside=_label(concept, language) if concept else None,
@@ -1353,13 +1503,17 @@ class CatalogueIndex:
                 private_matter=is_private,
                 known_words=known,
             )
+            return match, features
         best_score, best = scored[0]
         runner = scored[1] if len(scored) > 1 else None
-        evidence = sorted((h.evidence for h in kept[best]), key=lambda e: (-e.weight, e.term))[:6]
-        return ServiceMatch(
+        # (A service for private matters may win on the private cues alone, with no hits.)
+        hits = kept.get(best, [])
+        features = _service_features(scored, hits, content, is_private)
+        evidence = sorted((h.evidence for h in hits), key=lambda e: (-e.weight, e.term))[:6]
+        match = ServiceMatch(
             service=self.services[best].id,
             score=round(best_score, 3),
-            confidence=_confidence(scored),
+            confidence=calibrated(features),
             language=language,
             evidence=tuple(evidence),
             runner_up=self.services[runner[1]].id if runner else None,
@@ -1370,6 +1524,18 @@ class CatalogueIndex:
             private_cues=private_cues,
             private_matter=is_private,
             known_words=known,
+        )
+        return match, features
+
+    def _content_words(self, tokens: Sequence[Token]) -> int:
+        """How many distinct words of the ticket could be evidence: no stopwords, and no
+        bare numbers (a ticket of "12345 !!!" says nothing, and no answer to it is sure)."""
+        return len(
+            {
+                t.text
+                for t in tokens
+                if len(t.text) >= 2 and t.text not in self.stopwords and not t.text.isdigit()
+            }
         )
 
     def known_words(self, tokens: Sequence[Token]) -> int:
@@ -1431,6 +1597,13 @@ class CatalogueIndex:
         """A private matter is about the catalogue's unsupported service for it, when there is
         one with evidence ("my own printer at home" is private devices, not printing)."""
         services = self.services
+        # The catalogue's services for private matters take the cues themselves as evidence.
+        bonus = MIN_SCORE * PRIVATE_SHARE
+        private = self.private_services
+        scores = dict((s, score) for score, s in unsorted)
+        unsorted = [(scores.get(s, 0.0) + bonus, s) for s in private] + [
+            item for item in unsorted if item[1] not in private
+        ]
         unsupported = [
             item
             for item in unsorted
@@ -1552,17 +1725,58 @@ def _one_term_per_word(terms: dict[str, _Hit]) -> list[_Hit]:
     return kept
 
 
-def _confidence(scored: Sequence[tuple[float, int]]) -> float:
-    """Strength of the winner × its margin over the runner-up, in [0, 1]."""
-    if not scored:
-        return 0.0
+# The features a confidence is calibrated from: the kind of answer ("service" or "none")
+# and its numbers (see _service_features and _no_service_features).
+Features = tuple[str, tuple[float, ...]]
+
+# Confidence is the probability that the answer is right: a logistic model of a few features
+# of the match, one per kind of answer, fitted on the labelled tickets of tests/data/tickets.csv
+# (and no other) by `scripts/fit_calibration.py tests/data/tickets.csv --partial 2`, which
+# prints this table: with the whole thesaurus, and with each half of it, so that it also
+# knows what evidence is worth on a catalogue the thesaurus covers less well.
+CALIBRATION: dict[str, tuple[float, ...]] = {
+    "service": (-1.8464, 1.0559, 1.6297, -0.2137, -0.9306, 0.9401, -0.1313),
+    "none": (0.2743, -0.6727, 1.887, 0.0),
+}
+
+
+def _service_features(
+    scored: Sequence[tuple[float, int]], hits: Sequence[_Hit], content: int, private: bool
+) -> Features:
+    """Of a match to a service: its score and margin over the runner-up, how many distinct
+    ticket words point to it, how much of its evidence is the catalogue's own text rather
+    than the thesaurus, what share of the ticket's words it explains, and whether the
+    private-matter cues chose it."""
     top = scored[0][0]
     second = scored[1][0] if len(scored) > 1 else 0.0
-    if top <= 0:
-        return 0.0
-    strength = 1 - math.exp(-top / STRENGTH_SCALE)
-    margin = (top - second) / top
-    return round(strength * math.sqrt(margin), 4)
+    total = sum(h.weight for h in hits) or 1.0
+    own = sum(h.weight for h in hits if not h.posting.source.startswith("thesaurus"))
+    words = len({h.word for h in hits})
+    return "service", (
+        math.log1p(top),
+        (top - second) / top if top > 0 else 0.0,
+        math.log(max(words, 1)),
+        own / total,
+        min(1.0, words / max(content, 1)),
+        1.0 if private else 0.0,
+    )
+
+
+def _no_service_features(
+    scored: Sequence[tuple[float, int]], outside: bool, private: bool
+) -> Features:
+    """Of an answer that no service fits: the best service's score (how near it came), and
+    whether a matter outside IT or the private-matter cues decided it."""
+    top = scored[0][0] if scored else 0.0
+    return "none", (math.log1p(top), 1.0 if outside else 0.0, 1.0 if private else 0.0)
+
+
+def calibrated(features: Features) -> float:
+    """The probability that the answer is right, by the CALIBRATION model of its kind."""
+    kind, values = features
+    bias, *weights = CALIBRATION[kind]
+    z = bias + sum(w * v for w, v in zip(weights, values, strict=True))
+    return round(1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z)))), 4)
 
 
 def ticket_tokens(subject: str, body: str, work: Work | None = None) -> list[Token]:
@@ -1633,6 +1847,17 @@ def _plausible_slip(word: str, candidate: str) -> bool:
     return all(candidate[i] in slips.get(word[i], ()) for i in differ)
 
 
+_VOWELS = frozenset("aeiouyæøåäöüéèáàóòú")
+
+
+def _onset(word: str) -> str:
+    """The letters before a word's first vowel."""
+    for position, letter in enumerate(word):
+        if letter in _VOWELS:
+            return word[:position]
+    return word
+
+
 def _deletes(word: str) -> set[str]:
     return {word[:i] + word[i + 1 :] for i in range(len(word))}
 
@@ -1659,7 +1884,9 @@ def build_index(
 __all__ = [
     "CatalogueIndex",
     "Concept",
+    "Features",
     "build_index",
+    "calibrated",
     "domain_packs",
     "parse_packs",
     "shipped_thesaurus",

@@ -18,6 +18,10 @@ from connector.yamlsource import Problem
 
 COLUMNS = ("subject", "body", "service", "process")
 INCOMING = ("reactive", "relation", "change")
+# Confidence bands of the reliability table: 0-0.1, 0.1-0.2, … 0.9-1.
+BANDS = 10
+# Service accuracies for which the report names the largest share one threshold routes.
+TARGETS = (0.90, 0.95)
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,8 @@ def summarise(
         fp = sum(confusion[other][label] for other in INCOMING if other != label)
         f1[label] = round(_f1(tp, fp, fn), 4)
     routed = [i for i, p in enumerate(predictions) if p["confidence"] >= threshold]
+    confidences = [float(p["confidence"]) for p in predictions]
+    bands = reliability(confidences, service_ok)
     return {
         "n": n,
         "service_accuracy": round(sum(service_ok) / n, 4),
@@ -168,8 +174,58 @@ def summarise(
             if routed
             else None,
         },
+        "ece": expected_calibration_error(bands, n),
+        "reliability": bands,
+        "routable": {
+            f"{target:.2f}": largest_share(confidences, service_ok, target) for target in TARGETS
+        },
         "predictions": predictions,
     }
+
+
+def reliability(confidences: list[float], correct: list[bool]) -> list[dict[str, Any]]:
+    """Per confidence band (BANDS of equal width, 1.0 in the last): how many tickets, their
+    mean confidence and how often their service was right. A calibrated classifier's two
+    figures agree in every band."""
+    members: list[list[int]] = [[] for _ in range(BANDS)]
+    for i, confidence in enumerate(confidences):
+        members[min(int(confidence * BANDS), BANDS - 1)].append(i)
+    return [
+        {
+            "low": band / BANDS,
+            "high": (band + 1) / BANDS,
+            "n": len(rows),
+            "confidence": round(sum(confidences[i] for i in rows) / len(rows), 4),
+            "accuracy": round(sum(correct[i] for i in rows) / len(rows), 4),
+        }
+        for band, rows in enumerate(members)
+        if rows
+    ]
+
+
+def expected_calibration_error(bands: list[dict[str, Any]], n: int) -> float:
+    """Mean gap between confidence and accuracy over the bands, weighted by their size."""
+    if not n:
+        return 0.0
+    gap = sum(float(b["n"]) * abs(float(b["accuracy"]) - float(b["confidence"])) for b in bands)
+    return round(gap / n, 4)
+
+
+def largest_share(confidences: list[float], correct: list[bool], target: float) -> dict[str, Any]:
+    """The largest share of tickets one confidence threshold routes with a service accuracy
+    of at least `target`, and that threshold (None when no threshold reaches it). Every
+    distinct confidence is tried as the threshold, not only the sweep's tenths."""
+    order = sorted(range(len(confidences)), key=lambda i: -confidences[i])
+    best: dict[str, Any] = {"share": 0.0, "threshold": None}
+    right = 0
+    for rank, i in enumerate(order, start=1):
+        right += correct[i]
+        # A threshold takes every ticket of equal confidence: cut only between distinct ones.
+        if rank < len(order) and confidences[order[rank]] == confidences[i]:
+            continue
+        if right / rank >= target:
+            best = {"share": round(rank / len(order), 4), "threshold": confidences[i]}
+    return best
 
 
 def sweep(
@@ -217,6 +273,23 @@ def format_report(result: dict[str, Any]) -> str:
         f"process macro-F1:  {result['process_macro_f1']:.3f}  "
         + "  ".join(f"{k}={v:.2f}" for k, v in result["process_f1"].items()),
         f"auto-routed (confidence ≥ {result['threshold']:.2f}): {result['auto_routed_share']:.1%}",
+        *(
+            f"largest share routed at ≥ {float(target):.0%} service accuracy: "
+            + (
+                f"{best['share']:.1%} (threshold {best['threshold']:.2f})"
+                if best["threshold"] is not None
+                else "none"
+            )
+            for target, best in result["routable"].items()
+        ),
+        "",
+        f"calibration (expected calibration error {result['ece']:.3f})",
+        f"{'confidence':>10} {'tickets':>8} {'mean conf.':>10} {'service acc.':>12}",
+        *(
+            f"{b['low']:>4.1f}–{b['high']:<4.1f} {b['n']:>8} {b['confidence']:>10.3f}"
+            f" {b['accuracy']:>12.3f}"
+            for b in result["reliability"]
+        ),
         "",
         "confusion (rows: labelled, columns: predicted)",
         f"{'':>10} " + " ".join(f"{p:>9}" for p in INCOMING),

@@ -44,7 +44,7 @@ class Mapping(_Strict):
     processes: dict[Process, str] = Field(default_factory=lambda: dict(DEFAULT_QUEUES))
     services: dict[str, str] = Field(default_factory=dict)  # service id → reactive queue
     fallback: str | None = None  # queue for low-confidence matches (None: the process queue)
-    confidence_threshold: float = Field(default=0.25, ge=0.0, le=1.0)
+    confidence_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
     connector_user: str | None = None
     relation: RelationSettings = RelationSettings()
     change: ChangeSettings = ChangeSettings()

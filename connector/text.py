@@ -131,6 +131,8 @@ class LanguageData:
     private_intent: Intent
     exact_only: frozenset[str]  # terms matched by their exact form only, of any language
     hyphen_suffixes: frozenset[str]  # of any language: tokens come before the language guess
+    word_onsets: dict[str, frozenset[str]]  # per language: clusters a word may begin with
+    private_service_words: frozenset[str]  # of any language: names a service for private matters
     # Per letter, the letters a typo turns it into: neighbouring keys and written variants.
     slips: dict[str, frozenset[str]]
 
@@ -186,6 +188,13 @@ def language_data() -> LanguageData:
         hyphen_suffixes=frozenset(
             fold(s) for words in raw.get("hyphen_suffixes", {}).values() for s in words
         ),
+        private_service_words=frozenset().union(*sets("private_service_words").values())
+        if "private_service_words" in raw
+        else frozenset(),
+        word_onsets={
+            lang: frozenset(fold(o) for o in onsets)
+            for lang, onsets in raw.get("word_onsets", {}).items()
+        },
         slips=_slips(raw.get("keyboards", {}).values(), raw.get("letter_variants", [])),
     )
 

@@ -111,6 +111,11 @@ def test_evaluate_json_contract_and_recomputable_predictions(tmp_path):
     # Macro-F1 over the labels in the file: reactive 2/3, relation 1, change 0.
     assert result["process_macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3, abs=1e-3)
     assert all(0 <= p["confidence"] <= 1 for p in predictions)
+    # Calibration, recomputed from the predictions' confidence the same way.
+    assert sum(b["n"] for b in result["reliability"]) == 4
+    gap = sum(b["n"] * abs(b["accuracy"] - b["confidence"]) for b in result["reliability"])
+    assert result["ece"] == pytest.approx(gap / 4, abs=1e-3)
+    assert set(result["routable"]) == {"0.90", "0.95"}
 
 
 def test_evaluate_text_has_a_confusion_table_and_sweep():
@@ -124,6 +129,8 @@ def test_evaluate_text_has_a_confusion_table_and_sweep():
     assert code == 0
     assert "confusion (rows: labelled, columns: predicted)" in out
     assert "threshold  routed" in out
+    assert "calibration (expected calibration error" in out
+    assert "largest share routed at ≥ 95% service accuracy" in out
 
 
 def test_evaluate_errors_lists_each_misrouted_ticket_and_why(tmp_path):

@@ -18,7 +18,12 @@ from tests.e2e import ROOT
 
 TICKETS = [
     # ticket, subject, body, age in hours
-    ("1", "Printer", "The printer on the 2nd floor does not print anything.", 1),
+    (
+        "1",
+        "Printer",
+        "The printer on the 2nd floor does not print: paper jam, and the toner is low.",
+        1,
+    ),
     ("2", "asdf", "qwerty", 2),
     ("3", "Skriveren", "Skriveren i andre etasje skriver ikke ut noe som helst.", 50),
     ("4", "VPN", "I cannot connect to the VPN from home since this morning.", 3),

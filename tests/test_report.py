@@ -435,8 +435,8 @@ def test_text_report(data_dir: Path) -> None:
     assert "  reactive                    12       57.1%       75.0%     33.3%" in out
     # Service names from the catalogue; no rows of zeros (nothing is proactive here).
     assert "  Printing and scanning (printing)" in out and "proactive" not in out
-    # Weekly trend and the threshold's place in the histogram (the demo mapping: 0.25).
-    assert "per week" in out and "0.2-0.3        1  ◀ threshold 0.25" in out
+    # Weekly trend and the threshold's place in the histogram (the default mapping: 0.6).
+    assert "per week" in out and "0.6-0.7        2  ◀ threshold 0.60" in out
     assert "low confidence, to review (newest 3)" in out
     assert "times: not asked" in out
 
@@ -561,7 +561,7 @@ def test_evaluate_sweep_html(tmp_path: Path) -> None:
     assert parsed.tags.count("svg") == 1
     assert parsed.tags.count("polyline") >= 3  # share, service and process accuracy
     assert parsed.tags.count("tr") == 1 + 11  # header + thresholds 0.0 … 1.0
-    assert "configured 0.25" in " ".join(parsed.text)
+    assert "configured 0.60" in " ".join(parsed.text)
 
 
 def test_evaluate_html_alone_keeps_stdout_unchanged(tmp_path: Path) -> None:
@@ -640,8 +640,11 @@ def test_tickets_without_a_service_are_split_by_why(example_index: Any) -> None:
 
 def test_low_confidence_list_shows_subject_and_evidence(example_index: Any) -> None:
     items = kpis(pilot_rows(example_index), T)["low_confidence"]
-    assert [i["subject"] for i in items] == ["asdf"]  # the vague ticket is flagged
-    assert items[0]["service"] is None
+    # The vague ticket is flagged (so may be one below the calibrated default threshold 0.6);
+    # the clear printer and VPN tickets are not.
+    subjects = [i["subject"] for i in items]
+    assert "asdf" in subjects and "Skriver" not in subjects and "VPN" not in subjects
+    assert items[subjects.index("asdf")]["service"] is None
 
 
 def test_shadow_pilot_would_route_and_agrees_with_the_agents(tmp_path: Path, monkeypatch) -> None:

@@ -127,7 +127,7 @@ def test_low_confidence_goes_to_the_fallback_queue_and_says_so():
     decision = decide(EVENT, match("printing", confidence=0.1), CATALOGUE, MAPPING)
     assert decision.process == "reactive" and decision.queue == "BPSM Triage"
     assert decision.low_confidence and "bpsm-low-confidence" in decision.tags
-    assert "below the threshold (25%)" in decision.note
+    assert "below the threshold (60%)" in decision.note
 
 
 def test_confidence_at_the_threshold_is_enough():
