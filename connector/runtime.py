@@ -74,6 +74,7 @@ class Runtime:
             LearnedFileWatcher(self.settings.learned_path) if self.settings.learned_path else None
         )
         self._mappings: dict[str, Mapping] = {}
+        self._default_mapped: set[str] = set()  # hosts whose mapping file did not exist yet
         self._hosts: dict[str, Host] = {}
         self._clients: dict[str, HostClient] = {}
         self._lock = threading.Lock()
@@ -113,22 +114,39 @@ class Runtime:
 
     # ----- hosts ----------------------------------------------------------------------------
 
+    def _mapping_path(self, host: str) -> Path:
+        settings = self.settings.host(host)
+        if settings.mapping_path:
+            return Path(settings.mapping_path)
+        return self.settings.mappings_dir / f"{host}.yaml"
+
     def mapping(self, host: str) -> Mapping:
+        """The host's mapping file, read once. Without a file the defaults serve until one
+        appears: the admin (or `bpsm setup`) may write it while the service runs, and the
+        start-up checks must not pin the defaults for good."""
+        if host in self._default_mapped and self._mapping_path(host).exists():
+            with self._lock:
+                self._default_mapped.discard(host)
+                self._mappings.pop(host, None)
+                self._hosts.pop(host, None)
+                stale = self._clients.pop(host, None)
+            if stale is not None:
+                stale.close()
         if host not in self._mappings:
-            settings = self.settings.host(host)
-            path = (
-                Path(settings.mapping_path)
-                if settings.mapping_path
-                else (self.settings.mappings_dir / f"{host}.yaml")
-            )
-            self._mappings[host] = load_mapping(path) if path.exists() else Mapping(host=host)
+            path = self._mapping_path(host)
+            if path.exists():
+                self._mappings[host] = load_mapping(path)
+            else:
+                self._mappings[host] = Mapping(host=host)
+                self._default_mapped.add(host)
         return self._mappings[host]
 
     def host(self, name: str) -> Host:
+        mapping = self.mapping(name)
         with self._lock:
             if name not in self._hosts:
                 cls = host_classes()[name]
-                self._hosts[name] = cls(self.settings.host(name), self.mapping(name))
+                self._hosts[name] = cls(self.settings.host(name), mapping)
             return self._hosts[name]
 
     def client(self, name: str) -> HostClient:

@@ -710,7 +710,10 @@ class DjangoHelpdeskClient(HostClient):
         secret = self.webhook_secret or (
             self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else ""
         )
-        own_note = {"id": 0, "user": None, "public": False, "comment": NOTE_MARKER}
+        # As django-helpdesk records the connector's own follow-up: written by a staff
+        # account (its id when known; the marker alone is no proof, a customer may type it).
+        author = min(self.own_user_ids, default=0)
+        own_note = {"id": 0, "user": author, "public": False, "comment": NOTE_MARKER}
         body = {
             "ticket": {"id": 0, "queue": 0, "title": "setup test", "followup_set": [own_note]},
             "queue_slug": "setup-test",
