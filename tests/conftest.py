@@ -32,6 +32,20 @@ PG_ADMIN_URL = _pg_admin_url()
 REDIS_URL = os.environ.get("BPSM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+@pytest.fixture(autouse=True)
+def _bpsm_environment_restored() -> Iterator[None]:
+    """Each test starts from the session's BPSM_* environment: a command run in-process
+    (`bpsm setup zammad --url …` through CliRunner) sets the host's variables as the real CLI
+    does for its own process, and they must not leak into later tests (a later `bpsm serve`
+    would then see a Zammad it was never given)."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("BPSM_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("BPSM_")]:
+        if key not in saved:
+            del os.environ[key]
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def example_index() -> CatalogueIndex:
     return build_index(load_catalogue(ROOT / "catalogue.yaml"))
