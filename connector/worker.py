@@ -17,7 +17,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from connector.events import RoutingDecision, ServiceMatch
+from connector.events import RoutingDecision, ServiceMatch, TicketEvent
 from connector.hosts.base import HostError
 from connector.lease import LeaseGuard, LeaseLost, guarding
 from connector.logs import log_extra
@@ -258,6 +258,24 @@ def _record_agent_move(
         )
 
 
+def routing_record(
+    event: TicketEvent, match: ServiceMatch, decision: RoutingDecision, mode: str
+) -> dict[str, Any]:
+    """The audit row of one decision (the store adds host, ticket, delivery and times)."""
+    return {
+        "process": decision.process,
+        "service": decision.service,
+        "queue": decision.queue,
+        "confidence": decision.confidence,
+        "low_confidence": int(decision.low_confidence),
+        "language": decision.language,
+        "mode": mode,
+        "decision": decision.model_dump_json(),
+        "match": match.model_dump_json(),
+        "ticket_created_at": event.created_at.timestamp() if event.created_at else None,
+    }
+
+
 def route_delivery(rt: Runtime, delivery: Delivery) -> str:
     event = delivery.event
     if event.kind == "correction":
@@ -274,19 +292,7 @@ def route_delivery(rt: Runtime, delivery: Delivery) -> str:
         match = rt.index.classify(event.body, event.subject, event.language_hint)
         decision = decide(event, match, rt.index.catalogue, mapping)
         existing = rt.store.begin_routing(
-            delivery,
-            {
-                "process": decision.process,
-                "service": decision.service,
-                "queue": decision.queue,
-                "confidence": decision.confidence,
-                "low_confidence": int(decision.low_confidence),
-                "language": decision.language,
-                "mode": rt.mode(delivery.host),
-                "decision": decision.model_dump_json(),
-                "match": match.model_dump_json(),
-                "ticket_created_at": event.created_at.timestamp() if event.created_at else None,
-            },
+            delivery, routing_record(event, match, decision, rt.mode(delivery.host))
         )
     if existing["delivery"] != delivery.id:
         # Another event of the same ticket owns the routing; it finishes it (or, if its

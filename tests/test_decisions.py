@@ -14,6 +14,7 @@ from connector.events import TicketEvent
 from connector.mapping import Mapping
 from connector.route import decide
 from connector.store import Store
+from connector.worker import routing_record
 from tests.e2e import ROOT
 
 TICKETS = [
@@ -47,21 +48,9 @@ def audit(tmp_path, monkeypatch, example_index):
         delivery = next(d for d in _deliveries(store) if d.ticket_id == ticket)
         match = example_index.classify(body, subject)
         decision = decide(event, match, example_index.catalogue, Mapping())
-        store.begin_routing(
-            delivery,
-            {
-                "process": decision.process,
-                "service": decision.service,
-                "queue": decision.queue,
-                "confidence": decision.confidence,
-                "low_confidence": int(decision.low_confidence),
-                "language": decision.language,
-                "mode": "dry-run" if ticket != "4" else "route",
-                "decision": decision.model_dump_json(),
-                "match": match.model_dump_json(),
-                "created_at": received,
-            },
-        )
+        mode = "dry-run" if ticket != "4" else "route"
+        record = routing_record(event, match, decision, mode) | {"created_at": received}
+        store.begin_routing(delivery, record)
         outcome = "applied" if ticket == "4" else "dry-run"
         store.complete_routing(delivery, outcome, 1.0, fenced=False)
     store.mark_moved_by_agent("demo", "4")

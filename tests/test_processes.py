@@ -18,19 +18,11 @@ from connector.hosts import host_classes
 from connector.proactive import due_maintenance, period_key
 from connector.processes import run_maintenance
 from connector.runtime import Runtime
-from tests.e2e import ROOT, ConnectorService, example_index
+from tests.e2e import BPSM_GROUPS, ROOT, ConnectorService, example_index
 from tests.fakes.zammad import FakeZammad
 
 SECRET = "s3cr3t-t0k3n-of-24-bytes"
-GROUPS = [
-    "BPSM Reactive",
-    "BPSM Relation",
-    "BPSM Change",
-    "BPSM Proactive",
-    "BPSM Improvement",
-    "BPSM Triage",
-    "CAB",
-]
+GROUPS = [*BPSM_GROUPS, "CAB"]
 PRINTER = "The printer on the 2nd floor keeps jamming and prints blank pages."
 
 

@@ -23,20 +23,12 @@ from connector.hosts.glpi import GlpiHost
 from connector.mapping import load_mapping
 from connector.proactive import maintenance_items
 from connector.route import NOTE_MARKER
-from tests.e2e import ROOT, ConnectorService, example_index, wait_for
+from tests.e2e import BPSM_GROUPS, ROOT, ConnectorService, example_index, wait_for
 from tests.fakes.glpi import FakeGLPI
 
 SECRET = "glpi-webhook-secret"
 APP_TOKEN, USER_TOKEN = "app-token", "user-token"
-GROUPS = [
-    "BPSM Reactive",
-    "BPSM Relation",
-    "BPSM Change",
-    "BPSM Proactive",
-    "BPSM Improvement",
-    "BPSM Triage",
-    "Network team",
-]
+GROUPS = [*BPSM_GROUPS, "Network team"]
 CATEGORIES = ["Printer", "E-mail", "ERP", "Mac computers", "Remote access"]
 OSLO_SUMMER = timezone(timedelta(hours=2))
 # name: (title, HTML content, process, service, category)
