@@ -389,8 +389,9 @@ def learn(
     `evaluate` CSV) and/or agents' corrections (--from-audit) into a reviewable file for
     `--learned` / BPSM_LEARNED."""
     from connector.crossval import as_learning
+    from connector.datadir import write_atomically
     from connector.learn import learn as learn_model
-    from connector.learnfile import dump, write_atomically
+    from connector.learnfile import dump
 
     if data is None and not from_audit and not from_host:
         raise click.UsageError("give a labelled CSV, --from-audit or --from-host (or several)")

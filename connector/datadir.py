@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 DIR_MODE = 0o700
@@ -61,3 +62,18 @@ def secure_data_dir(path: Path) -> Path:
         with contextlib.suppress(FileNotFoundError):  # a -shm file just removed by SQLite
             _tighten(child)
     return path
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+    """Write to a temporary file beside the target (mode 0600, as mkstemp makes it) and
+    rename it: a reader (a running service checking the file) never sees half a file, and a
+    failure leaves the old one."""
+    target = Path(path)
+    fd, temporary = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

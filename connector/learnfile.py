@@ -4,8 +4,6 @@ errors, read it. A reviewer can delete a term's line or set its weight to 0 to u
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Literal
@@ -107,20 +105,6 @@ def _flow(value: Any) -> str:
         value, default_flow_style=True, allow_unicode=True, width=10_000, sort_keys=False
     )
     return text.strip().removesuffix("...").strip()
-
-
-def write_atomically(path: str | Path, text: str) -> None:
-    """Write to a temporary file beside the target and rename it: a reader (a running
-    service checking the file) never sees half a file, and a failure leaves the old one."""
-    target = Path(path)
-    fd, temporary = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def check_learned_document(

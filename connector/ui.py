@@ -38,6 +38,8 @@ from flask import (
 from werkzeug.wrappers import Response as BaseResponse
 
 from connector.catalogue import Catalogue, pick_text
+from connector.config import read_secret
+from connector.datadir import private_dir, write_atomically
 from connector.decisions import DecisionFilter, decision_row
 from connector.events import PROCESSES, RoutingDecision, ServiceMatch
 from connector.logs import log_extra
@@ -90,12 +92,7 @@ def remove_user(path: Path, name: str) -> bool:
 
 
 def _write_users(path: Path, users: Mapping[str, str]) -> None:
-    text = "".join(f"{n}:{h}\n" for n, h in sorted(users.items()))
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(temporary, path)
+    write_atomically(path, "".join(f"{n}:{h}\n" for n, h in sorted(users.items())))
 
 
 # ----- settings ------------------------------------------------------------------------------
@@ -103,10 +100,8 @@ def _write_users(path: Path, users: Mapping[str, str]) -> None:
 
 def _env(name: str, env: Mapping[str, str]) -> str | None:
     """A setting from the environment, or from the file its `_FILE` variant names."""
-    if env.get(name):
-        return env[name]
-    path = env.get(f"{name}_FILE")
-    return Path(path).read_text(encoding="utf-8").strip() if path else None
+    value = read_secret(env, name)
+    return value.get_secret_value() if value is not None else None
 
 
 def secret_key(data_dir: Path, env: Mapping[str, str]) -> str:
@@ -115,8 +110,7 @@ def secret_key(data_dir: Path, env: Mapping[str, str]) -> str:
     configured = _env("BPSM_UI_SECRET_KEY", env)
     if configured:
         return configured
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / "ui-secret-key"
+    path = private_dir(data_dir) / "ui-secret-key"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
