@@ -13,6 +13,7 @@ import json
 import statistics
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
@@ -111,6 +112,21 @@ def kpis(
       saw the ticket).
     `rate` values are rounded to 4 places and None when their denominator is 0.
     """
+    try:
+        return _kpis(routings, now, host_times, since, service_names, threshold, agreement)
+    finally:
+        _reason.cache_clear()
+
+
+def _kpis(
+    routings: Sequence[Row],
+    now: float,
+    host_times: HostTimes | None,
+    since: float | None,
+    service_names: Mapping[str, str] | None,
+    threshold: float | None,
+    agreement: Mapping[str, Any] | None,
+) -> dict[str, Any]:
     times = host_times or {}
     with_service = [r for r in routings if r["service"]]
     return {
@@ -198,6 +214,14 @@ def _decision(row: Row) -> RoutingDecision | None:
 
 def no_service_reason(row: Row) -> str:
     """Why a ticket has no service, as a NO_SERVICE_REASONS key."""
+    return _reason(row.get("match"), row.get("decision"))
+
+
+@lru_cache(maxsize=8192)
+def _reason(match_json: Any, decision_json: Any) -> str:
+    # A row is grouped several times (by service, process × service, reasons): its two JSON
+    # documents are parsed once per report (kpis empties the memo: it holds ticket words).
+    row = {"match": match_json, "decision": decision_json}
     match, decision = _match(row), _decision(row)
     if match is not None and match.outside:
         return "outside"
