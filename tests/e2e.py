@@ -155,3 +155,34 @@ def zammad_connector(
     with ConnectorService(data_dir, environ) as service:
         zammad.configure_webhook(service.hook_url("zammad"), signature_token=secret)
         yield service
+
+
+def zammad_setup(
+    tmp_path: Path, zammad: FakeZammad, monkeypatch: Any, *extra: str, secret: Path | None = None
+) -> Any:
+    """`bpsm setup zammad` run as an admin does, in-process; `extra` are more options
+    (`--hook-url …`, `--remove`). Returns click's Result."""
+    from click.testing import CliRunner
+
+    from connector.cli import main
+
+    token = tmp_path / "token"
+    token.write_text(ZAMMAD_TOKEN + "\n")
+    monkeypatch.setenv("BPSM_DATA_DIR", str(tmp_path / "cli"))
+    monkeypatch.setenv("BPSM_MAPPINGS_DIR", str(ROOT / "mappings"))
+    return CliRunner().invoke(
+        main,
+        [
+            "setup",
+            "zammad",
+            "--url",
+            zammad.base_url,
+            "--token-file",
+            str(token),
+            "--secret-file",
+            str(secret or tmp_path / "secret"),
+            "--catalogue",
+            str(ROOT / "catalogue.yaml"),
+            *extra,
+        ],
+    )

@@ -8,40 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from connector.cli import main
 from connector.config import host_settings
 from connector.hosts.glpi import GlpiHost
 from connector.mapping import load_mapping
-from tests.e2e import ROOT
+from tests.e2e import ROOT, zammad_setup
 from tests.fakes.glpi import FakeGLPI
 from tests.fakes.zammad import FakeZammad
 
 BPSM_GROUPS = {"BPSM Reactive", "BPSM Relation", "BPSM Change", "BPSM Proactive"}
-
-
-def zammad_setup(tmp_path: Path, zammad: FakeZammad, monkeypatch: pytest.MonkeyPatch, *extra: str):
-    token = tmp_path / "token"
-    token.write_text("zammad-api-token\n")
-    monkeypatch.setenv("BPSM_DATA_DIR", str(tmp_path / "cli"))
-    monkeypatch.setenv("BPSM_MAPPINGS_DIR", str(ROOT / "mappings"))
-    return CliRunner().invoke(
-        main,
-        [
-            "setup",
-            "zammad",
-            "--url",
-            zammad.base_url,
-            "--token-file",
-            str(token),
-            "--secret-file",
-            str(tmp_path / "secret"),
-            "--catalogue",
-            str(ROOT / "catalogue.yaml"),
-            *extra,
-        ],
-    )
 
 
 def test_zammad_remove_takes_away_webhook_and_triggers_then_empty_groups(

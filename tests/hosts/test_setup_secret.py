@@ -6,37 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from connector.cli import main
 from connector.secretfile import claim_secret
-from tests.e2e import ROOT
+from tests.e2e import zammad_setup
 from tests.fakes.zammad import FakeZammad
-
-
-def setup_zammad(tmp_path: Path, zammad: FakeZammad, secret: Path, monkeypatch) -> tuple[int, str]:
-    token = tmp_path / "token"
-    token.write_text("zammad-api-token\n")
-    monkeypatch.setenv("BPSM_DATA_DIR", str(tmp_path / "cli"))
-    monkeypatch.setenv("BPSM_MAPPINGS_DIR", str(ROOT / "mappings"))
-    result = CliRunner().invoke(
-        main,
-        [
-            "setup",
-            "zammad",
-            "--url",
-            zammad.base_url,
-            "--token-file",
-            str(token),
-            "--hook-url",
-            "http://127.0.0.1:9/hooks/zammad",
-            "--secret-file",
-            str(secret),
-            "--catalogue",
-            str(ROOT / "catalogue.yaml"),
-        ],
-    )
-    return result.exit_code, result.output
 
 
 def test_a_setup_failing_after_the_webhook_keeps_its_secret(tmp_path, monkeypatch):
@@ -77,3 +49,9 @@ def test_a_new_secret_file_is_created_owner_only_whatever_the_umask(tmp_path):
         os.umask(old)
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert path.read_text() == secret + "\n"
+
+
+def setup_zammad(tmp_path: Path, zammad: FakeZammad, secret: Path, monkeypatch) -> tuple[int, str]:
+    hook = ("--hook-url", "http://127.0.0.1:9/hooks/zammad")
+    result = zammad_setup(tmp_path, zammad, monkeypatch, *hook, secret=secret)
+    return result.exit_code, result.output

@@ -5,38 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from connector.cli import main
 from connector.route import NOTE_MARKER
-from tests.e2e import ROOT, ConnectorService
+from tests.e2e import ConnectorService, zammad_setup
 from tests.fakes.zammad import FakeZammad
-
-
-def run_setup(tmp_path: Path, zammad: FakeZammad, hook_url: str, monkeypatch) -> str:
-    token = tmp_path / "token"
-    token.write_text("zammad-api-token\n")
-    monkeypatch.setenv("BPSM_DATA_DIR", str(tmp_path / "cli"))
-    monkeypatch.setenv("BPSM_MAPPINGS_DIR", str(ROOT / "mappings"))
-    result = CliRunner().invoke(
-        main,
-        [
-            "setup",
-            "zammad",
-            "--url",
-            zammad.base_url,
-            "--token-file",
-            str(token),
-            "--hook-url",
-            hook_url,
-            "--secret-file",
-            str(tmp_path / "secret"),
-            "--catalogue",
-            str(ROOT / "catalogue.yaml"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def test_setup_is_idempotent_and_routes_afterwards(tmp_path, monkeypatch):
@@ -81,3 +52,9 @@ def test_setup_is_idempotent_and_routes_afterwards(tmp_path, monkeypatch):
             zammad.wait_for_jobs()
             senders = [d.json()["article"].get("sender") for d in zammad.deliveries]
             assert senders == ["Customer", "Customer"]
+
+
+def run_setup(tmp_path: Path, zammad: FakeZammad, hook_url: str, monkeypatch) -> str:
+    result = zammad_setup(tmp_path, zammad, monkeypatch, "--hook-url", hook_url)
+    assert result.exit_code == 0, result.output
+    return result.output
