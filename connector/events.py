@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -113,3 +116,40 @@ class TicketEvent(_Frozen):
     @classmethod
     def _drop_nul_in_text(cls, value: str) -> str:
         return value.replace("\x00", "")  # carries no meaning in ticket text
+
+
+# Called with the number of items read so far (a long listing shows that it is moving).
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class NewTicket:
+    """A ticket the connector opens itself (proactive maintenance, improvement)."""
+
+    queue: str
+    title: str
+    body: str
+    tags: tuple[str, ...] = ()
+    language: str = "en"
+    # One word in the body naming what the ticket is for (see `referenced`); "" for none.
+    ref: str = ""
+
+    def referenced(self, key: str) -> NewTicket:
+        """This ticket with a reference derived from `key` (e.g. a maintenance entry and its
+        period) at the end of its body. Opening a ticket is not idempotent: an answer lost
+        after the helpdesk saved it must not open a second one, so `create_ticket` first
+        looks for a ticket carrying the reference. One alphanumeric word, so that every
+        helpdesk's search (full text or SQL LIKE) finds it."""
+        ref = "bpsmref" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
+        return replace(self, ref=ref, body=f"{self.body}\n\nref {ref}")
+
+
+@dataclass(frozen=True)
+class TicketTimes:
+    """What the helpdesk knows of a ticket's handling, for `bpsm report --host-times`.
+
+    Epoch seconds; None means it has not happened (yet). `first_response_at` is the first
+    reply to the customer by a person, never the connector's own internal note."""
+
+    first_response_at: float | None = None
+    closed_at: float | None = None

@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from connector.catalogue import Catalogue, Maintenance, Service, pick_text
-from connector.hosts.base import NewTicket
+from connector.events import NewTicket
 from connector.mapping import Mapping
-from connector.route import NOTE_MARKER, messages
+from connector.notes import NOTE_MARKER, messages
 
 
 @dataclass(frozen=True)

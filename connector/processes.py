@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from connector.catalogue import format_duration
 from connector.hosts.base import HostError
 from connector.logs import log_extra
+from connector.notes import messages
 from connector.proactive import due_maintenance, improvement_ticket, maintenance_ticket
-from connector.route import messages
 from connector.runtime import Runtime
 from connector.store import ProcessStore
 

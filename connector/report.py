@@ -20,8 +20,7 @@ from pydantic import ValidationError
 
 from connector import charts
 from connector.charts import esc
-from connector.events import PROCESSES, RoutingDecision, ServiceMatch
-from connector.hosts.base import TicketTimes
+from connector.events import PROCESSES, RoutingDecision, ServiceMatch, TicketTimes
 
 NO_SERVICE = "(none)"  # a service id is a slug, so this never collides with a real one
 # Why a ticket has no service: each its own row, so "(none)" is not one opaque largest bar.

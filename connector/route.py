@@ -15,29 +15,15 @@ the same way: relation management is for texts that ask for something no service
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from connector.catalogue import Catalogue, Service, pick_text
 from connector.events import Process, RoutingDecision, ServiceMatch, SLATimes, TicketEvent
 from connector.mapping import Mapping
-from connector.yamlsource import load_data
+from connector.notes import NOTE_MARKER, messages
 
-NOTE_MARKER = "[bpsm-connector]"
 MIN_USABLE_WORDS = 3
-# Opening tags (`<p>`, `<div …>`) or a comment's `<!--`, then the marker. The alternatives
-# cannot both match at one place (`<!` versus `<` + not `!`), so matching is linear.
-_LEADING_MARKER = re.compile(r"\s*(?:<!--\s*|<[^>!]*>\s*)*" + re.escape(NOTE_MARKER))
-
-
-@cache
-def messages() -> dict[str, dict[str, Any]]:
-    text = resources.files("connector").joinpath("data/messages.yaml").read_text(encoding="utf-8")
-    data: dict[str, dict[str, Any]] = load_data(text)
-    return data
 
 
 def _texts(language: str) -> dict[str, Any]:
@@ -228,22 +214,3 @@ def _evidence(match: ServiceMatch, texts: dict[str, Any]) -> str:
         else f"{e.shown} ({texts['learned'].format(tickets=e.learned_from)})"
         for e in match.evidence
     )
-
-
-def has_marker(text: str) -> bool:
-    """Whether a text carries the connector's marker. Anyone can type it: on its own it
-    proves nothing about who wrote the text (see is_own_note)."""
-    return NOTE_MARKER in text
-
-
-def starts_with_marker(text: str) -> bool:
-    """The marker opens the text (past opening HTML tags or an HTML comment's opener), as in
-    everything the connector writes; a customer quoting it inside a message does not count."""
-    return _LEADING_MARKER.match(text[:500]) is not None
-
-
-def is_own_note(text: str, author: object, connector: object) -> bool:
-    """A note the connector wrote: it carries the marker AND its author is the connector's
-    own API user. The "note already there?" look of every host asks this, so that a customer
-    who types the marker cannot make the connector skip its routing note."""
-    return has_marker(text) and author is not None and author == connector

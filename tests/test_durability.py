@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from connector.config import load_settings
 from connector.hosts import host_classes
-from connector.route import NOTE_MARKER
+from connector.notes import NOTE_MARKER
 from connector.runtime import Runtime
 from connector.store import Store
 from connector.worker import process_delivery

@@ -16,7 +16,7 @@ from connector.hosts.django_helpdesk import DjangoHelpdeskClient
 from connector.hosts.glpi import GlpiHost
 from connector.hosts.zammad import ZammadHost
 from connector.mapping import Mapping
-from connector.route import NOTE_MARKER, is_own_note, starts_with_marker
+from connector.notes import NOTE_MARKER, is_own_note, starts_with_marker
 from tests.fakes.glpi import FakeGLPI
 from tests.fakes.zammad import FakeZammad
 

@@ -19,8 +19,8 @@ from click.testing import CliRunner, Result
 from sqlalchemy import insert
 
 from connector.cli import main
-from connector.events import RoutingDecision, SLATimes, TicketEvent
-from connector.hosts.base import ApplyResult, HostClient, HostError, TicketTimes
+from connector.events import RoutingDecision, SLATimes, TicketEvent, TicketTimes
+from connector.hosts.base import ApplyResult, HostClient, HostError
 from connector.report import kpis, render_html, render_text
 from connector.runtime import Runtime
 from connector.store import Store, routings

@@ -9,7 +9,8 @@ import pytest
 from connector.catalogue import load_catalogue
 from connector.events import Evidence, ServiceMatch, TicketEvent
 from connector.mapping import Mapping
-from connector.route import NOTE_MARKER, decide, is_own_note
+from connector.notes import NOTE_MARKER, is_own_note
+from connector.route import decide
 from tests.e2e import ROOT
 
 CATALOGUE = load_catalogue(ROOT / "catalogue.yaml")

@@ -7,23 +7,18 @@ out); only `HostClient` does I/O, through an `HttpTransport` that tests can swap
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from collections.abc import Mapping as AbcMapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from connector.config import HostSettings
-from connector.events import RoutingDecision, TicketEvent
+from connector.events import NewTicket, Progress, RoutingDecision, TicketEvent, TicketTimes
 from connector.mapping import Mapping
-
-# Called with the number of items read so far (a long listing shows that it is moving).
-Progress = Callable[[int], None]
 
 
 class BadPayload(Exception):
@@ -102,39 +97,6 @@ class Ignored:
 class ApplyResult:
     outcome: Literal["applied", "shadow", "override", "dry-run"]
     detail: str = ""
-
-
-@dataclass(frozen=True)
-class NewTicket:
-    """A ticket the connector opens itself (proactive maintenance, improvement)."""
-
-    queue: str
-    title: str
-    body: str
-    tags: tuple[str, ...] = ()
-    language: str = "en"
-    # One word in the body naming what the ticket is for (see `referenced`); "" for none.
-    ref: str = ""
-
-    def referenced(self, key: str) -> NewTicket:
-        """This ticket with a reference derived from `key` (e.g. a maintenance entry and its
-        period) at the end of its body. Opening a ticket is not idempotent: an answer lost
-        after the helpdesk saved it must not open a second one, so `create_ticket` first
-        looks for a ticket carrying the reference. One alphanumeric word, so that every
-        helpdesk's search (full text or SQL LIKE) finds it."""
-        ref = "bpsmref" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
-        return replace(self, ref=ref, body=f"{self.body}\n\nref {ref}")
-
-
-@dataclass(frozen=True)
-class TicketTimes:
-    """What the helpdesk knows of a ticket's handling, for `bpsm report --host-times`.
-
-    Epoch seconds; None means it has not happened (yet). `first_response_at` is the first
-    reply to the customer by a person, never the connector's own internal note."""
-
-    first_response_at: float | None = None
-    closed_at: float | None = None
 
 
 class HostClient(ABC):

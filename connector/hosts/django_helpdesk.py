@@ -40,7 +40,7 @@ from requests.auth import HTTPBasicAuth
 from requests.cookies import RequestsCookieJar
 
 from connector.config import HostSettings
-from connector.events import RoutingDecision, TicketEvent
+from connector.events import NewTicket, Progress, RoutingDecision, TicketEvent
 from connector.hosts.base import (
     ApplyResult,
     BadPayload,
@@ -48,8 +48,6 @@ from connector.hosts.base import (
     HostClient,
     HostError,
     Ignored,
-    NewTicket,
-    Progress,
     Unauthorized,
     WebhookRequest,
     json_object,
@@ -60,7 +58,7 @@ from connector.hosts.base import (
 from connector.hosts.http import HttpTransport, send_test_event
 from connector.logs import log_extra
 from connector.mapping import Mapping
-from connector.route import NOTE_MARKER, has_marker, starts_with_marker
+from connector.notes import NOTE_MARKER, has_marker, starts_with_marker
 
 log = logging.getLogger("bpsm.django_helpdesk")
 

@@ -34,7 +34,7 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from connector.config import ConfigError, HostSettings
-from connector.events import RoutingDecision, TicketEvent
+from connector.events import NewTicket, Progress, RoutingDecision, TicketEvent
 from connector.hosts.base import (
     ApplyResult,
     BadPayload,
@@ -42,8 +42,6 @@ from connector.hosts.base import (
     HostClient,
     HostError,
     Ignored,
-    NewTicket,
-    Progress,
     Unauthorized,
     WebhookRequest,
     hmac_hex,
@@ -55,7 +53,7 @@ from connector.hosts.base import (
 from connector.hosts.http import SIGNATURE_REFUSED, HttpTransport, send_test_event
 from connector.logs import log_extra
 from connector.mapping import Mapping as HostMapping
-from connector.route import NOTE_MARKER, is_own_note, starts_with_marker
+from connector.notes import NOTE_MARKER, is_own_note, starts_with_marker
 from connector.text import html_to_text
 
 log = logging.getLogger("bpsm.glpi")

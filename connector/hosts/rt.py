@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from connector.events import RoutingDecision, TicketEvent
+from connector.events import NewTicket, Progress, RoutingDecision, TicketEvent
 from connector.hosts.base import (
     ApplyResult,
     BadPayload,
@@ -47,15 +47,13 @@ from connector.hosts.base import (
     HostClient,
     HostError,
     Ignored,
-    NewTicket,
-    Progress,
     WebhookRequest,
     parse_time,
 )
 from connector.hosts.http import HttpTransport
 from connector.logs import log_extra
 from connector.mapping import Mapping
-from connector.route import has_marker, messages
+from connector.notes import has_marker, messages
 from connector.text import markup_as_text, parse_markup, parsed_text
 
 log = logging.getLogger("bpsm.rt")

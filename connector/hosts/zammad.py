@@ -14,7 +14,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from connector.events import RoutingDecision, TicketEvent
+from connector.events import NewTicket, Progress, RoutingDecision, TicketEvent, TicketTimes
 from connector.hosts.base import (
     ApplyResult,
     BadPayload,
@@ -22,9 +22,6 @@ from connector.hosts.base import (
     HostClient,
     HostError,
     Ignored,
-    NewTicket,
-    Progress,
-    TicketTimes,
     Unauthorized,
     WebhookRequest,
     hmac_hex,
@@ -35,7 +32,7 @@ from connector.hosts.base import (
 )
 from connector.hosts.http import SIGNATURE_REFUSED, HttpTransport, send_test_event
 from connector.mapping import Mapping
-from connector.route import NOTE_MARKER, is_own_note
+from connector.notes import NOTE_MARKER, is_own_note
 
 DEFAULT_CONNECTOR_LOGIN = "bpsm-connector"
 WEBHOOK_NAME = "bpsm-connector"

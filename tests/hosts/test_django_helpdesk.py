@@ -24,8 +24,8 @@ from connector.hosts.django_helpdesk import (
     with_token,
 )
 from connector.mapping import Mapping, load_mapping
+from connector.notes import NOTE_MARKER
 from connector.poller import PollerThreads
-from connector.route import NOTE_MARKER
 from connector.runtime import Runtime
 from webhook_app import create_app
 

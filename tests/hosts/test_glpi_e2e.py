@@ -21,8 +21,8 @@ from werkzeug.wrappers import Response
 from connector.config import host_settings
 from connector.hosts.glpi import GlpiHost
 from connector.mapping import load_mapping
+from connector.notes import NOTE_MARKER
 from connector.proactive import maintenance_items
-from connector.route import NOTE_MARKER
 from tests.e2e import BPSM_GROUPS, ROOT, ConnectorService, example_index, wait_for
 from tests.fakes.glpi import FakeGLPI
 
@@ -545,7 +545,7 @@ def test_backfill_queues_open_user_tickets_only(glpi10, tmp_path):
 
 
 def _maintenance_like() -> Any:
-    from connector.hosts.base import NewTicket
+    from connector.events import NewTicket
 
     return NewTicket(queue="BPSM Proactive", title="Restore test", body="Quarterly restore test.")
 

@@ -25,14 +25,15 @@ from pydantic import SecretStr
 from werkzeug.wrappers import Response
 
 from connector.config import HostSettings, host_settings
-from connector.events import RoutingDecision, TicketEvent
-from connector.hosts.base import HostError, NewTicket
+from connector.events import NewTicket, RoutingDecision, TicketEvent
+from connector.hosts.base import HostError
 from connector.hosts.django_helpdesk import DjangoHelpdeskHost
 from connector.hosts.glpi import GlpiHost
 from connector.hosts.rt import RTHost
 from connector.hosts.zammad import ZammadHost
 from connector.mapping import Mapping, load_mapping
-from connector.route import NOTE_MARKER, decide
+from connector.notes import NOTE_MARKER
+from connector.route import decide
 from tests.e2e import ROOT, example_index
 from tests.fakes.glpi import FakeGLPI
 from tests.fakes.zammad import FakeZammad

@@ -21,9 +21,9 @@ from pydantic import SecretStr
 from responses import matchers
 
 from connector.config import HostSettings
-from connector.events import RoutingDecision, SLATimes, TicketEvent
+from connector.events import NewTicket, RoutingDecision, SLATimes, TicketEvent
 from connector.hosts import host_classes
-from connector.hosts.base import BadPayload, HostError, NewTicket, WebhookRequest
+from connector.hosts.base import BadPayload, HostError, WebhookRequest
 from connector.hosts.rt import (
     RTClient,
     RTHost,
@@ -43,7 +43,7 @@ from connector.hosts.rt import (
     watch_query,
 )
 from connector.mapping import Mapping, load_mapping
-from connector.route import NOTE_MARKER
+from connector.notes import NOTE_MARKER
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "rt"

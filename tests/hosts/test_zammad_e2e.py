@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from connector.route import NOTE_MARKER
+from connector.notes import NOTE_MARKER
 from tests.e2e import ConnectorService, wait_for, zammad_connector, zammad_with_bpsm_groups
 from tests.fakes.zammad import FakeZammad
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connector.route import NOTE_MARKER
+from connector.notes import NOTE_MARKER
 from tests.e2e import ConnectorService, zammad_setup
 from tests.fakes.zammad import FakeZammad
 

@@ -20,13 +20,12 @@ import requests
 import sqlalchemy as sa
 import yaml
 
-from connector.events import RoutingDecision, TicketEvent
-from connector.hosts.base import NewTicket
+from connector.events import NewTicket, RoutingDecision, TicketEvent
 from connector.hosts.django_helpdesk import DjangoHelpdeskClient
 from connector.logs import record_fields
 from connector.mapping import RelationSettings
+from connector.notes import NOTE_MARKER
 from connector.replies import relation_reply
-from connector.route import NOTE_MARKER
 from connector.runtime import BackgroundWorker
 from connector.store import deliveries
 from tests.e2e import ROOT, ConnectorService, wait_for

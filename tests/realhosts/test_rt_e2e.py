@@ -48,8 +48,9 @@ from connector.hosts.rt import (
     watch_query,
 )
 from connector.mapping import Mapping, load_mapping
+from connector.notes import NOTE_MARKER
 from connector.replies import relation_reply
-from connector.route import NOTE_MARKER, decide
+from connector.route import decide
 from connector.store import deliveries
 from tests.e2e import ROOT, ConnectorService, example_index, wait_for
 
@@ -824,7 +825,7 @@ def test_a_ticket_opened_before_is_found_by_its_reference_in_real_rt(
 ) -> None:
     """The look before a retried ticket creation (the first answer lost) works in real RT:
     TicketSQL on queue and subject, then the reference in the ticket's first text."""
-    from connector.hosts.base import NewTicket
+    from connector.events import NewTicket
 
     service = ConnectorService(tmp_path, prepared.env())
     proactive = service.rt.mapping("rt").queue_for("proactive")
