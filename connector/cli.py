@@ -347,7 +347,7 @@ def evaluate_command(
     "--from-host",
     "from_host",
     default=None,
-    help="Also learn from tickets the helpdesk holds (HOST: zammad, glpi, rt, …), labelled "
+    help="Also learn from tickets the helpdesk holds (HOST: zammad, glpi, runtime, …), labelled "
     "by their queue: a BPSM service queue of the mapping, or --label-map.",
 )
 @click.option(
@@ -516,14 +516,14 @@ def _audit_tickets(catalogue_path: str, since: str) -> list[Any]:
         window = parse_duration(since)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
-    rt = _runtime(catalogue_path, read_only=True)
+    runtime = _runtime(catalogue_path, read_only=True)
     try:
-        known = {s.id for s in rt.catalogue.services}
-        rows = rt.store.corrections_with_text(since=time.time() - window.total_seconds())
+        known = {s.id for s in runtime.catalogue.services}
+        rows = runtime.store.corrections_with_text(since=time.time() - window.total_seconds())
         # A service since removed from the catalogue teaches nothing.
         return [t for t in from_corrections(rows) if t.service in known]
     finally:
-        rt.close()
+        runtime.close()
 
 
 def _settings(catalogue_path: str | None = None) -> Any:
@@ -568,7 +568,7 @@ def _runtime(catalogue_path: str | None = None, read_only: bool = False) -> Any:
     settings = _settings(catalogue_path)
     _catalogue_missing(settings.catalogue_path, CONFIG)
     try:
-        rt = Runtime(settings, read_only=read_only)
+        runtime = Runtime(settings, read_only=read_only)
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(CONFIG)
@@ -578,7 +578,7 @@ def _runtime(catalogue_path: str | None = None, read_only: bool = False) -> Any:
         _no_store(exc, settings)
     if read_only:
         click.echo(f"store: {describe_store(settings.database)}", err=True)
-    return rt
+    return runtime
 
 
 def _run_process(body: Callable[[Any, Any, Any], int], catalogue_path: str, serve: bool) -> None:
@@ -685,9 +685,9 @@ def replay(
     dead_letter_id: int | None, replay_all: bool, list_only: bool, catalogue_path: str
 ) -> None:
     """List dead letters, or put them back in the queue once the cause is fixed."""
-    rt = _runtime(catalogue_path, read_only=True)
+    runtime = _runtime(catalogue_path, read_only=True)
     if list_only or (dead_letter_id is None and not replay_all):
-        letters = rt.store.list_dead_letters()
+        letters = runtime.store.list_dead_letters()
         for row in letters:
             click.echo(
                 f"{row['id']:>5}  {row['host']:<16} ticket {row['ticket_id']:<10} {row['reason']}"
@@ -695,7 +695,7 @@ def replay(
         if not letters:
             click.echo("no dead letters")
         return
-    ids = rt.store.replay(None if replay_all else dead_letter_id)  # the service routes them
+    ids = runtime.store.replay(None if replay_all else dead_letter_id)  # the service routes them
     click.echo(
         f"replayed {len(ids)} deliver{'y' if len(ids) == 1 else 'ies'}"
         + ("" if ids or replay_all else f" (no open dead letter {dead_letter_id})")
@@ -776,22 +776,22 @@ def setup(
     if remove_queues and not remove:
         raise click.UsageError("--queues only goes with --remove")
     _host_option_env(host, url, token_file, user, password_file)
-    rt = _runtime(catalogue_path)
-    if not rt.settings.host(host).configured:
+    runtime = _runtime(catalogue_path)
+    if not runtime.settings.host(host).configured:
         click.echo(f"{host}: no URL; pass --url or set the {host} URL variable", err=True)
         sys.exit(2)
     from connector.secretfile import private
 
-    client = rt.client(host)
+    client = runtime.client(host)
     if remove:
-        _teardown(client, host, rt.mapping(host), remove_queues)
+        _teardown(client, host, runtime.mapping(host), remove_queues)
         return
-    path = Path(secret_file or rt.settings.data_dir / f"{host}-webhook-secret")
+    path = Path(secret_file or runtime.settings.data_dir / f"{host}-webhook-secret")
     private(path)
     # A secret setup generates is written to `path` before the webhook is created with it.
     client.secret_file = path
     try:
-        for line in client.setup(rt.mapping(host), hook_url):
+        for line in client.setup(runtime.mapping(host), hook_url):
             click.echo(line)
         secret = getattr(client, "webhook_secret", None)
         if secret:
@@ -872,10 +872,10 @@ def backfill(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
     _host_option_env(host, url, token_file, user, password_file)
-    rt = _runtime(catalogue_path)
+    runtime = _runtime(catalogue_path)
     click.echo(f"{host}: fetching open tickets created within {since} …", err=True)
     try:
-        events = rt.client(host).backfill(datetime.now(UTC) - window, _reading(host))
+        events = runtime.client(host).backfill(datetime.now(UTC) - window, _reading(host))
     except HostError as exc:
         click.echo(f"backfill failed: {exc}", err=True)
         sys.exit(1)
@@ -886,12 +886,12 @@ def backfill(
         err=True,
     )
     if dry_run:
-        _backfill_preview(rt, host, events)
+        _backfill_preview(runtime, host, events)
         return
     queued = 0
     with _progress(events, "queueing") as items:
         for event in items:
-            if rt.store.record_delivery(event) is not None:
+            if runtime.store.record_delivery(event) is not None:
                 queued += 1
     click.echo(
         f"{len(events)} tickets found, {queued} queued for routing "
@@ -918,20 +918,20 @@ def _progress(items: list[Any], label: str) -> Any:
     return click.progressbar(items, label=label, file=sys.stderr if sys.stderr.isatty() else None)
 
 
-def _backfill_preview(rt: Any, host: str, events: list[Any]) -> None:
+def _backfill_preview(runtime: Any, host: str, events: list[Any]) -> None:
     """What a backfill would queue: each ticket classified and decided, nothing written."""
     from collections import Counter
 
-    mapping = rt.mapping(host)
+    mapping = runtime.mapping(host)
     counts: Counter[tuple[str, str]] = Counter()
     seen = 0
     with _progress(events, "classifying") as items:
         for event in items:
-            if rt.store.routing(host, event.ticket_id) is not None:
+            if runtime.store.routing(host, event.ticket_id) is not None:
                 seen += 1
                 continue
-            match = rt.index.classify(event.body, event.subject, event.language_hint)
-            decision = decide(event, match, rt.catalogue, mapping)
+            match = runtime.index.classify(event.body, event.subject, event.language_hint)
+            decision = decide(event, match, runtime.catalogue, mapping)
             counts[(decision.process, decision.service or "-")] += 1
     click.echo(f"would queue {sum(counts.values())} tickets ({seen} already routed):")
     click.echo(f"  {'process':<10} {'service':<28} {'tickets':>7}")
@@ -945,13 +945,13 @@ def maintenance(catalogue_path: str) -> None:
     """Open this period's maintenance tickets (proactive process); once per period."""
     from connector.processes import run_maintenance
 
-    rt = _runtime(catalogue_path)
-    results = run_maintenance(rt)
+    runtime = _runtime(catalogue_path)
+    results = run_maintenance(runtime)
     for result in results:
         click.echo(str(result))
     if not results:
         click.echo("the catalogue has no maintenance entries")
-    rt.close()
+    runtime.close()
     if any(r.status == "failed" for r in results):
         sys.exit(1)
 
@@ -965,16 +965,16 @@ def improvement(service: str, reason: str, host_name: str | None, catalogue_path
     """Open an improvement ticket for SERVICE by hand (structural improvement process)."""
     from connector.processes import open_improvement, target_hosts
 
-    rt = _runtime(catalogue_path)
+    runtime = _runtime(catalogue_path)
     try:
-        rt.index.catalogue.service(service)
+        runtime.index.catalogue.service(service)
     except KeyError:
         click.echo(f"unknown service {service!r}; see `bpsm check` for the catalogue", err=True)
         sys.exit(2)
-    host = host_name or target_hosts(rt)[0]
-    result = open_improvement(rt, host, service, reason, [])
+    host = host_name or target_hosts(runtime)[0]
+    result = open_improvement(runtime, host, service, reason, [])
     click.echo(str(result))
-    rt.close()
+    runtime.close()
     if result.status == "failed":
         sys.exit(1)
 
@@ -1111,7 +1111,7 @@ def _write_output(path: str, text: str) -> None:
     click.echo(f"wrote {path}", err=True)
 
 
-def _host_times(rt: Any, rows: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+def _host_times(runtime: Any, rows: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
     """Ask each configured helpdesk for its tickets' response/close times.
 
     Hosts without a URL, or whose client does not implement `ticket_times`, are skipped. A
@@ -1123,10 +1123,10 @@ def _host_times(rt: Any, rows: list[dict[str, Any]]) -> dict[tuple[str, str], An
     found: dict[tuple[str, str], Any] = {}
     for host in sorted({str(r["host"]) for r in rows}):
         tickets = [str(r["ticket_id"]) for r in rows if r["host"] == host]
-        if not rt.settings.host(host).configured:
+        if not runtime.settings.host(host).configured:
             continue
         try:
-            client = rt.client(host)
+            client = runtime.client(host)
         except NotImplementedError:  # a host module without an API client
             continue
         if type(client).ticket_times is HostClient.ticket_times:
@@ -1158,7 +1158,7 @@ AGREEMENT_CACHE_SECONDS = 3600.0  # a ticket's queue asked within the hour is no
 AGREEMENT_PAUSE = 0.05  # seconds between two questions to one helpdesk (≤ 20 a second)
 
 
-def _agreement(rt: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _agreement(runtime: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Pilot tickets' current queues (cached in the data folder for an hour, asked at most
     20 a second per helpdesk), compared with the connector's decisions."""
     import time
@@ -1167,7 +1167,7 @@ def _agreement(rt: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     from connector.hosts.base import HostError
     from connector.report import PILOT_OUTCOMES, pilot_agreement
 
-    cache_path = rt.settings.data_dir / "agreement-cache.json"
+    cache_path = runtime.settings.data_dir / "agreement-cache.json"
     try:
         cache: dict[str, Any] = json.loads(cache_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -1176,10 +1176,10 @@ def _agreement(rt: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     current: dict[tuple[str, str], str | None] = {}
     pilot = [r for r in rows if r["outcome"] in PILOT_OUTCOMES]
     for host in sorted({str(r["host"]) for r in pilot}):
-        if not rt.settings.host(host).configured:
+        if not runtime.settings.host(host).configured:
             click.echo(f"{host}: no URL, so its tickets' queues cannot be asked", err=True)
             continue
-        client = rt.client(host)
+        client = runtime.client(host)
         for row in (r for r in pilot if r["host"] == host):
             key = f"{host}:{row['ticket_id']}"
             hit = cache.get(key)
@@ -1203,7 +1203,7 @@ def _agreement(rt: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
         private_file(cache_path).write_text(json.dumps(cache), encoding="utf-8")
     except OSError as exc:
         click.echo(f"could not keep the agreement cache: {exc}", err=True)
-    queues = {host: rt.mapping(host).all_queues() for host in {h for h, _ in current}}
+    queues = {host: runtime.mapping(host).all_queues() for host in {h for h, _ in current}}
     return pilot_agreement(rows, current, queues)
 
 
@@ -1212,9 +1212,9 @@ def _service_names(catalogue: Any) -> dict[str, str]:
     return {s.id: s.text("name", language) for s in catalogue.services}
 
 
-def _threshold(rt: Any, rows: list[dict[str, Any]]) -> float | None:
+def _threshold(runtime: Any, rows: list[dict[str, Any]]) -> float | None:
     """The confidence threshold of the hosts in the report, when they share one."""
-    thresholds = {rt.mapping(host).confidence_threshold for host in {r["host"] for r in rows}}
+    thresholds = {runtime.mapping(host).confidence_threshold for host in {r["host"] for r in rows}}
     return thresholds.pop() if len(thresholds) == 1 else None
 
 
@@ -1269,8 +1269,8 @@ def report(
         window = parse_duration(since)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from exc
-    rt = _runtime(catalogue_path, read_only=True)
-    retention = rt.settings.retention
+    runtime = _runtime(catalogue_path, read_only=True)
+    retention = runtime.settings.retention
     if retention and window.total_seconds() > retention:
         click.echo(
             f"note: only the last {retention / 86400:g} days are kept (BPSM_RETENTION)", err=True
@@ -1278,21 +1278,21 @@ def report(
     try:
         now = time.time()
         start = now - window.total_seconds()
-        rows = _with_subjects(rt.store, rt.store.all_routings(since=start), start)
-        times = _host_times(rt, rows) if host_times else None
+        rows = _with_subjects(runtime.store, runtime.store.all_routings(since=start), start)
+        times = _host_times(runtime, rows) if host_times else None
         figures = kpis(
             rows,
             now,
             times,
             since=start,
-            service_names=_service_names(rt.catalogue),
-            threshold=_threshold(rt, rows),
-            agreement=_agreement(rt, rows) if agreement else None,
+            service_names=_service_names(runtime.catalogue),
+            threshold=_threshold(runtime, rows),
+            agreement=_agreement(runtime, rows) if agreement else None,
         )
-        figures["corrections"] = correction_counts(rt.store.corrections_with_text(since=start))
+        figures["corrections"] = correction_counts(runtime.store.corrections_with_text(since=start))
         text = RENDERERS[fmt](figures)
     finally:
-        rt.close()
+        runtime.close()
     if output:
         _write_output(output, text)
     else:

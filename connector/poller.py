@@ -19,26 +19,26 @@ from connector.runtime import Runtime
 log = logging.getLogger("bpsm.poller")
 
 
-def poll_once(rt: Runtime, host: str) -> tuple[int, int]:
+def poll_once(runtime: Runtime, host: str) -> tuple[int, int]:
     """One poll of one host: (events seen, new deliveries). Raises HostError on failure."""
-    client = rt.client(host)
-    events, mark = client.poll(rt.store.high_water(host))
+    client = runtime.client(host)
+    events, mark = client.poll(runtime.store.high_water(host))
     new = 0
     for event in events:
-        if rt.store.record_delivery(event) is not None:
+        if runtime.store.record_delivery(event) is not None:
             new += 1  # the dispatcher hands it to the job queue
     if mark is not None:
-        rt.store.set_high_water(host, mark)
+        runtime.store.set_high_water(host, mark)
     return len(events), new
 
 
 class PollerThreads:
-    def __init__(self, rt: Runtime):
-        self.rt = rt
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
         self.hosts = [
             name
-            for name in sorted(rt.settings.hosts)
-            if rt.settings.hosts[name].configured and rt.host(name).polling
+            for name in sorted(runtime.settings.hosts)
+            if runtime.settings.hosts[name].configured and runtime.host(name).polling
         ]
         self._stop = threading.Event()
         self._threads = [
@@ -51,11 +51,13 @@ class PollerThreads:
             thread.start()
 
     def _loop(self, host: str) -> None:
-        interval = self.rt.settings.host(host).poll_interval or 30.0
+        interval = self.runtime.settings.host(host).poll_interval or 30.0
         while not self._stop.is_set():
             try:
-                if self.rt.store.acquire_poller(host, self.rt.worker_id, lease=interval * 3):
-                    seen, new = poll_once(self.rt, host)
+                if self.runtime.store.acquire_poller(
+                    host, self.runtime.worker_id, lease=interval * 3
+                ):
+                    seen, new = poll_once(self.runtime, host)
                     if new:
                         log.info(
                             "polled", extra=log_extra({"host": host, "seen": seen, "new": new})

@@ -40,20 +40,20 @@ class Opened:
         return f"{self.host}: {self.what} [{self.period}] {self.status}{ticket}{detail}"
 
 
-def target_hosts(rt: Runtime) -> list[str]:
+def target_hosts(runtime: Runtime) -> list[str]:
     """Configured helpdesks; with none, the demo host (records in dry-run)."""
-    hosts = [name for name, s in sorted(rt.settings.hosts.items()) if s.configured]
+    hosts = [name for name, s in sorted(runtime.settings.hosts.items()) if s.configured]
     return hosts or ["demo"]
 
 
-def run_maintenance(rt: Runtime, now: datetime | None = None) -> list[Opened]:
+def run_maintenance(runtime: Runtime, now: datetime | None = None) -> list[Opened]:
     now = now or datetime.now(UTC)
-    store = ProcessStore(rt.store)
+    store = ProcessStore(runtime.store)
     results = []
-    for host in target_hosts(rt):
-        mapping = rt.mapping(host)
-        live = rt.mode(host) == "route"
-        for item, period in due_maintenance(rt.index.catalogue, now):
+    for host in target_hosts(runtime):
+        mapping = runtime.mapping(host)
+        live = runtime.mode(host) == "route"
+        for item, period in due_maintenance(runtime.index.catalogue, now):
             row_id, existing = store.claim_maintenance(
                 host, item.key, period, CLAIM_LEASE, retake_dry_run=live
             )
@@ -75,11 +75,11 @@ def run_maintenance(rt: Runtime, now: datetime | None = None) -> list[Opened]:
                 results.append(Opened(host, item.key, period, "dry-run"))
                 continue
             # The entry and period name the ticket: a run after a lost answer finds it.
-            ticket = maintenance_ticket(item, period, rt.index.catalogue, mapping).referenced(
+            ticket = maintenance_ticket(item, period, runtime.index.catalogue, mapping).referenced(
                 f"maintenance:{item.key}:{period}"
             )
             try:
-                ticket_id = rt.client(host).create_ticket(ticket)
+                ticket_id = runtime.client(host).create_ticket(ticket)
             except HostError as exc:
                 store.release_maintenance(row_id)
                 results.append(Opened(host, item.key, period, "failed", detail=str(exc)))
@@ -102,13 +102,13 @@ def run_maintenance(rt: Runtime, now: datetime | None = None) -> list[Opened]:
     return results
 
 
-def check_improvement(rt: Runtime, host: str, service_id: str) -> Opened | None:
+def check_improvement(runtime: Runtime, host: str, service_id: str) -> Opened | None:
     """After a reactive ticket: open an improvement if the service crossed the threshold.
 
     Tickets counted are those since the window start, or since the last improvement for
     the service if later, so a closed improvement does not reopen on the same tickets."""
-    policy = rt.index.catalogue.improvement
-    store = ProcessStore(rt.store)
+    policy = runtime.index.catalogue.improvement
+    store = ProcessStore(runtime.store)
     now = time.time()
     since = max(
         now - policy.window.total_seconds(), store.last_improvement_at(host, service_id) or 0.0
@@ -116,16 +116,16 @@ def check_improvement(rt: Runtime, host: str, service_id: str) -> Opened | None:
     tickets = store.reactive_tickets(host, service_id, since)
     if len(tickets) < policy.threshold:
         return None
-    if not _free_slot(rt, store, host, service_id):
+    if not _free_slot(runtime, store, host, service_id):
         return None
-    lang = (rt.index.catalogue.languages or ["en"])[0]
+    lang = (runtime.index.catalogue.languages or ["en"])[0]
     reason = (messages().get(lang) or messages()["en"])["improvement_reason_threshold"].format(
         count=len(tickets), window=format_duration(policy.window)
     )
-    return open_improvement(rt, host, service_id, reason, tickets)
+    return open_improvement(runtime, host, service_id, reason, tickets)
 
 
-def _free_slot(rt: Runtime, store: ProcessStore, host: str, service_id: str) -> bool:
+def _free_slot(runtime: Runtime, store: ProcessStore, host: str, service_id: str) -> bool:
     """True when no improvement is open for the service (closing finished ones first)."""
     row = store.open_improvement(host, service_id)
     if row is None:
@@ -134,44 +134,44 @@ def _free_slot(rt: Runtime, store: ProcessStore, host: str, service_id: str) -> 
         row["status"] == "opening" and row["claimed_at"] < time.time() - CLAIM_LEASE
     ):
         return True  # an earlier try failed or died: open_improvement takes its row over
-    if row["status"] == "open" and row["ticket_id"] and rt.mode(host) == "route":
+    if row["status"] == "open" and row["ticket_id"] and runtime.mode(host) == "route":
         key = (host, str(row["ticket_id"]))
-        seen = rt.seen_open.get(key)
-        if seen is not None and time.monotonic() - seen < rt.settings.improvement_recheck:
+        seen = runtime.seen_open.get(key)
+        if seen is not None and time.monotonic() - seen < runtime.settings.improvement_recheck:
             return False
         try:
-            still_open = rt.client(host).is_open(key[1])
+            still_open = runtime.client(host).is_open(key[1])
         except HostError:
             return False
         if still_open is False:
-            rt.seen_open.pop(key, None)
+            runtime.seen_open.pop(key, None)
             store.close_improvement(row["id"])
             return True
-        rt.seen_open[key] = time.monotonic()
+        runtime.seen_open[key] = time.monotonic()
     return False
 
 
 def open_improvement(
-    rt: Runtime, host: str, service_id: str, reason: str, tickets: list[str]
+    runtime: Runtime, host: str, service_id: str, reason: str, tickets: list[str]
 ) -> Opened:
-    store = ProcessStore(rt.store)
-    service = rt.index.catalogue.service(service_id)
+    store = ProcessStore(runtime.store)
+    service = runtime.index.catalogue.service(service_id)
     row_id = store.claim_improvement(host, service_id, reason, tickets, CLAIM_LEASE)
     if row_id is None:
         row = store.open_improvement(host, service_id) or {}
         return Opened(host, service_id, "-", "already-open", row.get("ticket_id"))
-    if rt.mode(host) != "route":
+    if runtime.mode(host) != "route":
         store.finish_improvement(row_id, "dry-run", None)
         store.close_improvement(row_id, status="dry-run")
         return Opened(host, service_id, "-", "dry-run", detail=reason)
-    client = rt.client(host)
+    client = runtime.client(host)
     row = store.open_improvement(host, service_id) or {}
     if row.get("id") == row_id:
         # A row taken over from an earlier try keeps that try's text: the ticket it may
         # have opened is looked for by its title and reference.
         reason, tickets = str(row["reason"]), [str(t) for t in json.loads(row["tickets"])]
     ticket = improvement_ticket(
-        service, tickets, reason, rt.index.catalogue, rt.mapping(host)
+        service, tickets, reason, runtime.index.catalogue, runtime.mapping(host)
     ).referenced(f"improvement:{host}:{service_id}:{row_id}")
     try:
         ticket_id = client.create_ticket(ticket)

@@ -267,9 +267,9 @@ class BackgroundWorker:
     """The in-process job consumer of `bpsm serve` (and the body of `bpsm worker`):
     huey's consumer threads plus a sweep thread that recovers abandoned deliveries."""
 
-    def __init__(self, rt: Runtime, workers: int = 2, sweep_interval: float | None = None):
-        self.rt = rt
-        self.consumer: Any = rt.huey.create_consumer(
+    def __init__(self, runtime: Runtime, workers: int = 2, sweep_interval: float | None = None):
+        self.runtime = runtime
+        self.consumer: Any = runtime.huey.create_consumer(
             workers=workers,
             worker_type="thread",
             periodic=False,
@@ -278,7 +278,7 @@ class BackgroundWorker:
             max_delay=0.5,
             backoff=1.2,
         )
-        self.sweep_interval = sweep_interval or rt.settings.sweep_interval
+        self.sweep_interval = sweep_interval or runtime.settings.sweep_interval
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="bpsm-sweep", daemon=True)
         self._dispatcher = threading.Thread(
@@ -286,7 +286,7 @@ class BackgroundWorker:
         )
 
     def start(self) -> None:
-        self.rt.index  # noqa: B018 - build it now, not on the first ticket
+        self.runtime.index  # noqa: B018 - build it now, not on the first ticket
         # huey installs signal handlers in start(); only the main thread may do that.
         if threading.current_thread() is not threading.main_thread():
             self.consumer._set_signal_handlers = lambda: None
@@ -298,14 +298,14 @@ class BackgroundWorker:
         failing = False
         while not self._stop.is_set():
             try:
-                handed = self.rt.dispatch()
+                handed = self.runtime.dispatch()
                 failing = False
             except Exception as exc:  # store or queue briefly unavailable: say so once
                 if not failing:
                     log.warning("dispatch failed; retrying", extra=log_extra({"error": repr(exc)}))
                 failing, handed = True, 0
             if not handed:
-                self._stop.wait(self.rt.settings.dispatch_interval)
+                self._stop.wait(self.runtime.settings.dispatch_interval)
 
     def _sweep_loop(self) -> None:
         # At start-up everything not finished is fair game: the previous process is gone.
@@ -313,26 +313,26 @@ class BackgroundWorker:
         next_maintenance = next_purge = 0.0
         while not self._stop.is_set():
             try:
-                self.rt.sweep(grace=0.0 if first else None)
+                self.runtime.sweep(grace=0.0 if first else None)
                 first = False
             except Exception as exc:  # the database may be briefly unavailable
                 log.warning("sweep failed", extra=log_extra({"error": repr(exc)}))
-            interval = self.rt.settings.maintenance_interval
+            interval = self.runtime.settings.maintenance_interval
             if interval > 0 and time.monotonic() >= next_maintenance:
                 next_maintenance = time.monotonic() + interval
                 self._maintenance()
             if time.monotonic() >= next_purge:
-                next_purge = time.monotonic() + self.rt.settings.purge_interval
+                next_purge = time.monotonic() + self.runtime.settings.purge_interval
                 self._purge()
             self._stop.wait(self.sweep_interval)
 
     def _purge(self) -> None:
         """Retention (BPSM_RETENTION): delete what is older; any number of workers may."""
-        retention = self.rt.settings.retention
+        retention = self.runtime.settings.retention
         if retention <= 0:
             return
         try:
-            counts = self.rt.store.purge(retention)
+            counts = self.runtime.store.purge(retention)
         except Exception as exc:  # the database may be briefly unavailable; next time
             log.warning("purge failed", extra=log_extra({"error": repr(exc)}))
             return
@@ -345,7 +345,7 @@ class BackgroundWorker:
         from connector.processes import run_maintenance
 
         try:
-            run_maintenance(self.rt)
+            run_maintenance(self.runtime)
         except Exception as exc:  # a helpdesk outage must not stop the sweep
             log.warning("maintenance run failed", extra=log_extra({"error": repr(exc)}))
 

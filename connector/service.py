@@ -280,7 +280,7 @@ def connect_runtime(settings: Settings, stopper: Stopper) -> Runtime:
                 f"cannot reach {_database_name(settings)}: {_first_line(exc)}"
             ) from exc
 
-    rt = retry_start(database, stopper, settings.start_timeout)
+    runtime = retry_start(database, stopper, settings.start_timeout)
 
     where = (
         f"Redis at BPSM_REDIS_URL={masked_url(settings.redis_url)}"
@@ -291,16 +291,16 @@ def connect_runtime(settings: Settings, stopper: Stopper) -> Runtime:
 
     def queue() -> None:
         try:
-            rt.huey.pending_count()
+            runtime.huey.pending_count()
         except Exception as exc:  # the driver's own errors (redis, sqlite): all worth a wait
             raise Unreachable(f"cannot reach {where}: {_first_line(exc)}") from exc
 
     try:
         retry_start(queue, stopper, settings.start_timeout)
     except BaseException:
-        rt.close()
+        runtime.close()
         raise
-    return rt
+    return runtime
 
 
 # ----- serve -------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ class Service:
         self.stopper = stopper
         self.metrics = metrics
         self.listener: socket.socket | None = None
-        self.rt: Runtime | None = None
+        self.runtime: Runtime | None = None
         self.web: subprocess.Popen[bytes] | None = None
         self.background: BackgroundWorker | None = None
         self.pollers: PollerThreads | None = None
@@ -341,12 +341,12 @@ class Service:
         from connector.poller import PollerThreads
         from connector.runtime import BackgroundWorker
 
-        assert self.rt is not None
-        self.background = BackgroundWorker(self.rt, workers=consumer_threads)
+        assert self.runtime is not None
+        self.background = BackgroundWorker(self.runtime, workers=consumer_threads)
         quiet_huey_signals(self.background)
         self.background.start()
         self.stopper.check()
-        self.pollers = PollerThreads(self.rt)
+        self.pollers = PollerThreads(self.runtime)
         self.pollers.start()
 
     def wait_until_serving(self, url: str, timeout: float) -> None:
@@ -398,8 +398,8 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.web.kill()
                 self.web.wait()
-        if self.rt is not None:
-            self.rt.close()
+        if self.runtime is not None:
+            self.runtime.close()
         self.metrics.cleanup()
 
 
@@ -424,9 +424,9 @@ def run_service(
         service.listener = bind_listener(bind, port)
         health = _local_url(service.listener, "/healthz")
         actual_port = service.listener.getsockname()[1]
-        service.rt = connect_runtime(settings, stopper)
+        service.runtime = connect_runtime(settings, stopper)
         # Before anything serves: no unverified webhook may act on a helpdesk (ConfigError).
-        service.rt.check_webhook_credentials()
+        service.runtime.check_webhook_credentials()
         stopper.check()
         service.start_web(web_workers)
         # Webhooks are accepted (and stored) while the consumer builds the catalogue index.
@@ -467,17 +467,17 @@ def run_worker(
     from connector.runtime import BackgroundWorker
 
     listener = bind_listener(*metrics_bind, option="--metrics-port") if metrics_bind else None
-    rt: Runtime | None = None
+    runtime: Runtime | None = None
     background: BackgroundWorker | None = None
     pollers: PollerThreads | None = None
     try:
-        rt = connect_runtime(settings, stopper)
+        runtime = connect_runtime(settings, stopper)
         if listener is not None:
-            serve_metrics(listener, rt)
-        background = BackgroundWorker(rt, workers=consumer_threads)
+            serve_metrics(listener, runtime)
+        background = BackgroundWorker(runtime, workers=consumer_threads)
         quiet_huey_signals(background)
         background.start()
-        pollers = PollerThreads(rt)
+        pollers = PollerThreads(runtime)
         pollers.start()
         log.info(
             "worker started",
@@ -501,11 +501,11 @@ def run_worker(
             background.stop(graceful=True)
         if listener is not None:
             listener.close()
-        if rt is not None:
-            rt.close()
+        if runtime is not None:
+            runtime.close()
 
 
-def serve_metrics(listener: socket.socket, rt: Runtime) -> None:
+def serve_metrics(listener: socket.socket, runtime: Runtime) -> None:
     """/metrics of this worker process on its own port (a daemon thread)."""
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
@@ -530,5 +530,5 @@ def serve_metrics(listener: socket.socket, rt: Runtime) -> None:
     server.socket.close()
     server.socket = listener
     server.server_bind()
-    server.set_app(make_wsgi_app(metrics_registry(rt.status_counts)))
+    server.set_app(make_wsgi_app(metrics_registry(runtime.status_counts)))
     threading.Thread(target=server.serve_forever, name="bpsm-metrics", daemon=True).start()

@@ -156,11 +156,11 @@ class LoginLimiter:
 # ----- the blueprint -------------------------------------------------------------------------
 
 
-def install(app: Flask, rt: Any, env: Mapping[str, str] | None = None) -> None:
+def install(app: Flask, runtime: Any, env: Mapping[str, str] | None = None) -> None:
     """Mount /ui/ on the app: sessions, CSRF, login and the pages."""
     env = os.environ if env is None else env
     users_file = _env("BPSM_UI_USERS_FILE", env)
-    app.secret_key = secret_key(rt.settings.data_dir, env)
+    app.secret_key = secret_key(runtime.settings.data_dir, env)
     app.config.update(
         SESSION_COOKIE_NAME="bpsm_session",
         SESSION_COOKIE_HTTPONLY=True,
@@ -242,13 +242,13 @@ def install(app: Flask, rt: Any, env: Mapping[str, str] | None = None) -> None:
     @ui.get("/")
     def decisions() -> str:
         wanted, problems = _filter(request.args)
-        rows = [decision_row(r, rt.catalogue) for r in rt.store.decision_rows(wanted)]
+        rows = [decision_row(r, runtime.catalogue) for r in runtime.store.decision_rows(wanted)]
         return render_template(
             "ui/decisions.html",
             rows=rows,
             args=request.args,
             problems=problems,
-            services=_services(rt.catalogue),
+            services=_services(runtime.catalogue),
             processes=PROCESSES,
             title="Low confidence" if wanted.low_confidence else "Decisions",
         )
@@ -259,23 +259,23 @@ def install(app: Flask, rt: Any, env: Mapping[str, str] | None = None) -> None:
 
     @ui.get("/decisions/<int:routing_id>")
     def decision(routing_id: int) -> str:
-        found = rt.store.decision_rows(DecisionFilter(routing_id=routing_id, limit=1))
+        found = runtime.store.decision_rows(DecisionFilter(routing_id=routing_id, limit=1))
         if not found:
             abort(404, f"no decision {routing_id}")
         raw = found[0]
-        row = decision_row(raw, rt.catalogue)
+        row = decision_row(raw, runtime.catalogue)
         made = RoutingDecision.model_validate_json(raw["decision"])
         match = ServiceMatch.model_validate_json(raw["match"])
-        history = [c for c in rt.store.corrections_since() if c["routing"] == routing_id]
+        history = [c for c in runtime.store.corrections_since() if c["routing"] == routing_id]
         return render_template(
             "ui/decision.html",
             row=row,
             decision=made,
             match=match,
-            runner_up=_service_name(rt.catalogue, match.runner_up, made.language),
+            runner_up=_service_name(runtime.catalogue, match.runner_up, made.language),
             rule=_rule(made, match),
             corrections=history,
-            services=_services(rt.catalogue),
+            services=_services(runtime.catalogue),
             processes=[p for p in PROCESSES if p in ("reactive", "relation", "change")],
         )
 
@@ -285,12 +285,12 @@ def install(app: Flask, rt: Any, env: Mapping[str, str] | None = None) -> None:
         process = request.form.get("process", "")
         if process not in ("reactive", "relation", "change"):
             abort(400, "process must be reactive, relation or change")
-        if service is not None and service not in {s.id for s in rt.catalogue.services}:
+        if service is not None and service not in {s.id for s in runtime.catalogue.services}:
             abort(400, f"unknown service {service!r}")
         if process == "reactive" and service is None:
             abort(400, "a reactive ticket needs a service")
         try:
-            correction_id = rt.store.record_correction(
+            correction_id = runtime.store.record_correction(
                 routing_id, service, process, actor=str(session["user"])
             )
         except KeyError:
@@ -305,11 +305,11 @@ def install(app: Flask, rt: Any, env: Mapping[str, str] | None = None) -> None:
 
     @ui.get("/dead-letters")
     def dead_letters() -> str:
-        return render_template("ui/dead_letters.html", rows=rt.store.list_dead_letters())
+        return render_template("ui/dead_letters.html", rows=runtime.store.list_dead_letters())
 
     @ui.post("/dead-letters/<int:dead_letter_id>/replay")
     def replay(dead_letter_id: int) -> BaseResponse:
-        replayed = rt.store.replay(dead_letter_id)
+        replayed = runtime.store.replay(dead_letter_id)
         if not replayed:
             abort(404, f"no dead letter {dead_letter_id} waiting for a replay")
         log.info("dead letter replayed", extra=log_extra({"dead_letter": dead_letter_id}))
@@ -320,11 +320,11 @@ def install(app: Flask, rt: Any, env: Mapping[str, str] | None = None) -> None:
         now = time.time()
         since = now - 30 * 86400
         figures = kpis(
-            rt.store.all_routings(since=since),
+            runtime.store.all_routings(since=since),
             now,
             since=since,
             service_names={
-                s.id: s.text("name", _lang(rt.catalogue)) for s in rt.catalogue.services
+                s.id: s.text("name", _lang(runtime.catalogue)) for s in runtime.catalogue.services
             },
         )
         return Response(render_html(figures), mimetype="text/html")

@@ -51,13 +51,13 @@ def backoff(
 BUSY_TICKET_DELAY = 2.0
 
 
-def process_delivery(rt: Runtime, delivery_pk: int) -> str:
+def process_delivery(runtime: Runtime, delivery_pk: int) -> str:
     """Handle one delivery; returns what happened (for logs and tests)."""
-    lease = rt.settings.lease_seconds
+    lease = runtime.settings.lease_seconds
     try:
-        delivery = rt.store.claim(delivery_pk, lease)
+        delivery = runtime.store.claim(delivery_pk, lease)
     except TicketBusy:
-        rt.enqueue(delivery_pk, min(BUSY_TICKET_DELAY, lease / 2))
+        runtime.enqueue(delivery_pk, min(BUSY_TICKET_DELAY, lease / 2))
         return "ticket-busy"
     if delivery is None:
         return "not-claimed"
@@ -68,13 +68,13 @@ def process_delivery(rt: Runtime, delivery_pk: int) -> str:
         "attempt": delivery.attempts,
     }
     guard = LeaseGuard(
-        lambda: rt.store.renew(delivery.id, delivery.lease_token, lease),
+        lambda: runtime.store.renew(delivery.id, delivery.lease_token, lease),
         lease,
         f"delivery {delivery.id}",
     )
     try:
         with guarding(guard):
-            return _run(rt, delivery, guard, fields)
+            return _run(runtime, delivery, guard, fields)
     except LeaseLost as exc:
         # Another consumer has the job now; it does the rest (and looks before it writes).
         log.warning(
@@ -83,27 +83,27 @@ def process_delivery(rt: Runtime, delivery_pk: int) -> str:
         return "lease-lost"
 
 
-def _run(rt: Runtime, delivery: Delivery, guard: LeaseGuard, fields: dict[str, object]) -> str:
+def _run(runtime: Runtime, delivery: Delivery, guard: LeaseGuard, fields: dict[str, object]) -> str:
     try:
-        outcome = route_delivery(rt, delivery)
+        outcome = route_delivery(runtime, delivery)
     except LeaseLost:
         raise
     except HostError as exc:
-        return _failed(rt, delivery, guard, str(exc), exc.permanent, exc.retry_after, fields)
+        return _failed(runtime, delivery, guard, str(exc), exc.permanent, exc.retry_after, fields)
     except Exception as exc:  # a bug or an unexpected answer: keep the ticket, retry later
         log.error(
             "unexpected error",
             extra=log_extra({**fields, "error": repr(exc), "trace": traceback.format_exc(limit=5)}),
         )
-        return _failed(rt, delivery, guard, f"unexpected error: {exc!r}", False, None, fields)
-    if not rt.store.finish(delivery.id, outcome, delivery.lease_token):
+        return _failed(runtime, delivery, guard, f"unexpected error: {exc!r}", False, None, fields)
+    if not runtime.store.finish(delivery.id, outcome, delivery.lease_token):
         raise LeaseLost(f"delivery {delivery.id}: lease lost before it was finished")
     log.info("delivery done", extra=log_extra({**fields, "outcome": outcome}))
     return outcome
 
 
 def _failed(
-    rt: Runtime,
+    runtime: Runtime,
     delivery: Delivery,
     guard: LeaseGuard,
     reason: str,
@@ -111,21 +111,21 @@ def _failed(
     retry_after: float | None,
     fields: dict[str, object],
 ) -> str:
-    settings = rt.settings
+    settings = runtime.settings
     guard.check()
     if permanent or delivery.attempts >= settings.retry_budget:
-        if not rt.store.dead_letter(delivery, reason):
+        if not runtime.store.dead_letter(delivery, reason):
             raise LeaseLost(f"delivery {delivery.id}: lease lost before the dead letter")
-        rt.store.complete_routing(delivery, "failed", 0.0, fenced=False)
+        runtime.store.complete_routing(delivery, "failed", 0.0, fenced=False)
         DEAD.labels(delivery.host).inc()
         log.warning("dead letter", extra=log_extra({**fields, "reason": reason}))
         return "dead-letter"
     delay = backoff(
         delivery.attempts, settings.retry_base_delay, settings.retry_max_delay, retry_after
     )
-    if not rt.store.postpone(delivery.id, delivery.lease_token, delay, reason):
+    if not runtime.store.postpone(delivery.id, delivery.lease_token, delay, reason):
         raise LeaseLost(f"delivery {delivery.id}: lease lost before the retry was planned")
-    rt.enqueue(delivery.id, delay)
+    runtime.enqueue(delivery.id, delay)
     RETRIES.labels(delivery.host).inc()
     log.warning(
         "retry later", extra=log_extra({**fields, "reason": reason, "delay": round(delay, 2)})
@@ -133,12 +133,12 @@ def _failed(
     return "retry"
 
 
-def apply_correction(rt: Runtime, delivery: Delivery) -> str:
+def apply_correction(runtime: Runtime, delivery: Delivery) -> str:
     """Apply a correction made in the review page, once: the correction row says whether it
     was applied, and the host's writes are idempotent like a routing's."""
     correction_id = int(delivery.delivery_id.removeprefix("correction:"))
-    correction = rt.store.correction(correction_id)
-    existing = rt.store.routing(delivery.host, delivery.ticket_id)
+    correction = runtime.store.correction(correction_id)
+    existing = runtime.store.routing(delivery.host, delivery.ticket_id)
     if correction is None or existing is None:
         raise HostError(f"correction {correction_id} or its routing is gone", permanent=True)
     if correction["status"] != "pending":
@@ -148,16 +148,16 @@ def apply_correction(rt: Runtime, delivery: Delivery) -> str:
         delivery.event,
         correction["to_service"],
         correction["to_process"],
-        rt.catalogue,
-        rt.mapping(delivery.host),
+        runtime.catalogue,
+        runtime.mapping(delivery.host),
         actor=correction["actor"],
         language=original.language,
     )
     mode = existing["mode"]
     outcome = "dry-run"
     if mode != "dry-run":
-        outcome = rt.client(delivery.host).apply(delivery.event, decision, mode).outcome
-    rt.store.finish_correction(
+        outcome = runtime.client(delivery.host).apply(delivery.event, decision, mode).outcome
+    runtime.store.finish_correction(
         correction_id,
         outcome,
         {
@@ -183,33 +183,35 @@ def apply_correction(rt: Runtime, delivery: Delivery) -> str:
 
 
 def _relation_reply(
-    rt: Runtime, delivery: Delivery, decision: RoutingDecision, draft_only: bool
+    runtime: Runtime, delivery: Delivery, decision: RoutingDecision, draft_only: bool
 ) -> None:
     """Relation management answers the customer (mapping `relation.reply`)."""
-    policy = rt.mapping(delivery.host).relation.reply
+    policy = runtime.mapping(delivery.host).relation.reply
     if decision.process != "relation" or policy == "off":
         return
     from connector.replies import relation_reply
 
-    text = relation_reply(delivery.event, decision, rt.index.catalogue, rt.mapping(delivery.host))
+    text = relation_reply(
+        delivery.event, decision, runtime.index.catalogue, runtime.mapping(delivery.host)
+    )
     try:
-        rt.client(delivery.host).reply(
+        runtime.client(delivery.host).reply(
             delivery.event, text, send=policy == "send" and not draft_only
         )
     except NotImplementedError:
         log.warning("host cannot post replies", extra=log_extra({"host": delivery.host}))
         return
-    if not rt.store.mark_replied(delivery):
+    if not runtime.store.mark_replied(delivery):
         raise LeaseLost(f"delivery {delivery.id}: lease lost after the reply")
 
 
-def _improvement(rt: Runtime, host: str, service: str) -> None:
+def _improvement(runtime: Runtime, host: str, service: str) -> None:
     """A reactive ticket may complete the set that calls for an improvement ticket; a
     failure here must not fail the routing, which is done (the next ticket retries)."""
     from connector.processes import check_improvement
 
     try:
-        opened = check_improvement(rt, host, service)
+        opened = check_improvement(runtime, host, service)
     except Exception as exc:
         log.warning(
             "improvement check failed",
@@ -231,18 +233,18 @@ def _improvement(rt: Runtime, host: str, service: str) -> None:
 
 
 def _record_agent_move(
-    rt: Runtime, host: str, routing: dict[str, Any], queue: str, actor: str | None
+    runtime: Runtime, host: str, routing: dict[str, Any], queue: str, actor: str | None
 ) -> None:
     """An agent put a routed ticket in another BPSM queue: their decision, for `bpsm learn
     --from-audit` and `bpsm report`. Other queues (the source queue of a dry run, a team's
     own queue) say nothing about the process or service."""
     from connector.learn import correction_target
 
-    target = correction_target(rt.mapping(host), queue, routing["service"])
+    target = correction_target(runtime.mapping(host), queue, routing["service"])
     if target is None:
         return
     process, service = target
-    if rt.store.record_agent_move(routing, process, service, actor or "agent"):
+    if runtime.store.record_agent_move(routing, process, service, actor or "agent"):
         log.info(
             "correction",
             extra=log_extra(
@@ -276,23 +278,23 @@ def routing_record(
     }
 
 
-def route_delivery(rt: Runtime, delivery: Delivery) -> str:
+def route_delivery(runtime: Runtime, delivery: Delivery) -> str:
     event = delivery.event
     if event.kind == "correction":
-        return apply_correction(rt, delivery)
-    existing = rt.store.routing(delivery.host, delivery.ticket_id)
+        return apply_correction(runtime, delivery)
+    existing = runtime.store.routing(delivery.host, delivery.ticket_id)
     if existing and existing["outcome"] != "applying":
         if event.queue and existing["outcome"] == "applied" and event.queue != existing["queue"]:
-            rt.store.mark_moved_by_agent(delivery.host, delivery.ticket_id)
+            runtime.store.mark_moved_by_agent(delivery.host, delivery.ticket_id)
         if event.queue and event.queue != existing["queue"]:
-            _record_agent_move(rt, delivery.host, existing, event.queue, event.actor)
+            _record_agent_move(runtime, delivery.host, existing, event.queue, event.actor)
         return "already-routed"
-    mapping = rt.mapping(delivery.host)
+    mapping = runtime.mapping(delivery.host)
     if existing is None:
-        match = rt.index.classify(event.body, event.subject, event.language_hint)
-        decision = decide(event, match, rt.index.catalogue, mapping)
-        existing = rt.store.begin_routing(
-            delivery, routing_record(event, match, decision, rt.mode(delivery.host))
+        match = runtime.index.classify(event.body, event.subject, event.language_hint)
+        decision = decide(event, match, runtime.index.catalogue, mapping)
+        existing = runtime.store.begin_routing(
+            delivery, routing_record(event, match, decision, runtime.mode(delivery.host))
         )
     if existing["delivery"] != delivery.id:
         # Another event of the same ticket owns the routing; it finishes it (or, if its
@@ -305,17 +307,17 @@ def route_delivery(rt: Runtime, delivery: Delivery) -> str:
     if mode == "dry-run":
         outcome = "dry-run"
     else:
-        result = rt.client(delivery.host).apply(event, decision, mode)
+        result = runtime.client(delivery.host).apply(event, decision, mode)
         outcome = result.outcome
         # Before completing the routing: a failed reply retries the (idempotent) apply.
         if outcome in ("applied", "shadow") and existing.get("replied_at") is None:
-            _relation_reply(rt, delivery, decision, draft_only=mode == "shadow")
+            _relation_reply(runtime, delivery, decision, draft_only=mode == "shadow")
     elapsed = time.perf_counter() - started
     APPLY_SECONDS.labels(delivery.host).observe(elapsed)
-    if not rt.store.complete_routing(delivery, outcome, elapsed * 1000):
+    if not runtime.store.complete_routing(delivery, outcome, elapsed * 1000):
         raise LeaseLost(f"delivery {delivery.id}: lease lost before the routing was recorded")
     if decision.process == "reactive" and decision.service:
-        _improvement(rt, delivery.host, decision.service)
+        _improvement(runtime, delivery.host, decision.service)
     DECISIONS.labels(delivery.host, decision.process, outcome).inc()
     log.info(
         "routed",

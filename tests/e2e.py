@@ -70,12 +70,14 @@ class ConnectorService:
         settings = load_settings(
             environ, host_names=tuple(host_classes()), catalogue_path=ROOT / "catalogue.yaml"
         )
-        self.rt = Runtime(settings, index=example_index())
-        self.app = create_app(self.rt)
+        self.runtime = Runtime(settings, index=example_index())
+        self.app = create_app(self.runtime)
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.background = BackgroundWorker(self.rt, workers=consumer_threads, sweep_interval=1.0)
-        self.pollers = PollerThreads(self.rt) if poll else None
+        self.background = BackgroundWorker(
+            self.runtime, workers=consumer_threads, sweep_interval=1.0
+        )
+        self.pollers = PollerThreads(self.runtime) if poll else None
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def hook_url(self, host: str) -> str:
@@ -93,7 +95,7 @@ class ConnectorService:
             self.pollers.stop()
         self.background.stop(graceful=True)
         self.server.shutdown()
-        self.rt.close()
+        self.runtime.close()
 
     def __enter__(self) -> ConnectorService:
         return self.start()
@@ -102,7 +104,7 @@ class ConnectorService:
         self.stop()
 
     def routing(self, host: str, ticket_id: str | int) -> dict[str, Any] | None:
-        return self.rt.store.routing(host, str(ticket_id))
+        return self.runtime.store.routing(host, str(ticket_id))
 
     def wait_routed(self, host: str, ticket_id: str | int, timeout: float = 20.0) -> dict[str, Any]:
         """Wait until the ticket's routing reached a final outcome; return the row."""
@@ -115,7 +117,7 @@ class ConnectorService:
         return result
 
     def idle(self) -> bool:
-        counts = self.rt.status_counts()
+        counts = self.runtime.status_counts()
         return counts["queued"] == 0 and counts["processing"] == 0
 
 

@@ -664,7 +664,7 @@ def test_shadow_pilot_would_route_and_agrees_with_the_agents(tmp_path: Path, mon
                 zammad.create_ticket_as_customer("Skriver", "Skriveren skriver ikke ut noe."),
             ]
             routings = [service.wait_routed("zammad", t) for t in tickets]
-            settings = service.rt.settings
+            settings = service.runtime.settings
         assert {r["outcome"] for r in routings} == {"shadow"}
         assert all(zammad.ticket(t)["group"] == "Users" for t in tickets)  # nothing moved
         zammad.move_ticket_as_agent(tickets[0], routings[0]["queue"])  # where bpsm said

@@ -79,7 +79,7 @@ def test_anonymous_requests_get_the_login_page_never_data(connector, zammad):
         "/ui/decisions/1/correct", data={"process": "change"}, base_url="https://localhost"
     )
     assert refused.status_code == 400
-    assert connector.rt.store.corrections_since() == []
+    assert connector.runtime.store.corrections_since() == []
 
 
 def test_wrong_password_then_rate_limited(connector):
@@ -109,7 +109,7 @@ def test_a_post_without_the_csrf_token_is_refused(connector, zammad):
         base_url="https://localhost",
     )
     assert answer.status_code == 400 and b"CSRF" in answer.data
-    assert connector.rt.store.corrections_since() == []
+    assert connector.runtime.store.corrections_since() == []
 
 
 def test_decisions_filter_and_one_decisions_explanation(connector, zammad):
@@ -145,7 +145,9 @@ def test_a_correction_is_recorded_once_and_applied_in_the_helpdesk(connector, za
     assert answer.status_code == 302
     wait_for(lambda: zammad.ticket(ticket)["group"] == "BPSM Reactive", 20, message="the move")
     corrections = wait_for(
-        lambda: [c for c in connector.rt.store.corrections_since() if c["status"] != "pending"],
+        lambda: [
+            c for c in connector.runtime.store.corrections_since() if c["status"] != "pending"
+        ],
         20,
         message="the correction applied",
     )
@@ -170,7 +172,7 @@ def test_a_correction_is_recorded_once_and_applied_in_the_helpdesk(connector, za
 def test_a_dead_letter_is_replayed_from_the_page(connector, zammad):
     ticket = zammad.create_ticket_as_customer("Printer jams", "The printer keeps jamming.")
     connector.wait_routed("zammad", ticket)
-    store = connector.rt.store
+    store = connector.runtime.store
     # Given up on as a job would: claimed again (as for a retry), then dead-lettered.
     with store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE bpsm_deliveries SET status = 'queued' WHERE id = 1")

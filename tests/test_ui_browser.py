@@ -124,14 +124,14 @@ def test_a_form_post_without_the_csrf_token_is_refused(browser, connector, zamma
         form={"service": "printing", "process": "change"},
     )
     assert answer.status == 400 and "CSRF" in answer.text()
-    assert connector.rt.store.corrections_since() == []
+    assert connector.runtime.store.corrections_since() == []
     page.close()
 
 
 def test_replay_a_dead_letter(browser, connector, zammad):
     ticket = zammad.create_ticket_as_customer("Printer jams", "The printer keeps jamming.")
     connector.wait_routed("zammad", ticket)
-    store = connector.rt.store
+    store = connector.runtime.store
     # Given up on as a job would: claimed again (as for a retry), then dead-lettered.
     with store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE bpsm_deliveries SET status = 'queued' WHERE id = 1")

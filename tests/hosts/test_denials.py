@@ -57,7 +57,7 @@ def test_zammad_group_access_denied_is_a_permanent_dead_letter(zammad, connector
     ticket_id = zammad.create_ticket_as_customer("Printer jams", PRINTER_JAM)
     routing = connector.wait_routed("zammad", ticket_id)
     assert routing["outcome"] == "failed"
-    letters = connector.rt.store.list_dead_letters()
+    letters = connector.runtime.store.list_dead_letters()
     assert len(letters) == 1
     assert "403" in letters[0]["reason"]
     assert "lacks ticket.agent on the ticket's groups" in letters[0]["reason"]
@@ -86,7 +86,7 @@ def test_glpi_right_missing_is_a_permanent_dead_letter_naming_the_right(
     ticket_id = glpi11.create_ticket_as_user("Printer", PRINTER)
     routing = connector11.wait_routed("glpi", ticket_id)
     assert routing["outcome"] == "failed"
-    letters = connector11.rt.store.list_dead_letters()
+    letters = connector11.runtime.store.list_dead_letters()
     assert len(letters) == 1
     assert "You don't have permission to perform this action" in letters[0]["reason"]
     assert f"the API user's profile lacks the right '{hint}'" in letters[0]["reason"]

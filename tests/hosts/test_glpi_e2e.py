@@ -116,7 +116,7 @@ def assert_routed_once(
 ) -> dict[str, Any]:
     _, _, process, service_id, category = TICKETS[name]
     routing = service.wait_routed("glpi", ticket_id)
-    assert routing["outcome"] == "applied", service.rt.store.list_dead_letters()
+    assert routing["outcome"] == "applied", service.runtime.store.list_dead_letters()
     assert (routing["process"], routing["service"], routing["language"]) == (
         process,
         service_id,
@@ -174,8 +174,8 @@ def wait_delivered(fake: FakeGLPI, ticket_id: int) -> None:
 
 
 def attempts(service: ConnectorService, ticket_id: int) -> int:
-    for pk in range(1, service.rt.store.count_deliveries() + 1):
-        delivery = service.rt.store.delivery(pk)
+    for pk in range(1, service.runtime.store.count_deliveries() + 1):
+        delivery = service.runtime.store.delivery(pk)
         if delivery is not None and delivery.ticket_id == str(ticket_id):
             return delivery.attempts
     return 0
@@ -333,7 +333,7 @@ def test_purged_ticket_goes_to_dead_letters(glpi11, connector11):
     glpi11.delete_ticket(ticket_id, purge=True)
     glpi11.set_down(False)
     assert service.wait_routed("glpi", ticket_id)["outcome"] == "failed"
-    letters = service.rt.store.list_dead_letters()
+    letters = service.runtime.store.list_dead_letters()
     assert len(letters) == 1 and f"ticket {ticket_id} was deleted" in letters[0]["reason"]
 
 
@@ -406,7 +406,7 @@ def wait_polls(fake: FakeGLPI, n: int = 2) -> None:
 
 
 def started_polling(service: ConnectorService) -> ConnectorService:
-    wait_for(lambda: service.rt.store.high_water("glpi"), message="the first poll mark")
+    wait_for(lambda: service.runtime.store.high_water("glpi"), message="the first poll mark")
     return service
 
 
@@ -450,8 +450,8 @@ def test_polling_routes_new_tickets_and_requester_replies_only(glpi10, tmp_path)
 
 def _deliveries(service: ConnectorService) -> list[dict[str, Any]]:
     rows = []
-    for pk in range(1, service.rt.store.count_deliveries() + 1):
-        delivery = service.rt.store.delivery(pk)
+    for pk in range(1, service.runtime.store.count_deliveries() + 1):
+        delivery = service.runtime.store.delivery(pk)
         if delivery is not None:
             rows.append({"ticket_id": delivery.ticket_id, "event": delivery.event})
     return rows
@@ -481,7 +481,7 @@ def test_poller_killed_mid_batch_and_restarted_routes_every_ticket_exactly_once(
     started_polling(first)
     settle(glpi10)
     recorded: list[str] = []
-    record = first.rt.store.record_delivery
+    record = first.runtime.store.record_delivery
 
     def record_then_die(event: Any, now: float | None = None) -> int | None:
         if len(recorded) >= 3:  # the first page (2 tickets) and one of the second
@@ -489,13 +489,13 @@ def test_poller_killed_mid_batch_and_restarted_routes_every_ticket_exactly_once(
         recorded.append(event.ticket_id)
         return record(event, now)
 
-    first.rt.store.record_delivery = record_then_die  # type: ignore[method-assign]
+    first.runtime.store.record_delivery = record_then_die  # type: ignore[method-assign]
     texts = [PRINTER, VPN, TICKETS["norwegian"][1], TICKETS["change"][1], TICKETS["relation"][1]]
     ids = [glpi10.create_ticket_as_user(f"Ticket {n}", text) for n, text in enumerate(texts)]
     wait_for(lambda: len(recorded) >= 3, message="three recorded deliveries")
-    mark = first.rt.store.high_water("glpi")
+    mark = first.runtime.store.high_water("glpi")
     first.stop()
-    assert first.rt.store.high_water("glpi") == mark  # the mark never passed the dead batch
+    assert first.runtime.store.high_water("glpi") == mark  # the mark never passed the dead batch
 
     with ConnectorService(tmp_path / "data", env) as second:
         for ticket_id in ids:
@@ -505,8 +505,8 @@ def test_poller_killed_mid_batch_and_restarted_routes_every_ticket_exactly_once(
             assigned = [g for g in glpi10.group_tickets(ticket_id) if g["type"] == 2]
             assert len(assigned) == 1
         wait_polls(glpi10)
-        assert second.rt.store.high_water("glpi") != mark
-        routed = [r["ticket_id"] for r in second.rt.store.all_routings()]
+        assert second.runtime.store.high_water("glpi") != mark
+        routed = [r["ticket_id"] for r in second.runtime.store.all_routings()]
         assert sorted(routed) == sorted(str(t) for t in ids)  # once each, nothing else
 
 
@@ -530,7 +530,7 @@ def test_backfill_queues_open_user_tickets_only(glpi10, tmp_path):
     glpi10.update_ticket_as_agent(solved, {"status": 5})
     open_ids = [glpi10.create_ticket_as_user(f"Printer {n}", PRINTER) for n in range(3)]
     service = ConnectorService(tmp_path, polling_env(glpi10, tmp_path), poll=False)
-    client = service.rt.client("glpi")
+    client = service.runtime.client("glpi")
     own = client.create_ticket(_maintenance_like())
     read: list[int] = []
     events = client.backfill(datetime.now(UTC) - timedelta(hours=1), progress=read.append)
@@ -540,7 +540,7 @@ def test_backfill_queues_open_user_tickets_only(glpi10, tmp_path):
     assert all(e.body == PRINTER for e in events)
     assert client.is_open(str(open_ids[0])) is True and client.is_open(str(solved)) is False
     assert glpi10.assigned_group_names(int(own)) == ["BPSM Proactive"]
-    service.rt.close()
+    service.runtime.close()
     service.server.server_close()  # never started: only its socket to release
 
 

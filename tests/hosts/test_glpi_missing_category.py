@@ -53,8 +53,8 @@ def test_polled_ticket_without_its_category_is_routed_with_one_followup(tmp_path
             started_polling(service)
             ticket_id = glpi.create_ticket_as_user("Printer jams", PRINTER)
             routing = service.wait_routed("glpi", ticket_id)
-            assert routing["outcome"] == "applied", service.rt.store.list_dead_letters()
-            assert service.rt.store.list_dead_letters() == []
+            assert routing["outcome"] == "applied", service.runtime.store.list_dead_letters()
+            assert service.runtime.store.list_dead_letters() == []
         assert glpi.assigned_group_names(ticket_id) == ["BPSM Reactive"]
         assert len(own_followups(glpi, ticket_id)) == 1
         assert not glpi.ticket(ticket_id).get("itilcategories_id")

@@ -174,7 +174,9 @@ def test_connection_refused_for_a_while_loses_nothing(zammad, tmp_path):
         zammad.wait_for_deliveries(1)
         zammad.set_down(True)
         wait_for(
-            lambda: (service.rt.store.delivery(1) or object()).__getattribute__("attempts") >= 2,
+            lambda: (
+                (service.runtime.store.delivery(1) or object()).__getattribute__("attempts") >= 2
+            ),
             message="a failed attempt while Zammad is down",
         )
         assert service.routing("zammad", ticket_id)["outcome"] == "applying"
@@ -218,5 +220,5 @@ def test_deleted_ticket_goes_to_dead_letters_not_a_retry_loop(zammad, connector)
         zammad.db.tickets.pop(ticket_id, None)
     routing = connector.wait_routed("zammad", ticket_id)
     assert routing["outcome"] == "failed"
-    letters = connector.rt.store.list_dead_letters()
+    letters = connector.runtime.store.list_dead_letters()
     assert len(letters) == 1 and "404" in letters[0]["reason"]

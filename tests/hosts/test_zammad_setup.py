@@ -15,7 +15,7 @@ def test_setup_is_idempotent_and_routes_afterwards(tmp_path, monkeypatch):
         # The connector must run with the secret setup generates: start it afterwards.
         probe = ConnectorService(tmp_path / "probe")
         hook_url = probe.hook_url("zammad")
-        probe.rt.close()
+        probe.runtime.close()
         first = run_setup(tmp_path, zammad, hook_url, monkeypatch)
         assert "group created: BPSM Reactive" in first
         assert "webhook created" in first and "trigger created" in first

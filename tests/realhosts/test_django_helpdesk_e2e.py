@@ -88,7 +88,7 @@ class Stack:
         query = sa.select(deliveries.c.delivery_id).where(
             deliveries.c.host == HOST, deliveries.c.ticket_id == str(ticket_id)
         )
-        with self.connector.rt.store.engine.connect() as conn:
+        with self.connector.runtime.store.engine.connect() as conn:
             return [row[0] for row in conn.execute(query)]
 
     def paused(self) -> _Paused:
@@ -106,7 +106,7 @@ class _Paused:
         self.service.background.stop(graceful=True)
 
     def __exit__(self, *exc: object) -> None:
-        worker = BackgroundWorker(self.service.rt, workers=2, sweep_interval=1.0)
+        worker = BackgroundWorker(self.service.runtime, workers=2, sweep_interval=1.0)
         self.service.background = worker
         worker.start()
 
@@ -141,7 +141,7 @@ def stack(djhelpdesk_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> It
             service.stop()
         else:  # never served: stop() would wait for a serve loop that never ran
             service.server.server_close()
-            service.rt.close()
+            service.runtime.close()
         hd.stop()
 
 
@@ -240,7 +240,7 @@ def test_relation_reply_is_one_followup_and_its_webhook_is_ignored(
     stack, caplog, monkeypatch, policy
 ):
     caplog.set_level(logging.INFO)
-    runtime = stack.connector.rt
+    runtime = stack.connector.runtime
     # The module's connector with this relation.reply: the runtime caches each host's
     # mapping, and only the worker reads `relation` (hosts and clients do not).
     mapping = runtime.mapping(HOST).model_copy(update={"relation": RelationSettings(reply=policy)})
@@ -272,7 +272,7 @@ def test_relation_reply_is_one_followup_and_its_webhook_is_ignored(
 def test_reply_again_posts_nothing(stack):
     ticket = stack.hd.create_ticket(stack.ids["general"], "Mac på jobb?", MAC_NB)
     stack.connector.wait_routed(HOST, ticket["id"])  # relation.reply is off here
-    client = stack.connector.rt.client(HOST)
+    client = stack.connector.runtime.client(HOST)
     event = TicketEvent(host=HOST, delivery_id="-", ticket_id=str(ticket["id"]))
     text = "Hei,\n\nMac er ikke en tjeneste her, {{ ticket.title }}.\n"
     client.reply(event, text, send=True)
@@ -307,14 +307,14 @@ def test_deleted_ticket_is_a_dead_letter_not_a_retry_loop(stack):
     assert routing["outcome"] == "failed"
     [letter] = [
         d
-        for d in stack.connector.rt.store.list_dead_letters()
+        for d in stack.connector.runtime.store.list_dead_letters()
         if d["ticket_id"] == str(ticket["id"])
     ]
     assert "404" in letter["reason"]
 
 
 def test_connector_uses_a_session_not_a_password_per_request(stack):
-    client = stack.connector.rt.client(HOST)
+    client = stack.connector.runtime.client(HOST)
     assert isinstance(client, DjangoHelpdeskClient)
     assert client.auth_mode == "session"
     # The helpdesk accepts the session alone (no basic auth): the password hash is not
@@ -324,7 +324,7 @@ def test_connector_uses_a_session_not_a_password_per_request(stack):
     )
     assert cookies_only.status_code == 200
     # Where the login page cannot be used, every call still works on basic auth.
-    fallback = stack.connector.rt.host(HOST).client()
+    fallback = stack.connector.runtime.host(HOST).client()
     fallback.login_path = "/no-login-here/"
     assert fallback.api("GET", "tickets/", params={"page_size": 1}).status_code == 200
     assert fallback.auth_mode == "basic"
@@ -334,7 +334,7 @@ def test_connector_uses_a_session_not_a_password_per_request(stack):
 def test_a_session_refused_by_csrf_checks_falls_back_to_basic_auth(stack):
     ticket = stack.hd.create_ticket(stack.ids["general"], "Printer jams", "Paper jam.")
     stack.connector.wait_routed(HOST, ticket["id"])
-    strict = stack.connector.rt.host(HOST).client()
+    strict = stack.connector.runtime.host(HOST).client()
     strict.login()
     assert strict.auth_mode == "session"
     for cookie in strict.http.session.cookies:  # as if a proxy broke the CSRF check
@@ -347,10 +347,10 @@ def test_a_session_refused_by_csrf_checks_falls_back_to_basic_auth(stack):
 
 
 def test_setup_checks_access_and_prints_the_helpdesk_environment(stack):
-    client = stack.connector.rt.client(HOST)
+    client = stack.connector.runtime.client(HOST)
     assert isinstance(client, DjangoHelpdeskClient)
     hook = stack.connector.hook_url(HOST)
-    lines = client.setup(stack.connector.rt.mapping(HOST), hook)
+    lines = client.setup(stack.connector.runtime.mapping(HOST), hook)
     text = "\n".join(lines)
     assert "API access ok as 'bpsm' (session auth)" in text
     assert f"bpsm-reactive={stack.ids['bpsm-reactive']}" in text
@@ -389,7 +389,7 @@ def test_polling_mode_routes_tickets_the_webhook_could_not_deliver(
         assert hd.get_ticket(ticket["id"])["queue"] == ids["bpsm-reactive"]
         # A ticket the connector opens is answered 500 too (its webhook is refused): found,
         # not opened twice, and never routed by the poller.
-        client = service.rt.client(HOST)
+        client = service.runtime.client(HOST)
         opened = client.create_ticket(
             NewTicket(queue="bpsm-proactive", title="Restore test", body="Restore a backup.")
         )
@@ -401,8 +401,8 @@ def test_polling_mode_routes_tickets_the_webhook_could_not_deliver(
         client.reply(event, "Hei,\nMac er ikke en tjeneste her.\n", send=True)
         # Later polls see both tickets again (overlap): no second delivery or note.
         time.sleep(1.0)
-        assert [r["ticket_id"] for r in service.rt.store.all_routings()] == [str(ticket["id"])]
-        assert service.rt.store.count_deliveries() == 1
+        assert [r["ticket_id"] for r in service.runtime.store.all_routings()] == [str(ticket["id"])]
+        assert service.runtime.store.count_deliveries() == 1
     notes = [f for f in hd.followups(ticket["id"]) if NOTE_MARKER in f["comment"]]
     assert len(notes) == 1 and notes[0]["public"] is False
     replies = [f for f in hd.followups(ticket["id"]) if "ikke en tjeneste" in f["comment"]]

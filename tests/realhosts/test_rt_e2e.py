@@ -258,7 +258,7 @@ def deliveries_of(service: ConnectorService, ticket_id: int) -> list[dict[str, A
     query = select(deliveries).where(
         and_(deliveries.c.host == "rt", deliveries.c.ticket_id == str(ticket_id))
     )
-    with service.rt.store.engine.connect() as conn:
+    with service.runtime.store.engine.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(query)]
 
 
@@ -304,7 +304,7 @@ def connector(
 ) -> Iterator[ConnectorService]:
     with ConnectorService(tmp_path_factory.mktemp("rt-connector"), prepared.env()) as service:
         # The first poll sets the mark; tickets created from now on are new.
-        wait_for(lambda: service.rt.store.high_water("rt"), message="the first poll")
+        wait_for(lambda: service.runtime.store.high_water("rt"), message="the first poll")
         yield service
 
 
@@ -346,7 +346,7 @@ def test_new_ticket_is_moved_with_service_due_and_one_comment(
     rt = rt_server
     ticket_id = rt.create_ticket(INTAKE, subject, body)
     routing = connector.wait_routed("rt", ticket_id)
-    assert routing["outcome"] == "applied", connector.rt.store.list_dead_letters()
+    assert routing["outcome"] == "applied", connector.runtime.store.list_dead_letters()
     assert (routing["process"], routing["service"], routing["language"]) == (
         process,
         service,
@@ -384,7 +384,7 @@ def test_move_refused_inside_a_200_answer_goes_to_dead_letters(
     routing = connector.wait_routed("rt", ticket_id)
     assert routing["outcome"] == "failed"
     (letter,) = [
-        d for d in connector.rt.store.list_dead_letters() if d["ticket_id"] == str(ticket_id)
+        d for d in connector.runtime.store.list_dead_letters() if d["ticket_id"] == str(ticket_id)
     ]
     assert "Permission Denied" in letter["reason"] and "CreateTicket" in letter["reason"]
     assert queue_of(rt_server, ticket_id) == INTAKE
@@ -401,7 +401,7 @@ def test_agent_move_before_routing_stands_and_the_comment_says_so(
     assert service.pollers is not None
     service.pollers.start()
     try:
-        wait_for(lambda: service.rt.store.high_water("rt"), message="the first poll")
+        wait_for(lambda: service.runtime.store.high_water("rt"), message="the first poll")
         ticket_id = rt.create_ticket(INTAKE_OVERRIDE, "Mailbox full", MAIL)
         wait_for(lambda: deliveries_of(service, ticket_id), message="the poll to see the ticket")
         agent_move(rt, ticket_id, DESK)
@@ -427,7 +427,7 @@ def test_own_comment_coming_back_changes_nothing(
     assert service.pollers is not None
     service.pollers.start()
     try:
-        wait_for(lambda: service.rt.store.high_water("rt"), message="the first poll")
+        wait_for(lambda: service.runtime.store.high_water("rt"), message="the first poll")
         ticket_id = rt.create_ticket(INTAKE_SHADOW, "Mailbox full", MAIL)
         wait_for(lambda: deliveries_of(service, ticket_id), message="the poll to see the ticket")
         next_second(rt, ticket_id)  # so that the comment is a change of its own
@@ -458,13 +458,13 @@ def test_relation_reply_is_posted_once_and_coming_back_changes_nothing(
     assert service.pollers is not None
     service.pollers.start()
     try:
-        wait_for(lambda: service.rt.store.high_water("rt"), message="the first poll")
+        wait_for(lambda: service.runtime.store.high_water("rt"), message="the first poll")
         ticket_id = rt.create_ticket(intake, subject, MAC_NB, requestor=requestor)
         wait_for(lambda: deliveries_of(service, ticket_id), message="the poll to see the ticket")
         next_second(rt, ticket_id)  # so that the connector's writes are a change of their own
         service.background.start()
         routing = service.wait_routed("rt", ticket_id)
-        assert routing["outcome"] == "applied", service.rt.store.list_dead_letters()
+        assert routing["outcome"] == "applied", service.runtime.store.list_dead_letters()
         assert (routing["process"], routing["language"]) == ("relation", "nb")
         assert routing["replied_at"] is not None
         # The relation queue is watched: a poll sees the ticket as it is after the reply
@@ -520,7 +520,7 @@ def test_restarted_poller_routes_nothing_twice_and_misses_nothing(
 ) -> None:
     rt = rt_server
     with ConnectorService(tmp_path, prepared.env("restart")) as first:
-        wait_for(lambda: first.rt.store.high_water("rt"), message="the first poll")
+        wait_for(lambda: first.runtime.store.high_water("rt"), message="the first poll")
         routed = rt.create_ticket(INTAKE_RESTART, "Mailbox full", MAIL)
         assert first.wait_routed("rt", routed)["outcome"] == "applied"
         # An agent disagrees and puts it back where it came from: the poll sees it in a
@@ -529,7 +529,7 @@ def test_restarted_poller_routes_nothing_twice_and_misses_nothing(
         agent_move(rt, routed, INTAKE_RESTART)
         assert latest_change_handled(first, rt, routed)["outcome"] == "already-routed"
         seen = {d["delivery_id"] for d in deliveries_of(first, routed)}
-        mark = first.rt.store.high_water("rt")
+        mark = first.runtime.store.high_water("rt")
         assert mark is not None and parse_rt_time(mark) is not None
     while_down = rt.create_ticket(INTAKE_RESTART, "Skriveren virker ikke", PRINTER_NB)
     with ConnectorService(tmp_path, prepared.env("restart")) as second:
@@ -537,7 +537,7 @@ def test_restarted_poller_routes_nothing_twice_and_misses_nothing(
         wait_for(second.idle, message="the worker to finish")
         # The poll that found `while_down` re-read the overlap before the mark, `routed`
         # included: the same deliveries again, dropped.
-        assert (second.rt.store.high_water("rt") or "") >= (mark or "")
+        assert (second.runtime.store.high_water("rt") or "") >= (mark or "")
         assert {d["delivery_id"] for d in deliveries_of(second, routed)} == seen
         assert second.routing("rt", routed)["moved_by_agent_at"] is not None
     assert queue_of(rt, routed) == INTAKE_RESTART
@@ -804,12 +804,12 @@ def test_maintenance_opens_one_ticket_per_entry_and_period_in_real_rt(
     entries = sum(len(s.maintenance) for s in example_index().catalogue.services)
     when = datetime(2031, 2, 3, 9, tzinfo=UTC)  # a period no other test uses
     service = ConnectorService(tmp_path, prepared.env())
-    proactive = service.rt.mapping("rt").queue_for("proactive")
+    proactive = service.runtime.mapping("rt").queue_for("proactive")
     try:
-        first = run_maintenance(service.rt, when)
-        again = run_maintenance(service.rt, when)
+        first = run_maintenance(service.runtime, when)
+        again = run_maintenance(service.runtime, when)
     finally:
-        service.rt.close()
+        service.runtime.close()
     opened = [r for r in first if r.status == "opened"]
     assert len(opened) == entries, [str(r) for r in first]
     assert {r.status for r in again} == {"already-open"}
@@ -828,17 +828,17 @@ def test_a_ticket_opened_before_is_found_by_its_reference_in_real_rt(
     from connector.events import NewTicket
 
     service = ConnectorService(tmp_path, prepared.env())
-    proactive = service.rt.mapping("rt").queue_for("proactive")
+    proactive = service.runtime.mapping("rt").queue_for("proactive")
     ticket = NewTicket(
         queue=proactive, title="Restore test — Backup (2031-Q1)", body="[bpsm-connector]\nRestore."
     )
     try:
-        client = service.rt.client("rt")
+        client = service.runtime.client("rt")
         first = client.create_ticket(ticket.referenced("maintenance:backup:0:restore:2031-Q1"))
         again = client.create_ticket(ticket.referenced("maintenance:backup:0:restore:2031-Q1"))
         other = client.create_ticket(ticket.referenced("maintenance:backup:0:restore:2031-Q2"))
     finally:
-        service.rt.close()
+        service.runtime.close()
     assert again == first  # found, not opened twice
     assert other != first  # the same subject with another reference is another ticket
     assert rt_ticket(rt_server, int(first))["Queue"]["Name"] == proactive
