@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    TypeAdapter,
     ValidationError,
     field_validator,
 )
@@ -65,6 +66,17 @@ def _check_language_keys(value: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(code, str) or not LANG_CODE.match(code):
             raise ValueError(f"{code!r} is not a language code such as en or nb")
     return value
+
+
+def _says_false(value: Any) -> bool:
+    """Whether `supported` reads as false: the model accepts `no`, `off`, `0` and the like
+    as false too, so the rules for unsupported services must see them the same way."""
+    if value is None:
+        return False
+    try:
+        return TypeAdapter(bool).validate_python(value) is False
+    except ValidationError:
+        return False  # reported as a field error
 
 
 def _text_map(value: Any) -> Any:
@@ -156,6 +168,12 @@ class Catalogue(_Strict):
         _check_language_keys(dict.fromkeys(value))
         return value
 
+    @field_validator("change_cues")
+    @classmethod
+    def _cue_languages(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        _check_language_keys(value)
+        return value
+
     def service(self, service_id: str) -> Service:
         for service in self.services:
             if service.id == service_id:
@@ -219,7 +237,7 @@ def _semantic_problems(data: dict[str, Any], doc: YamlDocument) -> list[Problem]
             )
         elif isinstance(service_id, str):
             first_seen[service_id] = index
-        if service.get("supported") is False:
+        if _says_false(service.get("supported")):
             if not service.get("reason"):
                 add(loc + ("supported",), "an unsupported service must give a reason")
             if not service.get("alternative"):

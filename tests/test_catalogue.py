@@ -183,3 +183,26 @@ def test_an_unknown_yaml_tag_is_a_problem_with_its_line():
         "f.yaml:3: YAML error: could not determine a constructor for the tag "
         "'tag:yaml.org,2002:python/name:os.system'"
     ]
+
+
+@pytest.mark.parametrize("written", ["false", "no", "off", "'0'"])
+def test_an_unsupported_service_written_any_way_must_give_a_reason(tmp_path, written):
+    path = tmp_path / "catalogue.yaml"
+    path.write_text(
+        f"version: 1\nservices:\n  - id: games\n    name: {{en: Games}}\n    supported: {written}\n"
+    )
+    problems = [p for p in check_catalogue(path) if p.severity == "error"]
+    assert [(p.line, p.path, p.message) for p in problems] == [
+        (5, "services[0].supported", "an unsupported service must give a reason")
+    ]
+
+
+def test_change_cues_are_keyed_by_language_code(tmp_path):
+    path = tmp_path / "catalogue.yaml"
+    path.write_text(
+        "version: 1\nchange_cues:\n  english: [roll out]\n"
+        "services:\n  - id: mail\n    name: {en: Mail}\n"
+    )
+    problems = [p for p in check_catalogue(path) if p.severity == "error"]
+    assert len(problems) == 1 and problems[0].line == 2
+    assert "'english' is not a language code" in problems[0].message
