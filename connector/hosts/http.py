@@ -134,6 +134,7 @@ class HttpTransport:
         self.session.headers.setdefault("User-Agent", "bpsm-connector")
         read_environment_once(self.session, self.base_url)
         self.error_text = error_text
+        self.attempts = attempts  # 1: every request goes out once (without_retries)
         self._send = retry(
             retry=retry_if_exception(_retryable),
             wait=_wait,
