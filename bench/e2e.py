@@ -6,7 +6,7 @@
     .venv/bin/python bench/e2e.py --report run.json     # the table of a saved run again
 
 Needs what `make test` installs for tests/realhosts: Debian's request-tracker5 and
-rt5-db-sqlite, and the django-helpdesk venv (.cache/djhelpdesk-venv, built on first use).
+rt5-db-sqlite, and the django-helpdesk venv (.cache/django_helpdesk-venv, built on first use).
 
 For each helpdesk in --hosts:
 
@@ -15,7 +15,7 @@ For each helpdesk in --hosts:
   connector's least-privilege user ``bpsm-connector`` (Timezone UTC, exactly the rights of
   connector/hosts/rt.py). The connector POLLS it every --rt-poll-interval seconds
   (BPSM_RT_POLL_INTERVAL, default 1).
-* ``django-helpdesk``: a real django-helpdesk 2.6 (tests/realhosts/djhelpdesk_server.py) whose
+* ``django-helpdesk``: a real django-helpdesk 2.6 (tests/realhosts/django_helpdesk_server.py) whose
   own new-ticket and follow-up webhooks post to the connector (URL with token), as in
   tests/realhosts/test_django_helpdesk_e2e.py.
 
@@ -88,11 +88,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 from stats import pct  # noqa: E402 - bench/ is on sys.path above
 
 from connector.evaluate import read_labelled  # noqa: E402
-from connector.hosts.rt import FIELD_RIGHTS, TARGET_RIGHTS, WATCHED_RIGHTS  # noqa: E402
+from connector.hosts.rt.sansio import FIELD_RIGHTS, TARGET_RIGHTS, WATCHED_RIGHTS  # noqa: E402
 from connector.store import deliveries, routings  # noqa: E402
 from tests.e2e import ConnectorService, wait_for  # noqa: E402
-from tests.realhosts import djhelpdesk_server  # noqa: E402
-from tests.realhosts.djhelpdesk_server import (  # noqa: E402
+from tests.realhosts import django_helpdesk_server  # noqa: E402
+from tests.realhosts.django_helpdesk_server import (  # noqa: E402
     CONNECTOR_USER,
     DjangoHelpdeskServer,
     ensure_helpdesk_venv,
@@ -338,7 +338,7 @@ def django_stack(
     """django-helpdesk firing its webhooks at the connector (no polling)."""
     venv_dir = ensure_helpdesk_venv()
     # Each side must know the other's URL before it starts (see the e2e test's fixture).
-    hd_port = djhelpdesk_server.free_loopback_port()
+    hd_port = django_helpdesk_server.free_loopback_port()
     mapping_path = workdir / "django-helpdesk.yaml"  # written once the queue ids are known
     env = {
         "BPSM_DJANGO_HELPDESK_URL": f"http://127.0.0.1:{hd_port}",
@@ -354,13 +354,13 @@ def django_stack(
     hook = f"{service.hook_url('django-helpdesk')}?token={DH_SECRET}"
     hd = DjangoHelpdeskServer([hook], [hook], venv_dir=venv_dir)
     started = False
-    original = djhelpdesk_server.free_loopback_port
+    original = django_helpdesk_server.free_loopback_port
     try:
-        djhelpdesk_server.free_loopback_port = lambda: hd_port
+        django_helpdesk_server.free_loopback_port = lambda: hd_port
         try:
             hd.start()
         finally:
-            djhelpdesk_server.free_loopback_port = original
+            django_helpdesk_server.free_loopback_port = original
         data = yaml.safe_load(DH_MAPPING.read_text(encoding="utf-8"))
         ids = hd.queues(data["options"]["queue_titles"])
         data["options"]["queue_ids"] = ids

@@ -791,26 +791,34 @@ def setup(
     # A secret setup generates is written to `path` before the webhook is created with it.
     client.secret_file = path
     try:
-        for line in client.setup(runtime.mapping(host), hook_url):
-            click.echo(line)
-        secret = getattr(client, "webhook_secret", None)
-        if secret:
-            from connector.config import env_prefix
-
-            click.echo(
-                f"webhook secret written to {path}; run the service with "
-                f"{env_prefix(host)}WEBHOOK_SECRET_FILE={path.resolve()}"
-            )
-        test = getattr(client, "test_event", None)
-        if hook_url and callable(test):
-            click.echo(test(hook_url))
+        result = client.setup(runtime.mapping(host), hook_url)
     except HostError as exc:
         click.echo(f"setup failed: {exc}", err=True)
-        if getattr(client, "webhook_secret", None):
+        if path.exists():
             click.echo(f"the webhook secret is kept in {path}; run setup again", err=True)
         sys.exit(1)
     finally:
         client.close()
+    for line in result.lines:
+        click.echo(line)
+    if result.webhook_secret:
+        from connector.config import env_prefix
+
+        click.echo(
+            f"webhook secret written to {path}; run the service with "
+            f"{env_prefix(host)}WEBHOOK_SECRET_FILE={path.resolve()}"
+        )
+    if hook_url and result.test_event is not None:
+        from connector.hosts.http import send_test_event
+
+        click.echo(send_test_event(result.test_event))
+
+
+def _guide(host: str) -> str:
+    """Where a host's install guide is in the repository."""
+    from connector.hosts import host_classes
+
+    return host_classes()[host].__module__.replace(".", "/") + "/guide.md"
 
 
 def _teardown(client: Any, host: str, mapping: Mapping, queues: bool) -> None:
@@ -822,7 +830,7 @@ def _teardown(client: Any, host: str, mapping: Mapping, queues: bool) -> None:
     except NotImplementedError:
         click.echo(
             f"bpsm setup {host} --remove cannot undo {host}'s setup: see the uninstall steps "
-            f"of its guide (docs/)",
+            f"of its guide ({_guide(host)})",
             err=True,
         )
         sys.exit(FAILED)

@@ -3,6 +3,10 @@
 Names: BPSM_<HOST>_<KEY>, e.g. BPSM_ZAMMAD_URL, BPSM_DJANGO_HELPDESK_WEBHOOK_SECRET.
 A host counts as configured when its URL is set. Secrets are kept in `SecretStr` so they never
 appear in a repr, a log line or an error message.
+
+Every host declares its own keys: a `HostSettings` subclass in
+`connector/hosts/<name>/settings.py` (a field per key; its type says how the variable is read,
+see `read_host_settings`). `load_settings` composes them from the registered hosts.
 """
 
 from __future__ import annotations
@@ -10,14 +14,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 Mode = Literal["route", "shadow", "dry-run"]
-SECRET_KEYS = ("TOKEN", "PASSWORD", "WEBHOOK_SECRET", "APP_TOKEN", "USER_TOKEN")
 MIN_WEBHOOK_SECRET_BYTES = 16
-PLAIN_KEYS = ("URL", "USER", "POLL_INTERVAL", "MAPPING", "API_VERSION", "WEBHOOK_MAX_AGE")
+DEFAULT_HTTP_TIMEOUT = 10.0
 
 
 class ConfigError(Exception):
@@ -25,23 +28,27 @@ class ConfigError(Exception):
 
 
 class HostSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    """The keys every host has. A host adds its own in a subclass (its `settings.py`); each
+    field is the variable BPSM_<HOST>_<FIELD> (see `env_names` for the exceptions)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Fields whose variable is not BPSM_<HOST>_<FIELD in capitals>.
+    env_names: ClassVar[dict[str, str]] = {"mapping_path": "MAPPING"}
+    # Fields not read from the host's variables (set by load_settings).
+    not_from_env: ClassVar[frozenset[str]] = frozenset({"name", "http_timeout"})
 
     name: str
     url: str | None = None
-    user: str | None = None
-    token: SecretStr | None = None
-    password: SecretStr | None = None
-    webhook_secret: SecretStr | None = None
-    app_token: SecretStr | None = None
-    user_token: SecretStr | None = None
-    poll_interval: float | None = None
     mapping_path: str | None = None
-    api_version: str | None = None
-    webhook_max_age: float | None = None
+    webhook_secret: SecretStr | None = None
+    # How often a polling host is asked for changes (the poller's default when unset).
+    poll_interval: float | None = None
     # BPSM_<HOST>_ALLOW_UNSIGNED=1: accept this host's webhooks without a credential in
     # route/shadow mode (warned about at start and on /healthz).
     allow_unsigned: bool = False
+    # BPSM_HTTP_TIMEOUT, shared by every host: seconds per API request.
+    http_timeout: float = DEFAULT_HTTP_TIMEOUT
 
     @property
     def configured(self) -> bool:
@@ -81,7 +88,8 @@ class Settings(BaseModel):
     hosts: dict[str, HostSettings] = {}
 
     def host(self, name: str) -> HostSettings:
-        return self.hosts.get(name) or HostSettings(name=name)
+        found = self.hosts.get(name)
+        return found or settings_model(name)(name=name, http_timeout=self.http_timeout)
 
     def effective_mode(self) -> Mode:
         if self.mode:
@@ -167,23 +175,50 @@ def _float(env: Mapping[str, str], name: str) -> float | None:
         raise ConfigError(f"{name}: {raw!r} is not a number") from exc
 
 
-def host_settings(host: str, env: Mapping[str, str]) -> HostSettings:
+def settings_model(host: str) -> type[HostSettings]:
+    """The settings model the registered host `host` declares (the base one if none)."""
+    from connector.hosts import host_classes  # the registry imports hosts, which import us
+
+    cls = host_classes().get(host)
+    return cls.settings_model if cls is not None else HostSettings
+
+
+def _reader(field: str, annotation: Any) -> Any:
+    """How a field's variable is read, from its type: secrets (with `_FILE`), numbers,
+    flags, or plain text."""
+    kinds = set(get_args(annotation)) | {annotation}
+    if field == "webhook_secret":
+        return read_webhook_secret
+    if SecretStr in kinds:
+        return read_secret
+    if bool in kinds:
+        return _flag
+    if float in kinds:
+        return _float
+    return lambda env, name: env.get(name) or None
+
+
+def read_host_settings(
+    model: type[HostSettings], host: str, env: Mapping[str, str], **shared: Any
+) -> HostSettings:
+    """`model` filled from BPSM_<HOST>_<KEY> variables (a field per key)."""
     prefix = env_prefix(host)
-    return HostSettings(
-        name=host,
-        url=(env.get(prefix + "URL") or "").rstrip("/") or None,
-        user=env.get(prefix + "USER") or None,
-        token=read_secret(env, prefix + "TOKEN"),
-        password=read_secret(env, prefix + "PASSWORD"),
-        webhook_secret=read_webhook_secret(env, prefix + "WEBHOOK_SECRET"),
-        app_token=read_secret(env, prefix + "APP_TOKEN"),
-        user_token=read_secret(env, prefix + "USER_TOKEN"),
-        poll_interval=_float(env, prefix + "POLL_INTERVAL"),
-        mapping_path=env.get(prefix + "MAPPING") or None,
-        api_version=env.get(prefix + "API_VERSION") or None,
-        webhook_max_age=_float(env, prefix + "WEBHOOK_MAX_AGE"),
-        allow_unsigned=_flag(env, prefix + "ALLOW_UNSIGNED"),
-    )
+    values: dict[str, Any] = {"name": host, **shared}
+    for field, info in model.model_fields.items():
+        if field in model.not_from_env:
+            continue
+        key = model.env_names.get(field, field.upper())
+        value = _reader(field, info.annotation)(env, prefix + key)
+        if value is not None:
+            values[field] = value
+    if values.get("url"):
+        values["url"] = values["url"].rstrip("/") or None
+    return model.model_validate(values)
+
+
+def host_settings(host: str, env: Mapping[str, str], **shared: Any) -> HostSettings:
+    """The registered host's settings from the environment."""
+    return read_host_settings(settings_model(host), host, env, **shared)
 
 
 def load_settings(
@@ -204,7 +239,6 @@ def load_settings(
         "queue_name": env.get("BPSM_QUEUE_NAME", "bpsm"),
         "mode": mode,
         "log_level": env.get("BPSM_LOG_LEVEL", "INFO"),
-        "hosts": {name: host_settings(name, env) for name in host_names},
     }
     if max_body is not None:
         values["max_body_bytes"] = int(max_body)
@@ -227,4 +261,9 @@ def load_settings(
         if number is not None:
             values[key] = int(number) if key == "retry_budget" else number
     values.update(overrides)
+    timeout = values.get("http_timeout", DEFAULT_HTTP_TIMEOUT)
+    if "hosts" not in overrides:
+        values["hosts"] = {
+            name: host_settings(name, env, http_timeout=timeout) for name in host_names
+        }
     return Settings.model_validate(values)

@@ -1,22 +1,37 @@
 """`bpsm init`: a starting catalogue and mappings for a new installation, never overwriting.
 
-The example catalogue and mappings ship inside the package (connector/examples/), so that an
+The example catalogue ships inside the package (connector/examples/), and each helpdesk's
+default mapping inside its host package (connector/hosts/<name>/mapping.yaml), so that an
 installed wheel can write them wherever the admin keeps the configuration.
 """
 
 from __future__ import annotations
 
+import sys
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
 
+def host_package(host: str) -> Traversable | None:
+    """The folder of a host's package (mapping.yaml, guide.md, fixtures/); None for a host
+    that is a single module (demo)."""
+    from connector.hosts import host_classes
+
+    module = sys.modules[host_classes()[host].__module__]
+    return files(module.__name__) if hasattr(module, "__path__") else None
+
+
 def example_files() -> list[tuple[str, Traversable]]:
-    """(path relative to the target folder, packaged file) for every starting file."""
-    root = files("connector") / "examples"
-    found = [("catalogue.yaml", root / "catalogue.yaml")]
-    mappings = sorted((root / "mappings").iterdir(), key=lambda item: item.name)
-    found += [(f"mappings/{m.name}", m) for m in mappings if m.name.endswith(".yaml")]
+    """(path relative to the target folder, packaged file) for every starting file: the
+    catalogue, and mappings/<host>.yaml for every host package that has a mapping."""
+    from connector.hosts import host_names
+
+    found = [("catalogue.yaml", files("connector") / "examples" / "catalogue.yaml")]
+    for host in host_names():
+        package = host_package(host)
+        if package is not None and (package / "mapping.yaml").is_file():
+            found.append((f"mappings/{host}.yaml", package / "mapping.yaml"))
     return found
 
 

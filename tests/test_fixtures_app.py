@@ -1,13 +1,14 @@
 """Every recorded webhook fixture of every host, through the real app, with its one exact
 outcome: 202 queued (and the event's kind), 200 ignored (the reason and its metric label) or
 400 (the field). Fixtures that are API answers, not webhooks, are listed as such, so that a
-new file in tests/fixtures/<host>/ cannot go untested."""
+new file in connector/hosts/<host>/fixtures/ cannot go untested."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,14 @@ from connector.metrics import EVENTS
 from tests.e2e import ROOT
 from tests.test_security import make_app
 
-FIXTURES = ROOT / "tests" / "fixtures"
+HOSTS = ROOT / "connector" / "hosts"
+
+
+def fixtures(host: str) -> Path:
+    """The recorded fixtures of a host package (`host`: its Python name)."""
+    return HOSTS / host / "fixtures"
+
+
 SECRET = "fixture-webhook-secret-32-bytes!"  # the fixtures are signed again with it
 ENV = {
     "BPSM_ZAMMAD_WEBHOOK_SECRET": SECRET,
@@ -71,24 +79,25 @@ EXPECTED: dict[tuple[str, str], tuple[str, ...]] = {
     ("django_helpdesk", "malformed_no_queue_slug.json"): ("400", "queue_slug"),
 }
 # Not webhooks: recorded API answers the client tests replay (tests/hosts/test_rt.py,
-# test_glpi.py), and the folders' READMEs and catalogue examples.
-NOT_WEBHOOKS = {"rt", "catalogues"}
+# test_glpi.py), and the folders' READMEs.
+NOT_WEBHOOKS = {"rt"}
 API_ANSWER_PREFIXES = {"glpi": ("v10_",)}
 URL_HOST = {"zammad": "zammad", "glpi": "glpi", "django_helpdesk": "django-helpdesk"}
 
 
 def webhook_files() -> set[tuple[str, str]]:
     found = set()
-    for folder in FIXTURES.iterdir():
-        if not folder.is_dir() or folder.name in NOT_WEBHOOKS:
+    for package in HOSTS.iterdir():
+        folder = package / "fixtures"
+        if not folder.is_dir() or package.name in NOT_WEBHOOKS:
             continue
         for path in folder.iterdir():
             name = path.name
             if path.is_dir() or name == "README.md" or name.endswith(".headers.json"):
                 continue  # contract/: the helpdesks' documentation (see the next test)
-            if name.startswith(API_ANSWER_PREFIXES.get(folder.name, ("\0",))):
+            if name.startswith(API_ANSWER_PREFIXES.get(package.name, ("\0",))):
                 continue
-            found.add((folder.name, name))
+            found.add((package.name, name))
     return found
 
 
@@ -99,13 +108,13 @@ def test_every_webhook_fixture_has_an_expected_outcome():
 def test_the_contract_folders_webhook_example_is_a_tested_fixture():
     """zammad/contract/ keeps Zammad's documented example: the same bytes as a fixture above
     (GLPI's contract/ file wraps its example in notes: test_glpi.py verifies it)."""
-    contract = FIXTURES / "zammad" / "contract" / "webhook-ticket-create.json"
-    assert contract.read_bytes() == (FIXTURES / "zammad" / "ticket_created.json").read_bytes()
+    contract = fixtures("zammad") / "contract" / "webhook-ticket-create.json"
+    assert contract.read_bytes() == (fixtures("zammad") / "ticket_created.json").read_bytes()
 
 
 def signed(host: str, name: str) -> tuple[bytes, dict[str, str], str]:
     """Body, headers and query string, signed with SECRET as the host signs."""
-    path = FIXTURES / host / name
+    path = fixtures(host) / name
     body = path.read_bytes()
     headers_file = path.with_name(path.name.rsplit(".", 1)[0] + ".headers.json")
     headers: dict[str, str] = {}
@@ -180,7 +189,7 @@ def test_zammad_article_by_another_agent_is_not_customer_text(tmp_path, change):
     """The connector's own note is ignored by its author; an agent's article is ignored by
     the internal/sender guard, which the recorded fixtures alone do not reach."""
     app, rt = make_app(tmp_path, **ENV)
-    data = json.loads((FIXTURES / "zammad" / "agent_update_by_connector.json").read_bytes())
+    data = json.loads((fixtures("zammad") / "agent_update_by_connector.json").read_bytes())
     data["article"].update(change)
     data["article"]["created_by"] = {"login": "anna.agent@example.com"}
     data["ticket"]["updated_by"] = {"login": "anna.agent@example.com"}

@@ -9,12 +9,14 @@ from typing import Any
 import responses
 from pydantic import SecretStr
 
-from connector.config import HostSettings
 from connector.events import RoutingDecision, TicketEvent
 from connector.hosts.base import WebhookRequest
-from connector.hosts.django_helpdesk import DjangoHelpdeskClient
+from connector.hosts.django_helpdesk.client import DjangoHelpdeskClient
 from connector.hosts.glpi import GlpiHost
+from connector.hosts.glpi.settings import GlpiSettings
+from connector.hosts.rt.settings import RTSettings
 from connector.hosts.zammad import ZammadHost
+from connector.hosts.zammad.settings import ZammadSettings
 from connector.mapping import Mapping
 from connector.notes import NOTE_MARKER, is_own_note, starts_with_marker
 from tests.fakes.glpi import FakeGLPI
@@ -46,7 +48,7 @@ def test_zammad_customer_text_with_the_marker_is_routed_and_gets_its_note():
     with FakeZammad(token="zammad-api-token") as zammad:
         ticket_id = zammad.create_ticket_as_customer("Printer", CUSTOMER_TEXT)
         host = ZammadHost(
-            HostSettings(name="zammad", url=zammad.base_url, token=SecretStr("zammad-api-token")),
+            ZammadSettings(name="zammad", url=zammad.base_url, token=SecretStr("zammad-api-token")),
             Mapping(host="zammad"),
         )
         body = zammad.webhook_payload(ticket_id, zammad.articles(ticket_id)[0]["id"])
@@ -64,7 +66,7 @@ def test_glpi_requester_followup_with_the_marker_is_not_the_connectors_note():
     with FakeGLPI(version=11, app_token="app-token", user_token="user-token") as glpi:
         ticket_id = glpi.create_ticket_as_user("Printer", "<p>Printer broken</p>")
         glpi.add_followup_as_user(ticket_id, f"<p>{CUSTOMER_TEXT}</p>")
-        settings = HostSettings(
+        settings = GlpiSettings(
             name="glpi",
             url=glpi.url,
             app_token=SecretStr("app-token"),
@@ -79,7 +81,7 @@ def test_glpi_requester_followup_with_the_marker_is_not_the_connectors_note():
 
 
 def test_glpi_webhook_of_a_ticket_quoting_the_marker_is_routed():
-    host = GlpiHost(HostSettings(name="glpi"), Mapping(host="glpi"))
+    host = GlpiHost(GlpiSettings(name="glpi"), Mapping(host="glpi"))
     body = (
         b'{"event": "new", "item": {"id": 7, "name": "Printer", "status": 1, "team": [],'
         b' "content": "<p>Printer broken. Was ' + NOTE_MARKER.encode() + b' here?</p>"}}'
@@ -109,9 +111,7 @@ def test_rt_requester_message_with_the_marker_is_not_the_comment():
     from connector.hosts.rt import RTHost
 
     base = "http://rt.example/REST/2.0"
-    settings = HostSettings(
-        name="rt", url="http://rt.example", token=SecretStr("1-79-" + "ab" * 16)
-    )
+    settings = RTSettings(name="rt", url="http://rt.example", token=SecretStr("1-79-" + "ab" * 16))
     client = RTHost(settings, Mapping(host="rt")).client()
 
     def item(n: int, text: str, creator: str) -> dict[str, Any]:

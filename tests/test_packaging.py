@@ -62,7 +62,16 @@ def test_the_wheel_carries_licence_examples_and_its_dependencies(wheel: Path) ->
         meta = archive.read(metadata).decode()
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "connector/examples/catalogue.yaml" in names
-    assert "connector/examples/mappings/zammad.yaml" in names
+    # Each helpdesk package whole: its default mapping, its guide and its recorded fixtures.
+    packages = [
+        p for p in (ROOT / "connector" / "hosts").iterdir() if (p / "mapping.yaml").exists()
+    ]
+    assert {p.name for p in packages} >= {"zammad", "glpi", "rt", "django_helpdesk"}
+    for package in packages:
+        shipped = [package / "mapping.yaml", package / "guide.md"]
+        shipped += [f for f in (package / "fixtures").rglob("*") if f.is_file()]
+        for path in shipped:
+            assert path.relative_to(ROOT).as_posix() in names, path
     assert "License-Expression: MIT" in meta
     assert "Requires-Dist: click>=" in meta  # imported by connector.cli
     assert "Classifier: Programming Language :: Python :: 3.11" in meta
@@ -108,6 +117,8 @@ def test_an_installed_wheel_works_outside_the_repository(wheel: Path, tmp_path: 
         cwd=tmp_path,
     )
     assert init.returncode == 0, init.stderr
+    written = sorted(p.name for p in (site / "mappings").iterdir())
+    assert written == ["django-helpdesk.yaml", "glpi.yaml", "rt.yaml", "zammad.yaml"]
     classified = subprocess.run(
         [python, "-m", "connector.cli", "classify", "skriveren virker ikke"],
         capture_output=True,

@@ -15,7 +15,7 @@ from connector import text as text_module
 from connector.catalogue import Catalogue
 from connector.classify import MAX_WORD_LEN, CatalogueIndex, build_index, ticket_tokens
 from connector.events import ServiceMatch
-from connector.hosts import rt
+from connector.hosts.rt import sansio as rt
 from connector.mapping import Mapping
 from connector.memo import SizedMemo
 from connector.route import decide
@@ -201,7 +201,7 @@ def test_a_parser_failure_falls_back_to_plain_text_and_the_ticket_routes(
     decision = decide(EVENT, match, CATALOGUE, Mapping(fallback="BPSM Triage"))
     assert decision.process == "reactive" and decision.queue
     # Request Tracker's HTML mails take the same way.
-    assert rt.html_to_text("<p>Skriveren &amp; toner</p>") == "Skriveren & toner"
+    assert rt.mail_text("<p>Skriveren &amp; toner</p>") == "Skriveren & toner"
 
 
 def test_marked_section_opening_does_not_raise():

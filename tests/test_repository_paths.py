@@ -122,7 +122,7 @@ def test_the_scan_finds_outside_paths(line: str) -> None:
         'session.post(f"{base}/api/v1/tickets")',
         "curl -s -X POST localhost:8080/hooks/demo",
         "https://example.org/usr/home/x",
-        "tests/fixtures/glpi/contract/glpi.md",
+        "connector/hosts/glpi/fixtures/contract/glpi.md",
         "ReadWritePaths=/var/lib/bpsm",
         "ExecStart=/opt/bpsm-connector/.venv/bin/bpsm serve",
         "a tmp_path / 'data' / 'home'",

@@ -17,6 +17,7 @@ import pytest
 from connector.config import ConfigError, load_settings
 from connector.exitcodes import CONFIG
 from connector.hosts import host_classes
+from connector.hosts.zammad.settings import ZammadSettings
 from connector.logs import record_fields
 from connector.runtime import Runtime
 from tests.e2e import ROOT, example_index
@@ -190,7 +191,6 @@ def test_demo_host_only_without_a_real_helpdesk(tmp_path):
 def test_zammad_relation_reply_goes_to_the_tickets_customer_not_the_payloads():
     from pydantic import SecretStr
 
-    from connector.config import HostSettings
     from connector.events import TicketEvent
     from connector.hosts.zammad import ZammadHost
     from connector.mapping import Mapping
@@ -200,7 +200,7 @@ def test_zammad_relation_reply_goes_to_the_tickets_customer_not_the_payloads():
         ticket_id = zammad.create_ticket_as_customer(
             "Mac?", "Kan jeg bruke min egen Mac?", customer="nicole.braun@zammad.org"
         )
-        settings = HostSettings(
+        settings = ZammadSettings(
             name="zammad", url=zammad.base_url, token=SecretStr("zammad-api-token")
         )
         client = ZammadHost(settings, Mapping(host="zammad")).client()

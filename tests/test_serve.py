@@ -205,7 +205,9 @@ def value(samples: dict[Any, float], name: str, **labels: str) -> float | None:
 
 
 def zammad_webhook(port: int, signature_ok: bool, delivery: str) -> requests.Response:
-    body = (ROOT / "tests" / "fixtures" / "zammad" / "ticket_created.json").read_bytes()
+    body = (
+        ROOT / "connector" / "hosts" / "zammad" / "fixtures" / "ticket_created.json"
+    ).read_bytes()
     secret = ZAMMAD_SECRET if signature_ok else "wrong"
     signature = "sha1=" + hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
     return requests.post(

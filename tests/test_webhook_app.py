@@ -16,7 +16,9 @@ from connector.hosts import host_classes
 from connector.runtime import Runtime
 from webhook_app import create_app
 
-CONTRACT = Path(__file__).resolve().parent / "fixtures" / "zammad" / "contract"
+CONTRACT = (
+    Path(__file__).resolve().parents[1] / "connector" / "hosts" / "zammad" / "fixtures" / "contract"
+)
 ZAMMAD_BODY = (CONTRACT / "webhook-ticket-create.json").read_bytes()
 SECRET = "s3cr3t-t0k3n-of-24-bytes"  # webhook secrets are at least 16 bytes
 ZAMMAD_SIG = "sha1=" + hmac.new(SECRET.encode(), ZAMMAD_BODY, hashlib.sha1).hexdigest()

@@ -1,8 +1,10 @@
-"""The small interface every helpdesk module implements.
+"""The small interface every helpdesk package implements (see connector/hosts/README.md).
 
-A host module (`connector/hosts/<name>.py`) defines one subclass of `Host` and sets
+A host package (`connector/hosts/<name>/`) defines one subclass of `Host` and exports it as
 `HOST = ThatClass`. Parsing and signature checks are pure (headers + bytes in, TicketEvent
-out); only `HostClient` does I/O, through an `HttpTransport` that tests can swap.
+out; the package's `sansio.py`); only `HostClient` does I/O (its `client.py`), through an
+`HttpTransport` that tests can swap. The host declares its settings (`settings_model`) and
+its mapping options (`options_model`) in its `settings.py`.
 """
 
 from __future__ import annotations
@@ -10,13 +12,17 @@ from __future__ import annotations
 import hmac
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Generic, Literal, Protocol
 
-from connector.config import HostSettings
+from pydantic import BaseModel, ConfigDict, ValidationError
+from typing_extensions import TypeVar
+
+from connector.config import ConfigError, HostSettings
 from connector.events import NewTicket, Progress, RoutingDecision, TicketEvent, TicketTimes
 from connector.mapping import Mapping
 
@@ -40,6 +46,35 @@ class HostError(Exception):
         self.permanent = permanent
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class OptionsError(ConfigError, HostError):
+    """A mapping's `options:` do not fit the host's options model: a configuration error at
+    start, and a permanent HostError (→ dead letter) where a job meets it."""
+
+    def __init__(self, message: str):
+        HostError.__init__(self, message, permanent=True)
+
+
+class MappingOptions(BaseModel):
+    """The `options:` of a host's mapping file. A host declares its own subclass (its
+    `settings.py`) as `Host.options_model`; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Options = TypeVar("Options", bound=MappingOptions)
+
+
+def read_mapping_options(host: str, model: type[Options], options: AbcMapping[str, Any]) -> Options:
+    """The mapping's `options:` as `model`, or OptionsError naming every bad `options.<key>`."""
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise OptionsError(f"{host} mapping: {problems}") from exc
 
 
 class HeaderLookup(Protocol):
@@ -93,6 +128,32 @@ class Ignored:
         return self.label if self.label in IGNORE_LABELS else "other"
 
 
+SIGNATURE_REFUSED = "the signature was refused: start it with the webhook secret printed above"
+
+
+@dataclass(frozen=True)
+class TestEvent:
+    """A harmless webhook `bpsm setup` sends to the connector once the webhook exists: the
+    connector must accept it (and ignore it). `refused` explains a 401 to the admin."""
+
+    __test__ = False  # not a pytest test class
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    refused: str
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    """What `HostClient.setup` did: lines for the admin; the webhook secret it generated
+    (None when it kept the existing one); the test event to send to the connector, if any."""
+
+    lines: tuple[str, ...]
+    webhook_secret: str | None = None
+    test_event: TestEvent | None = None
+
+
 @dataclass(frozen=True)
 class ApplyResult:
     outcome: Literal["applied", "shadow", "override", "dry-run"]
@@ -131,10 +192,11 @@ class HostClient(ABC):
         `progress` is called with the number of tickets read so far, as they are read."""
         raise NotImplementedError
 
-    def setup(self, mapping: Mapping, hook_url: str | None) -> list[str]:
+    def setup(self, mapping: Mapping, hook_url: str | None) -> SetupResult:
         """Idempotently create what routing needs in the helpdesk (queues/groups, and the
-        webhook pointing at `hook_url` where the host has webhooks); returns lines for the
-        admin: what was created, what existed, what to do by hand."""
+        webhook pointing at `hook_url` where the host has webhooks): a second run creates
+        nothing. Returns lines for the admin (what was created, what existed, what to do by
+        hand), a webhook secret it generated and a test event for `hook_url`."""
         raise NotImplementedError
 
     def teardown(self, mapping: Mapping, queues: bool) -> list[str]:
@@ -173,14 +235,26 @@ class HostClient(ABC):
         """Release sessions (GLPI's killSession); default: nothing to do."""
 
 
-class Host(ABC):
+# A host's own settings model; plain `Host` means any host (PEP 696 default).
+Settings = TypeVar("Settings", bound=HostSettings, default=HostSettings)
+
+
+class Host(ABC, Generic[Settings]):
+    # The user-facing name: webhook path /hooks/<name>, CLI argument, BPSM_<NAME>_ prefix.
     name: ClassVar[str]
+    # The host's environment keys and its mapping's `options:` (its settings.py).
+    settings_model: ClassVar[type[HostSettings]] = HostSettings
+    options_model: ClassVar[type[MappingOptions]] = MappingOptions
     # True when the host has no webhooks (RT, GLPI ≤ 10). Not a ClassVar: a host may decide
     # per installation (django-helpdesk polls when BPSM_DJANGO_HELPDESK_POLL_INTERVAL is set).
     polling: bool = False
 
     def __init__(self, settings: HostSettings, mapping: Mapping):
-        self.settings = settings
+        if not isinstance(settings, self.settings_model):
+            # The common keys only (e.g. Settings.host() of an unregistered name): the host's
+            # own keys take their defaults.
+            settings = self.settings_model.model_validate(settings.model_dump())
+        self.settings: Settings = settings  # type: ignore[assignment]
         self.mapping = mapping
 
     def verify(self, request: WebhookRequest) -> None:  # noqa: B027 - optional hook
@@ -206,6 +280,27 @@ class Host(ABC):
 
 
 # ----- helpers shared by host modules -------------------------------------------------------
+
+
+def with_hint(text: str, hint: str | None) -> str:
+    """An error text followed by what the admin should do about it."""
+    return f"{text} — {hint}" if hint else text
+
+
+def hinted_error_text(
+    hints: AbcMapping[int, str], message: Callable[[Any], Any] = lambda data: data
+) -> Callable[[Any], str]:
+    """An HttpTransport error text: `message` of the JSON answer (else the start of its
+    text), with the admin hint for its status."""
+
+    def error_text(response: Any) -> str:
+        try:
+            text = str(message(response.json()))[:300]
+        except (ValueError, AttributeError):
+            text = response.text[:200].strip()
+        return with_hint(text, hints.get(response.status_code))
+
+    return error_text
 
 
 def hmac_hex(secret: str, message: bytes, digest: str) -> str:

@@ -28,7 +28,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from connector.hosts.base import HostError
+from connector.hosts.base import HostError, TestEvent
 from connector.lease import check_current_lease
 
 log = logging.getLogger("bpsm.http")
@@ -86,19 +86,17 @@ def default_error_text(response: requests.Response) -> str:
     return str(data)[:300]
 
 
-def send_test_event(url: str, refused: str, **request: Any) -> str:
-    """POST a harmless event to the connector's hook URL (after `bpsm setup`) and say, in
-    one line for the admin, whether it got through; `refused` explains a 401."""
+def send_test_event(event: TestEvent) -> str:
+    """POST setup's harmless event to the connector's hook URL (after `bpsm setup`) and say,
+    in one line for the admin, whether it got through."""
     try:
-        answer = requests.post(url, timeout=10, **request)
+        answer = requests.post(event.url, timeout=10, data=event.body, headers=event.headers)
     except requests.RequestException as exc:
-        return f"test event failed: cannot reach {url.split('?')[0]} ({type(exc).__name__})"
+        where = event.url.split("?")[0]
+        return f"test event failed: cannot reach {where} ({type(exc).__name__})"
     if answer.status_code == 401:
-        return f"test event reached the connector but {refused}"
+        return f"test event reached the connector but {event.refused}"
     return f"test event: connector answered {answer.status_code} {answer.text.strip()}"
-
-
-SIGNATURE_REFUSED = "the signature was refused: start it with the webhook secret printed above"
 
 
 def read_environment_once(session: requests.Session, base_url: str) -> None:
@@ -136,6 +134,7 @@ class HttpTransport:
         self.session.headers.setdefault("User-Agent", "bpsm-connector")
         read_environment_once(self.session, self.base_url)
         self.error_text = error_text
+        self.attempts = attempts  # 1: every request goes out once (without_retries)
         self._send = retry(
             retry=retry_if_exception(_retryable),
             wait=_wait,

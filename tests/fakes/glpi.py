@@ -1,6 +1,6 @@
 """A stateful fake GLPI: legacy REST API v1 (``apirest.php``) and GLPI 11 outgoing webhooks.
 
-The wire behaviour follows ``tests/fixtures/glpi/contract/glpi.md`` (taken from GLPI's own
+The wire behaviour follows ``connector/hosts/glpi/fixtures/contract/glpi.md`` (taken from GLPI's own
 source). Where the contract is silent the fake picks one plausible behaviour and says so in a
 comment marked ``unconfirmed``.
 

@@ -1,5 +1,5 @@
-"""The fake GLPI follows tests/fixtures/glpi/contract/glpi.md: wire formats, errors, webhooks,
-failures."""
+"""The fake GLPI follows connector/hosts/glpi/fixtures/contract/glpi.md: wire formats,
+errors, webhooks, failures."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from tests.fakes.glpi import (
     verify_glpi_signature,
 )
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "glpi"
+FIXTURES = Path(__file__).resolve().parents[2] / "connector" / "hosts" / "glpi" / "fixtures"
 CONTRACT = FIXTURES / "contract" / "webhook_ticket_update.json"
 # From the contract's signed example (webhook_ticket_update.json), so this file stands alone.
 CONTRACT_SECRET = "s3cr3tS3cr3tS3cr3tS3cr3tS3cr3tS3cr3tS3cr"

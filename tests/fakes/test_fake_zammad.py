@@ -1,4 +1,4 @@
-"""The fake Zammad follows tests/fixtures/zammad/contract/zammad.md."""
+"""The fake Zammad follows connector/hosts/zammad/fixtures/contract/zammad.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """A stateful fake Zammad for tests, served over real HTTP.
 
-It follows ``tests/fixtures/zammad/contract/zammad.md`` (which was read out of Zammad's own source):
+It follows ``connector/hosts/zammad/fixtures/contract/zammad.md`` (which was read out of
+Zammad's own source):
 
 * the REST endpoints the connector uses, with Zammad's status codes, body shapes, error JSON
   (``{"error": ..., "error_human": ...}``, ported from
@@ -17,7 +18,7 @@ It follows ``tests/fixtures/zammad/contract/zammad.md`` (which was read out of Z
 Group access of agents is not enforced, and there is no Elasticsearch: ticket search
 understands the simple query forms listed in :meth:`FakeZammad._search_tickets`.
 
-Regenerate the fixtures in ``tests/fixtures/zammad`` with
+Regenerate the fixtures in ``connector/hosts/zammad/fixtures`` with
 ``python -m tests.fakes.zammad write-fixtures``.
 """
 
@@ -2808,7 +2809,7 @@ class FakeZammad:
 
 # --------------------------------------------------------------------------- fixtures
 
-FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "zammad"
+FIXTURE_DIR = Path(__file__).resolve().parents[2] / "connector" / "hosts" / "zammad" / "fixtures"
 CONTRACT_DIR = FIXTURE_DIR / "contract"
 
 _EXAMPLE_BODY = (

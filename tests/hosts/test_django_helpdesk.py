@@ -1,5 +1,5 @@
 """django-helpdesk without a helpdesk: parse and verify on the recorded payloads (and the
-derived variants listed in tests/fixtures/django_helpdesk/README.md), the token check and
+derived variants listed in connector/hosts/django_helpdesk/fixtures/README.md), the token check and
 status codes through the real Flask app, and the pure helpers of setup."""
 
 from __future__ import annotations
@@ -15,14 +15,17 @@ import pytest
 from connector.config import load_settings
 from connector.events import TicketEvent
 from connector.hosts import host_classes
-from connector.hosts.base import BadPayload, HostError, Ignored, Unauthorized, WebhookRequest
-from connector.hosts.django_helpdesk import (
-    DjangoHelpdeskHost,
-    bpsm_queues_command,
-    note_text,
-    read_options,
-    with_token,
+from connector.hosts.base import (
+    BadPayload,
+    HostError,
+    Ignored,
+    Unauthorized,
+    WebhookRequest,
+    read_mapping_options,
 )
+from connector.hosts.django_helpdesk import DjangoHelpdeskHost
+from connector.hosts.django_helpdesk.sansio import bpsm_queues_command, note_text, with_token
+from connector.hosts.django_helpdesk.settings import DjangoHelpdeskOptions
 from connector.mapping import Mapping, load_mapping
 from connector.notes import NOTE_MARKER
 from connector.poller import PollerThreads
@@ -30,7 +33,7 @@ from connector.runtime import Runtime
 from webhook_app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "django_helpdesk"
+FIXTURES = ROOT / "connector" / "hosts" / "django_helpdesk" / "fixtures"
 SECRET = "dh-s3cr3t-t0k3n-24-bytes"
 HOST = "django-helpdesk"
 
@@ -244,6 +247,10 @@ def test_polling_is_chosen_by_the_poll_interval(tmp_path, example_index):
     assert pushed.host(HOST).polling is False
     assert HOST not in PollerThreads(pushed).hosts
     pushed.close()
+
+
+def read_options(mapping: Mapping) -> DjangoHelpdeskOptions:
+    return read_mapping_options(HOST, DjangoHelpdeskOptions, mapping.options)
 
 
 def test_shipped_mapping_names_slugs_with_titles():

@@ -14,17 +14,14 @@ import pytest
 import responses
 from pydantic import SecretStr
 
-from connector.config import ConfigError, HostSettings, load_settings
+from connector.config import ConfigError, load_settings
 from connector.events import RoutingDecision, SLATimes, TicketEvent
 from connector.hosts import host_classes
-from connector.hosts.base import HostError, Unauthorized, WebhookRequest
-from connector.hosts.glpi import (
-    GlpiClient,
-    GlpiHost,
-    glpi_text,
-    parse_options,
-    utc_offset,
-)
+from connector.hosts.base import HostError, Unauthorized, WebhookRequest, read_mapping_options
+from connector.hosts.glpi import GlpiHost
+from connector.hosts.glpi.client import GlpiClient
+from connector.hosts.glpi.sansio import glpi_text, utc_offset
+from connector.hosts.glpi.settings import GlpiOptions, GlpiSettings
 from connector.mapping import Mapping, load_mapping
 from connector.poller import PollerThreads
 from connector.runtime import Runtime
@@ -33,9 +30,9 @@ from tests.e2e import ROOT, example_index
 from tests.fakes.glpi import cra_expected_response, cra_token, glpi_signature
 from webhook_app import create_app
 
-FIXTURES = ROOT / "tests" / "fixtures" / "glpi"
+FIXTURES = ROOT / "connector" / "hosts" / "glpi" / "fixtures"
 CONTRACT = FIXTURES / "contract" / "webhook_ticket_update.json"
-# The fixtures are signed with 'glpi-secret' (tests/fixtures/glpi/README.md), shorter than
+# The fixtures are signed with 'glpi-secret' (connector/hosts/glpi/fixtures/README.md), shorter than
 # the 16 bytes the connector accepts: fixture() signs them again with this one.
 SECRET = "glpi-webhook-secret-of-32-bytes!"
 API = "http://glpi.example/apirest.php"
@@ -174,7 +171,7 @@ def test_malformed_bodies_are_400_naming_the_field(app_rt, name):
 
 
 def test_parsed_ticket_keeps_glpi11_html_raw_and_dates_in_utc():
-    host = GlpiHost(HostSettings(name="glpi"), Mapping())
+    host = GlpiHost(GlpiSettings(name="glpi"), Mapping())
     body, headers = fixture("v11_ticket_new_html_heavy")
     event = host.parse(WebhookRequest("POST", headers, body))
     assert isinstance(event, TicketEvent)
@@ -216,7 +213,7 @@ def test_the_contracts_signed_example_verifies_and_is_ignored():
     headers = contract["request"]["headers"]
     assert body == fixture("v11_ticket_update")[0]  # the fixture is the same bytes
     secret = contract["webhook_config"]["secret"]
-    host = GlpiHost(HostSettings(name="glpi", webhook_secret=SecretStr(secret)), Mapping())
+    host = GlpiHost(GlpiSettings(name="glpi", webhook_secret=SecretStr(secret)), Mapping())
     host.clock = lambda: int(headers["X-GLPI-timestamp"]) + 120
     request = WebhookRequest("POST", headers, body)
     host.verify(request)
@@ -326,6 +323,10 @@ def test_utc_offset_comes_from_last_modified():
 # ----- options and polling switch ------------------------------------------------------------
 
 
+def parse_options(options: dict[str, Any]) -> GlpiOptions:
+    return read_mapping_options("glpi", GlpiOptions, options)
+
+
 def test_shipped_mapping_is_valid_and_names_catalogue_services():
     mapping = load_mapping(ROOT / "mappings" / "glpi.yaml")
     options = parse_options(mapping.options)
@@ -346,14 +347,14 @@ def test_unknown_or_bad_options_are_config_errors_naming_the_option():
     [(None, 11, False), (None, 10, True), ("10.0.18", 11, True), ("11", 10, False)],
 )
 def test_api_version_from_env_or_mapping_decides_polling(env, option, polling):
-    settings = HostSettings(name="glpi", api_version=env)
+    settings = GlpiSettings(name="glpi", api_version=env)
     host = GlpiHost(settings, Mapping(options={"api_version": option}))
     assert host.polling is polling
 
 
 def test_bad_api_version_is_a_config_error():
     with pytest.raises(ConfigError, match="BPSM_GLPI_API_VERSION: 'eleven'"):
-        GlpiHost(HostSettings(name="glpi", api_version="eleven"), Mapping())
+        GlpiHost(GlpiSettings(name="glpi", api_version="eleven"), Mapping())
 
 
 def test_poller_runs_for_a_configured_glpi10_only(tmp_path):
@@ -370,7 +371,7 @@ def test_poller_runs_for_a_configured_glpi10_only(tmp_path):
 
 def make_client(version: int = 10, page_size: int = 2) -> GlpiClient:
     """The client exactly as the host builds it (App-Token, error texts, two transports)."""
-    settings = HostSettings(
+    settings = GlpiSettings(
         name="glpi",
         url=API,
         app_token=SecretStr("app-token"),
@@ -381,7 +382,7 @@ def make_client(version: int = 10, page_size: int = 2) -> GlpiClient:
 
 
 def recorded(rsps: responses.RequestsMock, name: str, body: str | None = None) -> None:
-    """Serve a recorded GLPI 10 answer (tests/fixtures/glpi/<name>.json + .meta.json)."""
+    """Serve a recorded GLPI 10 answer (connector/hosts/glpi/fixtures/<name>.json + .meta.json)."""
     meta = json.loads((FIXTURES / f"{name}.meta.json").read_text())
     query = meta["request"]["query"]
     # Search pages are told apart by `range` (the recording searched from an absolute date).

@@ -196,7 +196,7 @@ def glpi11() -> Iterator[FakeGLPI]:
 
 
 def subscribe(fake: FakeGLPI, service: ConnectorService, **extra: Any) -> None:
-    """The two webhooks `bpsm setup glpi` creates (docs/glpi.md)."""
+    """The two webhooks `bpsm setup glpi` creates (connector/hosts/glpi/guide.md)."""
     for itemtype in ("Ticket", "ITILFollowup"):
         url = f"{service.hook_url('glpi')}?itemtype={itemtype}"
         fake.add_webhook(url, SECRET, itemtype, ["new"], **extra)
@@ -343,20 +343,25 @@ def test_setup_creates_groups_categories_and_signed_webhooks_idempotently():
             host_settings("glpi", api_env(fake)), load_mapping(ROOT / "mappings" / "glpi.yaml")
         )
         client = host.client()
-        lines = client.setup(host.mapping, "http://connector.example/hooks/glpi")
+        result = client.setup(host.mapping, "http://connector.example/hooks/glpi")
+        lines = result.lines
         assert "group created: BPSM Reactive" in lines and "category created: Printer" in lines
         url = "http://connector.example/hooks/glpi?itemtype=Ticket"
         assert f"webhook created: Ticket new → {url}" in lines
-        secret = client.webhook_secret
+
+        secret = result.webhook_secret
         assert secret and len(secret) == 40
+        assert result.test_event is not None and result.test_event.url == url
 
         again = host.client()
-        second = again.setup(host.mapping, "http://new.example/hooks/glpi")
+        rerun = again.setup(host.mapping, "http://new.example/hooks/glpi")
+        second = rerun.lines
         assert "group exists: BPSM Reactive" in second
         assert not [line for line in second if "created" in line]
         url = "http://new.example/hooks/glpi?itemtype=ITILFollowup"
         assert f"webhook updated: ITILFollowup new → {url}" in second
-        assert again.webhook_secret is None  # the secret the connector runs with is kept
+        assert rerun.webhook_secret is None  # the secret the connector runs with is kept
+        assert rerun.test_event is None  # nothing to sign it with
         with fake._lock:
             rows = list(fake._tables["Webhook"].values())
         assert sorted((r["itemtype"], r["event"], r["is_active"]) for r in rows) == [

@@ -24,13 +24,16 @@ import responses
 from pydantic import SecretStr
 from werkzeug.wrappers import Response
 
-from connector.config import HostSettings, host_settings
+from connector.config import host_settings
 from connector.events import NewTicket, RoutingDecision, TicketEvent
 from connector.hosts.base import HostError
 from connector.hosts.django_helpdesk import DjangoHelpdeskHost
+from connector.hosts.django_helpdesk.settings import DjangoHelpdeskSettings
 from connector.hosts.glpi import GlpiHost
 from connector.hosts.rt import RTHost
+from connector.hosts.rt.settings import RTSettings
 from connector.hosts.zammad import ZammadHost
+from connector.hosts.zammad.settings import ZammadSettings
 from connector.mapping import Mapping, load_mapping
 from connector.notes import NOTE_MARKER
 from connector.route import decide
@@ -81,7 +84,7 @@ def zammad() -> Iterator[FakeZammad]:
 
 
 def zammad_client(fake: FakeZammad) -> Any:
-    settings = HostSettings(name="zammad", url=fake.base_url, token=SecretStr("zammad-api-token"))
+    settings = ZammadSettings(name="zammad", url=fake.base_url, token=SecretStr("zammad-api-token"))
     client = ZammadHost(settings, Mapping(host="zammad")).client()
     client.http.timeout = client.once.timeout = TIMEOUT
     return client
@@ -325,7 +328,7 @@ class RTStandIn:
 
 @pytest.fixture(params=LOSSES)
 def rt(request) -> Iterator[tuple[Any, RTStandIn]]:
-    settings = HostSettings(name="rt", url="http://rt.example", token=SecretStr("1-2-abc"))
+    settings = RTSettings(name="rt", url="http://rt.example", token=SecretStr("1-2-abc"))
     mapping = Mapping(host="rt", options={"watch_queues": ["General"]})
     client = RTHost(settings, mapping).client()
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
@@ -435,7 +438,7 @@ class HelpdeskStandIn:
 
 @pytest.fixture(params=LOSSES)
 def helpdesk(request) -> Iterator[tuple[Any, HelpdeskStandIn]]:
-    settings = HostSettings(
+    settings = DjangoHelpdeskSettings(
         name="django-helpdesk", url=DJ, user="bpsm", password=SecretStr("secret")
     )
     mapping = load_mapping(ROOT / "mappings" / "django-helpdesk.yaml").model_copy(

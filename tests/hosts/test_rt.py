@@ -1,8 +1,8 @@
 """Request Tracker host: the pure parts, and the client against REST 2 answers recorded from
-a real RT 5.0.3 (tests/fixtures/rt/*.json, written by `python -m tests.realhosts.test_rt_e2e
-record`; each file holds the request, RT's status and body). The client's HTTP is replayed
-with `responses` at the recorded paths; failures RT itself does not produce (429, 503,
-connection refused) are staged the same way."""
+a real RT 5.0.3 (connector/hosts/rt/fixtures/*.json, written by
+`python -m tests.realhosts.test_rt_e2e record`; each file holds the request, RT's status and
+body). The client's HTTP is replayed with `responses` at the recorded paths; failures RT
+itself does not produce (429, 503, connection refused) are staged the same way."""
 
 from __future__ import annotations
 
@@ -20,33 +20,32 @@ import responses
 from pydantic import SecretStr
 from responses import matchers
 
-from connector.config import HostSettings
 from connector.events import NewTicket, RoutingDecision, SLATimes, TicketEvent
 from connector.hosts import host_classes
-from connector.hosts.base import BadPayload, HostError, WebhookRequest
-from connector.hosts.rt import (
-    RTClient,
-    RTHost,
+from connector.hosts.base import BadPayload, HostError, WebhookRequest, read_mapping_options
+from connector.hosts.rt import RTHost
+from connector.hosts.rt.client import RTClient
+from connector.hosts.rt.sansio import (
     create_text,
-    html_to_text,
     initialdata,
     is_utc_zone,
+    mail_text,
     parse_rt_time,
     queue_name,
     refusals,
     rights_instructions,
-    rt_options,
     rt_stamp,
     rt_time,
     sql_quote,
     token_user_id,
     watch_query,
 )
+from connector.hosts.rt.settings import RTOptions, RTSettings
 from connector.mapping import Mapping, load_mapping
 from connector.notes import NOTE_MARKER
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "rt"
+FIXTURES = ROOT / "connector" / "hosts" / "rt" / "fixtures"
 BASE = "http://rt.example"
 API = f"{BASE}/REST/2.0"
 KEEP: Any = object()
@@ -90,7 +89,7 @@ DUE = datetime(2026, 11, 25, 2, 4, 30, tzinfo=UTC)
 def make_client(options: dict[str, Any] | None = None, **settings: Any) -> RTClient:
     values: dict[str, Any] = {"name": "rt", "url": BASE, "token": SecretStr(TOKEN), **settings}
     mapping = Mapping(host="rt", options={"watch_queues": ["E2E Recording"], **(options or {})})
-    client = RTHost(HostSettings(**values), mapping).client()
+    client = RTHost(RTSettings(**values), mapping).client()
     client.clock = lambda: NOW
     return client
 
@@ -179,7 +178,11 @@ def test_text_of_the_create_transaction_plain_or_html() -> None:
     assert [a["ContentType"] for a in html] == ["text/html"]
     assert create_text(html) == "Hei!\nSkriveren i andre etasje skriver ikke ut & papirstopp."
     assert create_text([]) == ""
-    assert html_to_text("<style>p{}</style><div>a<b>b</b></div><script>x</script>c") == "ab\nc"
+    assert mail_text("<style>p{}</style><div>a<b>b</b></div><script>x</script>c") == "ab\nc"
+
+
+def rt_options(mapping: Mapping) -> RTOptions:
+    return read_mapping_options("rt", RTOptions, mapping.options)
 
 
 def test_queue_name_needs_see_queue() -> None:
@@ -214,7 +217,7 @@ def test_rt_is_a_polling_host_that_refuses_webhooks() -> None:
     host = host_classes()["rt"]
     assert host is RTHost and host.polling is True
     with pytest.raises(BadPayload, match="polls RT"):
-        RTHost(HostSettings(name="rt"), Mapping()).parse(WebhookRequest("POST", {}, b"{}"))
+        RTHost(RTSettings(name="rt"), Mapping()).parse(WebhookRequest("POST", {}, b"{}"))
 
 
 def test_client_configuration() -> None:

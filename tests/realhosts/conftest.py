@@ -9,23 +9,27 @@ from typing import Any
 
 import pytest
 
-from .djhelpdesk_server import DjangoHelpdeskFactory, DjangoHelpdeskServer, ensure_helpdesk_venv
+from .django_helpdesk_server import (
+    DjangoHelpdeskFactory,
+    DjangoHelpdeskServer,
+    ensure_helpdesk_venv,
+)
 from .rt_server import RTServer, ensure_rt_installed
 
-# -- django-helpdesk (tests/realhosts/djhelpdesk_server.py) ---------------------------
+# -- django-helpdesk (tests/realhosts/django_helpdesk_server.py) ---------------------------
 
 
 @pytest.fixture(scope="session")
-def djhelpdesk_venv() -> Path:
-    """The django-helpdesk virtualenv (built once, cached under .cache/djhelpdesk-venv)."""
+def django_helpdesk_venv() -> Path:
+    """The django-helpdesk virtualenv (built once, cached under .cache/django_helpdesk-venv)."""
     return ensure_helpdesk_venv()
 
 
 @pytest.fixture
-def djhelpdesk_factory(djhelpdesk_venv: Path) -> Iterator[DjangoHelpdeskFactory]:
+def django_helpdesk_factory(django_helpdesk_venv: Path) -> Iterator[DjangoHelpdeskFactory]:
     """Start real django-helpdesk servers; every one is stopped when the test ends.
 
-    ``djhelpdesk_factory(webhook_urls=[...], followup_webhook_urls=[...], **kwargs)``
+    ``django_helpdesk_factory(webhook_urls=[...], followup_webhook_urls=[...], **kwargs)``
     returns a started ``DjangoHelpdeskServer`` (fresh database, staff users ``admin``
     and ``bpsm``, queue ``general``); keyword arguments go to its constructor
     (``extra_env``, ``fast_password_hasher``, ``ready_timeout``).
@@ -33,7 +37,7 @@ def djhelpdesk_factory(djhelpdesk_venv: Path) -> Iterator[DjangoHelpdeskFactory]
     servers: list[DjangoHelpdeskServer] = []
 
     def make(*args: Any, **kwargs: Any) -> DjangoHelpdeskServer:
-        kwargs.setdefault("venv_dir", djhelpdesk_venv)
+        kwargs.setdefault("venv_dir", django_helpdesk_venv)
         server = DjangoHelpdeskServer(*args, **kwargs)
         servers.append(server)
         return server.start()

@@ -21,7 +21,8 @@ import sqlalchemy as sa
 import yaml
 
 from connector.events import NewTicket, RoutingDecision, TicketEvent
-from connector.hosts.django_helpdesk import DjangoHelpdeskClient
+from connector.hosts.django_helpdesk.client import DjangoHelpdeskClient
+from connector.hosts.http import send_test_event
 from connector.logs import record_fields
 from connector.mapping import RelationSettings
 from connector.notes import NOTE_MARKER
@@ -29,8 +30,8 @@ from connector.replies import relation_reply
 from connector.runtime import BackgroundWorker
 from connector.store import deliveries
 from tests.e2e import ROOT, ConnectorService, wait_for
-from tests.realhosts import djhelpdesk_server
-from tests.realhosts.djhelpdesk_server import (
+from tests.realhosts import django_helpdesk_server
+from tests.realhosts.django_helpdesk_server import (
     CONNECTOR_USER,
     DjangoHelpdeskFactory,
     DjangoHelpdeskServer,
@@ -112,10 +113,10 @@ class _Paused:
 
 
 @pytest.fixture(scope="module")
-def stack(djhelpdesk_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(django_helpdesk_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Each side must know the other's URL before it starts: the connector binds first (its
     # hook URL goes into the helpdesk's environment), so the helpdesk's port is chosen now.
-    hd_port = djhelpdesk_server.free_loopback_port()
+    hd_port = django_helpdesk_server.free_loopback_port()
     tmp = tmp_path_factory.mktemp("dh-e2e")
     mapping = tmp / "django-helpdesk.yaml"  # written once the queue ids are known
     env = connector_env(
@@ -124,11 +125,11 @@ def stack(djhelpdesk_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     # No pollers (webhook mode): nothing reads the mapping before service.start().
     service = ConnectorService(tmp / "data", env, poll=False)
     hook = f"{service.hook_url(HOST)}?token={SECRET}"
-    hd = DjangoHelpdeskServer([hook], [hook], venv_dir=djhelpdesk_venv)
+    hd = DjangoHelpdeskServer([hook], [hook], venv_dir=django_helpdesk_venv)
     started = False
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(djhelpdesk_server, "free_loopback_port", lambda: hd_port)
+            patch.setattr(django_helpdesk_server, "free_loopback_port", lambda: hd_port)
             hd.start()
         assert hd.url == f"http://127.0.0.1:{hd_port}"
         ids = create_queues(hd)
@@ -350,24 +351,25 @@ def test_setup_checks_access_and_prints_the_helpdesk_environment(stack):
     client = stack.connector.runtime.client(HOST)
     assert isinstance(client, DjangoHelpdeskClient)
     hook = stack.connector.hook_url(HOST)
-    lines = client.setup(stack.connector.runtime.mapping(HOST), hook)
-    text = "\n".join(lines)
+    result = client.setup(stack.connector.runtime.mapping(HOST), hook)
+    text = "\n".join(result.lines)
     assert "API access ok as 'bpsm' (session auth)" in text
     assert f"bpsm-reactive={stack.ids['bpsm-reactive']}" in text
     assert f"HELPDESK_NEW_TICKET_WEBHOOK_URLS={hook}?token={SECRET}" in text
     assert f"HELPDESK_FOLLOWUP_WEBHOOK_URLS={hook}?token={SECRET}" in text
-    assert client.webhook_secret is None  # the configured secret is kept, none generated
-    answer = client.test_event(hook)
+    assert result.webhook_secret is None  # the configured secret is kept, none generated
+    assert result.test_event is not None
+    answer = send_test_event(result.test_event)
     assert answer.startswith("test event: connector answered 200") and "own update" in answer
 
 
 def test_polling_mode_routes_tickets_the_webhook_could_not_deliver(
-    djhelpdesk_factory: DjangoHelpdeskFactory, tmp_path: Path
+    django_helpdesk_factory: DjangoHelpdeskFactory, tmp_path: Path
 ) -> None:
     # The helpdesk's webhooks point at a connector that is not listening: creating a ticket
     # answers 500 though the ticket is saved, and so will the connector's own note.
-    refused = f"http://127.0.0.1:{djhelpdesk_server.free_loopback_port()}/hooks/{HOST}"
-    hd = djhelpdesk_factory(webhook_urls=[refused], followup_webhook_urls=[refused])
+    refused = f"http://127.0.0.1:{django_helpdesk_server.free_loopback_port()}/hooks/{HOST}"
+    hd = django_helpdesk_factory(webhook_urls=[refused], followup_webhook_urls=[refused])
     ids = create_queues(hd)
     body = {
         "queue": ids["general"],

@@ -8,8 +8,8 @@ The connector's rights are exactly `WATCHED_RIGHTS`/`TARGET_RIGHTS`/`FIELD_RIGHT
 connector/hosts/rt.py, granted with the harness: these tests are what proves them enough
 (relation replies included: RT grants no one ReplyToTicket by default).
 
-`python -m tests.realhosts.test_rt_e2e record` rewrites tests/fixtures/rt/*.json from a fresh
-RT; `test_recorded_fixtures_still_match_rt` fails when RT's answers change shape.
+`python -m tests.realhosts.test_rt_e2e record` rewrites connector/hosts/rt/fixtures/*.json
+from a fresh RT; `test_recorded_fixtures_still_match_rt` fails when RT's answers change shape.
 """
 
 from __future__ import annotations
@@ -33,20 +33,20 @@ from pydantic import SecretStr
 from sqlalchemy import and_, select
 
 from connector.cli import main as bpsm
-from connector.config import HostSettings
 from connector.events import RoutingDecision, TicketEvent
 from connector.hosts.base import HostError
-from connector.hosts.rt import (
+from connector.hosts.rt import RTHost
+from connector.hosts.rt.sansio import (
     FIELD_RIGHTS,
     TARGET_RIGHTS,
     WATCHED_RIGHTS,
-    RTHost,
     parse_rt_time,
     rt_stamp,
     rt_time,
     search_params,
     watch_query,
 )
+from connector.hosts.rt.settings import RTSettings
 from connector.mapping import Mapping, load_mapping
 from connector.notes import NOTE_MARKER
 from connector.replies import relation_reply
@@ -56,7 +56,7 @@ from tests.e2e import ROOT, ConnectorService, example_index, wait_for
 
 from .rt_server import RT_SETUP_DATABASE, RTServer, TokenAuth
 
-FIXTURES = ROOT / "tests" / "fixtures" / "rt"
+FIXTURES = ROOT / "connector" / "hosts" / "rt" / "fixtures"
 FAKE_BASE = "http://rt.example"
 
 USER = "bpsm-e2e"
@@ -164,7 +164,7 @@ def prepare(rt: RTServer, mapping_dir: Path) -> Prepared:
         {**grant, "queues": targets, "rights": list(TARGET_RIGHTS)},
         {**grant, "custom_fields": [field_id], "rights": list(FIELD_RIGHTS)},
         {**grant, "queues": [READONLY], "rights": ["SeeQueue", "ShowTicket"]},
-        # what docs/rt.md advises for queues agents move tickets to
+        # what the RT guide advises for queues agents move tickets to
         {**grant, "queues": [DESK], "rights": ["SeeQueue", "ShowTicket", "CommentOnTicket"]},
         {"op": "auth_token", "user": USER, "description": "bpsm e2e"},
     ]
@@ -495,7 +495,7 @@ def test_reply_again_posts_nothing_and_a_refused_reply_names_the_right(
     rt_server: RTServer, prepared: Prepared
 ) -> None:
     rt = rt_server
-    settings = HostSettings(name="rt", url=rt.url, token=SecretStr(prepared.token))
+    settings = RTSettings(name="rt", url=rt.url, token=SecretStr(prepared.token))
     client = RTHost(settings, load_mapping(prepared.mapping_dir / "main.yaml")).client()
     text = "Hei,\n\ntakk for henvendelsen «Mac på jobb?».\nMac er ikke en tjeneste her.\n"
     # No watched queue: only this test acts on these tickets.
@@ -618,7 +618,7 @@ def test_setup_creates_queues_field_user_and_prints_rights_that_work(
     # An existing user without a time zone: polling is refused until setup fixes it.
     user_id = rt.create_user(user, "setup-password-1")
     token = rt.create_auth_token(user, "bpsm setup e2e")
-    settings = HostSettings(name="rt", url=rt.url, token=SecretStr(token))
+    settings = RTSettings(name="rt", url=rt.url, token=SecretStr(token))
     client = RTHost(settings, load_mapping(mapping)).client()
     with pytest.raises(HostError, match="has Timezone ''.*set its Timezone to UTC") as refused:
         client.poll(None)
@@ -629,8 +629,8 @@ def test_setup_creates_queues_field_user_and_prints_rights_that_work(
     assert f"watched queue exists: {intake}" in first
     assert re.search(rf"custom field (created|exists): {FIELD}", first)
     assert f"user updated: {user} (Timezone → UTC)" in first
-    admin = HostSettings(name="rt", url=rt.url, user="root", password=SecretStr("password"))
-    lines = RTHost(admin, load_mapping(mapping)).client().setup(load_mapping(mapping), None)
+    admin = RTSettings(name="rt", url=rt.url, user="root", password=SecretStr("password"))
+    lines = RTHost(admin, load_mapping(mapping)).client().setup(load_mapping(mapping), None).lines
     second = "\n".join(lines) + "\n"
     assert "created" not in second and "updated" not in second, second
     assert "queue exists: Setup Reactive" in second and f"user exists: {user}" in second
@@ -660,7 +660,7 @@ def test_setup_creates_queues_field_user_and_prints_rights_that_work(
     assert token.startswith(f"1-{user_id}-")
 
 
-# ----- recorded answers (tests/fixtures/rt) ---------------------------------------------------
+# ----- recorded answers (connector/hosts/rt/fixtures) -----------------------------------------
 
 RECORDING = "E2E Recording"  # the connector may watch it; no service watches it
 _RT_DATE = re.compile(r"\b[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\b")
@@ -772,7 +772,7 @@ def test_recorded_fixtures_still_match_rt(rt_server: RTServer, prepared: Prepare
 
 
 def write_fixtures() -> None:
-    """Record tests/fixtures/rt/*.json from a fresh RT (links rewritten to FAKE_BASE)."""
+    """Record connector/hosts/rt/fixtures/*.json from a fresh RT (links rewritten to FAKE_BASE)."""
     import tempfile
 
     from .rt_server import ensure_rt_installed

@@ -1,4 +1,4 @@
-"""Smoke tests for the real django-helpdesk harness (tests/realhosts/djhelpdesk_server.py).
+"""Smoke tests for the real django-helpdesk harness (tests/realhosts/django_helpdesk_server.py).
 
 They pin down what bpsm-connector relies on, against django-helpdesk 2.6 itself:
 the bpsm_queues command, the webhook payloads and their headers, moving a ticket by
@@ -6,10 +6,10 @@ queue id, private follow-ups and their webhook, a helpdesk that serves the API w
 one of its own webhooks is still waiting, and what a refused or slow webhook target
 does to the request that fired it.
 
-The first recorded webhook payloads live in tests/fixtures/django_helpdesk/; later runs
+The first recorded webhook payloads live in connector/hosts/django_helpdesk/fixtures/; later runs
 compare the live shape against them. BPSM_RECORD_FIXTURES=1 records them again.
 
-Run: .venv/bin/python -m pytest tests/realhosts/test_djhelpdesk_harness.py -q -s
+Run: .venv/bin/python -m pytest tests/realhosts/test_django_helpdesk_harness.py -q -s
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import requests
 
-from .djhelpdesk_server import (
+from .django_helpdesk_server import (
     TIMINGS,
     DjangoHelpdeskFactory,
     DjangoHelpdeskServer,
@@ -38,7 +38,9 @@ from .djhelpdesk_server import (
     webhook_env,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "django_helpdesk"
+FIXTURES = (
+    Path(__file__).resolve().parents[2] / "connector" / "hosts" / "django_helpdesk" / "fixtures"
+)
 RECORD = os.environ.get("BPSM_RECORD_FIXTURES") == "1"
 
 # TicketSerializer.Meta.fields (helpdesk/serializers.py:261-282) minus the write-only
@@ -180,7 +182,7 @@ def refused_url(path: str = "/hook") -> str:
 
 def report(label: str, **values: float | str) -> None:
     parts = [f"{k}={v:.3f}s" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()]
-    print(f"\n[djhelpdesk] {label}: " + " ".join(parts))
+    print(f"\n[django_helpdesk] {label}: " + " ".join(parts))
 
 
 # ----------------------------------------------------------------- fixtures on disk
@@ -225,13 +227,13 @@ def assert_webhook_headers(hook: Hook) -> None:
 # ------------------------------------------------------------------------------ tests
 
 
-def test_venv_is_built_once_and_reused(djhelpdesk_venv: Path) -> None:
+def test_venv_is_built_once_and_reused(django_helpdesk_venv: Path) -> None:
     started = time.monotonic()
-    assert ensure_helpdesk_venv() == djhelpdesk_venv
+    assert ensure_helpdesk_venv() == django_helpdesk_venv
     reuse = time.monotonic() - started
     version = subprocess.run(
         [
-            str(djhelpdesk_venv / "bin" / "python"),
+            str(django_helpdesk_venv / "bin" / "python"),
             "-c",
             "import importlib.metadata as m; print(m.version('django-helpdesk'), "
             "m.version('django'), m.version('djangorestframework'))",
@@ -264,9 +266,9 @@ def test_webhook_env_format() -> None:
         webhook_env(["http://a/x,y"])
 
 
-def test_bpsm_queues_command(djhelpdesk_factory: DjangoHelpdeskFactory) -> None:
+def test_bpsm_queues_command(django_helpdesk_factory: DjangoHelpdeskFactory) -> None:
     # This one keeps Django's default (PBKDF2) password hasher, as a real helpdesk.
-    hd = djhelpdesk_factory(fast_password_hasher=False)
+    hd = django_helpdesk_factory(fast_password_hasher=False)
     report("server start (no webhooks, default password hasher)", **hd.timings)
     assert hd.queues() == {"general": 1}
 
@@ -320,12 +322,12 @@ def test_bpsm_queues_command(djhelpdesk_factory: DjangoHelpdeskFactory) -> None:
 
 
 def test_webhooks_move_and_private_followup(
-    djhelpdesk_factory: DjangoHelpdeskFactory,
+    django_helpdesk_factory: DjangoHelpdeskFactory,
     recorder: WebhookRecorder,
     recorder_b: WebhookRecorder,
 ) -> None:
     # Two targets per kind: proves the env var formats (",", " , ") really split.
-    hd = djhelpdesk_factory(
+    hd = django_helpdesk_factory(
         webhook_urls=[recorder.url("/new"), recorder_b.url("/new")],
         followup_webhook_urls=[recorder.url("/followup"), recorder_b.url("/followup")],
     )
@@ -409,12 +411,12 @@ def test_webhooks_move_and_private_followup(
 
 
 def test_api_is_served_while_a_webhook_waits(
-    djhelpdesk_factory: DjangoHelpdeskFactory, recorder: WebhookRecorder
+    django_helpdesk_factory: DjangoHelpdeskFactory, recorder: WebhookRecorder
 ) -> None:
     """The connector's pattern: on the new-ticket webhook it moves the ticket and adds
     a note through the API before it answers; that note fires a follow-up webhook back
     at the connector. Needs the threaded server (and SQLite not locked meanwhile)."""
-    hd = djhelpdesk_factory(
+    hd = django_helpdesk_factory(
         webhook_urls=[recorder.url("/new")], followup_webhook_urls=[recorder.url("/followup")]
     )
     ids = hd.queues({"bpsm-reactive": "BPSM Reactive"})
@@ -448,10 +450,10 @@ def test_api_is_served_while_a_webhook_waits(
 
 
 def test_refused_webhook_target_fails_the_request_but_keeps_the_data(
-    djhelpdesk_factory: DjangoHelpdeskFactory,
+    django_helpdesk_factory: DjangoHelpdeskFactory,
 ) -> None:
     """webhooks.py catches only Timeout: a refused connection escapes as a 500."""
-    hd = djhelpdesk_factory(
+    hd = django_helpdesk_factory(
         webhook_urls=[refused_url("/new")], followup_webhook_urls=[refused_url("/followup")]
     )
     body = {
@@ -485,11 +487,11 @@ def test_refused_webhook_target_fails_the_request_but_keeps_the_data(
 
 
 def test_slow_webhook_target_times_out_after_3s(
-    djhelpdesk_factory: DjangoHelpdeskFactory, recorder: WebhookRecorder
+    django_helpdesk_factory: DjangoHelpdeskFactory, recorder: WebhookRecorder
 ) -> None:
     """A Timeout is caught (logged): the request succeeds after HELPDESK_WEBHOOK_TIMEOUT."""
     recorder.delay = WEBHOOK_TIMEOUT_S + 1.5
-    hd = djhelpdesk_factory(webhook_urls=[recorder.url("/new")])
+    hd = django_helpdesk_factory(webhook_urls=[recorder.url("/new")])
     started = time.monotonic()
     ticket = hd.create_ticket(1, "Slow connector", "body")
     elapsed = time.monotonic() - started
@@ -501,13 +503,13 @@ def test_slow_webhook_target_times_out_after_3s(
 
 
 def test_followup_urls_joined_with_a_plain_comma_are_one_broken_url(
-    djhelpdesk_factory: DjangoHelpdeskFactory,
+    django_helpdesk_factory: DjangoHelpdeskFactory,
     recorder: WebhookRecorder,
     recorder_b: WebhookRecorder,
 ) -> None:
     """Why webhook_env joins follow-up URLs with " , ": "a,b" is not split at all."""
     naive = f"{recorder.url('/followup')},{recorder_b.url('/followup')}"
-    hd: DjangoHelpdeskServer = djhelpdesk_factory(
+    hd: DjangoHelpdeskServer = django_helpdesk_factory(
         extra_env={"HELPDESK_FOLLOWUP_WEBHOOK_URLS": naive}
     )
     ticket = hd.create_ticket(1, "Naive list", "body")

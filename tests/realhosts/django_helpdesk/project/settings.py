@@ -19,7 +19,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-BASE_DIR = Path(__file__).resolve().parent.parent  # tests/realhosts/djhelpdesk
+BASE_DIR = Path(__file__).resolve().parent.parent  # tests/realhosts/django_helpdesk
 REPO_ROOT = BASE_DIR.parents[2]
 
 # The optional app bpsm-connector ships for helpdesk admins (bpsm_queues command).
@@ -33,7 +33,7 @@ _db_path = os.environ.get("DJHELPDESK_DB_PATH")
 if not _db_path:
     raise ImproperlyConfigured(
         "Set DJHELPDESK_DB_PATH to the SQLite file this helpdesk should use "
-        "(tests/realhosts/djhelpdesk_server.py does this with a temp file)."
+        "(tests/realhosts/django_helpdesk_server.py does this with a temp file)."
     )
 DB_PATH = Path(_db_path)
 

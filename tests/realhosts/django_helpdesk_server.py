@@ -2,10 +2,10 @@
 
 The helpdesk lives in its own virtualenv, as an admin would run it beside the
 connector: ``ensure_helpdesk_venv()`` builds it once from
-``tests/realhosts/djhelpdesk/requirements.txt`` and caches it under
-``.cache/djhelpdesk-venv`` (rebuilt when that file changes).
+``tests/realhosts/django_helpdesk/requirements.txt`` and caches it under
+``.cache/django_helpdesk-venv`` (rebuilt when that file changes).
 
-``DjangoHelpdeskServer`` runs the minimal project in ``tests/realhosts/djhelpdesk``
+``DjangoHelpdeskServer`` runs the minimal project in ``tests/realhosts/django_helpdesk``
 on a fresh SQLite database in a temp dir, with two staff users and a default
 queue, served by Django's threaded ``runserver`` on a free loopback port::
 
@@ -53,10 +53,10 @@ from typing import Any, Self
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PROJECT_DIR = Path(__file__).resolve().parent / "djhelpdesk"
+PROJECT_DIR = Path(__file__).resolve().parent / "django_helpdesk"
 REQUIREMENTS = PROJECT_DIR / "requirements.txt"
 CONTRIB_DIR = REPO_ROOT / "contrib" / "django_helpdesk"
-VENV_DIR = REPO_ROOT / ".cache" / "djhelpdesk-venv"
+VENV_DIR = REPO_ROOT / ".cache" / "django_helpdesk-venv"
 _STAMP_NAME = ".bpsm-requirements.sha256"
 
 ADMIN_USER = ("admin", "admin-password")
@@ -106,8 +106,8 @@ def _tail(text: str, lines: int = 40) -> str:
 def ensure_helpdesk_venv() -> Path:
     """Return the helpdesk's virtualenv, building it first if needed.
 
-    Built once under ``.cache/djhelpdesk-venv`` and reused while the hash of
-    ``djhelpdesk/requirements.txt`` (and the Python minor version) matches. The
+    Built once under ``.cache/django_helpdesk-venv`` and reused while the hash of
+    ``django_helpdesk/requirements.txt`` (and the Python minor version) matches. The
     build happens in a sibling temp dir that is renamed into place only after
     ``pip install`` succeeded, under a file lock, so a failed or concurrent build
     never leaves a half-installed venv behind. Raises ``HelpdeskHarnessError``
@@ -170,7 +170,7 @@ def ensure_helpdesk_venv() -> Path:
 
 # ------------------------------------------------------------------------ server
 
-# What the ``djhelpdesk_factory`` fixture (conftest.py) hands a test.
+# What the ``django_helpdesk_factory`` fixture (conftest.py) hands a test.
 DjangoHelpdeskFactory = Callable[..., "DjangoHelpdeskServer"]
 
 
@@ -363,7 +363,7 @@ class DjangoHelpdeskServer:
             raise HelpdeskHarnessError("helpdesk server already started")
         t0 = time.monotonic()
         python = self.python  # builds the venv if needed, before the clock below
-        self._tmp = tempfile.TemporaryDirectory(prefix="djhelpdesk-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="django_helpdesk-")
         try:
             t1 = time.monotonic()
             self.manage("migrate", "--no-input", "-v", "0")

@@ -1,139 +1,40 @@
-"""Zammad: trigger webhooks in, REST API out (group, tags, internal note).
+"""Zammad's REST API: group, tags and internal note out; setup of groups, webhook, triggers.
 
-Contract: tests/fixtures/zammad/contract/zammad.md. Webhook body
-`{"ticket": …, "article": …}` signed with `X-Hub-Signature: sha1=<HMAC-SHA1(raw body)>`;
-delivery id in `X-Zammad-Delivery`.
-Loop prevention: events whose article (or, without one, ticket update) was made by the
-connector's API user are ignored, and so is any article carrying the connector's marker.
+Every write is safe to repeat (see HostClient.apply): notes and replies go out once, after a
+look for an earlier copy.
 """
 
 from __future__ import annotations
 
-import html
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
 from connector.events import NewTicket, Progress, RoutingDecision, TicketEvent, TicketTimes
-from connector.hosts.base import (
-    ApplyResult,
-    BadPayload,
-    Host,
-    HostClient,
-    HostError,
-    Ignored,
-    Unauthorized,
-    WebhookRequest,
-    hmac_hex,
-    json_object,
-    need,
-    parse_time,
-    same,
+from connector.hosts.base import ApplyResult, HostClient, HostError, SetupResult, parse_time
+from connector.hosts.http import HttpTransport
+from connector.hosts.zammad.sansio import (
+    TRIGGER_NAMES,
+    WEBHOOK_NAME,
+    note_html,
+    setup_test_event,
+    zammad_error_text,
 )
-from connector.hosts.http import SIGNATURE_REFUSED, HttpTransport, send_test_event
+from connector.hosts.zammad.settings import ZammadSettings
 from connector.mapping import Mapping
 from connector.notes import NOTE_MARKER, is_own_note
 
-DEFAULT_CONNECTOR_LOGIN = "bpsm-connector"
-WEBHOOK_NAME = "bpsm-connector"
-TRIGGER_NAMES = (f"{WEBHOOK_NAME}: ticket created", f"{WEBHOOK_NAME}: customer article")
 
-
-def _login(user: Any) -> str | None:
-    if isinstance(user, dict):
-        login = user.get("login") or user.get("email")
-        return str(login) if login else None
-    return None
-
-
-class ZammadHost(Host):
-    name = "zammad"
-
-    @property
-    def connector_login(self) -> str:
-        return self.mapping.connector_user or self.settings.user or DEFAULT_CONNECTOR_LOGIN
-
-    def verify(self, request: WebhookRequest) -> None:
-        secret = self.settings.webhook_secret
-        if secret is None:
-            return
-        given = request.header("X-Hub-Signature")
-        if not given:
-            raise Unauthorized("missing X-Hub-Signature header (a webhook secret is configured)")
-        expected = "sha1=" + hmac_hex(secret.get_secret_value(), request.body, "sha1")
-        if not same(given.strip().lower(), expected):
-            raise Unauthorized("X-Hub-Signature does not match the configured webhook secret")
-
-    def parse(self, request: WebhookRequest) -> TicketEvent | Ignored:
-        data = json_object(request.body)
-        ticket = need(data, "ticket", dict, "")
-        ticket_id = need(ticket, "id", int, "ticket")
-        article = data.get("article", {})
-        if not isinstance(article, dict):
-            raise BadPayload("field article must be an object", "article")
-        delivery = request.header("X-Zammad-Delivery")
-        if not delivery:
-            raise BadPayload("missing X-Zammad-Delivery header", "X-Zammad-Delivery")
-        own = self.connector_login
-        if not article:
-            if _login(ticket.get("updated_by")) == own:
-                return Ignored("own update", str(ticket_id), "own-update")
-            return Ignored("no new customer text", str(ticket_id), "no-customer-text")
-        body = article.get("body", "")
-        if not isinstance(body, str):
-            raise BadPayload("field article.body must be a string", "article.body")
-        # By author only: a customer can type the marker into a mail.
-        if _login(article.get("created_by")) == own:
-            return Ignored("own update", str(ticket_id), "own-update")
-        if article.get("internal") is True or article.get("sender") not in (None, "Customer"):
-            return Ignored("not customer text", str(ticket_id), "not-customer-text")
-        group = ticket.get("group")
-        first = ticket.get("article_count") in (None, 0, 1)
-        title = ticket.get("title")
-        return TicketEvent(
-            host=self.name,
-            delivery_id=delivery,
-            ticket_id=str(ticket_id),
-            kind="created" if first else "customer_reply",
-            subject=str(title or article.get("subject") or ""),
-            body=body,
-            queue=group.get("name") if isinstance(group, dict) else None,
-            requester=_login(ticket.get("customer")),
-            actor=_login(article.get("created_by")),
-            created_at=parse_time(ticket.get("created_at")),
+def connect(settings: ZammadSettings) -> ZammadClient:
+    """The API client for these settings (token auth)."""
+    if not settings.url or settings.token is None:
+        raise HostError(
+            "zammad: BPSM_ZAMMAD_URL and BPSM_ZAMMAD_TOKEN are required", permanent=True
         )
-
-    def client(self) -> ZammadClient:
-        if not self.settings.url or self.settings.token is None:
-            raise HostError(
-                "zammad: BPSM_ZAMMAD_URL and BPSM_ZAMMAD_TOKEN are required", permanent=True
-            )
-        transport = HttpTransport(self.settings.url, "zammad", error_text=zammad_error_text)
-        transport.session.headers["Authorization"] = (
-            f"Token token={self.settings.token.get_secret_value()}"
-        )
-        return ZammadClient(transport)
-
-
-def zammad_error_text(response: Any) -> str:
-    """Zammad answers {"error": …, "error_human": …}; add what the admin should do."""
-    try:
-        data = response.json()
-        text = str(data.get("error_human") or data.get("error") or data)[:300]
-    except (ValueError, AttributeError):
-        text = response.text[:200]
-    hints = {
-        401: "check BPSM_ZAMMAD_TOKEN (token unknown or expired)",
-        403: "the token's user lacks ticket.agent on the ticket's groups (or admin.* for setup)",
-        404: "the ticket or object no longer exists",
-        422: "Zammad rejected the values (if a group is missing: run `bpsm setup zammad`)",
-    }
-    hint = hints.get(response.status_code)
-    return f"{text} — {hint}" if hint else text
-
-
-def note_html(note: str) -> str:
-    return "<p>" + "<br>".join(html.escape(line) for line in note.splitlines()) + "</p>"
+    transport = HttpTransport(
+        settings.url, "zammad", timeout=settings.http_timeout, error_text=zammad_error_text
+    )
+    transport.session.headers["Authorization"] = f"Token token={settings.token.get_secret_value()}"
+    return ZammadClient(transport)
 
 
 class ZammadClient(HostClient):
@@ -142,7 +43,6 @@ class ZammadClient(HostClient):
         # Writes that create an article are not retried within the call: after a timeout or
         # a lost answer the note may exist, so the job is retried and `has_note` looks first.
         self.once = transport.without_retries()
-        self.webhook_secret: str | None = None  # set when setup generated one
         self._me: dict[str, Any] | None = None
 
     def ticket(self, ticket_id: str) -> dict[str, Any]:
@@ -198,9 +98,10 @@ class ZammadClient(HostClient):
             "subject": NOTE_MARKER,
         }
 
-    def setup(self, mapping: Mapping, hook_url: str | None) -> list[str]:
+    def setup(self, mapping: Mapping, hook_url: str | None) -> SetupResult:
         """Groups, webhook (signed, SSL verified) and triggers; safe to run again."""
         lines: list[str] = []
+        secret: str | None = None
         existing = {g["name"] for g in self.http.request("GET", "/api/v1/groups").json()}
         for name in mapping.all_queues():
             if name in existing:
@@ -214,12 +115,12 @@ class ZammadClient(HostClient):
                 lines.append(f"group created: {name}")
         if not hook_url:
             lines.append("no --hook-url given: webhook and triggers not configured")
-            return lines
+            return SetupResult(tuple(lines))
         me = self.me()
         webhooks = self.http.request("GET", "/api/v1/webhooks").json()
         webhook = next((w for w in webhooks if w.get("name") == WEBHOOK_NAME), None)
         if webhook is None:
-            self.webhook_secret = self.new_webhook_secret()
+            secret = self.new_webhook_secret()
             webhook = self.http.request(
                 "POST",
                 "/api/v1/webhooks",
@@ -228,7 +129,7 @@ class ZammadClient(HostClient):
                     "endpoint": hook_url,
                     "ssl_verify": True,
                     "active": True,
-                    "signature_token": self.webhook_secret,
+                    "signature_token": secret,
                     "customized_payload": False,
                     "note": "Routes new tickets to BPSM queues",
                 },
@@ -278,7 +179,12 @@ class ZammadClient(HostClient):
                 },
             )
             lines.append(f"trigger created: {name}")
-        return lines
+        if secret is None:
+            lines.append(
+                "test event skipped: the webhook existed already (its secret is not shown)"
+            )
+            return SetupResult(tuple(lines))
+        return SetupResult(tuple(lines), secret, setup_test_event(hook_url, secret))
 
     def teardown(self, mapping: Mapping, queues: bool) -> list[str]:
         """Undo setup: its triggers, then its webhook (Zammad refuses to delete a webhook a
@@ -328,18 +234,6 @@ class ZammadClient(HostClient):
             else:
                 lines.append(f"group removed: {name}")
         return lines
-
-    def test_event(self, hook_url: str) -> str:
-        """Send the connector a signed event with no article: it must answer 200 ignored."""
-        if self.webhook_secret is None:
-            return "test event skipped: the webhook existed already (its secret is not shown)"
-        body = b'{"article":{},"ticket":{"id":0,"title":"bpsm-connector setup test"}}'
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "X-Zammad-Delivery": f"setup-test-{secrets.token_hex(8)}",
-            "X-Hub-Signature": "sha1=" + hmac_hex(self.webhook_secret, body, "sha1"),
-        }
-        return send_test_event(hook_url, SIGNATURE_REFUSED, data=body, headers=headers)
 
     def backfill(self, since: datetime, progress: Progress | None = None) -> list[TicketEvent]:
         stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -492,6 +386,3 @@ class ZammadClient(HostClient):
             if candidate.get("title") == ticket.title:
                 return str(candidate["id"])
         return None
-
-
-HOST = ZammadHost

@@ -1,56 +1,51 @@
-"""GLPI: webhooks (GLPI ≥ 11) or polling (GLPI ≤ 10) in, the legacy REST API (apirest.php) out.
+"""GLPI's legacy REST API (apirest.php): group, category, time to resolve and a private
+followup out; polling for GLPI ≤ 10; setup of groups, categories and webhooks.
 
-Contract: tests/fixtures/glpi/contract/glpi.md. A GLPI 11 webhook body is
-`{"item": <HL API v2 object>, "event": "new"|"update"|"delete"[, "parent_item": …]}`, signed with
-`X-GLPI-signature` = hex HMAC-SHA256(body + X-GLPI-timestamp). GLPI computes both headers when
-the event is raised and re-sends them unchanged on its retries, minutes later: the timestamp
-only has to fall inside a wide window, and the delivery id (item type, id, event, timestamp)
-makes those retries duplicates.
-
-Loop prevention: the payload names no acting user. The connector is subscribed to `new` events
-only (Ticket, ITILFollowup) — its own writes raise `update`, plus one ITILFollowup `new` for its
-note — and it ignores any ticket or followup carrying NOTE_MARKER. Polling (GLPI ≤ 10) skips
-tickets last changed by the connector's own API user.
-
-GLPI has no tags: the tags other hosts get are written into the private followup instead.
+Every POST that creates something goes out once (`once`), after a look for an earlier copy.
 """
 
 from __future__ import annotations
 
-import hashlib
-import html
-import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import SecretStr
 
-from connector.config import ConfigError, HostSettings
 from connector.events import NewTicket, Progress, RoutingDecision, TicketEvent
-from connector.hosts.base import (
-    ApplyResult,
-    BadPayload,
-    Host,
-    HostClient,
-    HostError,
-    Ignored,
-    Unauthorized,
-    WebhookRequest,
-    hmac_hex,
-    json_object,
-    need,
-    parse_time,
-    same,
+from connector.hosts.base import ApplyResult, HostClient, HostError, SetupResult
+from connector.hosts.glpi.sansio import (
+    ASSIGNED,
+    DATE_FMT,
+    DEFAULT_POLL_INTERVAL,
+    EXTRA_LINES,
+    OK,
+    REQUESTER,
+    SO_ID,
+    SO_MODIFIED,
+    SO_OPENED,
+    WEBHOOK_EVENTS,
+    WEBHOOK_NAME,
+    _content_range_total,
+    _mark,
+    _mark_epoch,
+    glpi_error,
+    glpi_error_text,
+    glpi_text,
+    local_time,
+    local_to_utc,
+    note_html,
+    setup_test_event,
+    utc_offset,
 )
-from connector.hosts.http import SIGNATURE_REFUSED, HttpTransport, send_test_event
+from connector.hosts.glpi.settings import GlpiOptions, GlpiSettings
+from connector.hosts.http import HttpTransport
 from connector.logs import log_extra
 from connector.mapping import Mapping as HostMapping
 from connector.notes import NOTE_MARKER, is_own_note, starts_with_marker
@@ -58,459 +53,29 @@ from connector.text import html_to_text
 
 log = logging.getLogger("bpsm.glpi")
 
-REQUESTER, ASSIGNED = 1, 2  # CommonITILActor types (3 is observer)
-SO_NAME, SO_ID, SO_OPENED, SO_MODIFIED = 1, 2, 15, 19  # Ticket search-option ids
-OK = (200, 201, 204, 206)
-DATE_FMT = "%Y-%m-%d %H:%M:%S"
-DEFAULT_MAX_AGE = 3600.0
-DEFAULT_POLL_INTERVAL = 30.0  # the poller's default too
-WEBHOOK_NAME = "bpsm-connector"
-WEBHOOK_EVENTS = (("Ticket", "new"), ("ITILFollowup", "new"))
-ROUTED_TYPES = ("Ticket", "ITILFollowup")
-CRA_CHALLENGE_BODY = b"validate_cra_challenge"  # what GLPI signs to make its crc_token
 
-# Lines GLPI needs because it has no tags (other hosts tag instead); English fallback.
-EXTRA_LINES: dict[str, dict[str, str]] = {
-    "en": {
-        "tags": "Tags: {tags}",
-        "override": 'Not moved: an agent had already assigned "{group}".',
-        "shadow": "Shadow mode: the ticket was not moved.",
-    },
-    "nb": {
-        "tags": "Stikkord: {tags}",
-        "override": "Ikke flyttet: en saksbehandler hadde allerede tildelt «{group}».",
-        "shadow": "Skyggemodus: saken ble ikke flyttet.",
-    },
-}
-
-# Profile rights per (resource, method), named as GLPI's profile form shows them.
-RIGHTS: dict[tuple[str, str], str] = {
-    ("Ticket", "GET"): "Assistance > Tickets: See all tickets",
-    ("search", "GET"): "Assistance > Tickets: See all tickets",
-    ("Ticket", "PUT"): "Assistance > Tickets: Update",
-    ("Ticket", "POST"): "Assistance > Tickets: Create",
-    ("Group_Ticket", "GET"): "Assistance > Tickets: See all tickets",
-    ("Group_Ticket", "POST"): "Assistance > Tickets: Update and Assign a ticket",
-    ("Ticket_User", "GET"): "Assistance > Tickets: See all tickets",
-    ("ITILFollowup", "GET"): "Assistance > Followups: See public ones and See private ones",
-    ("ITILFollowup", "POST"): "Assistance > Followups: Add to all tickets",
-    ("Group", "GET"): "Administration > Groups: Read",
-    ("Group", "POST"): "Administration > Groups: Create (only for bpsm setup)",
-    ("ITILCategory", "GET"): "Setup > ITIL categories: Read",
-    ("ITILCategory", "POST"): "Setup > ITIL categories: Create (only for bpsm setup)",
-    ("Webhook", "GET"): "Setup > General: Update (webhooks; only for bpsm setup)",
-    ("Webhook", "POST"): "Setup > General: Update (webhooks; only for bpsm setup)",
-    ("Webhook", "PUT"): "Setup > General: Update (webhooks; only for bpsm setup)",
-}
-
-HINTS = {
-    "ERROR_ITEM_NOT_FOUND": "the item no longer exists in GLPI (deleted or purged)",
-    "ERROR_WRONG_APP_TOKEN_PARAMETER": (
-        "BPSM_GLPI_APP_TOKEN does not match the API client (Setup > General > API)"
-    ),
-    "ERROR_APP_TOKEN_PARAMETERS_MISSING": (
-        "the API client has an App-Token: set BPSM_GLPI_APP_TOKEN (Setup > General > API)"
-    ),
-    "ERROR_NOT_ALLOWED_IP": (
-        "add the connector's address to an active API client's IP range (Setup > General > API)"
-    ),
-    "ERROR_GLPI_LOGIN_USER_TOKEN": (
-        "BPSM_GLPI_USER_TOKEN is not the API token of an active user (user form > API token)"
-    ),
-    "ERROR_LOGIN_PARAMETERS_MISSING": "set BPSM_GLPI_USER_TOKEN",
-    "ERROR_SESSION_TOKEN_INVALID": (
-        "GLPI forgot the session it had just opened: several GLPI web servers without shared "
-        "PHP sessions?"
-    ),
-    "ERROR_RESOURCE_NOT_FOUND_NOR_COMMONDBTM": (
-        "GLPI does not know this item type (webhooks need GLPI 11: set api_version 10 to poll)"
-    ),
-}
-
-
-# ----- options ------------------------------------------------------------------------------
-
-
-class GlpiOptions(BaseModel):
-    """`options:` of mappings/glpi.yaml."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    api_version: int = Field(default=11, ge=9, le=99)
-    entity: int = Field(default=0, ge=0)  # where setup creates groups, categories, webhooks
-    categories: dict[str, str] = Field(default_factory=dict)  # service id → ITIL category
-    set_time_to_resolve: bool = False
-    page_size: int = Field(default=50, ge=1, le=1000)  # rows per search/list page
-    poll_overlap: float = Field(default=120.0, ge=0.0)  # seconds re-read on every poll
-
-
-def parse_options(options: Mapping[str, Any]) -> GlpiOptions:
-    try:
-        return GlpiOptions.model_validate(dict(options))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"glpi mapping: {problems}") from exc
-
-
-def api_major(env_value: str | None, option: int) -> int:
-    """BPSM_GLPI_API_VERSION ("10", "10.0.18", "11") wins over `options.api_version`."""
-    if not env_value:
-        return option
-    head = env_value.strip().split(".", 1)[0]
-    if not head.isdigit() or not 9 <= int(head) <= 99:
-        raise ConfigError(f"BPSM_GLPI_API_VERSION: {env_value!r} is not a GLPI version (10, 11)")
-    return int(head)
-
-
-# ----- pure helpers -------------------------------------------------------------------------
-
-
-def glpi_text(value: Any, api_version: int) -> str:
-    """A GLPI string as the HTML/text it stands for. GLPI ≤ 10 stores <, > and & as entities
-    (`&lt;` or 10.0's `&#60;`): undo that layer exactly once. GLPI 11 is raw: leave it alone,
-    its entities are real HTML (a second unescape would turn `&lt;x&gt;` text into a tag)."""
-    if not isinstance(value, str):
-        return ""
-    return html.unescape(value) if api_version < 11 else value
-
-
-def note_html(lines: list[str]) -> str:
-    return "<p>" + "<br>".join(html.escape(line, quote=False) for line in lines) + "</p>"
-
-
-def webhook_delivery_id(itemtype: str, item_id: int, event: str, stamp: str) -> str:
-    """Stable per raised event: GLPI's retries re-send the same timestamp, so they dedupe."""
-    digest = hashlib.sha256(f"{itemtype}:{item_id}:{event}:{stamp}".encode()).hexdigest()
-    return f"glpi-hook:{digest[:40]}"
-
-
-def _team(item: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
-    team = item.get("team")
-    if team is None:
-        return []
-    if not isinstance(team, list):
-        raise BadPayload(f"field {where}.team must be a list", f"{where}.team")
-    for index, member in enumerate(team):
-        if not isinstance(member, dict):
-            raise BadPayload(
-                f"field {where}.team[{index}] must be an object", f"{where}.team[{index}]"
-            )
-    return team
-
-
-def _is_group(member: Mapping[str, Any]) -> bool:
-    # Users and groups differ only by their form link (ITILController::getCleanTeam).
-    return "group.form.php" in str(member.get("href", ""))
-
-
-def team_requester(team: list[dict[str, Any]]) -> str | None:
-    for member in team:
-        if member.get("role") == "requester" and not _is_group(member) and member.get("name"):
-            return str(member["name"])
-    return None
-
-
-def team_queue(team: list[dict[str, Any]]) -> str | None:
-    """The most recently assigned group (team lists actors in the order they were added)."""
-    groups = [m for m in team if m.get("role") == "assigned" and _is_group(m) and m.get("name")]
-    return str(groups[-1]["name"]) if groups else None
-
-
-def _string(data: Mapping[str, Any], key: str, where: str) -> str:
-    value = data.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise BadPayload(f"field {where}.{key} must be str, got {type(value).__name__}")
-    return value
-
-
-def created_at(data: Mapping[str, Any], where: str) -> datetime | None:
-    """`date` (or `date_creation`) in UTC; a date UTC cannot hold is a bad payload."""
-    key = "date" if data.get("date") else "date_creation"
-    value = parse_time(data.get(key))
-    if value is None or value.tzinfo is None:
-        return value
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00
-        raise BadPayload(f"field {where}.{key} is out of range", f"{where}.{key}") from None
-
-
-def local_time(value: Any) -> datetime | None:
-    """GLPI's REST API dates: 'Y-m-d H:i:s' in the server's own timezone (naive)."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        return datetime.strptime(value.strip()[:19], DATE_FMT)
-    except ValueError:
-        return None
-
-
-def utc_offset(date_mod: Any, last_modified: str | None) -> timedelta:
-    """GLPI's timezone, from a row's local `date_mod` and the GMT `Last-Modified` header GLPI
-    derives from it; 0 (UTC) when either is missing."""
-    local = local_time(date_mod)
-    if local is None or not last_modified:
-        return timedelta(0)
-    try:
-        gmt = parsedate_to_datetime(last_modified)
-    except (TypeError, ValueError):
-        return timedelta(0)
-    seconds = (local - gmt.replace(tzinfo=None)).total_seconds()
-    return timedelta(minutes=15 * round(seconds / 900))
-
-
-def local_to_utc(value: Any, offset: timedelta) -> datetime | None:
-    local = local_time(value)
-    return (local - offset).replace(tzinfo=UTC) if local else None
-
-
-def glpi_error(response: requests.Response) -> tuple[str | None, str]:
-    """GLPI's error body `["ERROR_…", message]` as (code, message without the doc link)."""
-    try:
-        data = response.json()
-    except ValueError:
-        return None, response.text[:200].strip()
-    if isinstance(data, list) and data and isinstance(data[0], str):
-        message = data[1] if len(data) > 1 else ""
-        text = message if isinstance(message, str) else json.dumps(message)[:300]
-        return data[0], text.split("; view documentation")[0]
-    return None, str(data)[:300]
-
-
-def _resource(response: requests.Response) -> tuple[str, str]:
-    """(item type, method) of the request behind a response, e.g. ('Group_Ticket', 'POST')."""
-    request = response.request
-    path = unquote(urlsplit(str(request.url or "")).path)
-    parts = [p for p in path.split("apirest.php", 1)[-1].split("/") if p and not p.isdigit()]
-    name = "search" if parts[:1] == ["search"] else (parts[-1] if parts else "")
-    return name, str(request.method or "GET")
-
-
-def glpi_error_text(response: requests.Response) -> str:
-    """GLPI's error plus what the admin should do about it (the right to grant, the variable
-    to fix)."""
-    code, message = glpi_error(response)
-    text = f"{code}: {message}" if code and message else (code or message)
-    resource, method = _resource(response)
-    denied = code == "ERROR_RIGHT_MISSING" or "permission" in message.lower()
-    if denied:
-        right = RIGHTS.get((resource, method), f"{method} on {resource}")
-        hint = f"the API user's profile lacks the right '{right}' (see docs/glpi.md)"
-    elif code in HINTS:
-        hint = HINTS[code]
-    elif code is None and response.status_code == 404:
-        hint = "BPSM_GLPI_URL must be the apirest.php base, e.g. https://glpi.example/apirest.php"
-    else:
-        return text
-    return f"{text} — {hint}"
-
-
-def _content_range_total(header: str | None) -> int | None:
-    if not header or "/" not in header:
-        return None
-    total = header.rsplit("/", 1)[1].strip()
-    return int(total) if total.isdigit() else None
-
-
-def _mark(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat()
-
-
-def _mark_epoch(mark: str, default: float) -> float:
-    try:
-        parsed = datetime.fromisoformat(mark)
-    except ValueError:
-        log.warning("unreadable GLPI poll mark; starting afresh", extra=log_extra({"mark": mark}))
-        return default
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-
-
-# ----- the host (webhooks) ------------------------------------------------------------------
-
-
-class GlpiHost(Host):
-    name = "glpi"
-
-    def __init__(self, settings: HostSettings, mapping: HostMapping):
-        super().__init__(settings, mapping)
-        self.options = parse_options(mapping.options)
-        self.api_version = api_major(settings.api_version, self.options.api_version)
-        max_age = settings.webhook_max_age
-        self.max_age = DEFAULT_MAX_AGE if max_age is None else max_age
-        self.clock: Callable[[], float] = time.time  # tests move it
-        self.polling = self.api_version < 11  # GLPI ≤ 10 has no outgoing webhooks
-
-    def verify(self, request: WebhookRequest) -> None:
-        secret = self.settings.webhook_secret
-        if secret is None:
-            return
-        given = request.header("X-GLPI-signature")
-        stamp = request.header("X-GLPI-timestamp")
-        if not given:
-            raise Unauthorized("missing X-GLPI-signature header (a webhook secret is configured)")
-        if not stamp:
-            raise Unauthorized("missing X-GLPI-timestamp header (it is part of the signature)")
-        expected = hmac_hex(secret.get_secret_value(), request.body + stamp.encode(), "sha256")
-        if not same(given.strip().lower(), expected):
-            raise Unauthorized("X-GLPI-signature does not match the configured webhook secret")
-        self._check_age(stamp)
-
-    def _check_age(self, stamp: str) -> None:
-        # A window, not freshness: GLPI sends ≥ 1 min after the event and retries with the
-        # same headers; de-duplication stops replays inside the window.
-        try:
-            age = self.clock() - int(stamp.strip())
-        except ValueError:
-            raise Unauthorized("X-GLPI-timestamp must be unix seconds") from None
-        if abs(age) > self.max_age:
-            raise Unauthorized(
-                f"X-GLPI-timestamp is {round(age)} s from now, outside the {self.max_age:g} s "
-                "window (BPSM_GLPI_WEBHOOK_MAX_AGE; check both clocks)"
-            )
-
-    def challenge(self, request: WebhookRequest) -> str | None:
-        """GLPI's CRA: GET ?crc_token=T must answer hex HMAC-SHA256(secret, T).
-
-        GLPI only ever sends one token, HMAC(secret, "validate_cra_challenge")
-        (Webhook::validateCRAChallenge). Answering any other T would sign caller-chosen
-        bytes with the webhook key — the same HMAC that signs body + timestamp — so anything
-        but that exact token is refused."""
-        token = request.query.get("crc_token")
-        secret = self.settings.webhook_secret
-        if not token or secret is None:
-            return None
-        key = secret.get_secret_value()
-        expected = hmac_hex(key, CRA_CHALLENGE_BODY, "sha256")
-        if not same(token, expected):
-            return None
-        return hmac_hex(key, expected.encode(), "sha256")
-
-    def parse(self, request: WebhookRequest) -> TicketEvent | Ignored:
-        data = json_object(request.body)
-        item = need(data, "item", dict, "")
-        event = need(data, "event", str, "")
-        item_id = need(item, "id", int, "item")
-        parent = data.get("parent_item")
-        if parent is not None and not isinstance(parent, dict):
-            raise BadPayload("field parent_item must be an object", "parent_item")
-        itemtype = request.query.get("itemtype") or infer_itemtype(item, parent)
-        if itemtype not in ROUTED_TYPES:
-            return Ignored(
-                f"{itemtype} events are not routed (only Ticket and ITILFollowup)",
-                label="not-routed-type",
-            )
-        if event != "new":
-            ticket = str(item_id) if itemtype == "Ticket" else None
-            return Ignored(_why_not_new(itemtype, event), ticket, "not-new")
-        stamp = request.header("X-GLPI-timestamp") or hashlib.sha256(request.body).hexdigest()
-        delivery = webhook_delivery_id(itemtype, item_id, event, stamp)
-        if itemtype == "Ticket":
-            return self._ticket_event(item, delivery)
-        return self._followup_event(item, parent, delivery)
-
-    def _ticket_event(self, item: dict[str, Any], delivery: str) -> TicketEvent | Ignored:
-        ticket_id = str(item["id"])
-        content = need(item, "content", str, "item")
-        team = _team(item, "item")
-        if item.get("is_deleted") is True:
-            return Ignored("ticket is in the trash", ticket_id, "in-trash")
-        if starts_with_marker(content):  # a ticket the connector opened (no author given)
-            return Ignored("own update", ticket_id, "own-update")
-        return TicketEvent(
-            host=self.name,
-            delivery_id=delivery,
-            ticket_id=ticket_id,
-            kind="created",
-            subject=_string(item, "name", "item"),
-            body=content,
-            queue=team_queue(team),
-            requester=team_requester(team),
-            created_at=created_at(item, "item"),
-        )
-
-    def _followup_event(
-        self, item: dict[str, Any], parent: dict[str, Any] | None, delivery: str
-    ) -> TicketEvent | Ignored:
-        content = need(item, "content", str, "item")
-        parent_type = _string(item, "itemtype", "item") or "Ticket"
-        if parent_type != "Ticket":
-            return Ignored(f"followup on a {parent_type}, not a ticket", label="not-a-ticket")
-        ticket_id = str(need(item, "items_id", int, "item"))
-        if starts_with_marker(content):  # the payload names no author: the marker leads
-            return Ignored("own update", ticket_id, "own-update")
-        if item.get("is_private") is True:
-            # Requesters cannot write private followups: this is an agent's internal note.
-            return Ignored(
-                "private followup (an agent's note), not requester text",
-                ticket_id,
-                "private-follow-up",
-            )
-        if parent is None:
-            raise BadPayload("missing field parent_item", "parent_item")
-        team = _team(parent, "parent_item")
-        return TicketEvent(
-            host=self.name,
-            delivery_id=delivery,
-            ticket_id=ticket_id,
-            kind="customer_reply",
-            subject=_string(parent, "name", "parent_item"),
-            body=content,
-            queue=team_queue(team),
-            requester=team_requester(team),
-            created_at=created_at(parent, "parent_item"),
-        )
-
-    def client(self) -> GlpiClient:
-        settings = self.settings
-        # `bpsm setup/backfill --token-file` sets BPSM_GLPI_TOKEN_FILE: take it as the user token.
-        user_token = settings.user_token or settings.token
-        if not settings.url or user_token is None:
-            raise HostError(
-                "glpi: BPSM_GLPI_URL and BPSM_GLPI_USER_TOKEN are required", permanent=True
-            )
-        session = requests.Session()
-        if settings.app_token is not None:
-            session.headers["App-Token"] = settings.app_token.get_secret_value()
-        retrying = HttpTransport(settings.url, "glpi", session=session, error_text=glpi_error_text)
-        once = HttpTransport(
-            settings.url, "glpi", session=session, attempts=1, error_text=glpi_error_text
-        )
-        return GlpiClient(
-            retrying,
-            once,
-            user_token,
-            self.options,
-            self.api_version,
-            settings.poll_interval or DEFAULT_POLL_INTERVAL,
-        )
-
-
-def infer_itemtype(item: Mapping[str, Any], parent: Mapping[str, Any] | None) -> str:
-    """Which item a default payload carries (it does not say). `bpsm setup glpi` also puts
-    `?itemtype=` in the webhook URL, which wins; this covers hand-made webhooks."""
-    if parent is None:
-        return "Ticket" if "team" in item or "status" in item else "unknown item"
-    if "itemtype" in item and "items_id" in item:
-        return "ITILFollowup"
-    return "TicketTask" if "tickets_id" in item else "unknown sub-item"
-
-
-def _why_not_new(itemtype: str, event: str) -> str:
-    if event == "update":
-        return (
-            f"{itemtype} update ignored: only new tickets and new followups are routed "
-            "(updates include the connector's own changes)"
-        )
-    if event == "delete":
-        return f"{itemtype} delete ignored: a deleted item has nothing to route"
-    return f"{itemtype} {event!r} event ignored: only 'new' is routed"
-
-
-# ----- the REST client ----------------------------------------------------------------------
+def connect(settings: GlpiSettings, options: GlpiOptions, api_version: int) -> GlpiClient:
+    """The API client for these settings: two transports on one session (App-Token)."""
+    # `bpsm setup/backfill --token-file` sets BPSM_GLPI_TOKEN_FILE: take it as the user token.
+    user_token = settings.user_token or settings.token
+    if not settings.url or user_token is None:
+        raise HostError("glpi: BPSM_GLPI_URL and BPSM_GLPI_USER_TOKEN are required", permanent=True)
+    session = requests.Session()
+    if settings.app_token is not None:
+        session.headers["App-Token"] = settings.app_token.get_secret_value()
+    timeout = settings.http_timeout
+    retrying = HttpTransport(
+        settings.url, "glpi", timeout=timeout, session=session, error_text=glpi_error_text
+    )
+    once = retrying.without_retries()
+    return GlpiClient(
+        retrying,
+        once,
+        user_token,
+        options,
+        api_version,
+        settings.poll_interval or DEFAULT_POLL_INTERVAL,
+    )
 
 
 class GlpiClient(HostClient):
@@ -533,7 +98,6 @@ class GlpiClient(HostClient):
         self.api_version = api_version
         self.poll_interval = poll_interval
         self.user_id: int | None = None  # the API user, from the session
-        self.webhook_secret: str | None = None  # set when setup generated one
         self.clock: Callable[[], float] = time.time
         self._user_token = user_token
         self._session: str | None = None
@@ -946,7 +510,7 @@ class GlpiClient(HostClient):
 
     # ----- setup, tickets, tags -----------------------------------------------------------
 
-    def setup(self, mapping: HostMapping, hook_url: str | None) -> list[str]:
+    def setup(self, mapping: HostMapping, hook_url: str | None) -> SetupResult:
         """Groups, categories and (GLPI 11) the two webhooks; safe to run again."""
         lines = [self._ensure("Group", name) for name in mapping.all_queues()]
         lines += [
@@ -957,11 +521,17 @@ class GlpiClient(HostClient):
                 f"GLPI {self.api_version} has no outgoing webhooks: the connector polls the API "
                 f"every {self.poll_interval:g} s (BPSM_GLPI_POLL_INTERVAL)"
             )
-            return lines
+            return SetupResult(tuple(lines))
         if not hook_url:
             lines.append("no --hook-url given: webhooks not configured")
-            return lines
-        return lines + self._ensure_webhooks(hook_url)
+            return SetupResult(tuple(lines))
+        secret = self._ensure_webhooks(hook_url, lines)
+        if secret is None:
+            lines.append(
+                "test event skipped: the webhooks existed already (their secret is not shown)"
+            )
+            return SetupResult(tuple(lines))
+        return SetupResult(tuple(lines), secret, setup_test_event(hook_url, secret, time.time()))
 
     def _ensure(self, itemtype: Literal["Group", "ITILCategory"], name: str) -> str:
         label = "group" if itemtype == "Group" else "category"
@@ -983,20 +553,21 @@ class GlpiClient(HostClient):
         self._call("POST", itemtype, retry=False, json={"input": values})
         return f"{label} created: {name}"
 
-    def _ensure_webhooks(self, hook_url: str) -> list[str]:
+    def _ensure_webhooks(self, hook_url: str, lines: list[str]) -> str | None:
+        """Both webhooks, reported in `lines`; the secret generated for them, if any."""
         rows = self._rows("Webhook", {"searchText[name]": WEBHOOK_NAME})
         ours = {(str(r.get("itemtype")), str(r.get("event"))): r for r in rows}
         missing = [key for key in WEBHOOK_EVENTS if key not in ours]
-        lines: list[str] = []
+        secret: str | None = None
         if missing:
             # GLPI shows no stored secret: all our webhooks get the one generated now.
-            self.webhook_secret = self.new_webhook_secret()
+            secret = self.new_webhook_secret()
         for itemtype, event in WEBHOOK_EVENTS:
             url = f"{hook_url}{'&' if '?' in hook_url else '?'}itemtype={itemtype}"
             row = ours.get((itemtype, event))
             values: dict[str, Any] = {"url": url, "is_active": 1}
-            if self.webhook_secret:
-                values["secret"] = self.webhook_secret
+            if secret:
+                values["secret"] = secret
             if row is None:
                 values |= {
                     "name": f"{WEBHOOK_NAME}: {itemtype} {event}",
@@ -1010,12 +581,12 @@ class GlpiClient(HostClient):
                 }
                 self._call("POST", "Webhook", retry=False, json={"input": values})
                 lines.append(f"webhook created: {itemtype} {event} → {url}")
-            elif row.get("url") != url or not row.get("is_active") or self.webhook_secret:
+            elif row.get("url") != url or not row.get("is_active") or secret:
                 self._call("PUT", f"Webhook/{row['id']}", json={"input": values})
                 lines.append(f"webhook updated: {itemtype} {event} → {url}")
             else:
                 lines.append(f"webhook exists: {itemtype} {event} → {url}")
-        return lines
+        return secret
 
     def teardown(self, mapping: HostMapping, queues: bool) -> list[str]:
         """Undo setup: its webhooks (GLPI 11); with `queues` also the mapping's groups that no
@@ -1054,21 +625,6 @@ class GlpiClient(HostClient):
             return f"group kept: {name} holds tickets (move or delete them first)"
         self._call("DELETE", f"Group/{row['id']}", params={"force_purge": "true"})
         return f"group removed: {name}"
-
-    def test_event(self, hook_url: str) -> str:
-        """Send the connector a signed Ticket `update`: it must answer 200 ignored."""
-        if self.webhook_secret is None:
-            return "test event skipped: the webhooks existed already (their secret is not shown)"
-        body = json.dumps(
-            {"item": {"id": 0, "name": "bpsm-connector setup test", "team": []}, "event": "update"}
-        ).encode()
-        stamp = str(int(time.time()))
-        url = f"{hook_url}{'&' if '?' in hook_url else '?'}itemtype=Ticket"
-        headers = {
-            "X-GLPI-timestamp": stamp,
-            "X-GLPI-signature": hmac_hex(self.webhook_secret, body + stamp.encode(), "sha256"),
-        }
-        return send_test_event(url, SIGNATURE_REFUSED, data=body, headers=headers)
 
     def create_ticket(self, ticket: NewTicket) -> str:
         """Open a request in the queue's group. The marker in its text makes the webhook (or
@@ -1136,6 +692,3 @@ class GlpiClient(HostClient):
     def add_tags(self, ticket_id: str, tags: tuple[str, ...]) -> None:
         """GLPI has no tags (only a plugin does): nothing to do. apply() lists the tags in
         its followup instead, which is where agents look."""
-
-
-HOST = GlpiHost

@@ -1,0 +1,20 @@
+"""Zammad's environment keys (BPSM_ZAMMAD_*) and mapping options."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from connector.config import HostSettings
+from connector.hosts.base import MappingOptions
+
+
+class ZammadSettings(HostSettings):
+    """BPSM_ZAMMAD_URL, _TOKEN(_FILE), _USER (the connector's login, for loop prevention),
+    _WEBHOOK_SECRET(_FILE), _MAPPING, _ALLOW_UNSIGNED."""
+
+    user: str | None = None
+    token: SecretStr | None = None
+
+
+class ZammadOptions(MappingOptions):
+    """`options:` of mappings/zammad.yaml: Zammad has none."""
