@@ -158,7 +158,7 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
         except Exception as exc:
             checks["store"] = f"error: {type(exc).__name__}"
         try:
-            rt.huey.pending_count()
+            rt.queue.pending_count()
             checks["queue"] = "ok"
         except Exception as exc:
             checks["queue"] = f"error: {type(exc).__name__}"

@@ -946,7 +946,7 @@ def maintenance(catalogue_path: str) -> None:
     from connector.processes import run_maintenance
 
     runtime = _runtime(catalogue_path)
-    results = run_maintenance(runtime)
+    results = run_maintenance(runtime.context)
     for result in results:
         click.echo(str(result))
     if not results:
@@ -971,8 +971,8 @@ def improvement(service: str, reason: str, host_name: str | None, catalogue_path
     except KeyError:
         click.echo(f"unknown service {service!r}; see `bpsm check` for the catalogue", err=True)
         sys.exit(2)
-    host = host_name or target_hosts(runtime)[0]
-    result = open_improvement(runtime, host, service, reason, [])
+    host = host_name or target_hosts(runtime.context)[0]
+    result = open_improvement(runtime.context, host, service, reason, [])
     click.echo(str(result))
     runtime.close()
     if result.status == "failed":

@@ -340,7 +340,7 @@ def test_two_workers_racing_for_one_ticket_apply_once(zammad, tmp_path):
 
     def run(rt: Runtime, pk: int) -> None:
         barrier.wait()
-        results.append(process_delivery(rt, pk))
+        results.append(process_delivery(rt.context, pk).outcome)
 
     threads = [
         threading.Thread(target=run, args=(rt_a, 1)),

@@ -318,7 +318,7 @@ def _deliver(rt: Runtime, ticket: str, number: int, queue: str, subject: str, bo
     )
     pk = rt.store.record_delivery(event)
     assert pk is not None
-    return process_delivery(rt, pk)
+    return process_delivery(rt.context, pk).outcome
 
 
 def test_an_agents_move_to_another_bpsm_queue_is_recorded_as_a_correction(tmp_path):

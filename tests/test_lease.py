@@ -20,7 +20,7 @@ from connector.hosts.http import HttpTransport
 from connector.lease import LeaseGuard, LeaseLost, guarding
 from connector.runtime import Runtime
 from connector.store import Store, TicketBusy
-from connector.worker import process_delivery
+from connector.worker import Handled, process_delivery
 from tests.e2e import ROOT, example_index, wait_for
 from tests.test_durability import (  # noqa: F401 - zammad is a fixture
     assert_each_applied_once,
@@ -204,12 +204,14 @@ def test_two_consumers_racing_one_slow_job_apply_it_once(zammad, tmp_path, backe
     # consumer's note lands.
     zammad.set_latency(1.5)
     outcome: list[str] = []
-    job = threading.Thread(target=lambda: outcome.append(process_delivery(first, 1)))
+    job = threading.Thread(
+        target=lambda: outcome.append(process_delivery(first.context, 1).outcome)
+    )
     job.start()
     wait_for(lambda: first.store.delivery(1).status == "processing", message="the first claim")
     tries: list[str] = []
     while job.is_alive():  # the other consumer tries to take the job over all along
-        tries.append(process_delivery(second, 1))
+        tries.append(process_delivery(second.context, 1).outcome)
         time.sleep(0.05)
     job.join()
     zammad.set_latency(0.0)
@@ -238,7 +240,7 @@ def test_a_consumer_that_lost_its_lease_mid_job_writes_nothing_more(zammad, tmp_
 
     rt.store.renew = stalled_then_taken_over  # type: ignore[method-assign]
     zammad.set_latency(0.6)  # two reads outlast the first renewal (at 1/3 of the lease)
-    assert process_delivery(rt, 1) == "lease-lost"
+    assert process_delivery(rt.context, 1).outcome == "lease-lost"
     zammad.set_latency(0.0)
     writes = [c for c in zammad.api_calls[before:] if c.method != "GET"]
     assert writes == []
@@ -256,11 +258,13 @@ def test_a_delivery_whose_ticket_is_busy_is_tried_again_soon(tmp_path):
     first = rt.store.record_delivery(_event("created"))
     twin = rt.store.record_delivery(_event("reply"))
     assert rt.store.claim(first, 60.0) is not None
-    planned: list[tuple[int, float | None]] = []
-    rt.enqueue = lambda pk, delay=None: planned.append((pk, delay))  # type: ignore[method-assign]
-    assert process_delivery(rt, twin) == "ticket-busy"
-    assert planned == [(twin, 2.0)]
+    assert process_delivery(rt.context, twin) == Handled("ticket-busy", retry_in=2.0)
     assert rt.store.delivery(twin).attempts == 0
+    # The job queue plans the next try the worker asked for.
+    assert rt.queue.huey.pending() == []
+    assert rt.queue.run(twin) == "ticket-busy"
+    [job] = rt.queue.huey.pending()
+    assert job.args == (twin,) and job.eta is not None
     rt.close()
 
 

@@ -20,7 +20,8 @@ from connector.config import ConfigError, load_settings
 from connector.events import TicketEvent
 from connector.exitcodes import CONFIG, NO_STORE
 from connector.hosts import host_classes
-from connector.runtime import BackgroundWorker, Runtime
+from connector.jobqueue import BackgroundWorker
+from connector.runtime import Runtime
 from connector.store import (
     SCHEMA_VERSION,
     Store,
@@ -190,7 +191,7 @@ def test_the_running_service_purges_by_itself(tmp_path: Path, example_index: Any
     settings = load_settings(env, host_names=tuple(host_classes()))
     rt = Runtime(settings, index=example_index)
     seed(rt.store)
-    worker = BackgroundWorker(rt, workers=1, sweep_interval=0.05)
+    worker = BackgroundWorker(rt.queue, workers=1, sweep_interval=0.05)
     worker.start()
     try:
         # Ticket 3 was still queued: the worker routes it now. 1 and 2 are past retention.
@@ -388,7 +389,7 @@ def test_the_data_folder_is_0700_and_every_file_in_it_0600(
         settings = load_settings({"BPSM_DATA_DIR": str(data)}, host_names=tuple(host_classes()))
         rt = Runtime(settings, index=example_index)
         rt.store.record_delivery(TicketEvent(host="demo", delivery_id="1", ticket_id="1"))
-        rt.enqueue(1)
+        rt.queue.enqueue(1)
         found = modes(data)
         rt.close()
     finally:

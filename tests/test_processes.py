@@ -91,7 +91,7 @@ def test_maintenance_once_per_period_across_restarts_and_parallel_runs(zammad, t
 
     def run(rt: Runtime) -> None:
         barrier.wait()
-        results.append(run_maintenance(rt, november))
+        results.append(run_maintenance(rt.context, november))
 
     threads = [threading.Thread(target=run, args=(rt,)) for rt in runtimes]
     for thread in threads:
@@ -102,12 +102,12 @@ def test_maintenance_once_per_period_across_restarts_and_parallel_runs(zammad, t
     assert len(opened) == entries
     assert len(proactive_tickets(zammad)) == entries
     # A restart later in the same period: everything is already open.
-    again = run_maintenance(runtime(env), november.replace(day=30))
+    again = run_maintenance(runtime(env).context, november.replace(day=30))
     assert {r.status for r in again} == {"already-open"}
     ticket = proactive_tickets(zammad)[0]
     assert "bpsm" in zammad.tags(ticket["id"]) and "proactive" in zammad.tags(ticket["id"])
     # December: the monthly entries are due again, the quarterly ones are not.
-    december = run_maintenance(runtime(env), datetime(2026, 12, 1, tzinfo=UTC))
+    december = run_maintenance(runtime(env).context, datetime(2026, 12, 1, tzinfo=UTC))
     monthly = sum(
         1 for s in example_index().catalogue.services for m in s.maintenance if m.every == "monthly"
     )
@@ -119,10 +119,10 @@ def test_maintenance_once_per_period_across_restarts_and_parallel_runs(zammad, t
 def test_maintenance_failure_is_retried_next_run(zammad, tmp_path):
     rt = runtime(zammad_env(zammad, tmp_path))
     zammad.set_down(True)
-    failed = run_maintenance(rt, datetime(2026, 11, 24, tzinfo=UTC))
+    failed = run_maintenance(rt.context, datetime(2026, 11, 24, tzinfo=UTC))
     assert {r.status for r in failed} == {"failed"}
     zammad.set_down(False)
-    retried = run_maintenance(rt, datetime(2026, 11, 25, tzinfo=UTC))
+    retried = run_maintenance(rt.context, datetime(2026, 11, 25, tzinfo=UTC))
     assert {r.status for r in retried} == {"opened"}
     rt.close()
 
@@ -137,9 +137,9 @@ def test_maintenance_ticket_whose_answer_was_lost_is_found_not_opened_again(zamm
         zammad.lose_response_next(1, methods=["POST"], status=504)
     else:
         zammad.lose_response_next(1, methods=["POST"], status=201, hang=0.6)
-    first = run_maintenance(rt, datetime(2026, 11, 24, tzinfo=UTC))
+    first = run_maintenance(rt.context, datetime(2026, 11, 24, tzinfo=UTC))
     assert sorted(r.status for r in first).count("failed") == 1
-    again = run_maintenance(rt, datetime(2026, 11, 25, tzinfo=UTC))
+    again = run_maintenance(rt.context, datetime(2026, 11, 25, tzinfo=UTC))
     assert sorted(r.status for r in again).count("opened") == 1  # found by its reference
     assert len(proactive_tickets(zammad)) == entries
     assert len({t["title"] for t in proactive_tickets(zammad)}) == entries
@@ -152,11 +152,11 @@ def test_improvement_ticket_whose_answer_was_lost_is_found_by_the_next_try(zamma
 
     rt = runtime(zammad_env(zammad, tmp_path))
     zammad.lose_response_next(1, methods=["POST"], status=504)
-    failed = open_improvement(rt, "zammad", "printing", "5 disruptions", ["1", "2"])
+    failed = open_improvement(rt.context, "zammad", "printing", "5 disruptions", ["1", "2"])
     assert failed.status == "failed"
     # The slot is kept (the ticket may exist), so nothing else claims it meanwhile...
     assert ProcessStore(rt.store).open_improvement("zammad", "printing")["status"] == "unsure"
-    opened = open_improvement(rt, "zammad", "printing", "6 disruptions", ["1", "2", "3"])
+    opened = open_improvement(rt.context, "zammad", "printing", "6 disruptions", ["1", "2", "3"])
     assert opened.status == "opened"
     # ...and the next try takes the same row over, so it finds the ticket by its reference.
     improvement = [t for t in zammad.db.tickets if zammad.ticket(t)["group"] == "BPSM Improvement"]

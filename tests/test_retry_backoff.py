@@ -36,18 +36,24 @@ def test_the_worker_plans_jittered_retries(tmp_path, monkeypatch):
     )
     rt = Runtime(settings, example_index())
 
-    def helpdesk_down(_rt: Runtime, _delivery: object) -> str:
+    def helpdesk_down(_context: object, _delivery: object) -> str:
         raise HostError("demo: cannot connect (ConnectionRefusedError)")
 
     monkeypatch.setattr(worker, "route_delivery", helpdesk_down)
-    planned: list[float] = []
-    monkeypatch.setattr(rt, "enqueue", lambda _pk, delay=None: planned.append(delay))
+    planned: list[float | None] = []
     for n in range(40):
         pk = rt.store.record_delivery(
             TicketEvent(host="demo", delivery_id=f"d{n}", ticket_id=str(n), body="printer")
         )
-        assert process_delivery(rt, pk) == "retry"
+        handled = process_delivery(rt.context, pk)
+        assert handled.outcome == "retry"
+        planned.append(handled.retry_in)
     base = settings.retry_base_delay
-    assert all(base / 2 <= delay <= base for delay in planned)
+    assert all(delay is not None and base / 2 <= delay <= base for delay in planned)
     assert len(set(planned)) == 40
+    # The job queue schedules the retry the worker asked for.
+    pk = rt.store.record_delivery(TicketEvent(host="demo", delivery_id="q", ticket_id="q"))
+    assert rt.queue.run(pk) == "retry"
+    [job] = rt.queue.huey.pending()
+    assert job.args == (pk,) and job.eta is not None
     rt.close()

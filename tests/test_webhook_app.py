@@ -58,9 +58,9 @@ def test_signed_zammad_contract_example_is_queued_once(app_rt):
     assert rt.store.count_deliveries() == 1
     # The web layer's one write is the store (the outbox); the dispatcher of a running
     # consumer hands each new delivery to the job queue exactly once.
-    assert rt.huey.pending_count() == 0
-    assert rt.dispatch() == 1 and rt.huey.pending_count() == 1
-    assert rt.dispatch() == 0 and rt.huey.pending_count() == 1
+    assert rt.queue.huey.pending_count() == 0
+    assert rt.queue.dispatch() == 1 and rt.queue.huey.pending_count() == 1
+    assert rt.queue.dispatch() == 0 and rt.queue.huey.pending_count() == 1
     # The web layer never classifies, so it never builds the catalogue index (GBs at scale).
     assert rt._index is None
 
