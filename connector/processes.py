@@ -158,15 +158,15 @@ def open_improvement(
     service = context.catalogue.service(service_id)
     row_id = store.claim_improvement(host, service_id, reason, tickets, CLAIM_LEASE)
     if row_id is None:
-        row = store.open_improvement(host, service_id) or {}
-        return Opened(host, service_id, "-", "already-open", row.get("ticket_id"))
+        taken = store.open_improvement(host, service_id)
+        return Opened(host, service_id, "-", "already-open", taken["ticket_id"] if taken else None)
     if context.mode(host) != "route":
         store.finish_improvement(row_id, "dry-run", None)
         store.close_improvement(row_id, status="dry-run")
         return Opened(host, service_id, "-", "dry-run", detail=reason)
     client = context.client(host)
-    row = store.open_improvement(host, service_id) or {}
-    if row.get("id") == row_id:
+    row = store.open_improvement(host, service_id)
+    if row is not None and row["id"] == row_id:
         # A row taken over from an earlier try keeps that try's text: the ticket it may
         # have opened is looked for by its title and reference.
         reason, tickets = str(row["reason"]), [str(t) for t in json.loads(row["tickets"])]

@@ -16,7 +16,6 @@ import random
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
 
 from connector.context import Context
 from connector.events import RoutingDecision, ServiceMatch, TicketEvent
@@ -28,7 +27,7 @@ from connector.metrics import APPLY_SECONDS, DEAD, DECISIONS, RETRIES
 from connector.processes import check_improvement
 from connector.replies import relation_reply
 from connector.route import correct, decide
-from connector.store import Delivery, TicketBusy
+from connector.store import Delivery, NewRouting, RoutingRow, TicketBusy
 
 log = logging.getLogger("bpsm.worker")
 
@@ -240,7 +239,7 @@ def _improvement(context: Context, host: str, service: str) -> None:
 
 
 def _record_agent_move(
-    context: Context, host: str, routing: dict[str, Any], queue: str, actor: str | None
+    context: Context, host: str, routing: RoutingRow, queue: str, actor: str | None
 ) -> None:
     """An agent put a routed ticket in another BPSM queue: their decision, for `bpsm learn
     --from-audit` and `bpsm report`. Other queues (the source queue of a dry run, a team's
@@ -267,7 +266,7 @@ def _record_agent_move(
 
 def routing_record(
     event: TicketEvent, match: ServiceMatch, decision: RoutingDecision, mode: str
-) -> dict[str, Any]:
+) -> NewRouting:
     """The audit row of one decision (the store adds host, ticket, delivery and times)."""
     return {
         "process": decision.process,

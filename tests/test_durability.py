@@ -383,8 +383,8 @@ def test_processes_creating_the_schema_at_once_do_not_race(tmp_path, pg_url, bac
 def test_postgresql_connections_cut_while_idle_are_replaced_unnoticed(pg_url, monkeypatch):
     """A database restart or a firewall cuts the pooled connections of an idle service; the
     next webhook must still be stored (not answered 500)."""
-    from connector import store as store_module
     from connector.events import TicketEvent
+    from connector.store import engine as store_engine
 
     store = Store(pg_url)
 
@@ -403,7 +403,7 @@ def test_postgresql_connections_cut_while_idle_are_replaced_unnoticed(pg_url, mo
         ).scalar()
     admin.dispose()
     assert killed >= 1
-    monkeypatch.setattr(store_module, "IDLE_PING_SECONDS", 0.0)  # "idle for long enough"
+    monkeypatch.setattr(store_engine, "IDLE_PING_SECONDS", 0.0)  # "idle for long enough"
     assert store.record_delivery(event(2)) is not None
     assert store.count_deliveries("queued") == 2
     store.dispose()
