@@ -1,4 +1,8 @@
-"""The `bpsm` command line (click). Thin: parse options, call the library, print."""
+"""The `bpsm` command line (click). Thin: parse options, call the library, print.
+
+Commands import the runtime, the store, the job queue and the hosts inside their bodies, for
+start-up time: `bpsm --help` and the catalogue checks load no database driver or queue, and
+`serve` must not import prometheus_client before it has chosen its metrics directory."""
 
 from __future__ import annotations
 
