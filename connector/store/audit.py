@@ -6,20 +6,14 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
-from sqlalchemy import (
-    and_,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connector.decisions import DecisionFilter
 from connector.events import TicketEvent
 from connector.store.engine import StoreEngine
 from connector.store.leases import held
-from connector.store.outbox import _DELIVERY_COLUMNS, new_delivery_row
+from connector.store.outbox import DELIVERY_COLUMNS, new_delivery_row
 from connector.store.rows import (
     CorrectionRow,
     CorrectionWithText,
@@ -28,11 +22,7 @@ from connector.store.rows import (
     RoutingRow,
     RoutingWithEvent,
 )
-from connector.store.schema import (
-    corrections,
-    deliveries,
-    routings,
-)
+from connector.store.schema import corrections, deliveries, routings
 
 
 class Audit(StoreEngine):
@@ -243,7 +233,7 @@ class Audit(StoreEngine):
                     "queue": now_in,
                 }
             )
-            values = dict(zip(_DELIVERY_COLUMNS, new_delivery_row(event_, now), strict=True))
+            values = dict(zip(DELIVERY_COLUMNS, new_delivery_row(event_, now), strict=True))
             conn.execute(insert(deliveries).values(**values))
         return correction_id
 

@@ -5,20 +5,12 @@ from __future__ import annotations
 import time
 from typing import cast
 
-from sqlalchemy import (
-    and_,
-    select,
-    update,
-)
+from sqlalchemy import and_, select, update
 
 from connector.store.engine import StoreEngine
 from connector.store.outbox import NOT_ENQUEUED
 from connector.store.rows import DeadLetterRow
-from connector.store.schema import (
-    dead_letters,
-    deliveries,
-    routings,
-)
+from connector.store.schema import dead_letters, deliveries, routings
 
 
 class DeadLetters(StoreEngine):

@@ -12,21 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    create_engine,
-    event,
-    func,
-    select,
-)
+from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
 
 from connector.datadir import open_private, private_file
-from connector.store.schema import (
-    SCHEMA_VERSION,
-    create_or_upgrade,
-    schema_version,
-)
+from connector.store.schema import SCHEMA_VERSION, create_or_upgrade, schema_version
 
 
 def _sqlite_file(url: str) -> str | None:

@@ -8,21 +8,11 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import (
-    and_,
-    insert,
-    or_,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import and_, insert, or_, select, text, update
 
 from connector.store.engine import StoreEngine
 from connector.store.rows import Delivery, row_to_delivery
-from connector.store.schema import (
-    dead_letters,
-    deliveries,
-)
+from connector.store.schema import dead_letters, deliveries
 
 
 class TicketBusy(Exception):

@@ -8,14 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import (
-    and_,
-    func,
-    or_,
-    select,
-    true,
-    update,
-)
+from sqlalchemy import and_, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -23,11 +16,9 @@ from connector.events import TicketEvent
 from connector.groupwrite import GroupWriter
 from connector.store.engine import StoreEngine
 from connector.store.rows import Delivery, row_to_delivery
-from connector.store.schema import (
-    deliveries,
-)
+from connector.store.schema import deliveries
 
-_DELIVERY_COLUMNS = (
+DELIVERY_COLUMNS = (
     "host",
     "delivery_id",
     "ticket_id",
@@ -52,9 +43,9 @@ def _insert_deliveries_sql(rows: int, dialect: Any) -> str:
     if dialect.paramstyle not in markers:
         raise RuntimeError(f"database driver {dialect.driver!r} is not supported; use psycopg")
     marker = markers[dialect.paramstyle]
-    values = "(" + ", ".join([marker] * len(_DELIVERY_COLUMNS)) + ")"
+    values = "(" + ", ".join([marker] * len(DELIVERY_COLUMNS)) + ")"
     sql = (
-        f"INSERT INTO {deliveries.name} ({', '.join(_DELIVERY_COLUMNS)}) "
+        f"INSERT INTO {deliveries.name} ({', '.join(DELIVERY_COLUMNS)}) "
         f"VALUES {', '.join([values] * rows)} ON CONFLICT (host, delivery_id) DO NOTHING"
     )
     return sql if dialect.name == "sqlite" else sql + " RETURNING id, host, delivery_id"
@@ -85,7 +76,7 @@ def _take_each(
 
 
 def new_delivery_row(event_: TicketEvent, now: float | None = None) -> tuple[Any, ...]:
-    """The values of _DELIVERY_COLUMNS for a new delivery."""
+    """The values of DELIVERY_COLUMNS for a new delivery."""
     now = time.time() if now is None else now
     return (
         event_.host,

@@ -6,19 +6,11 @@ from __future__ import annotations
 import contextlib
 import time
 
-from sqlalchemy import (
-    and_,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connector.store.engine import StoreEngine
-from connector.store.schema import (
-    pollers,
-)
+from connector.store.schema import pollers
 
 
 class Pollers(StoreEngine):

@@ -7,22 +7,12 @@ import json
 import time
 from typing import Any, cast
 
-from sqlalchemy import (
-    and_,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connector.store.engine import StoreEngine
 from connector.store.rows import ImprovementRow, MaintenanceRow
-from connector.store.schema import (
-    improvements,
-    maintenance,
-    routings,
-)
+from connector.store.schema import improvements, maintenance, routings
 
 
 def dumps(value: Any) -> str:

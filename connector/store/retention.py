@@ -5,20 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Table,
-    true,
-)
+from sqlalchemy import Column, Table, true
 
 from connector.store.engine import StoreEngine
-from connector.store.schema import (
-    corrections,
-    dead_letters,
-    deliveries,
-    improvements,
-    routings,
-)
+from connector.store.schema import corrections, dead_letters, deliveries, improvements, routings
 
 # Unfinished deliveries are work still to do and an open improvement still holds its slot;
 # they are never purged. (Maintenance rows keep no ticket text and must outlive their
