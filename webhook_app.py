@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from connector.config import Settings, env_prefix, load_settings
-from connector.hosts import host_classes
+from connector.hosts import host_classes, settings_models
 from connector.hosts.base import BadPayload, Ignored, Unauthorized, WebhookRequest
 from connector.logs import log_extra, setup_logging
 from connector.metrics import EVENTS, render
@@ -46,19 +46,19 @@ def _read_body(limit: int) -> bytes | None:
 def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> Flask:
     """App factory. `config` may be a Runtime, Settings, or overrides for load_settings."""
     if isinstance(config, Runtime):
-        rt = config
+        runtime = config
     else:
         if isinstance(config, Settings):
             settings = config
         else:
-            settings = load_settings(host_names=tuple(host_classes()), **dict(config or {}))
-        rt = Runtime(settings)
-    setup_logging(rt.settings.log_level)
-    rt.check_webhook_credentials()  # refuse to serve unverified webhooks in route/shadow mode
+            settings = load_settings(hosts=settings_models(), **dict(config or {}))
+        runtime = Runtime(settings)
+    setup_logging(runtime.settings.log_level)
+    runtime.check_webhook_credentials()  # refuse to serve unverified webhooks in route/shadow mode
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = rt.settings.max_body_bytes
-    app.extensions["bpsm"] = rt
-    install_ui(app, rt)
+    app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
+    app.extensions["bpsm"] = runtime
+    install_ui(app, runtime)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
@@ -66,7 +66,7 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
         if request.path.startswith("/ui/") and status != 413:
             return exc  # the review page's errors are pages for people, not JSON
         if isinstance(exc, RequestEntityTooLarge):
-            return _error(413, f"body larger than {rt.settings.max_body_bytes} bytes")
+            return _error(413, f"body larger than {runtime.settings.max_body_bytes} bytes")
         return _error(status, exc.description or exc.name)
 
     @app.errorhandler(Exception)
@@ -76,25 +76,25 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
 
     @app.post("/hooks/<host>")
     def hook(host: str) -> tuple[Response, int]:
-        if not rt.host_enabled(host):
-            known = ", ".join(h for h in host_classes() if rt.host_enabled(h))
+        if not runtime.host_enabled(host):
+            known = ", ".join(h for h in host_classes() if runtime.host_enabled(h))
             return _error(404, f"unknown host {host!r}; known: {known}")
-        if rt.needs_credential(host):
+        if runtime.needs_credential(host):
             # A polled host has no webhook to verify: a POST here can only be forged.
             EVENTS.labels(host, "rejected", "signature").inc()
             return _error(401, f"{host} is polled and has no webhook credential")
         length = request.content_length
-        if length is not None and length > rt.settings.max_body_bytes:
+        if length is not None and length > runtime.settings.max_body_bytes:
             EVENTS.labels(host, "rejected", "too-large").inc()
-            return _error(413, f"body larger than {rt.settings.max_body_bytes} bytes")
-        body = _read_body(rt.settings.max_body_bytes)
+            return _error(413, f"body larger than {runtime.settings.max_body_bytes} bytes")
+        body = _read_body(runtime.settings.max_body_bytes)
         if body is None:  # a chunked body carries no length: known only once read
             EVENTS.labels(host, "rejected", "too-large").inc()
-            return _error(413, f"body larger than {rt.settings.max_body_bytes} bytes")
+            return _error(413, f"body larger than {runtime.settings.max_body_bytes} bytes")
         webhook = WebhookRequest(
             method="POST", headers=request.headers, body=body, query=request.args
         )
-        adapter = rt.host(host)
+        adapter = runtime.host(host)
         try:
             adapter.verify(webhook)
         except Unauthorized as exc:
@@ -124,7 +124,7 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
                 ),
             )
             return jsonify({"status": "ignored", "reason": parsed.reason}), 200
-        pk = rt.store.record_delivery(parsed)
+        pk = runtime.store.record_delivery(parsed)
         fields = {"host": host, "delivery": parsed.delivery_id, "ticket": parsed.ticket_id}
         if pk is None:
             EVENTS.labels(host, "ignored", "duplicate").inc()
@@ -136,29 +136,29 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
 
     @app.get("/hooks/<host>")
     def challenge(host: str) -> tuple[Response, int]:
-        if not rt.host_enabled(host):
+        if not runtime.host_enabled(host):
             return _error(404, f"unknown host {host!r}")
         webhook = WebhookRequest(
             method="GET", headers=request.headers, body=b"", query=request.args
         )
-        answer = rt.host(host).challenge(webhook)
+        answer = runtime.host(host).challenge(webhook)
         if answer is None:
             return _error(405, "POST webhooks here")
         return Response(answer, mimetype="text/plain"), 200
 
-    unsigned = rt.unsigned_hosts()
+    unsigned = runtime.unsigned_hosts()
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
         checks: dict[str, str] = {}
         started = time.perf_counter()
         try:
-            rt.store.ping()
+            runtime.store.ping()
             checks["store"] = "ok"
         except Exception as exc:
             checks["store"] = f"error: {type(exc).__name__}"
         try:
-            rt.huey.pending_count()
+            runtime.queue.pending_count()
             checks["queue"] = "ok"
         except Exception as exc:
             checks["queue"] = f"error: {type(exc).__name__}"
@@ -167,7 +167,7 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
             {
                 "status": "ok" if ok else "degraded",
                 "checks": checks,
-                "mode": rt.settings.effective_mode(),
+                "mode": runtime.settings.effective_mode(),
                 "warnings": [
                     f"{name}: webhooks accepted without a signature "
                     f"({env_prefix(name)}ALLOW_UNSIGNED=1)"
@@ -179,6 +179,6 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(render(rt.status_counts), mimetype="text/plain; version=0.0.4")
+        return Response(render(runtime.status_counts), mimetype="text/plain; version=0.0.4")
 
     return app

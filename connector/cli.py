@@ -1,4 +1,8 @@
-"""The `bpsm` command line (click). Thin: parse options, call the library, print."""
+"""The `bpsm` command line (click). Thin: parse options, call the library, print.
+
+Commands import the runtime, the store, the job queue and the hosts inside their bodies, for
+start-up time: `bpsm --help` and the catalogue checks load no database driver or queue, and
+`serve` must not import prometheus_client before it has chosen its metrics directory."""
 
 from __future__ import annotations
 
@@ -529,13 +533,13 @@ def _audit_tickets(catalogue_path: str, since: str) -> list[Any]:
 def _settings(catalogue_path: str | None = None) -> Any:
     """The settings from the environment, or exit CONFIG naming the bad one."""
     from connector.config import ConfigError, load_settings
-    from connector.hosts import host_classes
+    from connector.hosts import settings_models
 
     overrides: dict[str, Any] = {}
     if catalogue_path:
         overrides["catalogue_path"] = Path(catalogue_path)
     try:
-        settings = load_settings(host_names=tuple(host_classes()), **overrides)
+        settings = load_settings(hosts=settings_models(), **overrides)
         # Read again where the index is built; checked here so a typo stops the start.
         parse_packs(os.environ.get(PACKS_VARIABLE))
     except ConfigError as exc:
@@ -954,7 +958,7 @@ def maintenance(catalogue_path: str) -> None:
     from connector.processes import run_maintenance
 
     runtime = _runtime(catalogue_path)
-    results = run_maintenance(runtime)
+    results = run_maintenance(runtime.context)
     for result in results:
         click.echo(str(result))
     if not results:
@@ -979,8 +983,8 @@ def improvement(service: str, reason: str, host_name: str | None, catalogue_path
     except KeyError:
         click.echo(f"unknown service {service!r}; see `bpsm check` for the catalogue", err=True)
         sys.exit(2)
-    host = host_name or target_hosts(runtime)[0]
-    result = open_improvement(runtime, host, service, reason, [])
+    host = host_name or target_hosts(runtime.context)[0]
+    result = open_improvement(runtime.context, host, service, reason, [])
     click.echo(str(result))
     runtime.close()
     if result.status == "failed":

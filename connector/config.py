@@ -6,7 +6,8 @@ appear in a repr, a log line or an error message.
 
 Every host declares its own keys: a `HostSettings` subclass in
 `connector/hosts/<name>/settings.py` (a field per key; its type says how the variable is read,
-see `read_host_settings`). `load_settings` composes them from the registered hosts.
+see `read_host_settings`). `load_settings` composes the models it is given
+(`connector.hosts.settings_models()`, the registry's).
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ class Settings(BaseModel):
 
     def host(self, name: str) -> HostSettings:
         found = self.hosts.get(name)
-        return found or settings_model(name)(name=name, http_timeout=self.http_timeout)
+        # A host that load_settings was not given: the shared keys only (a Host converts
+        # them to its own model, see Host.__init__).
+        return found or HostSettings(name=name, http_timeout=self.http_timeout)
 
     def effective_mode(self) -> Mode:
         if self.mode:
@@ -175,14 +178,6 @@ def _float(env: Mapping[str, str], name: str) -> float | None:
         raise ConfigError(f"{name}: {raw!r} is not a number") from exc
 
 
-def settings_model(host: str) -> type[HostSettings]:
-    """The settings model the registered host `host` declares (the base one if none)."""
-    from connector.hosts import host_classes  # the registry imports hosts, which import us
-
-    cls = host_classes().get(host)
-    return cls.settings_model if cls is not None else HostSettings
-
-
 def _reader(field: str, annotation: Any) -> Any:
     """How a field's variable is read, from its type: secrets (with `_FILE`), numbers,
     flags, or plain text."""
@@ -216,14 +211,16 @@ def read_host_settings(
     return model.model_validate(values)
 
 
-def host_settings(host: str, env: Mapping[str, str], **shared: Any) -> HostSettings:
-    """The registered host's settings from the environment."""
-    return read_host_settings(settings_model(host), host, env, **shared)
-
-
 def load_settings(
-    env: Mapping[str, str] | None = None, host_names: tuple[str, ...] = (), **overrides: object
+    env: Mapping[str, str] | None = None,
+    hosts: Mapping[str, type[HostSettings]] | None = None,
+    **overrides: object,
 ) -> Settings:
+    """The settings from the environment; `hosts` are the settings models of the helpdesks
+    to read (connector.hosts.settings_models(): config knows no host)."""
+    unknown = set(overrides) - set(Settings.model_fields)
+    if unknown:  # a misspelt override would otherwise be dropped without a word
+        raise TypeError(f"load_settings: unknown setting(s) {', '.join(sorted(unknown))}")
     env = os.environ if env is None else env
     mode = env.get("BPSM_MODE") or None
     if mode not in (None, "route", "shadow", "dry-run"):
@@ -264,6 +261,7 @@ def load_settings(
     timeout = values.get("http_timeout", DEFAULT_HTTP_TIMEOUT)
     if "hosts" not in overrides:
         values["hosts"] = {
-            name: host_settings(name, env, http_timeout=timeout) for name in host_names
+            name: read_host_settings(model, name, env, http_timeout=timeout)
+            for name, model in (hosts or {}).items()
         }
     return Settings.model_validate(values)

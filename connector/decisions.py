@@ -7,6 +7,7 @@ typed rows and text out. `bpsm decisions` and the review page both use it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -66,13 +67,13 @@ class DecisionRow(BaseModel):
         )
 
 
-def is_overridden(row: dict[str, Any]) -> bool:
+def is_overridden(row: Mapping[str, Any]) -> bool:
     """An agent moved the ticket after the connector did, or had placed it before."""
     return row.get("moved_by_agent_at") is not None or row.get("outcome") == "override"
 
 
 def decision_row(
-    row: dict[str, Any], catalogue: Catalogue | None = None, zone: tzinfo | None = None
+    row: Mapping[str, Any], catalogue: Catalogue | None = None, zone: tzinfo | None = None
 ) -> DecisionRow:
     service = row.get("service")
     name = None
@@ -110,7 +111,7 @@ def _corrected(decision_json: Any) -> bool:
         return False
 
 
-def _language(row: dict[str, Any], catalogue: Catalogue) -> str:
+def _language(row: Mapping[str, Any], catalogue: Catalogue) -> str:
     language = row.get("language")
     if isinstance(language, str) and language:
         return language

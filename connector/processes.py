@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from connector.catalogue import format_duration
+from connector.context import Context
 from connector.hosts.base import HostError
 from connector.logs import log_extra
 from connector.notes import messages
 from connector.proactive import due_maintenance, improvement_ticket, maintenance_ticket
-from connector.runtime import Runtime
 from connector.store import ProcessStore
 
 log = logging.getLogger("bpsm.processes")
@@ -40,20 +40,20 @@ class Opened:
         return f"{self.host}: {self.what} [{self.period}] {self.status}{ticket}{detail}"
 
 
-def target_hosts(runtime: Runtime) -> list[str]:
+def target_hosts(context: Context) -> list[str]:
     """Configured helpdesks; with none, the demo host (records in dry-run)."""
-    hosts = [name for name, s in sorted(runtime.settings.hosts.items()) if s.configured]
+    hosts = [name for name, s in sorted(context.settings.hosts.items()) if s.configured]
     return hosts or ["demo"]
 
 
-def run_maintenance(runtime: Runtime, now: datetime | None = None) -> list[Opened]:
+def run_maintenance(context: Context, now: datetime | None = None) -> list[Opened]:
     now = now or datetime.now(UTC)
-    store = ProcessStore(runtime.store)
+    store = ProcessStore(context.store)
     results = []
-    for host in target_hosts(runtime):
-        mapping = runtime.mapping(host)
-        live = runtime.mode(host) == "route"
-        for item, period in due_maintenance(runtime.index.catalogue, now):
+    for host in target_hosts(context):
+        mapping = context.mapping(host)
+        live = context.mode(host) == "route"
+        for item, period in due_maintenance(context.catalogue, now):
             row_id, existing = store.claim_maintenance(
                 host, item.key, period, CLAIM_LEASE, retake_dry_run=live
             )
@@ -75,11 +75,11 @@ def run_maintenance(runtime: Runtime, now: datetime | None = None) -> list[Opene
                 results.append(Opened(host, item.key, period, "dry-run"))
                 continue
             # The entry and period name the ticket: a run after a lost answer finds it.
-            ticket = maintenance_ticket(item, period, runtime.index.catalogue, mapping).referenced(
+            ticket = maintenance_ticket(item, period, context.catalogue, mapping).referenced(
                 f"maintenance:{item.key}:{period}"
             )
             try:
-                ticket_id = runtime.client(host).create_ticket(ticket)
+                ticket_id = context.client(host).create_ticket(ticket)
             except HostError as exc:
                 store.release_maintenance(row_id)
                 results.append(Opened(host, item.key, period, "failed", detail=str(exc)))
@@ -102,13 +102,13 @@ def run_maintenance(runtime: Runtime, now: datetime | None = None) -> list[Opene
     return results
 
 
-def check_improvement(runtime: Runtime, host: str, service_id: str) -> Opened | None:
+def check_improvement(context: Context, host: str, service_id: str) -> Opened | None:
     """After a reactive ticket: open an improvement if the service crossed the threshold.
 
     Tickets counted are those since the window start, or since the last improvement for
     the service if later, so a closed improvement does not reopen on the same tickets."""
-    policy = runtime.index.catalogue.improvement
-    store = ProcessStore(runtime.store)
+    policy = context.catalogue.improvement
+    store = ProcessStore(context.store)
     now = time.time()
     since = max(
         now - policy.window.total_seconds(), store.last_improvement_at(host, service_id) or 0.0
@@ -116,16 +116,16 @@ def check_improvement(runtime: Runtime, host: str, service_id: str) -> Opened | 
     tickets = store.reactive_tickets(host, service_id, since)
     if len(tickets) < policy.threshold:
         return None
-    if not _free_slot(runtime, store, host, service_id):
+    if not _free_slot(context, store, host, service_id):
         return None
-    lang = (runtime.index.catalogue.languages or ["en"])[0]
+    lang = (context.catalogue.languages or ["en"])[0]
     reason = (messages().get(lang) or messages()["en"])["improvement_reason_threshold"].format(
         count=len(tickets), window=format_duration(policy.window)
     )
-    return open_improvement(runtime, host, service_id, reason, tickets)
+    return open_improvement(context, host, service_id, reason, tickets)
 
 
-def _free_slot(runtime: Runtime, store: ProcessStore, host: str, service_id: str) -> bool:
+def _free_slot(context: Context, store: ProcessStore, host: str, service_id: str) -> bool:
     """True when no improvement is open for the service (closing finished ones first)."""
     row = store.open_improvement(host, service_id)
     if row is None:
@@ -134,44 +134,44 @@ def _free_slot(runtime: Runtime, store: ProcessStore, host: str, service_id: str
         row["status"] == "opening" and row["claimed_at"] < time.time() - CLAIM_LEASE
     ):
         return True  # an earlier try failed or died: open_improvement takes its row over
-    if row["status"] == "open" and row["ticket_id"] and runtime.mode(host) == "route":
+    if row["status"] == "open" and row["ticket_id"] and context.mode(host) == "route":
         key = (host, str(row["ticket_id"]))
-        seen = runtime.seen_open.get(key)
-        if seen is not None and time.monotonic() - seen < runtime.settings.improvement_recheck:
+        seen = context.seen_open.get(key)
+        if seen is not None and time.monotonic() - seen < context.settings.improvement_recheck:
             return False
         try:
-            still_open = runtime.client(host).is_open(key[1])
+            still_open = context.client(host).is_open(key[1])
         except HostError:
             return False
         if still_open is False:
-            runtime.seen_open.pop(key, None)
+            context.seen_open.pop(key, None)
             store.close_improvement(row["id"])
             return True
-        runtime.seen_open[key] = time.monotonic()
+        context.seen_open[key] = time.monotonic()
     return False
 
 
 def open_improvement(
-    runtime: Runtime, host: str, service_id: str, reason: str, tickets: list[str]
+    context: Context, host: str, service_id: str, reason: str, tickets: list[str]
 ) -> Opened:
-    store = ProcessStore(runtime.store)
-    service = runtime.index.catalogue.service(service_id)
+    store = ProcessStore(context.store)
+    service = context.catalogue.service(service_id)
     row_id = store.claim_improvement(host, service_id, reason, tickets, CLAIM_LEASE)
     if row_id is None:
-        row = store.open_improvement(host, service_id) or {}
-        return Opened(host, service_id, "-", "already-open", row.get("ticket_id"))
-    if runtime.mode(host) != "route":
+        taken = store.open_improvement(host, service_id)
+        return Opened(host, service_id, "-", "already-open", taken["ticket_id"] if taken else None)
+    if context.mode(host) != "route":
         store.finish_improvement(row_id, "dry-run", None)
         store.close_improvement(row_id, status="dry-run")
         return Opened(host, service_id, "-", "dry-run", detail=reason)
-    client = runtime.client(host)
-    row = store.open_improvement(host, service_id) or {}
-    if row.get("id") == row_id:
+    client = context.client(host)
+    row = store.open_improvement(host, service_id)
+    if row is not None and row["id"] == row_id:
         # A row taken over from an earlier try keeps that try's text: the ticket it may
         # have opened is looked for by its title and reference.
         reason, tickets = str(row["reason"]), [str(t) for t in json.loads(row["tickets"])]
     ticket = improvement_ticket(
-        service, tickets, reason, runtime.index.catalogue, runtime.mapping(host)
+        service, tickets, reason, context.catalogue, context.mapping(host)
     ).referenced(f"improvement:{host}:{service_id}:{row_id}")
     try:
         ticket_id = client.create_ticket(ticket)

@@ -1,7 +1,8 @@
 """Wiring: settings → store, catalogue index, mappings, host modules, job queue.
 
-One Runtime per process. The web layer uses it to record and enqueue; workers use it to
-process. Nothing here decides anything: that is classify/route (pure) and the worker.
+One Runtime per process. The web layer uses it to record deliveries; the job queue hands
+its Context to the worker. Nothing here decides anything: that is classify/route (pure)
+and the worker.
 """
 
 from __future__ import annotations
@@ -13,40 +14,21 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
-
-from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
 
 from connector.catalogue import load_catalogue
 from connector.classify import CatalogueIndex, build_index
 from connector.config import ConfigError, Mode, Settings, env_prefix, load_settings
-from connector.datadir import private_file, secure_data_dir
-from connector.hosts import host_classes
+from connector.context import Context
+from connector.datadir import secure_data_dir
+from connector.hosts import host_classes, settings_models
 from connector.hosts.base import Host, HostClient
+from connector.jobqueue import JobQueue, make_huey
 from connector.learnfile import LearnedFileWatcher
 from connector.logs import log_extra
 from connector.mapping import Mapping, load_mapping
 from connector.store import Store
-from connector.worker import process_delivery
 
 log = logging.getLogger("bpsm.runtime")
-
-
-def make_huey(settings: Settings) -> Huey:
-    if settings.redis_url:
-        return RedisHuey(settings.queue_name, url=settings.redis_url, results=False)
-    # Created 0600 before huey opens it: the queue holds delivery ids only, but its -wal and
-    # -shm files take the database file's mode, and nothing in the data folder is readable
-    # by others.
-    private_file(settings.data_dir / "queue.db")
-    # fsync off: the queue only wakes workers; a lost entry is re-enqueued by the sweep
-    # from the store, which is the durable record (each fsync cost ~1.4 ms per webhook).
-    return SqliteHuey(
-        settings.queue_name,
-        filename=str(settings.data_dir / "queue.db"),
-        results=False,
-        fsync=False,
-    )
 
 
 class Runtime:
@@ -59,7 +41,7 @@ class Runtime:
         """`read_only`: for commands that read the store (decisions, report, replay, purge):
         the store must exist (StoreUnavailable otherwise) and nothing is created or migrated
         — neither the data folder, nor the store, nor the embedded queue."""
-        self.settings = settings or load_settings(host_names=tuple(host_classes()))
+        self.settings = settings or load_settings(hosts=settings_models())
         data_dir_used = not (self.settings.database_url and self.settings.redis_url)
         if not read_only and (data_dir_used or self.settings.data_dir.exists()):
             secure_data_dir(self.settings.data_dir)
@@ -78,10 +60,17 @@ class Runtime:
         self._hosts: dict[str, Host] = {}
         self._clients: dict[str, HostClient] = {}
         self._lock = threading.Lock()
-        # (host, improvement ticket) → when it was last seen open; see processes._free_slot.
-        self.seen_open: dict[tuple[str, str], float] = {}
-        self.huey = MemoryHuey(self.settings.queue_name) if read_only else make_huey(self.settings)
-        self._task = self.huey.task(name="bpsm.process_delivery")(self._run_task)
+        # What jobs are handed: the worker and the processes never reach back in here.
+        self.context = Context(
+            settings=self.settings,
+            store=self.store,
+            catalogue=self.catalogue,
+            index=lambda: self.index,
+            mapping=self.mapping,
+            mode=self.mode,
+            client=self.client,
+        )
+        self.queue = JobQueue(make_huey(self.settings, read_only=read_only), self.context)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
     @property
@@ -219,35 +208,6 @@ class Runtime:
                 extra=log_extra({"host": name, "setting": env_prefix(name) + "ALLOW_UNSIGNED"}),
             )
 
-    # ----- queue ----------------------------------------------------------------------------
-
-    def _run_task(self, delivery_pk: int) -> str:
-        return process_delivery(self, delivery_pk)
-
-    def enqueue(self, delivery_pk: int, delay: float | None = None) -> None:
-        if delay:
-            self._task.schedule((delivery_pk,), delay=delay)
-        else:
-            self._task(delivery_pk)
-
-    def dispatch(self) -> int:
-        """Hand newly recorded deliveries to the job queue; returns how many. A delivery whose
-        enqueue fails (queue down) is picked up by the sweep once the queue is back."""
-        ids = self.store.take_new()
-        for pk in ids:
-            self.enqueue(pk)
-        return len(ids)
-
-    def sweep(self, grace: float | None = None) -> int:
-        """Re-enqueue deliveries nobody is working on (lost enqueue, killed worker)."""
-        grace = self.settings.lease_seconds if grace is None else grace
-        ids = self.store.due_for_enqueue(grace)
-        for pk in ids:
-            self.enqueue(pk)
-        if ids:
-            log.info("sweep re-enqueued deliveries", extra=log_extra({"count": len(ids)}))
-        return len(ids)
-
     def status_counts(self) -> dict[str, int]:
         return {
             status: self.store.count_deliveries(status)
@@ -261,96 +221,3 @@ class Runtime:
             except Exception as exc:  # shutting down: report, do not mask other closes
                 log.warning("closing client failed", extra=log_extra({"error": repr(exc)}))
         self.store.dispose()
-
-
-class BackgroundWorker:
-    """The in-process job consumer of `bpsm serve` (and the body of `bpsm worker`):
-    huey's consumer threads plus a sweep thread that recovers abandoned deliveries."""
-
-    def __init__(self, runtime: Runtime, workers: int = 2, sweep_interval: float | None = None):
-        self.runtime = runtime
-        self.consumer: Any = runtime.huey.create_consumer(
-            workers=workers,
-            worker_type="thread",
-            periodic=False,
-            check_worker_health=False,
-            initial_delay=0.05,
-            max_delay=0.5,
-            backoff=1.2,
-        )
-        self.sweep_interval = sweep_interval or runtime.settings.sweep_interval
-        self._stop = threading.Event()
-        self._sweeper = threading.Thread(target=self._sweep_loop, name="bpsm-sweep", daemon=True)
-        self._dispatcher = threading.Thread(
-            target=self._dispatch_loop, name="bpsm-dispatch", daemon=True
-        )
-
-    def start(self) -> None:
-        self.runtime.index  # noqa: B018 - build it now, not on the first ticket
-        # huey installs signal handlers in start(); only the main thread may do that.
-        if threading.current_thread() is not threading.main_thread():
-            self.consumer._set_signal_handlers = lambda: None
-        self.consumer.start()
-        self._sweeper.start()
-        self._dispatcher.start()
-
-    def _dispatch_loop(self) -> None:
-        failing = False
-        while not self._stop.is_set():
-            try:
-                handed = self.runtime.dispatch()
-                failing = False
-            except Exception as exc:  # store or queue briefly unavailable: say so once
-                if not failing:
-                    log.warning("dispatch failed; retrying", extra=log_extra({"error": repr(exc)}))
-                failing, handed = True, 0
-            if not handed:
-                self._stop.wait(self.runtime.settings.dispatch_interval)
-
-    def _sweep_loop(self) -> None:
-        # At start-up everything not finished is fair game: the previous process is gone.
-        first = True
-        next_maintenance = next_purge = 0.0
-        while not self._stop.is_set():
-            try:
-                self.runtime.sweep(grace=0.0 if first else None)
-                first = False
-            except Exception as exc:  # the database may be briefly unavailable
-                log.warning("sweep failed", extra=log_extra({"error": repr(exc)}))
-            interval = self.runtime.settings.maintenance_interval
-            if interval > 0 and time.monotonic() >= next_maintenance:
-                next_maintenance = time.monotonic() + interval
-                self._maintenance()
-            if time.monotonic() >= next_purge:
-                next_purge = time.monotonic() + self.runtime.settings.purge_interval
-                self._purge()
-            self._stop.wait(self.sweep_interval)
-
-    def _purge(self) -> None:
-        """Retention (BPSM_RETENTION): delete what is older; any number of workers may."""
-        retention = self.runtime.settings.retention
-        if retention <= 0:
-            return
-        try:
-            counts = self.runtime.store.purge(retention)
-        except Exception as exc:  # the database may be briefly unavailable; next time
-            log.warning("purge failed", extra=log_extra({"error": repr(exc)}))
-            return
-        if any(counts.values()):
-            log.info("purged old data", extra=log_extra({"rows": counts, "retention_s": retention}))
-
-    def _maintenance(self) -> None:
-        """The proactive process as a periodic task: safe with any number of workers, since
-        each entry and period is claimed once in the store."""
-        from connector.processes import run_maintenance
-
-        try:
-            run_maintenance(self.runtime)
-        except Exception as exc:  # a helpdesk outage must not stop the sweep
-            log.warning("maintenance run failed", extra=log_extra({"error": repr(exc)}))
-
-    def stop(self, graceful: bool = True) -> None:
-        self._stop.set()
-        self.consumer.stop(graceful=graceful)
-        self._sweeper.join(timeout=5)
-        self._dispatcher.join(timeout=5)

@@ -41,10 +41,14 @@ from urllib.parse import urlsplit
 
 from connector.logs import log_extra, quiet_queue_outages
 
+# Not imported at the top: they import prometheus_client, which must not be imported before
+# MetricsDir.prepare has chosen the multiprocess directory (see MetricsDir). The functions
+# that start them import them once it has.
 if TYPE_CHECKING:
     from connector.config import Settings
+    from connector.jobqueue import BackgroundWorker
     from connector.poller import PollerThreads
-    from connector.runtime import BackgroundWorker, Runtime
+    from connector.runtime import Runtime
 
 log = logging.getLogger("bpsm.service")
 T = TypeVar("T")
@@ -270,7 +274,7 @@ def connect_runtime(settings: Settings, stopper: Stopper) -> Runtime:
     """The Runtime, once the database and the job queue answer."""
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    from connector.runtime import Runtime
+    from connector.runtime import Runtime  # after MetricsDir.prepare: see the TYPE_CHECKING
 
     def database() -> Runtime:
         try:
@@ -291,7 +295,7 @@ def connect_runtime(settings: Settings, stopper: Stopper) -> Runtime:
 
     def queue() -> None:
         try:
-            runtime.huey.pending_count()
+            runtime.queue.pending_count()
         except Exception as exc:  # the driver's own errors (redis, sqlite): all worth a wait
             raise Unreachable(f"cannot reach {where}: {_first_line(exc)}") from exc
 
@@ -338,12 +342,12 @@ class Service:
         self.listener.close()
 
     def start_consumer(self, consumer_threads: int) -> None:
+        from connector.jobqueue import BackgroundWorker  # after MetricsDir.prepare
         from connector.poller import PollerThreads
-        from connector.runtime import BackgroundWorker
 
         assert self.runtime is not None
-        self.background = BackgroundWorker(self.runtime, workers=consumer_threads)
-        quiet_huey_signals(self.background)
+        self.background = BackgroundWorker(self.runtime.queue, workers=consumer_threads)
+        self.background.quiet_signals()
         self.background.start()
         self.stopper.check()
         self.pollers = PollerThreads(self.runtime)
@@ -403,12 +407,6 @@ class Service:
         self.metrics.cleanup()
 
 
-def quiet_huey_signals(background: BackgroundWorker) -> None:
-    """huey's consumer installs its own SIGTERM/SIGINT handlers in start(); they only set
-    flags for a run loop we do not use, so a signal would be lost. Ours stay in place."""
-    background.consumer._set_signal_handlers = lambda: None
-
-
 def run_service(
     settings: Settings,
     stopper: Stopper,
@@ -463,8 +461,8 @@ def run_worker(
     metrics_bind: tuple[str, int] | None = None,
 ) -> int:
     """`bpsm worker`: the consumer and pollers; with `metrics_bind`, its own /metrics."""
+    from connector.jobqueue import BackgroundWorker  # after MetricsDir.prepare
     from connector.poller import PollerThreads
-    from connector.runtime import BackgroundWorker
 
     listener = bind_listener(*metrics_bind, option="--metrics-port") if metrics_bind else None
     runtime: Runtime | None = None
@@ -474,8 +472,8 @@ def run_worker(
         runtime = connect_runtime(settings, stopper)
         if listener is not None:
             serve_metrics(listener, runtime)
-        background = BackgroundWorker(runtime, workers=consumer_threads)
-        quiet_huey_signals(background)
+        background = BackgroundWorker(runtime.queue, workers=consumer_threads)
+        background.quiet_signals()
         background.start()
         pollers = PollerThreads(runtime)
         pollers.start()

@@ -37,7 +37,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response as BaseResponse
 
-from connector.catalogue import Catalogue, pick_text
+from connector.catalogue import Catalogue, parse_duration, pick_text
 from connector.config import read_secret
 from connector.datadir import private_dir, write_atomically
 from connector.decisions import DecisionFilter, decision_row
@@ -366,8 +366,6 @@ def _safe_next(target: str | None) -> str | None:
 
 
 def _filter(args: Mapping[str, str]) -> tuple[DecisionFilter, list[str]]:
-    from connector.catalogue import parse_duration
-
     problems: list[str] = []
     since = None
     if args.get("since"):

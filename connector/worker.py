@@ -15,18 +15,19 @@ import logging
 import random
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
+from connector.context import Context
 from connector.events import RoutingDecision, ServiceMatch, TicketEvent
 from connector.hosts.base import HostError
+from connector.learn import correction_target
 from connector.lease import LeaseGuard, LeaseLost, guarding
 from connector.logs import log_extra
 from connector.metrics import APPLY_SECONDS, DEAD, DECISIONS, RETRIES
+from connector.processes import check_improvement
+from connector.replies import relation_reply
 from connector.route import correct, decide
-from connector.store import Delivery, TicketBusy
-
-if TYPE_CHECKING:
-    from connector.runtime import Runtime
+from connector.store import Delivery, NewRouting, RoutingRow, TicketBusy
 
 log = logging.getLogger("bpsm.worker")
 
@@ -51,16 +52,24 @@ def backoff(
 BUSY_TICKET_DELAY = 2.0
 
 
-def process_delivery(runtime: Runtime, delivery_pk: int) -> str:
-    """Handle one delivery; returns what happened (for logs and tests)."""
-    lease = runtime.settings.lease_seconds
+@dataclass(frozen=True)
+class Handled:
+    """What one job did (for logs and tests), and when the job queue must run the delivery
+    again: `retry_in` seconds from now, or never (None)."""
+
+    outcome: str
+    retry_in: float | None = None
+
+
+def process_delivery(context: Context, delivery_pk: int) -> Handled:
+    """Handle one delivery; the caller (the job queue) plans the retry it asks for."""
+    lease = context.settings.lease_seconds
     try:
-        delivery = runtime.store.claim(delivery_pk, lease)
+        delivery = context.store.claim(delivery_pk, lease)
     except TicketBusy:
-        runtime.enqueue(delivery_pk, min(BUSY_TICKET_DELAY, lease / 2))
-        return "ticket-busy"
+        return Handled("ticket-busy", min(BUSY_TICKET_DELAY, lease / 2))
     if delivery is None:
-        return "not-claimed"
+        return Handled("not-claimed")
     fields = {
         "host": delivery.host,
         "delivery": delivery.delivery_id,
@@ -68,77 +77,78 @@ def process_delivery(runtime: Runtime, delivery_pk: int) -> str:
         "attempt": delivery.attempts,
     }
     guard = LeaseGuard(
-        lambda: runtime.store.renew(delivery.id, delivery.lease_token, lease),
+        lambda: context.store.renew(delivery.id, delivery.lease_token, lease),
         lease,
         f"delivery {delivery.id}",
     )
     try:
         with guarding(guard):
-            return _run(runtime, delivery, guard, fields)
+            return _run(context, delivery, guard, fields)
     except LeaseLost as exc:
         # Another consumer has the job now; it does the rest (and looks before it writes).
         log.warning(
             "lease lost; job left to its new holder", extra=log_extra({**fields, "error": str(exc)})
         )
-        return "lease-lost"
+        return Handled("lease-lost")
 
 
-def _run(runtime: Runtime, delivery: Delivery, guard: LeaseGuard, fields: dict[str, object]) -> str:
+def _run(
+    context: Context, delivery: Delivery, guard: LeaseGuard, fields: dict[str, object]
+) -> Handled:
     try:
-        outcome = route_delivery(runtime, delivery)
+        outcome = route_delivery(context, delivery)
     except LeaseLost:
         raise
     except HostError as exc:
-        return _failed(runtime, delivery, guard, str(exc), exc.permanent, exc.retry_after, fields)
+        return _failed(context, delivery, guard, str(exc), exc.permanent, exc.retry_after, fields)
     except Exception as exc:  # a bug or an unexpected answer: keep the ticket, retry later
         log.error(
             "unexpected error",
             extra=log_extra({**fields, "error": repr(exc), "trace": traceback.format_exc(limit=5)}),
         )
-        return _failed(runtime, delivery, guard, f"unexpected error: {exc!r}", False, None, fields)
-    if not runtime.store.finish(delivery.id, outcome, delivery.lease_token):
+        return _failed(context, delivery, guard, f"unexpected error: {exc!r}", False, None, fields)
+    if not context.store.finish(delivery.id, outcome, delivery.lease_token):
         raise LeaseLost(f"delivery {delivery.id}: lease lost before it was finished")
     log.info("delivery done", extra=log_extra({**fields, "outcome": outcome}))
-    return outcome
+    return Handled(outcome)
 
 
 def _failed(
-    runtime: Runtime,
+    context: Context,
     delivery: Delivery,
     guard: LeaseGuard,
     reason: str,
     permanent: bool,
     retry_after: float | None,
     fields: dict[str, object],
-) -> str:
-    settings = runtime.settings
+) -> Handled:
+    settings = context.settings
     guard.check()
     if permanent or delivery.attempts >= settings.retry_budget:
-        if not runtime.store.dead_letter(delivery, reason):
+        if not context.store.dead_letter(delivery, reason):
             raise LeaseLost(f"delivery {delivery.id}: lease lost before the dead letter")
-        runtime.store.complete_routing(delivery, "failed", 0.0, fenced=False)
+        context.store.complete_routing(delivery, "failed", 0.0, fenced=False)
         DEAD.labels(delivery.host).inc()
         log.warning("dead letter", extra=log_extra({**fields, "reason": reason}))
-        return "dead-letter"
+        return Handled("dead-letter")
     delay = backoff(
         delivery.attempts, settings.retry_base_delay, settings.retry_max_delay, retry_after
     )
-    if not runtime.store.postpone(delivery.id, delivery.lease_token, delay, reason):
+    if not context.store.postpone(delivery.id, delivery.lease_token, delay, reason):
         raise LeaseLost(f"delivery {delivery.id}: lease lost before the retry was planned")
-    runtime.enqueue(delivery.id, delay)
     RETRIES.labels(delivery.host).inc()
     log.warning(
         "retry later", extra=log_extra({**fields, "reason": reason, "delay": round(delay, 2)})
     )
-    return "retry"
+    return Handled("retry", delay)
 
 
-def apply_correction(runtime: Runtime, delivery: Delivery) -> str:
+def apply_correction(context: Context, delivery: Delivery) -> str:
     """Apply a correction made in the review page, once: the correction row says whether it
     was applied, and the host's writes are idempotent like a routing's."""
     correction_id = int(delivery.delivery_id.removeprefix("correction:"))
-    correction = runtime.store.correction(correction_id)
-    existing = runtime.store.routing(delivery.host, delivery.ticket_id)
+    correction = context.store.correction(correction_id)
+    existing = context.store.routing(delivery.host, delivery.ticket_id)
     if correction is None or existing is None:
         raise HostError(f"correction {correction_id} or its routing is gone", permanent=True)
     if correction["status"] != "pending":
@@ -148,16 +158,16 @@ def apply_correction(runtime: Runtime, delivery: Delivery) -> str:
         delivery.event,
         correction["to_service"],
         correction["to_process"],
-        runtime.catalogue,
-        runtime.mapping(delivery.host),
+        context.catalogue,
+        context.mapping(delivery.host),
         actor=correction["actor"],
         language=original.language,
     )
     mode = existing["mode"]
     outcome = "dry-run"
     if mode != "dry-run":
-        outcome = runtime.client(delivery.host).apply(delivery.event, decision, mode).outcome
-    runtime.store.finish_correction(
+        outcome = context.client(delivery.host).apply(delivery.event, decision, mode).outcome
+    context.store.finish_correction(
         correction_id,
         outcome,
         {
@@ -183,35 +193,31 @@ def apply_correction(runtime: Runtime, delivery: Delivery) -> str:
 
 
 def _relation_reply(
-    runtime: Runtime, delivery: Delivery, decision: RoutingDecision, draft_only: bool
+    context: Context, delivery: Delivery, decision: RoutingDecision, draft_only: bool
 ) -> None:
     """Relation management answers the customer (mapping `relation.reply`)."""
-    policy = runtime.mapping(delivery.host).relation.reply
+    policy = context.mapping(delivery.host).relation.reply
     if decision.process != "relation" or policy == "off":
         return
-    from connector.replies import relation_reply
-
     text = relation_reply(
-        delivery.event, decision, runtime.index.catalogue, runtime.mapping(delivery.host)
+        delivery.event, decision, context.index().catalogue, context.mapping(delivery.host)
     )
     try:
-        runtime.client(delivery.host).reply(
+        context.client(delivery.host).reply(
             delivery.event, text, send=policy == "send" and not draft_only
         )
     except NotImplementedError:
         log.warning("host cannot post replies", extra=log_extra({"host": delivery.host}))
         return
-    if not runtime.store.mark_replied(delivery):
+    if not context.store.mark_replied(delivery):
         raise LeaseLost(f"delivery {delivery.id}: lease lost after the reply")
 
 
-def _improvement(runtime: Runtime, host: str, service: str) -> None:
+def _improvement(context: Context, host: str, service: str) -> None:
     """A reactive ticket may complete the set that calls for an improvement ticket; a
     failure here must not fail the routing, which is done (the next ticket retries)."""
-    from connector.processes import check_improvement
-
     try:
-        opened = check_improvement(runtime, host, service)
+        opened = check_improvement(context, host, service)
     except Exception as exc:
         log.warning(
             "improvement check failed",
@@ -233,18 +239,16 @@ def _improvement(runtime: Runtime, host: str, service: str) -> None:
 
 
 def _record_agent_move(
-    runtime: Runtime, host: str, routing: dict[str, Any], queue: str, actor: str | None
+    context: Context, host: str, routing: RoutingRow, queue: str, actor: str | None
 ) -> None:
     """An agent put a routed ticket in another BPSM queue: their decision, for `bpsm learn
     --from-audit` and `bpsm report`. Other queues (the source queue of a dry run, a team's
     own queue) say nothing about the process or service."""
-    from connector.learn import correction_target
-
-    target = correction_target(runtime.mapping(host), queue, routing["service"])
+    target = correction_target(context.mapping(host), queue, routing["service"])
     if target is None:
         return
     process, service = target
-    if runtime.store.record_agent_move(routing, process, service, actor or "agent"):
+    if context.store.record_agent_move(routing, process, service, actor or "agent"):
         log.info(
             "correction",
             extra=log_extra(
@@ -262,7 +266,7 @@ def _record_agent_move(
 
 def routing_record(
     event: TicketEvent, match: ServiceMatch, decision: RoutingDecision, mode: str
-) -> dict[str, Any]:
+) -> NewRouting:
     """The audit row of one decision (the store adds host, ticket, delivery and times)."""
     return {
         "process": decision.process,
@@ -278,23 +282,23 @@ def routing_record(
     }
 
 
-def route_delivery(runtime: Runtime, delivery: Delivery) -> str:
+def route_delivery(context: Context, delivery: Delivery) -> str:
     event = delivery.event
     if event.kind == "correction":
-        return apply_correction(runtime, delivery)
-    existing = runtime.store.routing(delivery.host, delivery.ticket_id)
+        return apply_correction(context, delivery)
+    existing = context.store.routing(delivery.host, delivery.ticket_id)
     if existing and existing["outcome"] != "applying":
         if event.queue and existing["outcome"] == "applied" and event.queue != existing["queue"]:
-            runtime.store.mark_moved_by_agent(delivery.host, delivery.ticket_id)
+            context.store.mark_moved_by_agent(delivery.host, delivery.ticket_id)
         if event.queue and event.queue != existing["queue"]:
-            _record_agent_move(runtime, delivery.host, existing, event.queue, event.actor)
+            _record_agent_move(context, delivery.host, existing, event.queue, event.actor)
         return "already-routed"
-    mapping = runtime.mapping(delivery.host)
+    mapping = context.mapping(delivery.host)
     if existing is None:
-        match = runtime.index.classify(event.body, event.subject, event.language_hint)
-        decision = decide(event, match, runtime.index.catalogue, mapping)
-        existing = runtime.store.begin_routing(
-            delivery, routing_record(event, match, decision, runtime.mode(delivery.host))
+        match = context.index().classify(event.body, event.subject, event.language_hint)
+        decision = decide(event, match, context.index().catalogue, mapping)
+        existing = context.store.begin_routing(
+            delivery, routing_record(event, match, decision, context.mode(delivery.host))
         )
     if existing["delivery"] != delivery.id:
         # Another event of the same ticket owns the routing; it finishes it (or, if its
@@ -307,17 +311,17 @@ def route_delivery(runtime: Runtime, delivery: Delivery) -> str:
     if mode == "dry-run":
         outcome = "dry-run"
     else:
-        result = runtime.client(delivery.host).apply(event, decision, mode)
+        result = context.client(delivery.host).apply(event, decision, mode)
         outcome = result.outcome
         # Before completing the routing: a failed reply retries the (idempotent) apply.
         if outcome in ("applied", "shadow") and existing.get("replied_at") is None:
-            _relation_reply(runtime, delivery, decision, draft_only=mode == "shadow")
+            _relation_reply(context, delivery, decision, draft_only=mode == "shadow")
     elapsed = time.perf_counter() - started
     APPLY_SECONDS.labels(delivery.host).observe(elapsed)
-    if not runtime.store.complete_routing(delivery, outcome, elapsed * 1000):
+    if not context.store.complete_routing(delivery, outcome, elapsed * 1000):
         raise LeaseLost(f"delivery {delivery.id}: lease lost before the routing was recorded")
     if decision.process == "reactive" and decision.service:
-        _improvement(runtime, delivery.host, decision.service)
+        _improvement(context, delivery.host, decision.service)
     DECISIONS.labels(delivery.host, decision.process, outcome).inc()
     log.info(
         "routed",

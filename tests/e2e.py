@@ -19,9 +19,10 @@ from werkzeug.serving import make_server
 from connector.catalogue import load_catalogue
 from connector.classify import CatalogueIndex, build_index
 from connector.config import load_settings
-from connector.hosts import host_classes
+from connector.hosts import settings_models
+from connector.jobqueue import BackgroundWorker
 from connector.poller import PollerThreads
-from connector.runtime import BackgroundWorker, Runtime
+from connector.runtime import Runtime
 from tests.fakes.zammad import FakeZammad
 from webhook_app import create_app
 
@@ -68,14 +69,14 @@ class ConnectorService:
             **(env or {}),
         }
         settings = load_settings(
-            environ, host_names=tuple(host_classes()), catalogue_path=ROOT / "catalogue.yaml"
+            environ, hosts=settings_models(), catalogue_path=ROOT / "catalogue.yaml"
         )
         self.runtime = Runtime(settings, index=example_index())
         self.app = create_app(self.runtime)
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.background = BackgroundWorker(
-            self.runtime, workers=consumer_threads, sweep_interval=1.0
+            self.runtime.queue, workers=consumer_threads, sweep_interval=1.0
         )
         self.pollers = PollerThreads(self.runtime) if poll else None
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

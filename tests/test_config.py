@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from connector.cli import main
 from connector.config import ConfigError, load_settings
+from connector.hosts import settings_models
 from connector.logs import JsonFormatter
 
 
@@ -17,7 +18,7 @@ def test_secret_from_file_and_host_configured_by_url(tmp_path):
     secret.write_text("s3cret-value\n")
     settings = load_settings(
         {"BPSM_ZAMMAD_URL": "https://z.example.org/", "BPSM_ZAMMAD_TOKEN_FILE": str(secret)},
-        host_names=("zammad",),
+        hosts=settings_models("zammad"),
     )
     zammad = settings.host("zammad")
     assert zammad.configured and zammad.url == "https://z.example.org"
@@ -27,7 +28,7 @@ def test_secret_from_file_and_host_configured_by_url(tmp_path):
 
 
 def test_without_any_helpdesk_the_mode_is_dry_run():
-    assert load_settings({}, host_names=("zammad",)).effective_mode() == "dry-run"
+    assert load_settings({}, hosts=settings_models("zammad")).effective_mode() == "dry-run"
 
 
 @pytest.mark.parametrize(
@@ -43,7 +44,7 @@ def test_without_any_helpdesk_the_mode_is_dry_run():
 )
 def test_bad_values_name_the_variable(env, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
-        load_settings(env, host_names=("zammad",))
+        load_settings(env, hosts=settings_models("zammad"))
 
 
 def test_cli_reports_configuration_errors_with_their_own_exit_status(monkeypatch):

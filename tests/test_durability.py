@@ -24,7 +24,7 @@ import requests
 import sqlalchemy as sa
 
 from connector.config import load_settings
-from connector.hosts import host_classes
+from connector.hosts import settings_models
 from connector.notes import NOTE_MARKER
 from connector.runtime import Runtime
 from connector.store import Store
@@ -70,7 +70,7 @@ def connector_env(zammad: FakeZammad, data_dir: Path, **extra: str) -> dict[str,
 
 def queue_webhooks(zammad: FakeZammad, env: dict[str, str], count: int) -> list[int]:
     """Create tickets in Zammad and deliver their signed webhooks to the web layer."""
-    rt = Runtime(load_settings(env, host_names=tuple(host_classes())), index=example_index())
+    rt = Runtime(load_settings(env, hosts=settings_models()), index=example_index())
     client = create_app(rt).test_client()
     ids = []
     for n in range(count):
@@ -325,8 +325,8 @@ def test_two_workers_racing_for_one_ticket_apply_once(zammad, tmp_path):
     env = connector_env(zammad, tmp_path)
     ids = queue_webhooks(zammad, env, 1)
     # Zammad also fires the "customer article" trigger for the same new ticket.
-    rt_a = Runtime(load_settings(env, host_names=tuple(host_classes())), index=example_index())
-    rt_b = Runtime(load_settings(env, host_names=tuple(host_classes())), index=example_index())
+    rt_a = Runtime(load_settings(env, hosts=settings_models()), index=example_index())
+    rt_b = Runtime(load_settings(env, hosts=settings_models()), index=example_index())
     from connector.events import TicketEvent
 
     twin = rt_a.store.delivery(1)
@@ -340,7 +340,7 @@ def test_two_workers_racing_for_one_ticket_apply_once(zammad, tmp_path):
 
     def run(rt: Runtime, pk: int) -> None:
         barrier.wait()
-        results.append(process_delivery(rt, pk))
+        results.append(process_delivery(rt.context, pk).outcome)
 
     threads = [
         threading.Thread(target=run, args=(rt_a, 1)),
@@ -383,8 +383,8 @@ def test_processes_creating_the_schema_at_once_do_not_race(tmp_path, pg_url, bac
 def test_postgresql_connections_cut_while_idle_are_replaced_unnoticed(pg_url, monkeypatch):
     """A database restart or a firewall cuts the pooled connections of an idle service; the
     next webhook must still be stored (not answered 500)."""
-    from connector import store as store_module
     from connector.events import TicketEvent
+    from connector.store import engine as store_engine
 
     store = Store(pg_url)
 
@@ -403,7 +403,7 @@ def test_postgresql_connections_cut_while_idle_are_replaced_unnoticed(pg_url, mo
         ).scalar()
     admin.dispose()
     assert killed >= 1
-    monkeypatch.setattr(store_module, "IDLE_PING_SECONDS", 0.0)  # "idle for long enough"
+    monkeypatch.setattr(store_engine, "IDLE_PING_SECONDS", 0.0)  # "idle for long enough"
     assert store.record_delivery(event(2)) is not None
     assert store.count_deliveries("queued") == 2
     store.dispose()

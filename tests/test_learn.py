@@ -18,7 +18,7 @@ from connector.config import load_settings
 from connector.crossval import as_learning, cross_validate, folds, subsample
 from connector.evaluate import evaluate, read_labelled
 from connector.events import TicketEvent
-from connector.hosts import host_classes
+from connector.hosts import settings_models
 from connector.learn import LabelledText, LearnedModel, LearnedScorer, from_corrections, learn
 from connector.learnfile import LearnedError, LearnedFileWatcher, dump, load_learned
 from connector.mapping import Mapping
@@ -302,7 +302,7 @@ def _runtime(tmp_path: Path, **extra: str) -> Runtime:
     # A service with a queue of its own: moving a ticket there names the service.
     (mappings / "demo.yaml").write_text("services: {case-management: Saksbehandling}\n")
     env = {"BPSM_DATA_DIR": str(tmp_path), "BPSM_MAPPINGS_DIR": str(mappings), **extra}
-    settings = load_settings(env, host_names=tuple(host_classes()), catalogue_path=CATALOGUE)
+    settings = load_settings(env, hosts=settings_models(), catalogue_path=CATALOGUE)
     return Runtime(settings, index=index())
 
 
@@ -318,7 +318,7 @@ def _deliver(rt: Runtime, ticket: str, number: int, queue: str, subject: str, bo
     )
     pk = rt.store.record_delivery(event)
     assert pk is not None
-    return process_delivery(rt, pk)
+    return process_delivery(rt.context, pk).outcome
 
 
 def test_an_agents_move_to_another_bpsm_queue_is_recorded_as_a_correction(tmp_path):

@@ -14,13 +14,13 @@ import responses
 
 from connector.config import load_settings
 from connector.events import TicketEvent
-from connector.hosts import host_classes
+from connector.hosts import settings_models
 from connector.hosts.base import HostError
 from connector.hosts.http import HttpTransport
 from connector.lease import LeaseGuard, LeaseLost, guarding
 from connector.runtime import Runtime
 from connector.store import Store, TicketBusy
-from connector.worker import process_delivery
+from connector.worker import Handled, process_delivery
 from tests.e2e import ROOT, example_index, wait_for
 from tests.test_durability import (  # noqa: F401 - zammad is a fixture
     assert_each_applied_once,
@@ -197,19 +197,21 @@ def test_two_consumers_racing_one_slow_job_apply_it_once(zammad, tmp_path, backe
         extra["BPSM_DATABASE_URL"] = request.getfixturevalue("pg_url")
     env = connector_env(zammad, tmp_path, **extra)
     ids = queue_webhooks(zammad, env, 1)
-    settings = load_settings(env, host_names=tuple(host_classes()))
+    settings = load_settings(env, hosts=settings_models())
     first, second = Runtime(settings, example_index()), Runtime(settings, example_index())
     # Each API call takes 1.5 s: the job (five calls or more) outlives its 1 s lease many
     # times over, and a takeover after 1 s would read "no note yet" before the first
     # consumer's note lands.
     zammad.set_latency(1.5)
     outcome: list[str] = []
-    job = threading.Thread(target=lambda: outcome.append(process_delivery(first, 1)))
+    job = threading.Thread(
+        target=lambda: outcome.append(process_delivery(first.context, 1).outcome)
+    )
     job.start()
     wait_for(lambda: first.store.delivery(1).status == "processing", message="the first claim")
     tries: list[str] = []
     while job.is_alive():  # the other consumer tries to take the job over all along
-        tries.append(process_delivery(second, 1))
+        tries.append(process_delivery(second.context, 1).outcome)
         time.sleep(0.05)
     job.join()
     zammad.set_latency(0.0)
@@ -227,7 +229,7 @@ def test_two_consumers_racing_one_slow_job_apply_it_once(zammad, tmp_path, backe
 def test_a_consumer_that_lost_its_lease_mid_job_writes_nothing_more(zammad, tmp_path):  # noqa: F811
     env = connector_env(zammad, tmp_path, BPSM_LEASE_SECONDS="1")
     ids = queue_webhooks(zammad, env, 1)
-    rt = Runtime(load_settings(env, host_names=tuple(host_classes())), example_index())
+    rt = Runtime(load_settings(env, hosts=settings_models()), example_index())
     before = len(zammad.api_calls)
     original = rt.store.renew
 
@@ -238,7 +240,7 @@ def test_a_consumer_that_lost_its_lease_mid_job_writes_nothing_more(zammad, tmp_
 
     rt.store.renew = stalled_then_taken_over  # type: ignore[method-assign]
     zammad.set_latency(0.6)  # two reads outlast the first renewal (at 1/3 of the lease)
-    assert process_delivery(rt, 1) == "lease-lost"
+    assert process_delivery(rt.context, 1).outcome == "lease-lost"
     zammad.set_latency(0.0)
     writes = [c for c in zammad.api_calls[before:] if c.method != "GET"]
     assert writes == []
@@ -250,17 +252,19 @@ def test_a_consumer_that_lost_its_lease_mid_job_writes_nothing_more(zammad, tmp_
 def test_a_delivery_whose_ticket_is_busy_is_tried_again_soon(tmp_path):
     settings = load_settings(
         {"BPSM_DATA_DIR": str(tmp_path), "BPSM_CATALOGUE": str(ROOT / "catalogue.yaml")},
-        host_names=tuple(host_classes()),
+        hosts=settings_models(),
     )
     rt = Runtime(settings, example_index())
     first = rt.store.record_delivery(_event("created"))
     twin = rt.store.record_delivery(_event("reply"))
     assert rt.store.claim(first, 60.0) is not None
-    planned: list[tuple[int, float | None]] = []
-    rt.enqueue = lambda pk, delay=None: planned.append((pk, delay))  # type: ignore[method-assign]
-    assert process_delivery(rt, twin) == "ticket-busy"
-    assert planned == [(twin, 2.0)]
+    assert process_delivery(rt.context, twin) == Handled("ticket-busy", retry_in=2.0)
     assert rt.store.delivery(twin).attempts == 0
+    # The job queue plans the next try the worker asked for.
+    assert rt.queue.huey.pending() == []
+    assert rt.queue.run(twin) == "ticket-busy"
+    [job] = rt.queue.huey.pending()
+    assert job.args == (twin,) and job.eta is not None
     rt.close()
 
 

@@ -19,8 +19,9 @@ from connector.cli import main
 from connector.config import ConfigError, load_settings
 from connector.events import TicketEvent
 from connector.exitcodes import CONFIG, NO_STORE
-from connector.hosts import host_classes
-from connector.runtime import BackgroundWorker, Runtime
+from connector.hosts import settings_models
+from connector.jobqueue import BackgroundWorker
+from connector.runtime import Runtime
 from connector.store import (
     SCHEMA_VERSION,
     Store,
@@ -187,10 +188,10 @@ def test_purged_sqlite_text_is_not_left_in_the_file(tmp_path: Path) -> None:
 
 def test_the_running_service_purges_by_itself(tmp_path: Path, example_index: Any) -> None:
     env = {"BPSM_DATA_DIR": str(tmp_path), "BPSM_RETENTION": "90d"}
-    settings = load_settings(env, host_names=tuple(host_classes()))
+    settings = load_settings(env, hosts=settings_models())
     rt = Runtime(settings, index=example_index)
     seed(rt.store)
-    worker = BackgroundWorker(rt, workers=1, sweep_interval=0.05)
+    worker = BackgroundWorker(rt.queue, workers=1, sweep_interval=0.05)
     worker.start()
     try:
         # Ticket 3 was still queued: the worker routes it now. 1 and 2 are past retention.
@@ -385,10 +386,10 @@ def test_the_data_folder_is_0700_and_every_file_in_it_0600(
     data = tmp_path / "data"
     old_umask = os.umask(0o022)
     try:
-        settings = load_settings({"BPSM_DATA_DIR": str(data)}, host_names=tuple(host_classes()))
+        settings = load_settings({"BPSM_DATA_DIR": str(data)}, hosts=settings_models())
         rt = Runtime(settings, index=example_index)
         rt.store.record_delivery(TicketEvent(host="demo", delivery_id="1", ticket_id="1"))
-        rt.enqueue(1)
+        rt.queue.enqueue(1)
         found = modes(data)
         rt.close()
     finally:
@@ -408,7 +409,7 @@ def test_an_older_open_data_folder_is_tightened_at_start(
     secret.write_text("s3cr3t\n")
     for path in data.iterdir():
         os.chmod(path, 0o644)
-    settings = load_settings({"BPSM_DATA_DIR": str(data)}, host_names=tuple(host_classes()))
+    settings = load_settings({"BPSM_DATA_DIR": str(data)}, hosts=settings_models())
     Runtime(settings, index=example_index).close()
     found = modes(data)
     assert found == {"data": 0o700, **{name: 0o600 for name in found if name != "data"}}

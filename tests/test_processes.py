@@ -14,7 +14,7 @@ import yaml
 
 from connector.catalogue import load_catalogue
 from connector.config import load_settings
-from connector.hosts import host_classes
+from connector.hosts import settings_models
 from connector.proactive import due_maintenance, period_key
 from connector.processes import run_maintenance
 from connector.runtime import Runtime
@@ -69,9 +69,7 @@ def zammad_env(zammad: FakeZammad, data_dir: Path, mappings: Path | None = None)
 
 
 def runtime(env: dict[str, str]) -> Runtime:
-    settings = load_settings(
-        env, host_names=tuple(host_classes()), catalogue_path=ROOT / "catalogue.yaml"
-    )
+    settings = load_settings(env, hosts=settings_models(), catalogue_path=ROOT / "catalogue.yaml")
     return Runtime(settings, index=example_index())
 
 
@@ -91,7 +89,7 @@ def test_maintenance_once_per_period_across_restarts_and_parallel_runs(zammad, t
 
     def run(rt: Runtime) -> None:
         barrier.wait()
-        results.append(run_maintenance(rt, november))
+        results.append(run_maintenance(rt.context, november))
 
     threads = [threading.Thread(target=run, args=(rt,)) for rt in runtimes]
     for thread in threads:
@@ -102,12 +100,12 @@ def test_maintenance_once_per_period_across_restarts_and_parallel_runs(zammad, t
     assert len(opened) == entries
     assert len(proactive_tickets(zammad)) == entries
     # A restart later in the same period: everything is already open.
-    again = run_maintenance(runtime(env), november.replace(day=30))
+    again = run_maintenance(runtime(env).context, november.replace(day=30))
     assert {r.status for r in again} == {"already-open"}
     ticket = proactive_tickets(zammad)[0]
     assert "bpsm" in zammad.tags(ticket["id"]) and "proactive" in zammad.tags(ticket["id"])
     # December: the monthly entries are due again, the quarterly ones are not.
-    december = run_maintenance(runtime(env), datetime(2026, 12, 1, tzinfo=UTC))
+    december = run_maintenance(runtime(env).context, datetime(2026, 12, 1, tzinfo=UTC))
     monthly = sum(
         1 for s in example_index().catalogue.services for m in s.maintenance if m.every == "monthly"
     )
@@ -119,10 +117,10 @@ def test_maintenance_once_per_period_across_restarts_and_parallel_runs(zammad, t
 def test_maintenance_failure_is_retried_next_run(zammad, tmp_path):
     rt = runtime(zammad_env(zammad, tmp_path))
     zammad.set_down(True)
-    failed = run_maintenance(rt, datetime(2026, 11, 24, tzinfo=UTC))
+    failed = run_maintenance(rt.context, datetime(2026, 11, 24, tzinfo=UTC))
     assert {r.status for r in failed} == {"failed"}
     zammad.set_down(False)
-    retried = run_maintenance(rt, datetime(2026, 11, 25, tzinfo=UTC))
+    retried = run_maintenance(rt.context, datetime(2026, 11, 25, tzinfo=UTC))
     assert {r.status for r in retried} == {"opened"}
     rt.close()
 
@@ -137,9 +135,9 @@ def test_maintenance_ticket_whose_answer_was_lost_is_found_not_opened_again(zamm
         zammad.lose_response_next(1, methods=["POST"], status=504)
     else:
         zammad.lose_response_next(1, methods=["POST"], status=201, hang=0.6)
-    first = run_maintenance(rt, datetime(2026, 11, 24, tzinfo=UTC))
+    first = run_maintenance(rt.context, datetime(2026, 11, 24, tzinfo=UTC))
     assert sorted(r.status for r in first).count("failed") == 1
-    again = run_maintenance(rt, datetime(2026, 11, 25, tzinfo=UTC))
+    again = run_maintenance(rt.context, datetime(2026, 11, 25, tzinfo=UTC))
     assert sorted(r.status for r in again).count("opened") == 1  # found by its reference
     assert len(proactive_tickets(zammad)) == entries
     assert len({t["title"] for t in proactive_tickets(zammad)}) == entries
@@ -152,11 +150,11 @@ def test_improvement_ticket_whose_answer_was_lost_is_found_by_the_next_try(zamma
 
     rt = runtime(zammad_env(zammad, tmp_path))
     zammad.lose_response_next(1, methods=["POST"], status=504)
-    failed = open_improvement(rt, "zammad", "printing", "5 disruptions", ["1", "2"])
+    failed = open_improvement(rt.context, "zammad", "printing", "5 disruptions", ["1", "2"])
     assert failed.status == "failed"
     # The slot is kept (the ticket may exist), so nothing else claims it meanwhile...
     assert ProcessStore(rt.store).open_improvement("zammad", "printing")["status"] == "unsure"
-    opened = open_improvement(rt, "zammad", "printing", "6 disruptions", ["1", "2", "3"])
+    opened = open_improvement(rt.context, "zammad", "printing", "6 disruptions", ["1", "2", "3"])
     assert opened.status == "opened"
     # ...and the next try takes the same row over, so it finds the ticket by its reference.
     improvement = [t for t in zammad.db.tickets if zammad.ticket(t)["group"] == "BPSM Improvement"]

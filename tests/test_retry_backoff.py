@@ -8,7 +8,7 @@ import pytest
 from connector import worker
 from connector.config import load_settings
 from connector.events import TicketEvent
-from connector.hosts import host_classes
+from connector.hosts import settings_models
 from connector.hosts.base import HostError
 from connector.runtime import Runtime
 from connector.worker import backoff, process_delivery
@@ -32,22 +32,28 @@ def test_a_retry_after_is_a_floor_and_the_cap_holds():
 def test_the_worker_plans_jittered_retries(tmp_path, monkeypatch):
     settings = load_settings(
         {"BPSM_DATA_DIR": str(tmp_path), "BPSM_CATALOGUE": str(ROOT / "catalogue.yaml")},
-        host_names=tuple(host_classes()),
+        hosts=settings_models(),
     )
     rt = Runtime(settings, example_index())
 
-    def helpdesk_down(_rt: Runtime, _delivery: object) -> str:
+    def helpdesk_down(_context: object, _delivery: object) -> str:
         raise HostError("demo: cannot connect (ConnectionRefusedError)")
 
     monkeypatch.setattr(worker, "route_delivery", helpdesk_down)
-    planned: list[float] = []
-    monkeypatch.setattr(rt, "enqueue", lambda _pk, delay=None: planned.append(delay))
+    planned: list[float | None] = []
     for n in range(40):
         pk = rt.store.record_delivery(
             TicketEvent(host="demo", delivery_id=f"d{n}", ticket_id=str(n), body="printer")
         )
-        assert process_delivery(rt, pk) == "retry"
+        handled = process_delivery(rt.context, pk)
+        assert handled.outcome == "retry"
+        planned.append(handled.retry_in)
     base = settings.retry_base_delay
-    assert all(base / 2 <= delay <= base for delay in planned)
+    assert all(delay is not None and base / 2 <= delay <= base for delay in planned)
     assert len(set(planned)) == 40
+    # The job queue schedules the retry the worker asked for.
+    pk = rt.store.record_delivery(TicketEvent(host="demo", delivery_id="q", ticket_id="q"))
+    assert rt.queue.run(pk) == "retry"
+    [job] = rt.queue.huey.pending()
+    assert job.args == (pk,) and job.eta is not None
     rt.close()

@@ -16,7 +16,7 @@ import pytest
 
 from connector.config import ConfigError, load_settings
 from connector.exitcodes import CONFIG
-from connector.hosts import host_classes
+from connector.hosts import settings_models
 from connector.hosts.zammad.settings import ZammadSettings
 from connector.logs import record_fields
 from connector.runtime import Runtime
@@ -29,7 +29,7 @@ LONG_SECRET = "a-webhook-secret-of-32-bytes-xyz"
 def make_app(tmp_path: Path, **env: str) -> tuple[Any, Runtime]:
     environ = {"BPSM_DATA_DIR": str(tmp_path), "BPSM_MAPPINGS_DIR": str(ROOT / "mappings"), **env}
     settings = load_settings(
-        environ, host_names=tuple(host_classes()), catalogue_path=ROOT / "catalogue.yaml"
+        environ, hosts=settings_models(), catalogue_path=ROOT / "catalogue.yaml"
     )
     rt = Runtime(settings, index=example_index())
     return create_app(rt), rt
@@ -83,15 +83,17 @@ def test_empty_or_short_secret_file_is_refused_at_start(tmp_path, content, needl
     secret = tmp_path / "secret"
     secret.write_text(content)
     with pytest.raises(ConfigError, match=needle):
-        load_settings({"BPSM_ZAMMAD_WEBHOOK_SECRET_FILE": str(secret)}, host_names=("zammad",))
+        load_settings(
+            {"BPSM_ZAMMAD_WEBHOOK_SECRET_FILE": str(secret)}, hosts=settings_models("zammad")
+        )
 
 
 def test_short_or_empty_secret_variable_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="BPSM_GLPI_WEBHOOK_SECRET: .* only 3 bytes"):
-        load_settings({"BPSM_GLPI_WEBHOOK_SECRET": "abc"}, host_names=("glpi",))
+        load_settings({"BPSM_GLPI_WEBHOOK_SECRET": "abc"}, hosts=settings_models("glpi"))
     with pytest.raises(ConfigError, match="BPSM_GLPI_WEBHOOK_SECRET is set but empty"):
-        load_settings({"BPSM_GLPI_WEBHOOK_SECRET": ""}, host_names=("glpi",))
-    sixteen = load_settings({"BPSM_GLPI_WEBHOOK_SECRET": "x" * 16}, host_names=("glpi",))
+        load_settings({"BPSM_GLPI_WEBHOOK_SECRET": ""}, hosts=settings_models("glpi"))
+    sixteen = load_settings({"BPSM_GLPI_WEBHOOK_SECRET": "x" * 16}, hosts=settings_models("glpi"))
     assert sixteen.host("glpi").webhook_secret is not None
 
 
@@ -165,7 +167,7 @@ def test_allow_unsigned_warns_at_start_and_on_healthz(tmp_path):
 
 def test_allow_unsigned_must_be_a_flag():
     with pytest.raises(ConfigError, match="BPSM_ZAMMAD_ALLOW_UNSIGNED: 'maybe' is not 1 or 0"):
-        load_settings({"BPSM_ZAMMAD_ALLOW_UNSIGNED": "maybe"}, host_names=("zammad",))
+        load_settings({"BPSM_ZAMMAD_ALLOW_UNSIGNED": "maybe"}, hosts=settings_models("zammad"))
 
 
 def test_demo_host_only_without_a_real_helpdesk(tmp_path):

@@ -288,7 +288,7 @@ def test_metrics_are_counted_across_web_workers_and_the_consumer(tmp_path, proce
 
 def test_worker_serves_its_own_metrics(tmp_path, processes):
     from connector.config import load_settings
-    from connector.hosts import host_classes
+    from connector.hosts import settings_models
     from webhook_app import create_app
 
     env = {
@@ -296,7 +296,7 @@ def test_worker_serves_its_own_metrics(tmp_path, processes):
         "BPSM_CATALOGUE": str(ROOT / "catalogue.yaml"),
         "BPSM_MAPPINGS_DIR": str(ROOT / "mappings"),
     }
-    web = create_app(load_settings(env, host_names=tuple(host_classes()))).test_client()
+    web = create_app(load_settings(env, hosts=settings_models())).test_client()
     for text in PRINTER[:2]:
         body = {"ticket_id": text[:6], "body": text}
         assert web.post("/hooks/demo", json=body).status_code == 202

@@ -9,7 +9,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from connector.events import TicketEvent
-from connector.store import SCHEMA_VERSION, Store, _sqlite_file
+from connector.store import SCHEMA_VERSION, Store
+from connector.store.engine import _sqlite_file
+from connector.store.outbox import new_delivery_row
 
 
 @pytest.mark.parametrize(
@@ -82,7 +84,7 @@ def test_a_row_postgresql_refuses_fails_alone_not_the_rows_sharing_its_insert(pg
         bad = TicketEvent.model_construct(
             host="demo", delivery_id="bad", ticket_id="9" * 150, kind="created", body="x"
         )
-        rows = [store._delivery_row(e, 1.0) for e in (_event("a"), bad, _event("b"))]
+        rows = [new_delivery_row(e, 1.0) for e in (_event("a"), bad, _event("b"))]
         first, refused, second = store._insert_deliveries(rows)
         assert isinstance(refused, DBAPIError)  # what that webhook's caller will raise
         assert isinstance(first, int) and isinstance(second, int)
@@ -105,3 +107,29 @@ def test_a_version_2_database_gets_the_routings_index(any_store):
             assert version == SCHEMA_VERSION
     finally:
         upgraded.dispose()
+
+
+def test_each_typed_row_names_exactly_its_tables_columns():
+    """The rows are TypedDicts over `dict(row)`: a column added to a table without its field
+    (or a field without its column) would be a key mypy does not know or one never there."""
+    from connector.store import rows, schema
+
+    expected = {
+        rows.RoutingRow: schema.routings,
+        rows.CorrectionRow: schema.corrections,
+        rows.DeadLetterRow: schema.dead_letters,
+        rows.MaintenanceRow: schema.maintenance,
+        rows.ImprovementRow: schema.improvements,
+    }
+    for row, table in expected.items():
+        assert set(row.__annotations__) == set(table.c.keys()), row.__name__
+    assert set(rows.RoutingWithEvent.__annotations__) == {*schema.routings.c.keys(), "event"}
+    assert set(rows.CorrectionWithText.__annotations__) == {*schema.corrections.c.keys(), "event"}
+    new_routing = set(rows.NewRouting.__annotations__)
+    assert new_routing < set(schema.routings.c.keys())
+    assert new_routing | {"id", "host", "ticket_id", "delivery", "outcome", "created_at"} | {
+        "applied_at",
+        "apply_ms",
+        "moved_by_agent_at",
+        "replied_at",
+    } == set(schema.routings.c.keys())

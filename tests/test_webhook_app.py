@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.config import load_settings
-from connector.hosts import host_classes
+from connector.hosts import host_classes, settings_models
 from connector.runtime import Runtime
 from webhook_app import create_app
 
@@ -27,7 +27,7 @@ ZAMMAD_SIG = "sha1=" + hmac.new(SECRET.encode(), ZAMMAD_BODY, hashlib.sha1).hexd
 def make_app(tmp_path: Path, **env: str):
     environ = {"BPSM_DATA_DIR": str(tmp_path), **env}
     settings = load_settings(
-        environ, host_names=tuple(host_classes()), catalogue_path=Path("catalogue.yaml")
+        environ, hosts=settings_models(), catalogue_path=Path("catalogue.yaml")
     )
     rt = Runtime(settings)
     return create_app(rt), rt
@@ -60,9 +60,9 @@ def test_signed_zammad_contract_example_is_queued_once(app_rt):
     assert rt.store.count_deliveries() == 1
     # The web layer's one write is the store (the outbox); the dispatcher of a running
     # consumer hands each new delivery to the job queue exactly once.
-    assert rt.huey.pending_count() == 0
-    assert rt.dispatch() == 1 and rt.huey.pending_count() == 1
-    assert rt.dispatch() == 0 and rt.huey.pending_count() == 1
+    assert rt.queue.huey.pending_count() == 0
+    assert rt.queue.dispatch() == 1 and rt.queue.huey.pending_count() == 1
+    assert rt.queue.dispatch() == 0 and rt.queue.huey.pending_count() == 1
     # The web layer never classifies, so it never builds the catalogue index (GBs at scale).
     assert rt._index is None
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping
 from functools import cache
+from typing import Any
 
+from connector.config import HostSettings, read_host_settings
 from connector.hosts.base import Host
 
 
@@ -24,3 +27,15 @@ def host_classes() -> dict[str, type[Host]]:
 
 def host_names() -> tuple[str, ...]:
     return tuple(sorted(host_classes()))
+
+
+def settings_models(*names: str) -> dict[str, type[HostSettings]]:
+    """The settings model each registered host declares (all hosts, or those named), for
+    config.load_settings."""
+    hosts = host_classes()
+    return {name: hosts[name].settings_model for name in (names or tuple(hosts))}
+
+
+def host_settings(host: str, env: Mapping[str, str], **shared: Any) -> HostSettings:
+    """The registered host's settings from the environment."""
+    return read_host_settings(settings_models(host)[host], host, env, **shared)

@@ -33,9 +33,9 @@ import pytest
 import responses
 from pydantic import SecretStr
 
-from connector.config import HostSettings, env_prefix, host_settings, load_settings
+from connector.config import HostSettings, env_prefix, load_settings
 from connector.events import TicketEvent
-from connector.hosts import host_classes
+from connector.hosts import host_classes, host_settings, settings_models
 from connector.hosts.base import (
     BadPayload,
     Host,
@@ -191,7 +191,7 @@ def test_the_client_waits_bpsm_http_timeout(
 ) -> None:
     env, _ = full_environment(name, tmp_path)
     env.pop(env_prefix(name) + "POLL_INTERVAL", None)
-    settings = load_settings({**env, "BPSM_HTTP_TIMEOUT": "3.5"}, host_names=(name,))
+    settings = load_settings({**env, "BPSM_HTTP_TIMEOUT": "3.5"}, hosts=settings_models(name))
     timeouts: list[float] = []
     build = HttpTransport.__init__
 

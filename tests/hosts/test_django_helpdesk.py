@@ -14,7 +14,7 @@ import pytest
 
 from connector.config import load_settings
 from connector.events import TicketEvent
-from connector.hosts import host_classes
+from connector.hosts import settings_models
 from connector.hosts.base import (
     BadPayload,
     HostError,
@@ -50,7 +50,7 @@ def headers(name: str) -> dict[str, str]:
 
 
 def host(**mapping: Any) -> DjangoHelpdeskHost:
-    settings = load_settings({}, host_names=(HOST,)).host(HOST)
+    settings = load_settings({}, hosts=settings_models(HOST)).host(HOST)
     return DjangoHelpdeskHost(settings, Mapping(host=HOST, **mapping))
 
 
@@ -166,7 +166,7 @@ def test_non_json_bodies_are_bad_payloads(raw):
 
 def verifying_host(secret: str | None = SECRET) -> DjangoHelpdeskHost:
     env = {"BPSM_DJANGO_HELPDESK_WEBHOOK_SECRET": secret} if secret else {}
-    settings = load_settings(env, host_names=(HOST,)).host(HOST)
+    settings = load_settings(env, hosts=settings_models(HOST)).host(HOST)
     return DjangoHelpdeskHost(settings, Mapping(host=HOST))
 
 
@@ -190,7 +190,7 @@ def test_right_token_passes_and_no_secret_means_no_check():
 @pytest.fixture
 def app_rt(tmp_path, example_index):
     env = {"BPSM_DATA_DIR": str(tmp_path), "BPSM_DJANGO_HELPDESK_WEBHOOK_SECRET": SECRET}
-    settings = load_settings(env, host_names=tuple(host_classes()))
+    settings = load_settings(env, hosts=settings_models())
     rt = Runtime(settings, index=example_index)
     yield create_app(rt), rt
     rt.close()
@@ -238,12 +238,12 @@ def test_polling_is_chosen_by_the_poll_interval(tmp_path, example_index):
         "BPSM_DJANGO_HELPDESK_URL": "http://helpdesk.invalid",
         "BPSM_DJANGO_HELPDESK_POLL_INTERVAL": "15",
     }
-    polling = Runtime(load_settings(env, host_names=tuple(host_classes())), example_index)
+    polling = Runtime(load_settings(env, hosts=settings_models()), example_index)
     assert polling.host(HOST).polling is True
     assert HOST in PollerThreads(polling).hosts
     polling.close()
     del env["BPSM_DJANGO_HELPDESK_POLL_INTERVAL"]
-    pushed = Runtime(load_settings(env, host_names=tuple(host_classes())), example_index)
+    pushed = Runtime(load_settings(env, hosts=settings_models()), example_index)
     assert pushed.host(HOST).polling is False
     assert HOST not in PollerThreads(pushed).hosts
     pushed.close()

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from connector.config import ConfigError, load_settings
 from connector.events import RoutingDecision, SLATimes, TicketEvent
-from connector.hosts import host_classes
+from connector.hosts import settings_models
 from connector.hosts.base import HostError, Unauthorized, WebhookRequest, read_mapping_options
 from connector.hosts.glpi import GlpiHost
 from connector.hosts.glpi.client import GlpiClient
@@ -54,7 +54,7 @@ def fixture(name: str) -> tuple[bytes, dict[str, str]]:
 def make_app(tmp_path: Path, **env: str) -> tuple[Any, Runtime]:
     environ = {"BPSM_DATA_DIR": str(tmp_path), "BPSM_MAPPINGS_DIR": str(ROOT / "mappings"), **env}
     settings = load_settings(
-        environ, host_names=tuple(host_classes()), catalogue_path=ROOT / "catalogue.yaml"
+        environ, hosts=settings_models(), catalogue_path=ROOT / "catalogue.yaml"
     )
     rt = Runtime(settings, index=example_index())
     return create_app(rt), rt

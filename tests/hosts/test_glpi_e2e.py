@@ -18,7 +18,7 @@ import requests
 import yaml
 from werkzeug.wrappers import Response
 
-from connector.config import host_settings
+from connector.hosts import host_settings
 from connector.hosts.glpi import GlpiHost
 from connector.mapping import load_mapping
 from connector.notes import NOTE_MARKER

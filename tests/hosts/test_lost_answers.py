@@ -24,8 +24,8 @@ import responses
 from pydantic import SecretStr
 from werkzeug.wrappers import Response
 
-from connector.config import host_settings
 from connector.events import NewTicket, RoutingDecision, TicketEvent
+from connector.hosts import host_settings
 from connector.hosts.base import HostError
 from connector.hosts.django_helpdesk import DjangoHelpdeskHost
 from connector.hosts.django_helpdesk.settings import DjangoHelpdeskSettings

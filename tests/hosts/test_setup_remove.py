@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.config import host_settings
+from connector.hosts import host_settings
 from connector.hosts.glpi import GlpiHost
 from connector.mapping import load_mapping
 from tests.e2e import ROOT, zammad_setup

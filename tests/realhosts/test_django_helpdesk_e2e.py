@@ -23,11 +23,11 @@ import yaml
 from connector.events import NewTicket, RoutingDecision, TicketEvent
 from connector.hosts.django_helpdesk.client import DjangoHelpdeskClient
 from connector.hosts.http import send_test_event
+from connector.jobqueue import BackgroundWorker
 from connector.logs import record_fields
 from connector.mapping import RelationSettings
 from connector.notes import NOTE_MARKER
 from connector.replies import relation_reply
-from connector.runtime import BackgroundWorker
 from connector.store import deliveries
 from tests.e2e import ROOT, ConnectorService, wait_for
 from tests.realhosts import django_helpdesk_server
@@ -107,7 +107,7 @@ class _Paused:
         self.service.background.stop(graceful=True)
 
     def __exit__(self, *exc: object) -> None:
-        worker = BackgroundWorker(self.service.runtime, workers=2, sweep_interval=1.0)
+        worker = BackgroundWorker(self.service.runtime.queue, workers=2, sweep_interval=1.0)
         self.service.background = worker
         worker.start()
 

@@ -806,8 +806,8 @@ def test_maintenance_opens_one_ticket_per_entry_and_period_in_real_rt(
     service = ConnectorService(tmp_path, prepared.env())
     proactive = service.runtime.mapping("rt").queue_for("proactive")
     try:
-        first = run_maintenance(service.runtime, when)
-        again = run_maintenance(service.runtime, when)
+        first = run_maintenance(service.runtime.context, when)
+        again = run_maintenance(service.runtime.context, when)
     finally:
         service.runtime.close()
     opened = [r for r in first if r.status == "opened"]
