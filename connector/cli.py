@@ -592,6 +592,7 @@ def _run_process(body: Callable[[Any, Any, Any], int], catalogue_path: str, serv
     from connector.config import ConfigError
     from connector.logs import setup_logging
     from connector.service import MetricsDir, StartupError, Stopper
+    from connector.store import StoreTooNew
 
     stopper = Stopper()
     stopper.install()
@@ -603,6 +604,9 @@ def _run_process(body: Callable[[Any, Any, Any], int], catalogue_path: str, serv
         code = body(settings, stopper, metrics)
     except StartupError as exc:
         click.echo(f"bpsm: cannot start: {exc}", err=True)
+    except StoreTooNew as exc:  # CONFIG: a restart cannot fix it (systemd stops retrying)
+        click.echo(f"bpsm: cannot start: {exc}", err=True)
+        code = CONFIG
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
         code = CONFIG

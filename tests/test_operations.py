@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from click.testing import CliRunner
 from sqlalchemy import insert, select, update
 
@@ -428,3 +429,36 @@ def test_url_settings_read_from_files(tmp_path: Path) -> None:
     assert settings.redis_url == "redis://:pw@cache:6379/0"
     with pytest.raises(ConfigError, match="BPSM_DATABASE_URL_FILE: cannot read"):
         load_settings({"BPSM_DATABASE_URL_FILE": str(tmp_path / "missing")})
+
+
+def test_a_store_of_a_newer_connector_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    """An older connector must not touch a store a newer one wrote, and a restart cannot fix
+    that: exit CONFIG (systemd's RestartPreventExitStatus) with one line saying to upgrade;
+    reading commands exit NO_STORE with the same reason."""
+    data = tmp_path / "data"
+    data.mkdir()
+    url = f"sqlite:///{data / 'bpsm.db'}"
+    Store(url).dispose()
+    newer = Store(url)
+    with newer.engine.begin() as conn:
+        conn.execute(update(schema_version).values(version=SCHEMA_VERSION + 1))
+    newer.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BPSM_")}
+    env |= {"BPSM_DATA_DIR": str(data), "BPSM_CATALOGUE": str(ROOT / "catalogue.yaml")}
+    expected = f"has schema {SCHEMA_VERSION + 1}, newer than this connector's {SCHEMA_VERSION}"
+    for command in (["worker"], ["decisions"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "connector.cli", *command],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert result.returncode == (CONFIG if command == ["worker"] else NO_STORE), result.stderr
+        assert expected in result.stderr and "upgrade this one" in result.stderr
+        assert "Traceback" not in result.stderr
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:  # untouched
+        assert conn.execute(select(schema_version.c.version)).scalar() == SCHEMA_VERSION + 1
+    engine.dispose()

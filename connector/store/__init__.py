@@ -45,6 +45,7 @@ from connector.store.rows import (
 )
 from connector.store.schema import (
     SCHEMA_VERSION,
+    StoreTooNew,
     corrections,
     dead_letters,
     deliveries,
@@ -69,6 +70,7 @@ __all__ = [
     "RoutingRow",
     "RoutingWithEvent",
     "Store",
+    "StoreTooNew",
     "StoreUnavailable",
     "TicketBusy",
     "corrections",

@@ -17,7 +17,12 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
 
 from connector.datadir import open_private, private_file
-from connector.store.schema import SCHEMA_VERSION, create_or_upgrade, schema_version
+from connector.store.schema import (
+    SCHEMA_VERSION,
+    StoreTooNew,
+    create_or_upgrade,
+    schema_version,
+)
 
 
 def _sqlite_file(url: str) -> str | None:
@@ -167,6 +172,8 @@ class StoreEngine:
         except OperationalError as exc:
             first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise StoreUnavailable(f"cannot open store {where}: {first}") from exc
+        if current is not None and current > SCHEMA_VERSION:
+            raise StoreUnavailable(f"store {where}: {StoreTooNew(current)}")
         if current != SCHEMA_VERSION:
             raise StoreUnavailable(
                 f"store {where} has schema {current}, this connector reads {SCHEMA_VERSION}: "

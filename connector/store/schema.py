@@ -187,6 +187,18 @@ def _adds_existing_column(conn: Connection, statement: str) -> bool:
     return column in {c["name"] for c in inspect(conn).get_columns(table)}
 
 
+class StoreTooNew(Exception):
+    """The store was written by a newer connector: this one must not touch it. Restarting
+    cannot fix that, upgrading this connector does (docs/upgrading.md)."""
+
+    def __init__(self, found: int):
+        self.found = found
+        super().__init__(
+            f"the store has schema {found}, newer than this connector's {SCHEMA_VERSION}: "
+            "a newer bpsm-connector has used it; upgrade this one (see docs/upgrading.md)"
+        )
+
+
 def create_or_upgrade(conn: Connection, is_sqlite: bool) -> None:
     """Create the tables of a new store, or upgrade an older one to SCHEMA_VERSION, in the
     caller's transaction (which holds the schema lock: see StoreEngine.migrate)."""
@@ -198,10 +210,7 @@ def create_or_upgrade(conn: Connection, is_sqlite: bool) -> None:
         conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
         return
     if current > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"database schema {current} is newer than this connector "
-            f"({SCHEMA_VERSION}); upgrade bpsm-connector"
-        )
+        raise StoreTooNew(current)
     # Versioned steps for databases created by an older connector.
     for version in range(current + 1, SCHEMA_VERSION + 1):
         for statement in MIGRATIONS.get(version, ()):
