@@ -10,7 +10,7 @@ import click
 import pytest
 
 from connector.cli import main
-from connector.store import MIGRATIONS, SCHEMA_VERSION, metadata
+from connector.store.schema import MIGRATIONS, SCHEMA_VERSION, metadata
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 UPGRADING = DOCS / "upgrading.md"
