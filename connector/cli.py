@@ -449,15 +449,15 @@ def _host_tickets(
     index: CatalogueIndex,
     dry_run: bool,
 ) -> list[Any]:
-    """The helpdesk's tickets of the period, labelled by their queue (see label_from_queue);
-    with `dry_run`, only what would be learned is printed."""
+    """The helpdesk's tickets of the period, labelled by their service field or queue (see
+    label_ticket); with `dry_run`, only what would be learned is printed."""
     from collections import Counter
     from datetime import UTC, datetime
 
     from connector.catalogue import parse_duration
     from connector.hosts import host_classes
     from connector.hosts.base import HostError
-    from connector.learn import LabelledText, label_from_queue
+    from connector.learn import LabelledText, label_ticket
     from connector.learnfile import LearnedError, load_label_map
 
     try:
@@ -481,7 +481,9 @@ def _host_tickets(
         _fail(exc.problems, CONFIG)
     client = host_classes()[name](settings.host(name), mapping).client()
     try:
-        events = client.backfill(datetime.now(UTC) - window, _reading(name))
+        # What agents sorted: the BPSM queues, and the queues the label map names.
+        queues = {*mapping.all_queues(), *label_map}
+        events = client.history(datetime.now(UTC) - window, queues, _reading(name))
     except (HostError, NotImplementedError) as exc:
         click.echo(f"cannot read tickets from {name}: {exc or 'not supported'}", err=True)
         sys.exit(FAILED)
@@ -489,7 +491,7 @@ def _host_tickets(
         client.close()
     tickets, per_service, unlabelled = [], Counter[str](), Counter[str]()
     for event in events:
-        label = label_from_queue(event.queue, mapping, label_map)
+        label = label_ticket(event, mapping, label_map, index.catalogue)
         if label is None or label[1] is None:
             unlabelled[event.queue or "-"] += 1
             continue

@@ -100,10 +100,15 @@ class TicketEvent(_Frozen):
     queue: str | None = None  # queue/group the ticket is in at event time
     requester: str | None = None
     actor: str | None = None  # who caused the event (login, id or e-mail), if the host says
+    # The service the helpdesk's own service field names at event time (RT's service custom
+    # field), where the host reads one: an agent who changes it corrects the service.
+    service_label: str | None = Field(default=None, max_length=100)
     created_at: datetime | None = None
     language_hint: str | None = None
 
-    @field_validator("host", "delivery_id", "ticket_id", "queue", "requester", "actor")
+    @field_validator(
+        "host", "delivery_id", "ticket_id", "queue", "requester", "actor", "service_label"
+    )
     @classmethod
     def _no_nul_in_names(cls, value: str | None) -> str | None:
         # PostgreSQL text cannot hold NUL: refused here (a 400 naming the field), not at the

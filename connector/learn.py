@@ -33,6 +33,7 @@ from typing import Any
 
 from rapidfuzz.distance import OSA
 
+from connector.catalogue import Catalogue
 from connector.classify import (
     FUZZY2_LEN,
     MIN_COMPOUND_LEN,
@@ -143,6 +144,38 @@ def label_from_queue(
     if queue in label_map:
         return label_map[queue]
     return correction_target(mapping, queue, None)
+
+
+def service_correction(
+    catalogue: Catalogue, routed_process: str, service: str
+) -> tuple[str, str] | None:
+    """(process, service) an agent chose by naming `service` in the helpdesk's own service
+    field; None when the catalogue has no such service. The routed process stands where
+    the service allows it (a change stays a change); an unsupported service is relation
+    management's, and a ticket routed to relation with a supported service is reactive."""
+    if not any(s.id == service for s in catalogue.services):
+        return None
+    if not catalogue.service(service).supported:
+        return "relation", service
+    return ("change" if routed_process == "change" else "reactive"), service
+
+
+def label_ticket(
+    event: TicketEvent,
+    mapping: Mapping,
+    label_map: Mapping_[str, tuple[str, str | None]],
+    catalogue: Catalogue,
+) -> tuple[str, str | None] | None:
+    """(process, service) a ticket of the helpdesk's history says, for `bpsm learn
+    --from-host`: the service its service field names (what an agent left there) with the
+    process its queue says, else what its queue says (label_from_queue)."""
+    by_queue = label_from_queue(event.queue, mapping, label_map)
+    if event.service_label:
+        process = by_queue[0] if by_queue else "reactive"
+        labelled = service_correction(catalogue, process, event.service_label)
+        if labelled is not None:
+            return labelled
+    return by_queue
 
 
 def from_corrections(rows: Iterable[Mapping_[str, Any]]) -> list[LabelledText]:

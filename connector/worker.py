@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from connector.context import Context
 from connector.events import RoutingDecision, ServiceMatch, TicketEvent
 from connector.hosts.base import HostError
-from connector.learn import correction_target
+from connector.learn import correction_target, service_correction
 from connector.lease import LeaseGuard, LeaseLost, guarding
 from connector.logs import log_extra
 from connector.metrics import APPLY_SECONDS, DEAD, DECISIONS, RETRIES
@@ -238,30 +238,44 @@ def _improvement(context: Context, host: str, service: str) -> None:
         )
 
 
-def _record_agent_move(
-    context: Context, host: str, routing: RoutingRow, queue: str, actor: str | None
+def _agent_choices(
+    context: Context, host: str, routing: RoutingRow, event: TicketEvent
+) -> list[tuple[str, str | None]]:
+    """(process, service) an agent chose for a routed ticket, as this event shows it: a move
+    to another BPSM queue, and a service named in the helpdesk's own service field. Other
+    queues (the source queue of a dry run, a team's own queue) say nothing."""
+    chosen: list[tuple[str, str | None]] = []
+    if event.queue and event.queue != routing["queue"]:
+        moved = correction_target(context.mapping(host), event.queue, routing["service"])
+        if moved is not None:
+            chosen.append(moved)
+    if event.service_label and event.service_label != routing["service"]:
+        named = service_correction(context.catalogue, routing["process"], event.service_label)
+        if named is not None:
+            chosen.append(named)
+    return chosen
+
+
+def _record_agent_choices(
+    context: Context, host: str, routing: RoutingRow, event: TicketEvent
 ) -> None:
-    """An agent put a routed ticket in another BPSM queue: their decision, for `bpsm learn
-    --from-audit` and `bpsm report`. Other queues (the source queue of a dry run, a team's
-    own queue) say nothing about the process or service."""
-    target = correction_target(context.mapping(host), queue, routing["service"])
-    if target is None:
-        return
-    process, service = target
-    if context.store.record_agent_move(routing, process, service, actor or "agent"):
-        log.info(
-            "correction",
-            extra=log_extra(
-                {
-                    "host": host,
-                    "ticket": routing["ticket_id"],
-                    "from_process": routing["process"],
-                    "from_service": routing["service"],
-                    "bpsm_process": process,
-                    "service": service,
-                }
-            ),
-        )
+    """Record what an agent chose for a routed ticket: their decision, for `bpsm learn
+    --from-audit` and `bpsm report` (each choice once, however often the event comes)."""
+    for process, service in _agent_choices(context, host, routing, event):
+        if context.store.record_agent_move(routing, process, service, event.actor or "agent"):
+            log.info(
+                "correction",
+                extra=log_extra(
+                    {
+                        "host": host,
+                        "ticket": routing["ticket_id"],
+                        "from_process": routing["process"],
+                        "from_service": routing["service"],
+                        "bpsm_process": process,
+                        "service": service,
+                    }
+                ),
+            )
 
 
 def routing_record(
@@ -290,8 +304,7 @@ def route_delivery(context: Context, delivery: Delivery) -> str:
     if existing and existing["outcome"] != "applying":
         if event.queue and existing["outcome"] == "applied" and event.queue != existing["queue"]:
             context.store.mark_moved_by_agent(delivery.host, delivery.ticket_id)
-        if event.queue and event.queue != existing["queue"]:
-            _record_agent_move(context, delivery.host, existing, event.queue, event.actor)
+        _record_agent_choices(context, delivery.host, existing, event)
         return "already-routed"
     mapping = context.mapping(delivery.host)
     if existing is None:

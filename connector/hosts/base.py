@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -191,6 +191,14 @@ class HostClient(ABC):
         """Open tickets created since `since`, for `bpsm backfill` (routes them once);
         `progress` is called with the number of tickets read so far, as they are read."""
         raise NotImplementedError
+
+    def history(
+        self, since: datetime, queues: Collection[str], progress: Progress | None = None
+    ) -> list[TicketEvent]:
+        """Tickets created since `since` in `queues`, whatever their status, for `bpsm learn
+        --from-host`: what agents sorted (the BPSM queues, the label map's queues). Default:
+        backfill's open tickets, for hosts whose backfill already reads every queue."""
+        return self.backfill(since, progress)
 
     def setup(self, mapping: Mapping, hook_url: str | None) -> SetupResult:
         """Idempotently create what routing needs in the helpdesk (queues/groups, and the

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -27,6 +27,7 @@ from connector.hosts.rt.sansio import (
     MessageKind,
     agent_kept_line,
     create_text,
+    field_value,
     is_utc_zone,
     parse_rt_time,
     queue_name,
@@ -233,6 +234,7 @@ class RTClient(HostClient):
             body=self.first_text(ticket_id),
             queue=queue_name(item),
             created_at=parse_rt_time(item.get("Created")),
+            service_label=field_value(item, self.options.service_field),
         )
 
     def poll(self, since: str | None) -> tuple[list[TicketEvent], str | None]:
@@ -259,14 +261,25 @@ class RTClient(HostClient):
         return events, rt_stamp(newest)
 
     def backfill(self, since: datetime, progress: Progress | None = None) -> list[TicketEvent]:
-        self.check_time_zone()
         query = (
             f"{queues_clause(self.options.watch_queues)} AND Created >= "
             f"{sql_quote(rt_time(since))} AND Status = '__Active__'"
         )
+        return self._events(query, "backfill", progress)
+
+    def history(
+        self, since: datetime, queues: Collection[str], progress: Progress | None = None
+    ) -> list[TicketEvent]:
+        if not queues:
+            return []
+        query = f"{queues_clause(sorted(queues))} AND Created >= {sql_quote(rt_time(since))}"
+        return self._events(query, "history", progress)
+
+    def _events(self, query: str, kind: str, progress: Progress | None) -> list[TicketEvent]:
+        self.check_time_zone()
         events: list[TicketEvent] = []
         for item in self._search(query):
-            events.append(self._event(item, f"backfill:{item['id']}"))
+            events.append(self._event(item, f"{kind}:{item['id']}"))
             if progress is not None:
                 progress(len(events))
         return events

@@ -121,11 +121,23 @@ def search_params(query: str) -> dict[str, Any]:
     """A ticket search with what an event needs; the queue's name needs SeeQueue."""
     return {
         "query": query,
-        "fields": "Subject,Queue,LastUpdated,Created",
+        "fields": "Subject,Queue,LastUpdated,Created,CustomFields",
         "fields[Queue]": "Name",
         "orderby": ["LastUpdated", "id"],
         "order": ["ASC", "ASC"],
     }
+
+
+def field_value(ticket: dict[str, Any], field: str | None) -> str | None:
+    """The first value of the custom field `field` in a ticket or search item read with
+    its CustomFields; None when it has none (or is not read)."""
+    if not field:
+        return None
+    for custom in ticket.get("CustomFields") or []:
+        if isinstance(custom, dict) and custom.get("name") == field:
+            values = custom.get("values") or []
+            return str(values[0]).strip() or None if values else None
+    return None
 
 
 def refusals(messages: Any) -> list[str]:
