@@ -51,8 +51,11 @@ def _rss_mb() -> float:
 
 
 def _clear_word_caches(index: Any) -> None:
+    if hasattr(index, "clear_memos"):
+        index.clear_memos()
+        return
     for name in ("_token_cache", "_keys_cache", "_grouped_cache", "_search_cache"):
-        cache = getattr(index, name, None)
+        cache = getattr(index, name, None)  # an older connector/classify.py (--classify-module)
         if cache is not None:
             cache.clear()
 
@@ -201,10 +204,16 @@ def run_one(
 
 
 def _substitute_classify(path: Path) -> None:
-    """Import ``path`` as connector.classify (before anything else imports the real one)."""
+    """Import ``path`` as connector.classify (before anything else imports the real one): an
+    older single-file classify.py, or a copy of the connector/classify/ package folder."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("connector.classify", path)
+    if path.is_dir():
+        spec = importlib.util.spec_from_file_location(
+            "connector.classify", path / "__init__.py", submodule_search_locations=[str(path)]
+        )
+    else:
+        spec = importlib.util.spec_from_file_location("connector.classify", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
@@ -346,7 +355,8 @@ def main() -> None:
     parser.add_argument(
         "--classify-module",
         type=Path,
-        help="measure this copy of connector/classify.py instead (before/after comparisons)",
+        help="measure this copy of connector/classify.py, or of the connector/classify/ folder, "
+        "instead (before/after comparisons)",
     )
     parser.add_argument(
         "--gc-freeze",
