@@ -104,8 +104,12 @@ def run_one(
     build_seconds = time.perf_counter() - started
     gc.collect()
     rss_after = _rss_mb()
+    # The services' own postings and phrases, and the thesaurus concepts' (filed once per
+    # concept since 2026-12-07; getattr: an older classify.py has none).
     postings = sum(len(v) for v in index.postings.values())
+    postings += sum(len(v) for v in getattr(index, "concept_postings", {}).values())
     phrases = sum(len(v) for v in index.phrases.values())
+    phrases += sum(len(v) for v in getattr(index, "concept_phrases", {}).values())
     if freeze:
         gc.freeze()  # the index leaves the cyclic collector's view, as connector.runtime does
 

@@ -351,9 +351,10 @@ def test_large_catalogue_shortlist_gives_the_exact_answer(monkeypatch, large_ind
     ]
 
 
-def test_key_arrays_give_a_word_the_same_hits_as_its_postings(large_index, monkeypatch):
-    """A large catalogue reads a word's hits from arrays built with the index; they must be
-    the very hits, weights and services that listing the postings gives."""
+def test_key_arrays_give_a_word_the_same_hits_as_its_postings(large_index):
+    """A large catalogue reads a word's hits from arrays built with the index (its own
+    postings) and spreads its concept hits to the linking services with numpy; they must be
+    the very hits, weights, services and order that listing the postings gives."""
     import numpy as np
 
     from connector.classify.index import KeyHits
@@ -374,24 +375,28 @@ def test_key_arrays_give_a_word_the_same_hits_as_its_postings(large_index, monke
         "outlookk",
         "zyxxy",
     ]
+    every = np.ones(len(index.services), dtype=bool)
+    every_other = every.copy()
+    every_other[1::2] = False
     index._grouped_cache.clear()
     fast = [index._grouped(word) for word in words]
-    assert any(isinstance(hits, KeyHits) for _, hits, _ in fast)
+    assert any(isinstance(hits, KeyHits) for _, hits, _, _ in fast)
+    assert any(concept is not None for _, _, _, concept in fast)
+    picks = [
+        (index.picked_hits(word, every), index.picked_hits(word, every_other)) for word in words
+    ]
     index._grouped_cache.clear()
     without_arrays = replace(index, key_spans={}, key_surfaces={})
     slow = [without_arrays._grouped(word) for word in words]
     index._grouped_cache.clear()
-    for word, (vector, hits, services), (vector2, hits2, services2) in zip(
-        words, fast, slow, strict=True
+    for word, (vector, _, _, _), (vector2, hits2, _, concept2), (all_hits, some_hits) in zip(
+        words, fast, slow, picks, strict=True
     ):
+        assert concept2 is None  # listed: the concept hits are among the postings
         assert np.array_equal(vector[0], vector2[0]), word
         assert np.array_equal(vector[1], vector2[1]), word
-        assert np.array_equal(services, services2), word
-        assert [hits[i] for i in range(len(services))] == list(hits2), word
-        if isinstance(hits, KeyHits):  # a shortlist's picks: every other hit, and all
-            every_other = np.arange(0, len(services), 2)
-            assert hits.pick(every_other) == list(hits2)[::2], word
-            assert hits.pick(np.arange(len(services))) == list(hits2), word
+        assert all_hits == list(hits2), word
+        assert some_hits == [h for h in hits2 if every_other[h[0].service]], word
 
 
 def test_derivations_cut_to_a_short_stem_do_not_meet_unrelated_words():

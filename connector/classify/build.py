@@ -25,7 +25,9 @@ import numpy.typing as npt
 
 from connector.catalogue import Catalogue, Service
 from connector.classify.index import (
-    ConceptTerm,
+    ConceptPhrase,
+    ConceptPosting,
+    PatternGroup,
     Phrase,
     Posting,
     ServiceInt,
@@ -102,6 +104,17 @@ class IndexBuilder:
     services: list[Service] = field(default_factory=list)
     postings: dict[str, list[Posting]] = field(default_factory=lambda: defaultdict(list))
     phrases: dict[str, list[Phrase]] = field(default_factory=lambda: defaultdict(list))
+    concept_postings: dict[str, list[ConceptPosting]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    concept_phrases: dict[str, list[ConceptPhrase]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    link_starts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, np.int64))
+    link_services: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    link_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    link_ranks: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    term_ids: dict[str, int] = field(default_factory=dict)
     deletes: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     idf: dict[str, float] = field(default_factory=dict)
     stopwords: frozenset[str] = frozenset()
@@ -113,9 +126,7 @@ class IndexBuilder:
     outside_concepts: dict[str, Concept] = field(default_factory=dict)
     _deleted_words: set[str] = field(default_factory=set)
     _term_count: int = 0  # entries in postings + phrases
-    phrase_groups: dict[str, list[tuple[tuple[frozenset[str], ...], array[int]]]] = field(
-        default_factory=dict
-    )
+    phrase_groups: dict[str, list[PatternGroup]] = field(default_factory=dict)
     phrase_next: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
     key_services: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     key_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
@@ -125,6 +136,7 @@ class IndexBuilder:
     )
     phrase_services: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
     phrase_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    phrase_terms: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     group_starts: dict[str, array[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -170,29 +182,45 @@ class IndexBuilder:
                 share = PART_SHARE if own_word(word) else PLAIN_PART_SHARE
                 self._add_term(service, word, source, weight * share, None, lang)
 
-    def _compile_concept(self, terms: list[tuple[str, str]]) -> list[ConceptTerm]:
-        """What _add_term does for each term of a thesaurus concept, minus the posting: the
-        lists the posting goes into. Done once per concept, the first time a service links
-        it (the same point in the build at which _add_term would have created those lists
-        and the deletes), instead of once per term per linked service."""
-        compiled: list[ConceptTerm] = []
+    def _compile_concept(self, concept: int, terms: list[tuple[str, str]], label: str) -> int:
+        """File a thesaurus concept's terms as _add_term files a service's, under the concept
+        instead of a service; the number of entries they make (what a link adds to a
+        service's length)."""
+        count = 0
         for term, lang in terms:
             words = self.word_keys.words(term)
             if not words:
                 continue
-            canonical = self.word_keys.canonical(term)
+            posting = ConceptPosting(concept, self.word_keys.canonical(term), term, label)
             if len(words) == 1:
                 if words[0] in self.stopwords:
                     continue
-                targets = [self.postings[key] for key in self.word_keys.term_keys(words[0], lang)]
-                compiled.append((term, canonical, targets, None))
+                keys = self.word_keys.term_keys(words[0], lang)
+                for key in keys:
+                    self.concept_postings[key].append(posting)
+                count += len(keys)
                 self._add_deletes(words[0])
                 continue
-            keys = self.word_keys.phrase_keys(term, lang, words)
-            compiled.append((term, canonical, [self.phrases[key] for key in keys[0]], keys))
+            pattern = self.word_keys.phrase_keys(term, lang, words)
+            phrase = ConceptPhrase(pattern, posting)
+            for key in pattern[0]:
+                self.concept_phrases[key].append(phrase)
+            count += len(pattern[0])
             for word in words:
                 self._add_deletes(word)
-        return compiled
+        return count
+
+    def _link_arrays(self, links: list[tuple[int, int, float, int]], concepts: int) -> None:
+        """The links as CSR arrays by concept, services ascending (see IndexData.link_*)."""
+        if not links:
+            self.link_starts = np.zeros(concepts + 1, np.int64)
+            return
+        concept, service, weight, rank = (np.array(column) for column in zip(*links, strict=True))
+        order = np.lexsort((service, concept))
+        self.link_services = service[order].astype(np.int64)
+        self.link_weights = weight[order].astype(np.float64)
+        self.link_ranks = rank[order].astype(np.int32)
+        self.link_starts = np.searchsorted(concept[order], np.arange(concepts + 1)).astype(np.int64)
 
     def _keyword_weight(self, keyword: str) -> float:
         """Keywords the thesaurus knows as IT terms weigh fully; others (places, units,
@@ -352,7 +380,8 @@ class IndexBuilder:
         self.lexicon = written | {stem(w, lang) for w in written for lang in self.compounding}
         by_topic = topics(concepts)
         labels = [f"thesaurus:{c.id}" for c in concepts]
-        compiled: dict[int, list[ConceptTerm]] = {}
+        entries: dict[int, int] = {}  # per compiled concept: entries a link adds to a service
+        service_links: list[tuple[int, int, float, int]] = []  # concept, service, weight, rank
         sizes = []
         taken: set[int] = set()  # concepts linked to some service, if only as a sibling
         for number, service in enumerate(self.services):
@@ -370,22 +399,18 @@ class IndexBuilder:
                 self._add_term(number, term, source, weight, own_word if parts else None, lang)
             extended = with_siblings(linked, concepts, by_topic)
             taken.update(extended)
-            for concept, strength in extended.items():
-                label = labels[concept]
-                weight = FIELD_WEIGHT["thesaurus"] * strength
-                # = self._add_term(number, term, label, weight, None, lang) for each term
-                specs = compiled.get(concept)
-                if specs is None:
-                    specs = compiled[concept] = self._compile_concept(concept_terms[concept])
-                for term, canonical, targets, pattern in specs:
-                    posting = Posting(number, canonical, term, label, weight)
-                    entry: Posting | Phrase = (
-                        posting if pattern is None else Phrase(pattern, posting)
+            size = self._term_count - before
+            for rank, (concept, strength) in enumerate(extended.items()):
+                # The concept's terms are filed once, the first time a service links it;
+                # the service gets them through its link (as if it had each term itself).
+                if concept not in entries:
+                    entries[concept] = self._compile_concept(
+                        concept, concept_terms[concept], labels[concept]
                     )
-                    for target in targets:
-                        target.append(entry)
-                    self._term_count += len(targets)
-            sizes.append(self._term_count - before)
+                size += entries[concept]
+                service_links.append((concept, number, FIELD_WEIGHT["thesaurus"] * strength, rank))
+            sizes.append(size)
+        self._link_arrays(service_links, len(concepts))
         self._compute_idf()
         self._drop_dominated()
         self._group_phrases()
@@ -421,6 +446,13 @@ class IndexBuilder:
             services=tuple(self.services),
             postings=dict(self.postings),
             phrases=dict(self.phrases),
+            concept_postings=dict(self.concept_postings),
+            concept_phrases=dict(self.concept_phrases),
+            link_starts=self.link_starts,
+            link_services=self.link_services,
+            link_weights=self.link_weights,
+            link_ranks=self.link_ranks,
+            term_ids=self.term_ids,
             idf=self.idf,
             norm=norm,
             norm_array=np.array(norm, dtype=np.float64),
@@ -439,6 +471,7 @@ class IndexBuilder:
             key_surfaces=self.key_surfaces,
             phrase_services=self.phrase_services,
             phrase_weights=self.phrase_weights,
+            phrase_terms=self.phrase_terms,
             group_starts=self.group_starts,
             phrase_groups=self.phrase_groups,
             phrase_next=self.phrase_next,
@@ -516,19 +549,27 @@ class IndexBuilder:
         """Phrases under one key share a handful of patterns (the same thesaurus phrase is
         linked to many services); matching tests each pattern once instead of each phrase."""
         self.phrase_groups = {}
-        for key, phrases in self.phrases.items():
+        for key in dict.fromkeys([*self.phrases, *self.concept_phrases]):
+            phrases = self.phrases.get(key, [])
             groups: dict[tuple[frozenset[str], ...], list[int]] = defaultdict(list)
             for position, phrase in enumerate(phrases):
                 groups[phrase.keys].append(position)
+            concept_groups: dict[tuple[frozenset[str], ...], list[int]] = defaultdict(list)
+            for position, concept_phrase in enumerate(self.concept_phrases.get(key, [])):
+                concept_groups[concept_phrase.keys].append(position)
             # A pattern's phrases are hit together, so only those that can win are listed.
             self.phrase_groups[key] = [
-                (pattern, winning_phrases(phrases, positions))
-                for pattern, positions in groups.items()
+                (
+                    pattern,
+                    winning_phrases(phrases, groups.get(pattern, [])),
+                    tuple(concept_groups.get(pattern, ())),
+                )
+                for pattern in dict.fromkeys([*groups, *concept_groups])
             ]
         self.phrase_next = {}
         for key, patterns in self.phrase_groups.items():
             by_next: dict[str, list[int]] = defaultdict(list)
-            for number, (pattern, _) in enumerate(patterns):
+            for number, (pattern, _, _) in enumerate(patterns):
                 for second in pattern[1] if len(pattern) > 1 else ("",):
                     by_next[second].append(number)
             self.phrase_next[key] = {k: tuple(v) for k, v in by_next.items()}
@@ -569,21 +610,23 @@ class IndexBuilder:
         tickets 5-10 times slower than later ones, or a gather per ticket."""
         services: list[npt.NDArray[np.int32]] = []
         weights: list[npt.NDArray[np.float64]] = []
+        terms: list[npt.NDArray[np.int64]] = []
         offset = 0
         for key, groups in self.phrase_groups.items():
-            phrases = self.phrases[key]
+            phrases = self.phrases.get(key, [])
             starts = self.group_starts[key] = array("Q", [offset])
-            for _, positions in groups:
+            for _, positions, _ in groups:
                 offset += len(positions)
                 starts.append(offset)
-            key_services, key_weights = self._posting_arrays(
-                [phrases[p].posting for _, positions in groups for p in positions], np.int32
-            )
+            postings = [phrases[p].posting for _, positions, _ in groups for p in positions]
+            key_services, key_weights = self._posting_arrays(postings, np.int32)
             services.append(key_services)
             weights.append(key_weights)
+            terms.append(np.array([self.term_ids[p.term] for p in postings], np.int64))
         if services:
             self.phrase_services = np.concatenate(services)
             self.phrase_weights = np.concatenate(weights)
+            self.phrase_terms = np.concatenate(terms)
 
     def _posting_arrays(
         self, postings: Sequence[Posting], service_type: type[ServiceInt]
@@ -597,6 +640,7 @@ class IndexBuilder:
         )
 
     def _compute_idf(self) -> None:
+        """Per term, BM25 idf over the services that have it, themselves or by a link."""
         services_with: dict[str, set[int]] = defaultdict(set)
         for postings in self.postings.values():
             for p in postings:
@@ -604,14 +648,30 @@ class IndexBuilder:
         for phrases in self.phrases.values():
             for ph in phrases:
                 services_with[ph.posting.term].add(ph.posting.service)
+        concepts_with: dict[str, set[int]] = defaultdict(set)
+        for concept_postings in self.concept_postings.values():
+            for cp in concept_postings:
+                concepts_with[cp.term].add(cp.concept)
+        for concept_phrases in self.concept_phrases.values():
+            for cph in concept_phrases:
+                concepts_with[cph.posting.term].add(cph.posting.concept)
+        counts = {term: len(s) for term, s in services_with.items()}
+        starts, linked = self.link_starts, self.link_services
+        for term, concepts in concepts_with.items():
+            rows = [linked[starts[c] : starts[c + 1]] for c in concepts]
+            own = services_with.get(term)
+            if own:
+                rows.append(np.fromiter(own, np.int64, len(own)))
+            counts[term] = len(np.unique(np.concatenate(rows)))
         n = len(self.services)
         # BM25 idf, rescaled so a term unique to one service weighs IDF_SCALE whatever the
         # catalogue's size: score thresholds then mean the same for 5 or 10,000 services.
         rarest = math.log(1 + (n - 0.5) / 1.5) if n > 1 else 1.0
         self.idf = {
-            term: IDF_SCALE * math.log(1 + (n - len(s) + 0.5) / (len(s) + 0.5)) / rarest
-            for term, s in services_with.items()
+            term: IDF_SCALE * math.log(1 + (n - count + 0.5) / (count + 0.5)) / rarest
+            for term, count in counts.items()
         }
+        self.term_ids = {term: number for number, term in enumerate(self.idf)}
 
 
 def build_index(

@@ -31,6 +31,23 @@ class Posting:
 
 
 @dataclass(frozen=True, slots=True)
+class ConceptPosting:
+    """A thesaurus term under a key, filed once for its concept: the services that link the
+    concept (IndexData.link_*) get it at their link's weight when a ticket hits it."""
+
+    concept: int
+    term: str  # canonical, as Posting.term
+    surface: str
+    source: str  # "thesaurus:<concept id>"
+
+
+@dataclass(frozen=True, slots=True)
+class ConceptPhrase:
+    keys: tuple[frozenset[str], ...]
+    posting: ConceptPosting
+
+
+@dataclass(frozen=True, slots=True)
 class Phrase:
     keys: tuple[frozenset[str], ...]  # acceptable keys at each position
     posting: Posting
@@ -91,6 +108,7 @@ class Segment:
     how: str
     word: str
     chosen: Positions | None = None
+    concept_chosen: tuple[int, ...] | None = None  # the same, in concept_postings[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +140,7 @@ class KeyHits:
                 segment = self.segments[part]
                 offsets = indices[first:end] - self.starts[part]
                 if segment.chosen is not None:
-                    offsets = np.asarray(segment.chosen)[offsets]
+                    offsets = np.asarray(segment.chosen, dtype=np.intp)[offsets]
                 postings, how, word = self.lists[part], segment.how, segment.word
                 out += [(postings[i], how, word) for i in offsets.tolist()]
             first = end
@@ -136,7 +154,27 @@ NO_SERVICES.flags.writeable = False
 NO_WEIGHTS.flags.writeable = False
 
 # A word's best weight per service (the shortlist's input), its hits, and each hit's service.
-WordHits = tuple[Vector, Hits, npt.NDArray[np.int64]]
+PatternGroup = tuple[tuple[frozenset[str], ...], "array[int]", tuple[int, ...]]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ConceptHits:
+    """A word's hits of concept terms, spread to the services that link the concepts: per
+    hit its service, link weight, link rank, and which entry of `sources` it came from;
+    weights are × idf × quality."""
+
+    services: npt.NDArray[np.int64]
+    weights: npt.NDArray[np.float64]
+    link_weights: npt.NDArray[np.float64]
+    ranks: npt.NDArray[np.int32]
+    entries: npt.NDArray[np.intp]
+    # (segment number, position, posting, how, matched word) of each entry
+    sources: tuple[tuple[int, int, ConceptPosting, str, str], ...]
+
+
+# A word's best weight per service (the shortlist's input), its own hits, each own hit's
+# service, and its concept hits (None when there are none, or they are in the own hits).
+WordHits = tuple[Vector, Hits, npt.NDArray[np.int64], ConceptHits | None]
 # A phrase pattern found in the ticket: (start token, first-word key, group numbers).
 PhraseMatch = tuple[int, str, list[int]]
 
@@ -150,8 +188,22 @@ class IndexData:
     languages: tuple[str, ...]
     word_keys: Keys
     services: tuple[Service, ...] = ()
+    # The services' own terms (name, keywords, description) under each key.
     postings: dict[str, list[Posting]] = field(default_factory=dict)
     phrases: dict[str, list[Phrase]] = field(default_factory=dict)
+    # The linked thesaurus concepts' terms under each key, once per concept (not once per
+    # service that links it: memory and build time no longer grow with services × terms).
+    concept_postings: dict[str, list[ConceptPosting]] = field(default_factory=dict)
+    concept_phrases: dict[str, list[ConceptPhrase]] = field(default_factory=dict)
+    # Which services link each concept, as CSR arrays: concept c's links are the slice
+    # link_starts[c]:link_starts[c + 1], services ascending, each with the weight of its
+    # thesaurus terms (FIELD_WEIGHT["thesaurus"] × link strength) and the link's rank among
+    # the service's concepts (the order the scorer meets equal hits in: first one wins).
+    link_starts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, np.int64))
+    link_services: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    link_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    link_ranks: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    term_ids: dict[str, int] = field(default_factory=dict)  # canonical term → number
     idf: dict[str, float] = field(default_factory=dict)
     # Per service: BM25's length norm over the number of terms it has (and as an array).
     norm: tuple[float, ...] = ()
@@ -182,11 +234,11 @@ class IndexData:
     # 10,000 services), one slice per pattern: a key's patterns start at group_starts[key].
     phrase_services: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
     phrase_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    phrase_terms: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     group_starts: dict[str, array[int]] = field(default_factory=dict)
-    # phrases[key] grouped by pattern: (pattern, positions of its phrases in phrases[key])
-    phrase_groups: dict[str, list[tuple[tuple[frozenset[str], ...], array[int]]]] = field(
-        default_factory=dict
-    )
+    # phrases[key] and concept_phrases[key] grouped by pattern: (pattern, positions of its
+    # phrases in phrases[key], positions of its concept phrases in concept_phrases[key])
+    phrase_groups: dict[str, list[PatternGroup]] = field(default_factory=dict)
     # phrase_groups[key] by a key of the pattern's second word: the group numbers, ascending
     # (one-word patterns under ""). A word then tests only the patterns its successor fits.
     phrase_next: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
@@ -199,6 +251,10 @@ class IndexData:
         default_factory=lambda: SizedMemo(*GROUPED_MEMO)
     )
     _search_cache: SizedMemo[str, tuple[list[Segment], int]] = field(
+        default_factory=lambda: SizedMemo(*SEARCH_MEMO)
+    )
+    # A pattern group's concept phrases spread to their services (large catalogues).
+    _pattern_cache: SizedMemo[tuple[str, int], Vector] = field(
         default_factory=lambda: SizedMemo(*SEARCH_MEMO)
     )
 
@@ -224,7 +280,12 @@ class IndexData:
 
     def clear_memos(self) -> None:
         """Forget every word looked up (the bench's cold state; the stem memo stays)."""
-        for memo in (self._token_cache, self._grouped_cache, self._search_cache):
+        for memo in (
+            self._token_cache,
+            self._grouped_cache,
+            self._search_cache,
+            self._pattern_cache,
+        ):
             memo.clear()
         self.word_keys.memo.clear()
 

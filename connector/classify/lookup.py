@@ -15,6 +15,8 @@ from rapidfuzz.distance import OSA
 from connector.classify.index import (
     NO_SERVICES,
     NO_WEIGHTS,
+    ConceptHits,
+    ConceptPosting,
     Hits,
     IndexData,
     KeyHits,
@@ -56,12 +58,38 @@ class Lookup(IndexData):
         cached = self._token_cache.get(word)
         if cached is not None:
             return cached
-        found = [
-            (posting, segment.how, segment.word)
-            for segment in self._segments(word)
-            for posting in self._postings(segment)
-        ]
+        found: list[tuple[Posting, str, str]] = []
+        for segment in self._segments(word):
+            how, matched = segment.how, segment.word
+            found += [(posting, how, matched) for posting in self._postings(segment)]
+            found += [(posting, how, matched) for posting in self._concept_postings(segment)]
         return self._token_cache.put(word, found, memo_bytes(word, len(found)))
+
+    def _concept_postings(self, segment: Segment) -> list[Posting]:
+        """The segment's concept terms as postings of the services that link the concepts,
+        in the order a service met them when it had its own copy of each: by its links'
+        order, then the terms' (only a service's own order matters: the scorer keeps per
+        service and term the first of the heaviest hits)."""
+        concept_postings = self.concept_postings.get(segment.key)
+        if not concept_postings:
+            return []
+        positions = segment.concept_chosen
+        starts = self.link_starts
+        found: list[tuple[int, int, Posting]] = []
+        for position in range(len(concept_postings)) if positions is None else positions:
+            cp = concept_postings[position]
+            start, end = int(starts[cp.concept]), int(starts[cp.concept + 1])
+            found += [
+                (rank, position, Posting(service, cp.term, cp.surface, cp.source, weight))
+                for service, weight, rank in zip(
+                    self.link_services[start:end].tolist(),
+                    self.link_weights[start:end].tolist(),
+                    self.link_ranks[start:end].tolist(),
+                    strict=True,
+                )
+            ]
+        found.sort(key=lambda entry: (entry[0], entry[1]))
+        return [posting for _, _, posting in found]
 
     def _segments(self, word: str) -> list[Segment]:
         return self._searched(word)[0]
@@ -122,9 +150,11 @@ class Lookup(IndexData):
             return cached
         arrays = self._segment_arrays(word)
         hits: Hits
+        concept = None
         if arrays is not None:
             hits, services, weights = arrays
-        else:
+            concept = self._concept_arrays(word)
+        else:  # the concept hits are among the listed ones
             listed = hits = self._lookup(word)
             idf = self.idf.get
             services = np.fromiter((h[0].service for h in listed), np.int64, len(listed))
@@ -136,9 +166,15 @@ class Lookup(IndexData):
         # Per service the heaviest hit; a service with no positive weight has no evidence.
         positive = weights > 0.0
         hit_services, hit_weights = services[positive], weights[positive]
+        merge = not isinstance(hits, KeyHits) or len(hits.segments) > 1
+        if concept is not None:
+            positive = concept.weights > 0.0
+            hit_services = np.concatenate((hit_services, concept.services[positive]))
+            hit_weights = np.concatenate((hit_weights, concept.weights[positive]))
+            merge = True
         # A segment lists its services ascending (postings are added service by service):
         # one segment needs no sort, several need a stable sort that merges their runs.
-        if not isinstance(hits, KeyHits) or len(hits.segments) > 1:
+        if merge:
             order = np.argsort(hit_services, kind="stable")
             hit_services, hit_weights = hit_services[order], hit_weights[order]
         first = np.ones(len(hit_services), dtype=bool)
@@ -152,7 +188,77 @@ class Lookup(IndexData):
         size = vector[0].nbytes + vector[1].nbytes + services.nbytes
         if not isinstance(hits, KeyHits):  # a list of its own, not views of the postings
             size += memo_bytes(word, len(services))
-        return self._grouped_cache.put(word, (vector, hits, services), size + len(word) * 2)
+        if concept is not None:
+            size += 4 * concept.services.nbytes + memo_bytes(word, len(concept.sources))
+        return self._grouped_cache.put(
+            word, (vector, hits, services, concept), size + len(word) * 2
+        )
+
+    def _concept_arrays(self, word: str) -> ConceptHits | None:
+        """A word's concept hits spread to the services that link the concepts, as arrays
+        (see ConceptHits); None when it hits no concept term."""
+        sources: list[tuple[int, int, ConceptPosting, str, str]] = []
+        spans: list[npt.NDArray[np.int64]] = []
+        factors: list[tuple[float, float]] = []
+        starts = self.link_starts
+        for number, segment in enumerate(self._segments(word)):
+            concept_postings = self.concept_postings.get(segment.key)
+            if not concept_postings:
+                continue
+            positions = segment.concept_chosen
+            for position in range(len(concept_postings)) if positions is None else positions:
+                cp = concept_postings[position]
+                spans.append(np.arange(starts[cp.concept], starts[cp.concept + 1]))
+                factors.append((self.idf.get(cp.term, 1.0), QUALITY[segment.how]))
+                sources.append((number, position, cp, segment.how, segment.word))
+        if not sources:
+            return None
+        links = np.concatenate(spans)
+        entries = np.repeat(np.arange(len(sources)), [len(span) for span in spans])
+        idf, quality = (np.array(column)[entries] for column in zip(*factors, strict=True))
+        link_weights = self.link_weights[links]
+        return ConceptHits(
+            services=self.link_services[links],
+            weights=link_weights * idf * quality,  # as a posting's: weight × idf × quality
+            link_weights=link_weights,
+            ranks=self.link_ranks[links],
+            entries=entries,
+            sources=tuple(sources),
+        )
+
+    def picked_hits(
+        self, word: str, chosen: npt.NDArray[np.bool_]
+    ) -> list[tuple[Posting, str, str]]:
+        """A word's hits of the chosen services (a mask over all), in the order _lookup
+        lists them: segment by segment, a service's own postings before its linked
+        concepts', those by the service's links' order."""
+        _, word_hits, hit_services, concept = self._grouped(word)
+        picked = np.flatnonzero(chosen[hit_services])
+        if not isinstance(word_hits, KeyHits):
+            return [word_hits[i] for i in picked.tolist()]
+        own = word_hits.pick(picked)
+        if concept is None:
+            return own
+        selected = np.flatnonzero(chosen[concept.services])
+        if not len(selected):
+            return own
+        segments = np.searchsorted(np.asarray(word_hits.starts), picked, side="right") - 1
+        keyed: list[tuple[int, int, int, int, tuple[Posting, str, str]]] = [
+            (segment, 0, 0, n, hit)
+            for n, (segment, hit) in enumerate(zip(segments.tolist(), own, strict=True))
+        ]
+        for entry, service, weight, rank in zip(
+            concept.entries[selected].tolist(),
+            concept.services[selected].tolist(),
+            concept.link_weights[selected].tolist(),
+            concept.ranks[selected].tolist(),
+            strict=True,
+        ):
+            number, position, cp, how, matched = concept.sources[entry]
+            posting = Posting(service, cp.term, cp.surface, cp.source, weight)
+            keyed.append((number, 1, rank, position, (posting, how, matched)))
+        keyed.sort(key=lambda item: item[:4])
+        return [item[4] for item in keyed]
 
     def _segment_arrays(
         self, word: str
@@ -168,11 +274,11 @@ class Lookup(IndexData):
         weights: list[npt.NDArray[np.float64]] = []
         count = 0
         for segment in segments:
-            start, end = self.key_spans[segment.key]
+            start, end = self.key_spans.get(segment.key, (0, 0))  # (0, 0): concepts only
             key_services = self.key_services[start:end]
             key_weights = self.key_weights[start:end] * QUALITY[segment.how]
             if segment.chosen is not None:
-                chosen = np.asarray(segment.chosen)
+                chosen = np.asarray(segment.chosen, dtype=np.intp)
                 key_services, key_weights = key_services[chosen], key_weights[chosen]
             lists.append(self.postings.get(segment.key, ()))
             starts.append(count)
@@ -228,16 +334,95 @@ class Lookup(IndexData):
         hits: list[tuple[Phrase, int]] = []
         for start, key, groups in matches:
             positions: list[int] = []
+            concept_positions: list[int] = []
             for group in groups:
-                kept = self.phrase_groups[key][group][1]
+                _, kept, concept_kept = self.phrase_groups[key][group]
+                concept_positions += concept_kept
                 if chosen is None:
                     positions += kept
                     continue
-                services, _ = self._group_vector(key, group)
-                positions += np.frombuffer(kept, dtype=np.uintc)[chosen[services]].tolist()
-            phrases = self.phrases[key]
+                if len(kept):
+                    services, _ = self._group_vector(key, group)
+                    positions += np.frombuffer(kept, dtype=np.uintc)[chosen[services]].tolist()
+            phrases = self.phrases.get(key, [])
             hits += [(phrases[p], start) for p in sorted(positions)]
+            if concept_positions:
+                hits += [
+                    (phrase, start)
+                    for phrase in self._concept_phrase_hits(key, sorted(concept_positions), chosen)
+                ]
         return hits
+
+    def _concept_phrase_hits(
+        self, key: str, positions: list[int], chosen: npt.NDArray[np.bool_] | None
+    ) -> list[Phrase]:
+        """The concept phrases at `positions` of concept_phrases[key] as phrases of the
+        (chosen) services that link their concepts, in each service's links' order."""
+        found: list[tuple[int, int, Phrase]] = []
+        starts = self.link_starts
+        for position in positions:
+            concept_phrase = self.concept_phrases[key][position]
+            cp = concept_phrase.posting
+            start, end = starts[cp.concept], starts[cp.concept + 1]
+            services = self.link_services[start:end]
+            weights = self.link_weights[start:end]
+            ranks = self.link_ranks[start:end]
+            if chosen is not None:
+                mask = chosen[services]
+                services, weights, ranks = services[mask], weights[mask], ranks[mask]
+            found += [
+                (
+                    rank,
+                    position,
+                    Phrase(
+                        concept_phrase.keys,
+                        Posting(service, cp.term, cp.surface, cp.source, weight),
+                    ),
+                )
+                for service, weight, rank in zip(
+                    services.tolist(), weights.tolist(), ranks.tolist(), strict=True
+                )
+            ]
+        found.sort(key=lambda item: (item[0], item[1]))
+        return [phrase for _, _, phrase in found]
+
+    def _pattern_vector(self, key: str, group: int) -> Vector:
+        """Services and weights × idf of the phrases of one pattern group, the services'
+        own and their linked concepts', one per service and term (the heaviest): what the
+        shortlist sums for a matched pattern."""
+        own = self._group_vector(key, group)
+        concept_kept = self.phrase_groups[key][group][2]
+        if not concept_kept:
+            return own
+        cached = self._pattern_cache.get((key, group))
+        if cached is not None:
+            return cached
+        starts = self.group_starts.get(key)
+        services: list[npt.NDArray[np.int64]] = [own[0].astype(np.int64)]
+        weights: list[npt.NDArray[np.float64]] = [own[1]]
+        terms: list[npt.NDArray[np.int64]] = [
+            self.phrase_terms[starts[group] : starts[group + 1]]
+            if starts is not None
+            else np.zeros(0, np.int64)
+        ]
+        links = self.link_starts
+        for position in concept_kept:
+            cp = self.concept_phrases[key][position].posting
+            start, end = links[cp.concept], links[cp.concept + 1]
+            services.append(self.link_services[start:end])
+            weights.append(self.link_weights[start:end] * self.idf.get(cp.term, 1.0))
+            terms.append(np.full(end - start, self.term_ids[cp.term], np.int64))
+        every_service, every_weight = np.concatenate(services), np.concatenate(weights)
+        every_term = np.concatenate(terms)
+        order = np.lexsort((every_term, every_service))
+        every_service, every_weight = every_service[order], every_weight[order]
+        every_term = every_term[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (every_service[1:] != every_service[:-1]) | (every_term[1:] != every_term[:-1])
+        at = np.flatnonzero(first)
+        vector = (every_service[at], np.maximum.reduceat(every_weight, at))
+        size = vector[0].nbytes + vector[1].nbytes + 2 * len(key) + 100
+        return self._pattern_cache.put((key, group), vector, size)
 
     def _direct(self, word: str) -> list[Segment]:
         # Exact form first and every posting kept: the scorer keeps the best per term, and
@@ -248,12 +433,16 @@ class Lookup(IndexData):
         for key in sorted(self.keys(word), key=lambda k: (k != word, k)):
             kind = "exact" if key == word else "stem"
             postings = self.postings.get(key, ())
-            if not postings:
+            concept_postings = self.concept_postings.get(key, ())
+            if not postings and not concept_postings:
                 continue
             if key != word and len(key) < SHORT_STEM:
-                chosen = self._same_family_postings(word, key)
-                if len(chosen):
-                    out.append(Segment(key, kind, word, chosen))
+                chosen = self._same_family_postings(word, key) if postings else ()
+                concept_chosen = tuple(
+                    i for i, cp in enumerate(concept_postings) if self._in_family(word, cp.surface)
+                )
+                if len(chosen) or concept_chosen:
+                    out.append(Segment(key, kind, word, chosen, concept_chosen))
                 continue
             out.append(Segment(key, kind, word))
         return out
@@ -327,7 +516,11 @@ class Lookup(IndexData):
         language (English stems of fragments, "ecting" → "ect", match nonsense)."""
         spend_search(len(part) + len(self.compounding) * (STEM_STEPS + len(part)))
         keys = sorted({part, *(stem(part, lang) for lang in self.compounding)})
-        return [Segment(key, "compound", part) for key in keys if self.postings.get(key)]
+        return [
+            Segment(key, "compound", part)
+            for key in keys
+            if self.postings.get(key) or self.concept_postings.get(key)
+        ]
 
     def _fuzzy(self, word: str) -> list[Segment]:
         limit = 2 if len(word) >= FUZZY2_LEN else 1

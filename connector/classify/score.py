@@ -22,7 +22,7 @@ from connector.classify.calibration import (
     no_service_features,
     service_features,
 )
-from connector.classify.index import Hit, KeyHits, PhraseMatch
+from connector.classify.index import Hit, PhraseMatch
 from connector.classify.intent import intent
 from connector.classify.lookup import Lookup
 from connector.classify.thesaurus import Concept, concept_label
@@ -114,14 +114,8 @@ class CatalogueIndex(Lookup):
             in_subject = token.in_subject
             if chosen is None:
                 found = self._lookup(token.text)
-            else:
-                _, word_hits, hit_services = self._grouped(token.text)
-                # The shortlisted services' hits, in the order they were found.
-                picked = np.flatnonzero(chosen[hit_services])
-                if isinstance(word_hits, KeyHits):
-                    found = word_hits.pick(picked)
-                else:
-                    found = [word_hits[i] for i in picked.tolist()]
+            else:  # the shortlisted services' hits, in the order they were found
+                found = self.picked_hits(token.text, chosen)
             for posting, how, word in found:
                 weight = posting.weight * idf(posting.term, 1.0) * quality[how]
                 if in_subject:
@@ -169,13 +163,13 @@ class CatalogueIndex(Lookup):
             if text in seen or text in self.stopwords or len(text) < 2:
                 continue
             seen.add(text)
-            (hit, weight), _, _ = self._grouped(text)
+            (hit, weight), _, _, _ = self._grouped(text)
             services.append(hit)
             weights.append(weight * SUBJECT_BOOST if token.in_subject else weight)
         for start, key, groups in matches:
             boost = SUBJECT_BOOST if tokens[start].in_subject else 1.0
             for group in groups:
-                hit, weight = self._group_vector(key, group)
+                hit, weight = self._pattern_vector(key, group)
                 services.append(hit)
                 weights.append(weight * boost)
         if not services:
@@ -289,12 +283,14 @@ class CatalogueIndex(Lookup):
         function word, or a word the catalogue or its thesaurus knows (itself or its stem).
         Typos and compounds do not count: "qwerty" is one edit from many words."""
         known: set[str] = set()
-        postings = self.postings
+        postings, concept_postings = self.postings, self.concept_postings
         for token in tokens:
             word = token.text
             if word in known or len(word) < 2:
                 continue
-            if word in self.stopwords or any(key in postings for key in self.keys(word)):
+            if word in self.stopwords or any(
+                key in postings or key in concept_postings for key in self.keys(word)
+            ):
                 known.add(word)
         return len(known)
 
