@@ -168,6 +168,11 @@ class ConceptHits:
     link_weights: npt.NDArray[np.float64]
     ranks: npt.NDArray[np.int32]
     entries: npt.NDArray[np.intp]
+    # ...and the segment number, position in concept_postings[key] and term number of its
+    # entry: the order the scorer meets the hits in, and what it keeps one of.
+    segments: npt.NDArray[np.int64]
+    positions: npt.NDArray[np.int64]
+    terms: npt.NDArray[np.int64]
     # (segment number, position, posting, how, matched word) of each entry
     sources: tuple[tuple[int, int, ConceptPosting, str, str], ...]
 

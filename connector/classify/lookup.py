@@ -189,7 +189,7 @@ class Lookup(IndexData):
         if not isinstance(hits, KeyHits):  # a list of its own, not views of the postings
             size += memo_bytes(word, len(services))
         if concept is not None:
-            size += 4 * concept.services.nbytes + memo_bytes(word, len(concept.sources))
+            size += 7 * concept.services.nbytes + memo_bytes(word, len(concept.sources))
         return self._grouped_cache.put(
             word, (vector, hits, services, concept), size + len(word) * 2
         )
@@ -217,7 +217,16 @@ class Lookup(IndexData):
         entries = np.repeat(np.arange(len(sources)), [len(span) for span in spans])
         idf, quality = (np.array(column)[entries] for column in zip(*factors, strict=True))
         link_weights = self.link_weights[links]
+        entry_segments, entry_positions, entry_terms = (
+            np.array(column, np.int64)[entries]
+            for column in zip(
+                *((n, p, self.term_ids[cp.term]) for n, p, cp, _, _ in sources), strict=True
+            )
+        )
         return ConceptHits(
+            segments=entry_segments,
+            positions=entry_positions,
+            terms=entry_terms,
             services=self.link_services[links],
             weights=link_weights * idf * quality,  # as a posting's: weight × idf × quality
             link_weights=link_weights,
@@ -242,6 +251,25 @@ class Lookup(IndexData):
         selected = np.flatnonzero(chosen[concept.services])
         if not len(selected):
             return own
+        # In the order the scorer meets them, and of each service's term only the first of
+        # the heaviest: the scorer keeps no other (the subject boost is the word's, alike
+        # for all), and a ticket's everyday word hits a term through several concepts.
+        order = np.lexsort(
+            (
+                concept.positions[selected],
+                concept.ranks[selected],
+                concept.segments[selected],
+            )
+        )
+        selected = selected[order]
+        services, terms = concept.services[selected], concept.terms[selected]
+        grouped = np.lexsort(
+            (np.arange(len(selected)), -concept.weights[selected], terms, services)
+        )
+        services, terms = services[grouped], terms[grouped]
+        first = np.ones(len(grouped), dtype=bool)
+        first[1:] = (services[1:] != services[:-1]) | (terms[1:] != terms[:-1])
+        selected = selected[np.sort(grouped[first])]
         segments = np.searchsorted(np.asarray(word_hits.starts), picked, side="right") - 1
         keyed: list[tuple[int, int, int, int, tuple[Posting, str, str]]] = [
             (segment, 0, 0, n, hit)
