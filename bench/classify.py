@@ -51,8 +51,11 @@ def _rss_mb() -> float:
 
 
 def _clear_word_caches(index: Any) -> None:
+    if hasattr(index, "clear_memos"):
+        index.clear_memos()
+        return
     for name in ("_token_cache", "_keys_cache", "_grouped_cache", "_search_cache"):
-        cache = getattr(index, name, None)
+        cache = getattr(index, name, None)  # an older connector/classify.py (--classify-module)
         if cache is not None:
             cache.clear()
 
@@ -101,8 +104,12 @@ def run_one(
     build_seconds = time.perf_counter() - started
     gc.collect()
     rss_after = _rss_mb()
+    # The services' own postings and phrases, and the thesaurus concepts' (filed once per
+    # concept since 2026-12-07; getattr: an older classify.py has none).
     postings = sum(len(v) for v in index.postings.values())
+    postings += sum(len(v) for v in getattr(index, "concept_postings", {}).values())
     phrases = sum(len(v) for v in index.phrases.values())
+    phrases += sum(len(v) for v in getattr(index, "concept_phrases", {}).values())
     if freeze:
         gc.freeze()  # the index leaves the cyclic collector's view, as connector.runtime does
 
@@ -201,10 +208,16 @@ def run_one(
 
 
 def _substitute_classify(path: Path) -> None:
-    """Import ``path`` as connector.classify (before anything else imports the real one)."""
+    """Import ``path`` as connector.classify (before anything else imports the real one): an
+    older single-file classify.py, or a copy of the connector/classify/ package folder."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("connector.classify", path)
+    if path.is_dir():
+        spec = importlib.util.spec_from_file_location(
+            "connector.classify", path / "__init__.py", submodule_search_locations=[str(path)]
+        )
+    else:
+        spec = importlib.util.spec_from_file_location("connector.classify", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
@@ -346,7 +359,8 @@ def main() -> None:
     parser.add_argument(
         "--classify-module",
         type=Path,
-        help="measure this copy of connector/classify.py instead (before/after comparisons)",
+        help="measure this copy of connector/classify.py, or of the connector/classify/ folder, "
+        "instead (before/after comparisons)",
     )
     parser.add_argument(
         "--gc-freeze",

@@ -91,10 +91,8 @@ def normal_ticket(path: Path) -> tuple[str, str]:
 def _clear(index: CatalogueIndex) -> None:
     _stem.cache_clear()  # a poison text's words are new to the stemmer's memo too
     for memo in (index, index.outside):
-        for name in ("_token_cache", "_keys_cache", "_grouped_cache", "_search_cache"):
-            cache = getattr(memo, name, None)
-            if cache is not None:
-                cache.clear()
+        if memo is not None:
+            memo.clear_memos()
 
 
 def _timed(run: Callable[[], Work]) -> tuple[float, Work]:

@@ -45,12 +45,12 @@ from connector.classify import (
     SUBJECT_BOOST,
     CatalogueIndex,
     Concept,
+    Hit,
     Posting,
     Token,
-    _coordinated,
-    _deletes,
-    _Hit,
-    _plausible_slip,
+    coordinated,
+    deletions,
+    plausible_slip,
     shipped_thesaurus,
     ticket_tokens,
 )
@@ -210,7 +210,7 @@ def concept_keys(index: CatalogueIndex, concepts: Iterable[Concept]) -> dict[str
             continue
         for lang, terms in concept.terms.items():
             for term in terms:
-                words = index._words(term)
+                words = index.term_words(term)
                 if len(words) == 1 and words[0] not in index.stopwords:
                     for key in index.term_keys(words[0], lang):
                         out[key].add(concept.id)
@@ -341,7 +341,7 @@ def _damping(
     numbers = {s.id: n for n, s in enumerate(index.services)}
     for ticket in tickets:
         match = plain.classify(ticket.body, ticket.subject)
-        _, kept = plain._score(ticket_tokens(ticket.subject, ticket.body))
+        _, kept = plain.scores(ticket_tokens(ticket.subject, ticket.body))
         for service, counter in ((ticket.service, right), (match.service, won)):
             if service is None or service not in numbers:
                 continue
@@ -431,7 +431,7 @@ class LearnedScorer:
                             scorer.word_keys.setdefault(key, set()).add(term.term)
                         scorer.form_terms.setdefault(form, set()).add(term.term)
                         if len(form) >= MIN_FUZZY_LEN:
-                            for variant in (form, *_deletes(form)):
+                            for variant in (form, *deletions(form)):
                                 scorer.deletes.setdefault(variant, set()).add(form)
                 elif term.kind == "concept":
                     wanted.add(term.term)
@@ -475,21 +475,21 @@ class LearnedScorer:
     def _fuzzy(self, word: str) -> list[str]:
         limit = 2 if len(word) >= FUZZY2_LEN else 1
         candidates = set(self.deletes.get(word, ()))
-        for variant in _deletes(word):
+        for variant in deletions(word):
             candidates |= self.deletes.get(variant, set())
         out: set[str] = set()
         for form in sorted(candidates):
             if (
                 form[0] == word[0]
                 and OSA.distance(word, form, score_cutoff=limit) <= limit
-                and _plausible_slip(word, form)
+                and plausible_slip(word, form)
             ):
                 out |= self.form_terms.get(form, set())
         return sorted(out)
 
-    def hits(self, index: CatalogueIndex, tokens: Sequence[Token]) -> dict[int, dict[str, _Hit]]:
+    def hits(self, index: CatalogueIndex, tokens: Sequence[Token]) -> dict[int, dict[str, Hit]]:
         """Per service, per ticket word (or word pair), its heaviest learned hit."""
-        out: dict[int, dict[str, _Hit]] = defaultdict(dict)
+        out: dict[int, dict[str, Hit]] = defaultdict(dict)
         seen: set[tuple[str, bool]] = set()
         previous: Token | None = None
         for token in tokens:
@@ -520,7 +520,7 @@ class LearnedScorer:
                             f"learned:{term.support}",
                             term.weight,
                         )
-                        out[service][word] = _Hit(weight, posting, how, word, token.in_subject)
+                        out[service][word] = Hit(weight, posting, how, word, token.in_subject)
         return out
 
     def rescore(
@@ -528,8 +528,8 @@ class LearnedScorer:
         index: CatalogueIndex,
         tokens: Sequence[Token],
         unsorted: list[tuple[float, int]],
-        kept: dict[int, list[_Hit]],
-    ) -> tuple[list[tuple[float, int]], dict[int, list[_Hit]]]:
+        kept: dict[int, list[Hit]],
+    ) -> tuple[list[tuple[float, int]], dict[int, list[Hit]]]:
         """The scores with learned evidence: per service and ticket word, the heavier of the
         catalogue's hit and the learned one; learned words the catalogue has no hit for join
         the service's evidence and its coordination, as a matched keyword would."""
@@ -545,7 +545,7 @@ class LearnedScorer:
                     hits = [
                         h
                         if (service, h.posting.term) not in damp
-                        else _Hit(
+                        else Hit(
                             h.weight * damp[(service, h.posting.term)],
                             h.posting,
                             h.how,
@@ -555,7 +555,7 @@ class LearnedScorer:
                         for h in hits
                     ]
                     kept[service] = hits
-                    scores[service] = _coordinated(hits) / index.norm[service]
+                    scores[service] = coordinated(hits) / index.norm[service]
         for service, by_word in learned.items():
             base = kept.get(service, [])
             own = {hit.word: i for i, hit in enumerate(base)}
@@ -571,14 +571,14 @@ class LearnedScorer:
                     changed = True
             if changed:
                 kept[service] = merged
-                scores[service] = _coordinated(merged) / index.norm[service]
+                scores[service] = coordinated(merged) / index.norm[service]
         rescored = [(score, service) for service, score in scores.items()]
         before = max((score for score, _ in unsorted), default=0.0)
         if before >= MIN_SCORE and rescored:
             # Damping says which service a catalogue word points to, not that the ticket is
             # about nothing in the catalogue: the winner keeps the evidence of an IT matter
             # (as a private matter's unsupported service does in classify).
-            score, service = min(rescored, key=index._rank)
+            score, service = min(rescored, key=index.rank)
             if score < MIN_SCORE:
                 rescored = [(s, n) for s, n in rescored if n != service] + [(MIN_SCORE, service)]
         return rescored, kept

@@ -6,8 +6,9 @@
 
 Fits one logistic model per kind of answer (a service, or no service) of "the answer is
 right" on the features classify computes, with a little L2 shrinkage, and prints the table
-to paste into classify.py. Fit on the project's own tickets only: another organisation's
-tickets are for checking that the fitted confidence means "right this often" there too.
+to paste into connector/classify/calibration.py. Fit on the project's own tickets only: another
+organisation's tickets are for checking that the fitted confidence means "right this often"
+there too.
 """
 
 from __future__ import annotations

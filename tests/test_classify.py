@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -333,7 +334,7 @@ def test_words_an_it_concept_of_the_catalogue_shares_are_not_outside_evidence():
 def test_large_catalogue_shortlist_gives_the_exact_answer(monkeypatch, large_index):
     """Above SHORTLIST_ABOVE services only a shortlist is scored exactly; it must not change
     the winner or its score (checked against full scoring on the same index)."""
-    import connector.classify as classify_module
+    import connector.classify.score as score_module
 
     index = large_index
     tickets = [
@@ -343,19 +344,21 @@ def test_large_catalogue_shortlist_gives_the_exact_answer(monkeypatch, large_ind
         ("Mac", "Does IT support Macs? I would like to use my own MacBook"),
     ]
     short = [index.classify(body, subject) for subject, body in tickets]
-    monkeypatch.setattr(classify_module, "SHORTLIST_ABOVE", 10**9)
+    monkeypatch.setattr(score_module, "SHORTLIST_ABOVE", 10**9)
     exact = [index.classify(body, subject) for subject, body in tickets]
     assert [(m.service, m.score, m.runner_up) for m in short] == [
         (m.service, m.score, m.runner_up) for m in exact
     ]
 
 
-def test_key_arrays_give_a_word_the_same_hits_as_its_postings(large_index, monkeypatch):
-    """A large catalogue reads a word's hits from arrays built with the index; they must be
-    the very hits, weights and services that listing the postings gives."""
+def test_key_arrays_give_a_word_the_same_hits_as_its_postings(large_index):
+    """A large catalogue reads a word's hits from arrays built with the index (its own
+    postings) and spreads its concept hits to the linking services with numpy; they must be
+    the very weights and services that listing the postings gives, and the same hits in
+    the same order, less those that cannot count."""
     import numpy as np
 
-    from connector.classify import _KeyHits
+    from connector.classify.index import KeyHits
 
     index = large_index
     # Exact and stemmed forms, a short stem, a compound, a typo, an unknown word.
@@ -373,25 +376,53 @@ def test_key_arrays_give_a_word_the_same_hits_as_its_postings(large_index, monke
         "outlookk",
         "zyxxy",
     ]
+    every = np.ones(len(index.services), dtype=bool)
+    every_other = every.copy()
+    every_other[1::2] = False
     index._grouped_cache.clear()
     fast = [index._grouped(word) for word in words]
-    assert any(isinstance(hits, _KeyHits) for _, hits, _ in fast)
+    assert any(isinstance(hits, KeyHits) for _, hits, _, _ in fast)
+    assert any(concept is not None for _, _, _, concept in fast)
+    picks = [
+        (index.picked_hits(word, every), index.picked_hits(word, every_other)) for word in words
+    ]
     index._grouped_cache.clear()
-    monkeypatch.setattr(index, "_key_spans", {})
-    monkeypatch.setattr(index, "_key_surfaces", {})
-    slow = [index._grouped(word) for word in words]
+    without_arrays = replace(index, key_spans={}, key_surfaces={})
+    slow = [without_arrays._grouped(word) for word in words]
     index._grouped_cache.clear()
-    for word, (vector, hits, services), (vector2, hits2, services2) in zip(
-        words, fast, slow, strict=True
+    for word, (vector, _, _, _), (vector2, hits2, _, concept2), (all_hits, some_hits) in zip(
+        words, fast, slow, picks, strict=True
     ):
+        assert concept2 is None  # listed: the concept hits are among the postings
         assert np.array_equal(vector[0], vector2[0]), word
         assert np.array_equal(vector[1], vector2[1]), word
-        assert np.array_equal(services, services2), word
-        assert [hits[i] for i in range(len(services))] == list(hits2), word
-        if isinstance(hits, _KeyHits):  # a shortlist's picks: every other hit, and all
-            every_other = np.arange(0, len(services), 2)
-            assert hits.pick(every_other) == list(hits2)[::2], word
-            assert hits.pick(np.arange(len(services))) == list(hits2), word
+        listed = list(hits2)
+        # The picks are the listed hits, in order, less those the scorer would drop (not
+        # the first of the heaviest of their service and term): the same winners.
+        assert _subsequence(all_hits, listed), word
+        assert _winners(index, all_hits) == _winners(index, listed), word
+        some_listed = [h for h in listed if every_other[h[0].service]]
+        assert _subsequence(some_hits, some_listed), word
+        assert _winners(index, some_hits) == _winners(index, some_listed), word
+
+
+def _subsequence(part: list[object], whole: list[object]) -> bool:
+    rest = iter(whole)
+    return all(any(item == other for other in rest) for item in part)
+
+
+def _winners(index, hits) -> dict[tuple[int, str], object]:
+    """Per service and term the hit the scorer keeps: the first of the heaviest."""
+    from connector.classify import QUALITY
+
+    kept: dict[tuple[int, str], tuple[float, object]] = {}
+    for hit in hits:
+        posting, how, _ = hit
+        weight = posting.weight * index.idf.get(posting.term, 1.0) * QUALITY[how]
+        identity = (posting.service, posting.term)
+        if identity not in kept or weight > kept[identity][0]:
+            kept[identity] = (weight, hit)
+    return {identity: hit for identity, (_, hit) in kept.items()}
 
 
 def test_derivations_cut_to_a_short_stem_do_not_meet_unrelated_words():
@@ -463,7 +494,7 @@ def test_the_answer_and_its_cues_do_not_depend_on_the_process_hash_seed():
 def test_best_candidates_are_the_top_by_estimate_then_catalogue_order():
     import numpy as np
 
-    from connector.classify import _best
+    from connector.classify.score import best_candidates
 
     rng = np.random.default_rng(7)
     for _ in range(200):
@@ -473,7 +504,7 @@ def test_best_candidates_are_the_top_by_estimate_then_catalogue_order():
         estimate = rng.integers(0, 6, size=size).astype(np.float64) / 4
         count = int(rng.integers(1, 60))
         expected = candidates[np.lexsort((candidates, -estimate))[:count]]
-        assert set(_best(candidates, estimate, count).tolist()) == set(expected.tolist())
+        assert set(best_candidates(candidates, estimate, count).tolist()) == set(expected.tolist())
 
 
 def test_postings_that_can_win_are_the_first_of_the_heaviest():
@@ -481,7 +512,7 @@ def test_postings_that_can_win_are_the_first_of_the_heaviest():
     the first posting of the heaviest weight; services come in runs, as the index adds them."""
     import random
 
-    from connector.classify import Posting, _can_win
+    from connector.classify.index import Posting, can_win
 
     rng = random.Random(5)
     for _ in range(300):
@@ -496,7 +527,7 @@ def test_postings_that_can_win_are_the_first_of_the_heaviest():
                 identity = (p.service, p.term, p.surface if by_surface else "")
                 if identity not in best or p.weight > postings[best[identity]].weight:
                     best[identity] = position
-            assert _can_win(postings, by_surface) == sorted(best.values())
+            assert can_win(postings, by_surface) == sorted(best.values())
 
 
 @pytest.mark.parametrize("large", [False, True])
@@ -504,19 +535,20 @@ def test_dropping_postings_that_cannot_win_changes_no_answer(monkeypatch, large)
     """The index keeps only the postings and phrases that can win (see _drop_dominated): every
     ticket of tests/data/tickets.csv must get the very same answer, score and evidence as
     from an index that keeps them all."""
-    import connector.classify as classify_module
+    import connector.classify.build as build_module
     from connector.catalogue import load_catalogue
+    from connector.classify import CatalogueIndex
     from connector.evaluate import read_labelled
     from tests.e2e import ROOT
 
     catalogue = _large_catalogue() if large else load_catalogue(ROOT / "catalogue.yaml")
     tickets = read_labelled(ROOT / "tests" / "data" / "tickets.csv")
     pruned = build_index(catalogue)
-    monkeypatch.setattr(classify_module, "_can_win", lambda p, by_surface=False: range(len(p)))
+    monkeypatch.setattr(build_module, "can_win", lambda p, by_surface=False: range(len(p)))
     everything = build_index(catalogue)
     assert sum(map(len, everything.postings.values())) > sum(map(len, pruned.postings.values()))
 
-    def answers(index: classify_module.CatalogueIndex) -> list[tuple[object, ...]]:
+    def answers(index: CatalogueIndex) -> list[tuple[object, ...]]:
         return [
             (m.service, m.score, m.confidence, m.runner_up, m.runner_up_score, m.evidence)
             for m in (index.classify(t.body, t.subject) for t in tickets)
@@ -531,11 +563,11 @@ def test_a_keywords_word_alone_counts_for_the_service_only_through_its_own_conce
     """'library' of the keyword 'document library' is a library word (another concept), not
     a storage word: alone it weighs PLAIN_PART_SHARE of the keyword. 'mailbox' of 'shared
     mailbox' is a word of the service's own concept: PART_SHARE."""
-    import connector.classify as classify_module
+    import connector.classify.build as build_module
     from connector.classify import PART_SHARE, PLAIN_PART_SHARE
 
     # Keep every posting: the thesaurus' heavier 'mailbox' would otherwise replace the part.
-    monkeypatch.setattr(classify_module, "_can_win", lambda p, by_surface=False: range(len(p)))
+    monkeypatch.setattr(build_module, "can_win", lambda p, by_surface=False: range(len(p)))
 
     catalogue = Catalogue.model_validate(
         {

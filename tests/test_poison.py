@@ -348,7 +348,7 @@ def test_words_past_the_cap_are_matched_by_their_exact_form_only(tiny):
     assert tiny._segments(at_cap)  # a compound tail (or whatever the search finds)
     assert tiny._segments(past_cap) == []
     assert tiny.keys(past_cap) == frozenset([past_cap])
-    assert past_cap not in tiny._keys_cache and past_cap not in tiny._search_cache
+    assert past_cap not in tiny.word_keys.memo and past_cap not in tiny._search_cache
     at_cap = ("datamaskin" * 6)[: MAX_WORD_LEN - 3] + "ene"
     assert len(stem(at_cap, "nb")) < MAX_WORD_LEN
     assert stem("x" + at_cap, "nb") == "x" + at_cap  # not stemmed: no word
@@ -356,7 +356,7 @@ def test_words_past_the_cap_are_matched_by_their_exact_form_only(tiny):
 
 def test_long_words_leave_the_memos_small(tiny):
     """The issue: a 16k-character word added 265 MB to the stem memo."""
-    memos = (tiny._keys_cache, tiny._search_cache, tiny._token_cache)
+    memos = (tiny.word_keys.memo, tiny._search_cache, tiny._token_cache)
     before = text_module._stem.cache_info().currsize, [memo.bytes for memo in memos]
     for n in range(50):
         word = f"{n}" + "epostkontoen" * 1_400

@@ -1,0 +1,324 @@
+"""The built index: its postings and phrases, the arrays a large catalogue reads them
+from, and the word keys they are filed under. Built once by build.py and not changed after;
+only the per-word memos of matching fill up as tickets come."""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from connector.catalogue import Catalogue, Service
+from connector.classify.intent import IntentCues
+from connector.classify.thesaurus import Concept
+from connector.classify.words import GROUPED_MEMO, HITS_MEMO, SEARCH_MEMO, Keys
+from connector.events import Evidence
+from connector.memo import SizedMemo
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    service: int
+    term: str  # canonical key of the term (its stems joined) — one hit per service and term
+    surface: str
+    source: str
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConceptPosting:
+    """A thesaurus term under a key, filed once for its concept: the services that link the
+    concept (IndexData.link_*) get it at their link's weight when a ticket hits it."""
+
+    concept: int
+    term: str  # canonical, as Posting.term
+    surface: str
+    source: str  # "thesaurus:<concept id>"
+
+
+@dataclass(frozen=True, slots=True)
+class ConceptPhrase:
+    keys: tuple[frozenset[str], ...]
+    posting: ConceptPosting
+
+
+@dataclass(frozen=True, slots=True)
+class Phrase:
+    keys: tuple[frozenset[str], ...]  # acceptable keys at each position
+    posting: Posting
+
+
+@dataclass(slots=True)
+class Hit:
+    weight: float
+    posting: Posting
+    how: str
+    word: str
+    in_subject: bool
+    _evidence: Evidence | None = None
+
+    @property
+    def evidence(self) -> Evidence:
+        # Built on demand: a large catalogue records thousands of hits per ticket, and
+        # only the winner's evidence is ever shown.
+        if self._evidence is None:
+            self._evidence = Evidence(
+                term=self.posting.surface,
+                word=self.word,
+                source=self.posting.source,
+                how=self.how,
+                weight=round(self.weight, 3),
+            )
+        return self._evidence
+
+
+# A thesaurus term compiled for indexing: (surface, canonical, lists its posting goes into,
+# phrase keys or None for a single word).
+ConceptTerm = tuple[str, str, list[Any], tuple[frozenset[str], ...] | None]
+
+
+# Services hit and one weight each, as arrays: the shortlist adds up thousands of them per
+# ticket, which numpy does in microseconds where a Python loop takes milliseconds.
+Vector = tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.float64]]
+
+
+class Hits(Protocol):
+    def __getitem__(self, index: int, /) -> tuple[Posting, str, str]: ...
+
+
+# The integer type of a service array (int64 for postings, int32 for the many phrases).
+ServiceInt = TypeVar("ServiceInt", np.int32, np.int64)
+
+# Positions in a key's postings: a tuple, or an array in a large catalogue.
+Positions = Sequence[int] | npt.NDArray[np.intp]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Segment:
+    """Hits of a ticket word that share a key: postings[key] (or, for a short stem, those at
+    `chosen`, ascending), each matched as `how` by `word` (the ticket word, or a compound's
+    part)."""
+
+    key: str
+    how: str
+    word: str
+    chosen: Positions | None = None
+    concept_chosen: tuple[int, ...] | None = None  # the same, in concept_postings[key]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHits:
+    """A word's hits in the order _lookup lists them, read from the postings on demand: the
+    scorer only needs the shortlisted services' few among thousands."""
+
+    lists: tuple[Sequence[Posting], ...]  # postings[key] of each segment
+    segments: tuple[Segment, ...]
+    starts: tuple[int, ...]  # index of each segment's first hit
+    size: int
+
+    def __getitem__(self, index: int, /) -> tuple[Posting, str, str]:
+        part = bisect_right(self.starts, index) - 1
+        segment = self.segments[part]
+        offset = index - self.starts[part]
+        if segment.chosen is not None:
+            offset = segment.chosen[offset]
+        return (self.lists[part][offset], segment.how, segment.word)
+
+    def pick(self, indices: npt.NDArray[np.intp]) -> list[tuple[Posting, str, str]]:
+        """The hits at `indices` (ascending), segment by segment: the scorer takes the
+        shortlisted services' hundreds of hits, and one lookup each was its costliest line."""
+        out: list[tuple[Posting, str, str]] = []
+        ends = np.searchsorted(indices, (*self.starts[1:], self.size)).tolist()
+        first = 0
+        for part, end in enumerate(ends):
+            if end > first:
+                segment = self.segments[part]
+                offsets = indices[first:end] - self.starts[part]
+                if segment.chosen is not None:
+                    offsets = np.asarray(segment.chosen, dtype=np.intp)[offsets]
+                postings, how, word = self.lists[part], segment.how, segment.word
+                out += [(postings[i], how, word) for i in offsets.tolist()]
+            first = end
+        return out
+
+
+# The services and weights of a word that hits nothing, shared and read-only.
+NO_SERVICES: npt.NDArray[np.int64] = np.zeros(0, np.int64)
+NO_WEIGHTS: npt.NDArray[np.float64] = np.zeros(0, np.float64)
+NO_SERVICES.flags.writeable = False
+NO_WEIGHTS.flags.writeable = False
+
+# A word's best weight per service (the shortlist's input), its hits, and each hit's service.
+PatternGroup = tuple[tuple[frozenset[str], ...], "array[int]", tuple[int, ...]]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ConceptHits:
+    """A word's hits of concept terms, spread to the services that link the concepts: per
+    hit its service, link weight, link rank, and which entry of `sources` it came from;
+    weights are × idf × quality."""
+
+    services: npt.NDArray[np.int64]
+    weights: npt.NDArray[np.float64]
+    link_weights: npt.NDArray[np.float64]
+    ranks: npt.NDArray[np.int32]
+    entries: npt.NDArray[np.intp]
+    # ...and the segment number, position in concept_postings[key] and term number of its
+    # entry: the order the scorer meets the hits in, and what it keeps one of.
+    segments: npt.NDArray[np.int64]
+    positions: npt.NDArray[np.int64]
+    terms: npt.NDArray[np.int64]
+    # (segment number, position, posting, how, matched word) of each entry
+    sources: tuple[tuple[int, int, ConceptPosting, str, str], ...]
+
+
+# A word's best weight per service (the shortlist's input), its own hits, each own hit's
+# service, and its concept hits (None when there are none, or they are in the own hits).
+WordHits = tuple[Vector, Hits, npt.NDArray[np.int64], ConceptHits | None]
+# A phrase pattern found in the ticket: (start token, first-word key, group numbers).
+PhraseMatch = tuple[int, str, list[int]]
+
+
+@dataclass(frozen=True, eq=False)
+class IndexData:
+    """Everything built from a catalogue and a thesaurus that classifying reads (see
+    build.py), and the memos of the per-word lookups."""
+
+    catalogue: Catalogue
+    languages: tuple[str, ...]
+    word_keys: Keys
+    services: tuple[Service, ...] = ()
+    # The services' own terms (name, keywords, description) under each key.
+    postings: dict[str, list[Posting]] = field(default_factory=dict)
+    phrases: dict[str, list[Phrase]] = field(default_factory=dict)
+    # The linked thesaurus concepts' terms under each key, once per concept (not once per
+    # service that links it: memory and build time no longer grow with services × terms).
+    concept_postings: dict[str, list[ConceptPosting]] = field(default_factory=dict)
+    concept_phrases: dict[str, list[ConceptPhrase]] = field(default_factory=dict)
+    # Which services link each concept, as CSR arrays: concept c's links are the slice
+    # link_starts[c]:link_starts[c + 1], services ascending, each with the weight of its
+    # thesaurus terms (FIELD_WEIGHT["thesaurus"] × link strength) and the link's rank among
+    # the service's concepts (the order the scorer meets equal hits in: first one wins).
+    link_starts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, np.int64))
+    link_services: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    link_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    link_ranks: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    term_ids: dict[str, int] = field(default_factory=dict)  # canonical term → number
+    idf: dict[str, float] = field(default_factory=dict)
+    # Per service: BM25's length norm over the number of terms it has (and as an array).
+    norm: tuple[float, ...] = ()
+    norm_array: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    deletes: dict[str, frozenset[str]] = field(default_factory=dict)
+    change_cues: IntentCues = field(default_factory=IntentCues)
+    private_cues: IntentCues = field(default_factory=IntentCues)
+    stopwords: frozenset[str] = frozenset()
+    it_vocabulary: frozenset[str] = frozenset()
+    # Every word of the catalogue, the thesaurus and the language data, with its stems in
+    # the compounding languages: the parts a compound may be split into (see _compound).
+    lexicon: frozenset[str] = frozenset()
+    outside_concepts: dict[str, Concept] = field(default_factory=dict)
+    compounding: tuple[str, ...] = ()  # languages that write compounds as one word
+    # Unsupported services whose name or keywords say they are for private matters.
+    private_services: frozenset[int] = frozenset()
+    # Large catalogues only: every key's postings as arrays, services and weight × idf,
+    # laid end to end; a key's span in them.
+    key_services: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    key_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    key_spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # ...and for a short stem (see _direct): its distinct term surfaces, each with the
+    # positions of its postings.
+    key_surfaces: dict[str, tuple[list[str], list[npt.NDArray[np.intp]]]] = field(
+        default_factory=dict
+    )
+    # ...and every phrase pattern's phrases the same way (int32 services: 19 M phrases at
+    # 10,000 services), one slice per pattern: a key's patterns start at group_starts[key].
+    phrase_services: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    phrase_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    phrase_terms: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    group_starts: dict[str, array[int]] = field(default_factory=dict)
+    # phrases[key] and concept_phrases[key] grouped by pattern: (pattern, positions of its
+    # phrases in phrases[key], positions of its concept phrases in concept_phrases[key])
+    phrase_groups: dict[str, list[PatternGroup]] = field(default_factory=dict)
+    # phrase_groups[key] by a key of the pattern's second word: the group numbers, ascending
+    # (one-word patterns under ""). A word then tests only the patterns its successor fits.
+    phrase_next: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
+    # Memos of matching: a word's hits (small catalogues), its hits as arrays (large ones),
+    # and its segments (see lookup.py) with the steps finding them took.
+    _token_cache: SizedMemo[str, list[tuple[Posting, str, str]]] = field(
+        default_factory=lambda: SizedMemo(*HITS_MEMO)
+    )
+    _grouped_cache: SizedMemo[str, WordHits] = field(
+        default_factory=lambda: SizedMemo(*GROUPED_MEMO)
+    )
+    _search_cache: SizedMemo[str, tuple[list[Segment], int]] = field(
+        default_factory=lambda: SizedMemo(*SEARCH_MEMO)
+    )
+    # A pattern group's concept phrases spread to their services (large catalogues).
+    _pattern_cache: SizedMemo[tuple[str, int], Vector] = field(
+        default_factory=lambda: SizedMemo(*SEARCH_MEMO)
+    )
+
+    # All index keys of one folded word (Keys.keys): itself and its stem in each language.
+    # The memoised function itself, not a method that calls it: matching asks for the keys
+    # of every ticket word in several passes.
+    keys: Callable[[str], frozenset[str]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", self.word_keys.keys)
+
+    def term_keys(self, word: str, lang: str | None) -> frozenset[str]:
+        """Index keys of a catalogue or thesaurus word (see Keys.term_keys)."""
+        return self.word_keys.term_keys(word, lang)
+
+    def term_words(self, term: str) -> tuple[str, ...]:
+        """A catalogue or thesaurus term's words, as a ticket's are: folded, tokenised."""
+        return self.word_keys.words(term)
+
+    def is_it_word(self, word: str) -> bool:
+        """True when the thesaurus knows the word (in any of its forms) as an IT term."""
+        return not self.keys(word).isdisjoint(self.it_vocabulary)
+
+    def clear_memos(self) -> None:
+        """Forget every word looked up (the bench's cold state; the stem memo stays)."""
+        for memo in (
+            self._token_cache,
+            self._grouped_cache,
+            self._search_cache,
+            self._pattern_cache,
+        ):
+            memo.clear()
+        self.word_keys.memo.clear()
+
+
+def can_win(postings: Sequence[Posting], by_surface: bool = False) -> list[int]:
+    """Positions of the postings that are the first of the heaviest of their service and
+    term (and surface), ascending. A service's postings under one key are contiguous (they
+    are added service by service) and few, so a duplicate is looked for in that run only."""
+    kept: list[int] = []
+    service = -1
+    run = 0  # where this service's postings start in kept
+    for position, posting in enumerate(postings):
+        if posting.service != service:
+            service, run = posting.service, len(kept)
+            kept.append(position)
+            continue
+        for index in range(run, len(kept)):
+            other = postings[kept[index]]
+            if other.term == posting.term and (not by_surface or other.surface == posting.surface):
+                if posting.weight > other.weight:
+                    kept[index] = position
+                break
+        else:
+            kept.append(position)
+    return sorted(kept)
+
+
+def winning_phrases(phrases: Sequence[Phrase], positions: list[int]) -> array[int]:
+    """Of the phrases at `positions` (one pattern's), the positions of those that can win."""
+    kept = can_win([phrases[p].posting for p in positions])
+    return array("I", [positions[i] for i in kept])
