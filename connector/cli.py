@@ -474,7 +474,7 @@ def _host_tickets(
     if not settings.host(name).configured:
         click.echo(f"{name}: no URL; set the {name} URL variable", err=True)
         sys.exit(CONFIG)
-    path = settings.mappings_dir / f"{name}.yaml"
+    path = settings.mapping_path(name)
     try:
         mapping = load_mapping(path) if path.exists() else Mapping(host=name)
     except MappingError as exc:

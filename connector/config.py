@@ -88,6 +88,11 @@ class Settings(BaseModel):
     purge_interval: float = 3600.0  # how often the running service purges
     hosts: dict[str, HostSettings] = {}
 
+    def mapping_path(self, host: str) -> Path:
+        """Where the host's mapping is: BPSM_<HOST>_MAPPING, else <mappings dir>/<host>.yaml."""
+        explicit = self.host(host).mapping_path
+        return Path(explicit) if explicit else self.mappings_dir / f"{host}.yaml"
+
     def host(self, name: str) -> HostSettings:
         found = self.hosts.get(name)
         # A host that load_settings was not given: the shared keys only (a Host converts

@@ -94,7 +94,11 @@ class TicketEvent(_Frozen):
     ticket_id: str = Field(max_length=100)
     # "correction": a person chose the service/process in the review page; the worker
     # applies it in the helpdesk (the web layer never calls one).
-    kind: Literal["created", "customer_reply", "updated", "polled", "correction"] = "created"
+    # "agent_update": a change of a ticket in a BPSM queue, read only for what an agent chose
+    # there (a move, the service field); a ticket the connector never routed is left alone.
+    kind: Literal[
+        "created", "customer_reply", "updated", "polled", "correction", "agent_update"
+    ] = "created"
     subject: str = ""
     body: str = ""
     queue: str | None = None  # queue/group the ticket is in at event time

@@ -104,10 +104,7 @@ class Runtime:
     # ----- hosts ----------------------------------------------------------------------------
 
     def _mapping_path(self, host: str) -> Path:
-        settings = self.settings.host(host)
-        if settings.mapping_path:
-            return Path(settings.mapping_path)
-        return self.settings.mappings_dir / f"{host}.yaml"
+        return self.settings.mapping_path(host)
 
     def mapping(self, host: str) -> Mapping:
         """The host's mapping file, read once. Without a file the defaults serve until one

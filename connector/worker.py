@@ -245,12 +245,17 @@ def _agent_choices(
     to another BPSM queue, and a service named in the helpdesk's own service field. Other
     queues (the source queue of a dry run, a team's own queue) say nothing."""
     chosen: list[tuple[str, str | None]] = []
-    if event.queue and event.queue != routing["queue"]:
-        moved = correction_target(context.mapping(host), event.queue, routing["service"])
-        if moved is not None:
-            chosen.append(moved)
+    in_queue = (
+        correction_target(context.mapping(host), event.queue, routing["service"])
+        if event.queue
+        else None
+    )
+    if in_queue is not None and event.queue != routing["queue"]:
+        chosen.append(in_queue)
     if event.service_label and event.service_label != routing["service"]:
-        named = service_correction(context.catalogue, routing["process"], event.service_label)
+        # The process of the queue the ticket is in now (an agent may have moved it too).
+        process = in_queue[0] if in_queue is not None else routing["process"]
+        named = service_correction(context.catalogue, process, event.service_label)
         if named is not None:
             chosen.append(named)
     return chosen
@@ -306,6 +311,8 @@ def route_delivery(context: Context, delivery: Delivery) -> str:
             context.store.mark_moved_by_agent(delivery.host, delivery.ticket_id)
         _record_agent_choices(context, delivery.host, existing, event)
         return "already-routed"
+    if event.kind == "agent_update" and existing is None:
+        return "not-routed"  # put in a BPSM queue by a person: theirs, not ours to route
     mapping = context.mapping(delivery.host)
     if existing is None:
         match = context.index().classify(event.body, event.subject, event.language_hint)

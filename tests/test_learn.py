@@ -7,6 +7,7 @@ import os
 from collections import Counter
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -306,15 +307,18 @@ def _runtime(tmp_path: Path, **extra: str) -> Runtime:
     return Runtime(settings, index=index())
 
 
-def _deliver(rt: Runtime, ticket: str, number: int, queue: str, subject: str, body: str) -> str:
+def _deliver(
+    rt: Runtime, ticket: str, number: int, queue: str, subject: str, body: str, **more: Any
+) -> str:
+    values: dict[str, Any] = {"kind": "created" if number == 1 else "customer_reply", **more}
     event = TicketEvent(
         host="demo",
         delivery_id=f"{ticket}-{number}",
         ticket_id=ticket,
-        kind="created" if number == 1 else "customer_reply",
         subject=subject,
         body=body,
         queue=queue,
+        **values,
     )
     pk = rt.store.record_delivery(event)
     assert pk is not None
@@ -351,6 +355,32 @@ def test_an_agents_move_to_another_bpsm_queue_is_recorded_as_a_correction(tmp_pa
         ("demo#7", "case-management"),
         ("demo#8", "care-records"),
     ]
+    rt.close()
+
+
+def test_an_agents_service_field_is_a_correction_and_an_unrouted_ticket_is_left_alone(
+    tmp_path,
+):
+    rt = _runtime(tmp_path)
+    subject, body = ZORBLEX[0]
+    assert _deliver(rt, "7", 1, "Users", subject, body) == "dry-run"
+    routed = rt.store.routing("demo", "7")
+    assert routed is not None and routed["service"] != "case-management"
+    update = {"kind": "agent_update"}
+    # The field naming the routed service (the connector's own write) says nothing.
+    _deliver(rt, "7", 2, "Users", subject, "", service_label=routed["service"], **update)
+    assert rt.store.corrections_with_text() == []
+    _deliver(rt, "7", 3, "Users", subject, "", service_label="no-such-service", **update)
+    assert rt.store.corrections_with_text() == []
+    _deliver(rt, "7", 4, "Users", subject, "", service_label="case-management", **update)
+    _deliver(rt, "7", 5, "Users", subject, "", service_label="case-management", **update)
+    rows = rt.store.corrections_with_text()
+    assert [(r["to_process"], r["to_service"], r["source"]) for r in rows] == [
+        ("reactive", "case-management", "agent")
+    ]
+    # A ticket a person put in a BPSM queue, which the connector never routed: not routed.
+    assert _deliver(rt, "9", 1, "BPSM Reactive", subject, body, **update) == "not-routed"
+    assert rt.store.routing("demo", "9") is None
     rt.close()
 
 

@@ -269,6 +269,9 @@ def test_first_poll_reads_all_pages_and_the_first_text_of_each_ticket() -> None:
         register_first_poll(rsps)
         events, mark = client.poll(None)
         searches = [c.request.url for c in rsps.calls if "/tickets?" in c.request.url]
+    # The watched queue's search; then the BPSM queues' (agent updates), which answers the
+    # same recorded tickets here: the same deliveries, dropped.
+    searches = [u for u in searches if "E2E Recording" in parse_qs(urlsplit(u).query)["query"][0]]
     items = body("search_page_1")["items"] + body("search_page_2")["items"]
     assert [e.ticket_id for e in events] == [i["id"] for i in items]
     assert [e.delivery_id for e in events] == [f"rt:{i['id']}:{i['LastUpdated']}" for i in items]
@@ -613,3 +616,30 @@ def test_connection_refused_is_transient() -> None:
     with pytest.raises(HostError, match="cannot connect") as error:
         client.poll(None)
     assert not error.value.permanent
+
+
+def test_the_bpsm_queues_are_polled_for_what_agents_chose_there() -> None:
+    """A routed ticket sits in a BPSM queue, which no intake watch covers: its moves and its
+    service field come back as agent updates (the worker records them, routes none)."""
+    client = make_client()
+    sorted_item = {
+        **body("search_page_1")["items"][0],
+        "Queue": {"id": "9", "Name": "BPSM Reactive", "type": "queue"},
+        "CustomFields": [{"id": "3", "name": "BPSM Service", "values": ["printing"]}],
+    }
+
+    def search(request: Any) -> tuple[int, dict[str, str], str]:
+        query = parse_qs(urlsplit(request.url).query)
+        assert "CustomFields" in query["fields"][0].split(",")
+        found = [sorted_item] if "BPSM Reactive" in query["query"][0] else []
+        return 200, {}, json.dumps({"items": found, "page": 1, "pages": 1, "count": len(found)})
+
+    with responses.RequestsMock() as rsps:
+        replay(rsps, "user_self")
+        rsps.add_callback("GET", BASE + "/REST/2.0/tickets", callback=search)
+        replay(rsps, "history_first")  # the first text of ticket 1
+        replay(rsps, "create_attachments")
+        events, _ = client.poll(None)
+    assert [(e.kind, e.queue, e.service_label) for e in events] == [
+        ("agent_update", "BPSM Reactive", "printing")
+    ]

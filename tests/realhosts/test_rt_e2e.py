@@ -65,11 +65,13 @@ INTAKE = "E2E Intake"
 INTAKE_OVERRIDE = "E2E Intake Override"
 INTAKE_RESTART = "E2E Intake Restart"
 INTAKE_SHADOW = "E2E Intake Shadow"
+INTAKE_LEARNED = "E2E Intake Learned"
 WATCHES = {
     "main": [INTAKE],
     "override": [INTAKE_OVERRIDE],
     "restart": [INTAKE_RESTART],
     "shadow": [INTAKE_SHADOW],
+    "learned": [INTAKE_LEARNED],
 }
 DESK = "E2E Service Desk"  # an agents' queue; the connector may see and comment there
 LOCKED = "E2E Locked"  # the connector has no rights here
@@ -842,3 +844,88 @@ def test_a_ticket_opened_before_is_found_by_its_reference_in_real_rt(
     assert again == first  # found, not opened twice
     assert other != first  # the same subject with another reference is another ticket
     assert rt_ticket(rt_server, int(first))["Queue"]["Name"] == proactive
+
+
+# ----- learning from what agents chose (issue 19) ---------------------------------------------
+
+# A product the catalogue does not know; the organisation's agents know it belongs to the ERP.
+ZORBLEX = [
+    ("Zorblex", "Zorblex henger når jeg åpner saken."),
+    ("Problem med zorblex", "Får ikke logget inn i zorblex i dag."),
+    ("zorblex feilmelding", "zorblex viser en feilmelding ved lagring."),
+]
+TAUGHT = "erp"
+
+
+def set_service_field(rt: RTServer, ticket_id: int, service: str) -> None:
+    """An agent (root) names the service in the ticket's BPSM Service field."""
+    answer = rt.api("PUT", f"ticket/{ticket_id}", json={"CustomFields": {FIELD: service}}).json()
+    assert answer and FIELD in answer[0], answer
+
+
+def learn(env: dict[str, str], *args: str) -> str:
+    result = CliRunner().invoke(
+        bpsm, ["learn", str(ROOT / "tests" / "data" / "tickets.csv"), *args], env=env
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_agents_corrections_in_rt_teach_learn_and_a_like_ticket_then_goes_their_way(
+    rt_server: RTServer, prepared: Prepared, connector: ConnectorService, tmp_path: Path
+) -> None:
+    rt = rt_server
+    ids = [rt.create_ticket(INTAKE, subject, body) for subject, body in ZORBLEX]
+    routed = [connector.wait_routed("rt", i) for i in ids]
+    assert all(r["service"] != TAUGHT for r in routed), routed
+    # The agents: two name the service in the field; one moves the ticket to the change
+    # queue first, then names the service.
+    for ticket_id in ids[:2]:
+        next_second(rt, ticket_id)
+        set_service_field(rt, ticket_id, TAUGHT)
+    next_second(rt, ids[2])
+    agent_move(rt, ids[2], TARGETS["change"])
+    next_second(rt, ids[2])
+    set_service_field(rt, ids[2], TAUGHT)
+
+    def corrected() -> list[Any] | None:
+        rows = connector.runtime.store.corrections_with_text()
+        mine = {r["ticket_id"]: r for r in rows if r["ticket_id"] in {str(i) for i in ids}}
+        latest = [(r["to_process"], r["to_service"]) for _, r in sorted(mine.items())]
+        return latest if len(latest) == 3 and all(s == TAUGHT for _, s in latest) else None
+
+    chosen = wait_for(corrected, timeout=30, message="the poller to see the agents' choices")
+    assert chosen == [("reactive", TAUGHT), ("reactive", TAUGHT), ("change", TAUGHT)]
+    moves = [
+        r
+        for r in connector.runtime.store.corrections_with_text()
+        if r["ticket_id"] == str(ids[2]) and r["to_process"] == "change"
+    ]
+    assert [r["to_service"] for r in moves] == [routed[2]["service"], TAUGHT]
+
+    catalogue = {"BPSM_CATALOGUE": str(ROOT / "catalogue.yaml")}
+    from_audit = tmp_path / "from-audit.yaml"
+    audit_env = {**catalogue, "BPSM_DATA_DIR": str(connector.runtime.settings.data_dir)}
+    out = learn(audit_env, "--from-audit", "--since", "1d", "--output", str(from_audit))
+    assert "audit log: " in out
+    from_host = tmp_path / "from-host.yaml"
+    host_env = {**prepared.env(), **catalogue, "BPSM_DATA_DIR": str(tmp_path / "data")}
+    out = learn(host_env, "--from-host", "rt", "--since", "1d", "--output", str(from_host))
+    assert "rt: " in out
+    for learned in (from_audit, from_host):
+        terms = yaml.safe_load(learned.read_text())["services"][TAUGHT]["terms"]
+        zorblex = [t for t in terms if t["term"] == "zorblex"]
+        assert zorblex, (learned.name, terms)
+
+    # A ticket like the corrected ones now goes where the agents put them, and says why.
+    env = {**prepared.env("learned"), "BPSM_LEARNED": str(from_host)}
+    with ConnectorService(tmp_path / "learned", env) as service:
+        wait_for(lambda: service.runtime.store.high_water("rt"), message="the first poll")
+        ticket_id = rt.create_ticket(
+            INTAKE_LEARNED, "Zorblex igjen", "Zorblex krasjer ved lagring."
+        )
+        routing = service.wait_routed("rt", ticket_id)
+    assert routing["service"] == TAUGHT and routing["outcome"] == "applied", routing
+    assert field_values(rt_ticket(rt, ticket_id))[FIELD] == [TAUGHT]
+    (comment,) = own_comments(rt, ticket_id)
+    assert "lært fra" in comment or "learned from" in comment, comment

@@ -17,7 +17,7 @@ from connector.hosts.rt.settings import RTOptions
 class RTHost(RTSansIO):
     def client(self) -> RTClient:
         options = read_mapping_options(self.name, RTOptions, self.mapping.options)
-        return connect(self.settings, options)
+        return connect(self.settings, options, agent_queues=tuple(self.mapping.all_queues()))
 
 
 HOST = RTHost

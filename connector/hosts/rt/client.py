@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from connector.events import NewTicket, Progress, RoutingDecision, TicketEvent
@@ -50,8 +50,11 @@ from connector.notes import has_marker
 log = logging.getLogger("bpsm.rt")
 
 
-def connect(settings: RTSettings, options: RTOptions) -> RTClient:
-    """The API client for these settings (an auth token, or user and password)."""
+def connect(
+    settings: RTSettings, options: RTOptions, agent_queues: tuple[str, ...] = ()
+) -> RTClient:
+    """The API client for these settings (an auth token, or user and password);
+    `agent_queues` are the BPSM queues, polled for what agents chose there."""
     if not settings.url:
         raise HostError("rt: BPSM_RT_URL is required", permanent=True)
     base = settings.url.rstrip("/")
@@ -72,7 +75,7 @@ def connect(settings: RTSettings, options: RTOptions) -> RTClient:
             "rt: set BPSM_RT_TOKEN (an RT auth token) or BPSM_RT_USER + BPSM_RT_PASSWORD",
             permanent=True,
         )
-    return RTClient(transport, options, me=me)
+    return RTClient(transport, options, me=me, agent_queues=agent_queues)
 
 
 class RTClient(HostClient):
@@ -82,6 +85,7 @@ class RTClient(HostClient):
         options: RTOptions | None = None,
         me: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        agent_queues: tuple[str, ...] = (),
     ):
         self.http = transport
         # A reply is not retried within the call: after a timeout it may have been saved
@@ -92,6 +96,9 @@ class RTClient(HostClient):
         self._my_names: set[str] = {me} if me else set()  # how RT may name the API user
         self._names_read = False
         self.clock = clock
+        # BPSM queues not watched for new tickets: polled for agents' moves and service field.
+        watched = set(self.options.watch_queues)
+        self.agent_queues = tuple(q for q in agent_queues if q not in watched)
         self._zone_checked = False
         self.per_page = PER_PAGE
         # A ticket's first text never changes; polls re-see tickets within the overlap.
@@ -220,13 +227,18 @@ class RTClient(HostClient):
     def _search(self, query: str) -> Iterator[dict[str, Any]]:
         return self._paged("tickets", search_params(query))
 
-    def _event(self, item: dict[str, Any], delivery_id: str) -> TicketEvent:
+    def _event(
+        self,
+        item: dict[str, Any],
+        delivery_id: str,
+        kind: Literal["polled", "agent_update"] = "polled",
+    ) -> TicketEvent:
         ticket_id = str(item["id"])
         return TicketEvent(
             host="rt",
             delivery_id=delivery_id,
             ticket_id=ticket_id,
-            kind="polled",
+            kind=kind,
             subject=str(item.get("Subject") or ""),
             # Only the Create text: the connector's own comments and replies change
             # LastUpdated (a new delivery, which the worker finds already routed) but are
@@ -238,7 +250,9 @@ class RTClient(HostClient):
         )
 
     def poll(self, since: str | None) -> tuple[list[TicketEvent], str | None]:
-        """Tickets of the watched queues changed since the mark (minus the overlap).
+        """Tickets of the watched queues changed since the mark (minus the overlap), and the
+        tickets of the BPSM queues changed since then, as agent updates (what agents chose:
+        a move, the service field; the worker routes none of them).
 
         The first call (no mark) starts at now minus the overlap, so installing the connector
         does not route RT's history (`bpsm backfill` does that)."""
@@ -252,12 +266,20 @@ class RTClient(HostClient):
         start = (mark or now) - timedelta(seconds=self.options.overlap_seconds)
         events: list[TicketEvent] = []
         newest = mark or now
-        for item in self._search(watch_query(self.options.watch_queues, start)):
-            updated = parse_rt_time(item.get("LastUpdated"))
-            stamp = str(item.get("LastUpdated"))
-            events.append(self._event(item, f"rt:{item['id']}:{stamp}"))
-            if updated is not None and updated > newest:
-                newest = updated
+        searches: list[tuple[Iterable[str], Literal["polled", "agent_update"]]]
+        searches = [(self.options.watch_queues, "polled")]
+        searches += [(self.agent_queues, "agent_update")] if self.agent_queues else []
+        seen: set[str] = set()
+        for queues, kind in searches:
+            for item in self._search(watch_query(queues, start)):
+                updated = parse_rt_time(item.get("LastUpdated"))
+                delivery = f"rt:{item['id']}:{item.get('LastUpdated')}"
+                if delivery in seen:  # moved between the two searches
+                    continue
+                seen.add(delivery)
+                events.append(self._event(item, delivery, kind))
+                if updated is not None and updated > newest:
+                    newest = updated
         return events, rt_stamp(newest)
 
     def backfill(self, since: datetime, progress: Progress | None = None) -> list[TicketEvent]:
