@@ -1159,6 +1159,8 @@ class FakeGLPI:
         self._next_ids[itemtype] = max(self._next_ids[itemtype], int(item_id) + 1)
         row = {col: values.get(col) for col in _COLUMNS[itemtype]}
         row.update({k: v for k, v in values.items() if k.startswith("_")})  # hidden state
+        if itemtype == "Webhook" and "pinned_version" in values:  # GLPI 12's column
+            row["pinned_version"] = values["pinned_version"]
         row["id"] = int(item_id)
         table[int(item_id)] = row
         return int(item_id)
