@@ -1,7 +1,8 @@
 """The web layer: HTTP in, queue out. It never calls a helpdesk during a request.
 
 POST /hooks/<host>  202 queued · 200 ignored/duplicate · 400 malformed · 401 bad signature
-                    · 404 unknown host · 413 too large
+                    · 404 unknown host · 413 too large (PUT/PATCH/DELETE too where the host
+                    declares them in `webhook_methods`, e.g. Zammad 7; else 405)
 GET  /hooks/<host>  answers a host's verification challenge (GLPI's crc_token)
 GET  /healthz       store and queue reachable
 GET  /metrics       Prometheus text format
@@ -74,11 +75,18 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
         log.exception("unhandled error")
         return _error(500, "internal error; see the service log")
 
-    @app.post("/hooks/<host>")
+    @app.route("/hooks/<host>", methods=["POST", "PUT", "PATCH", "DELETE"])
     def hook(host: str) -> tuple[Response, int]:
         if not runtime.host_enabled(host):
             known = ", ".join(h for h in host_classes() if runtime.host_enabled(h))
             return _error(404, f"unknown host {host!r}; known: {known}")
+        allowed = runtime.host(host).webhook_methods
+        if request.method not in allowed:
+            answer, status = _error(
+                405, f"{host} webhooks are sent with {', '.join(sorted(allowed))}"
+            )
+            answer.headers["Allow"] = ", ".join(sorted(allowed | {"GET"}))
+            return answer, status
         if runtime.needs_credential(host):
             # A polled host has no webhook to verify: a POST here can only be forged.
             EVENTS.labels(host, "rejected", "signature").inc()
@@ -92,7 +100,7 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
             EVENTS.labels(host, "rejected", "too-large").inc()
             return _error(413, f"body larger than {runtime.settings.max_body_bytes} bytes")
         webhook = WebhookRequest(
-            method="POST", headers=request.headers, body=body, query=request.args
+            method=request.method, headers=request.headers, body=body, query=request.args
         )
         adapter = runtime.host(host)
         try:

@@ -27,8 +27,10 @@ def fixtures(host: str) -> Path:
 
 
 SECRET = "fixture-webhook-secret-32-bytes!"  # the fixtures are signed again with it
+ZAMMAD_TOKEN = "fixture-bearer-token-of-32-bytes"  # and Zammad 7's Bearer token replaced
 ENV = {
     "BPSM_ZAMMAD_WEBHOOK_SECRET": SECRET,
+    "BPSM_ZAMMAD_WEBHOOK_TOKEN": ZAMMAD_TOKEN,
     "BPSM_GLPI_WEBHOOK_SECRET": SECRET,
     "BPSM_DJANGO_HELPDESK_WEBHOOK_SECRET": SECRET,
 }
@@ -54,6 +56,9 @@ EXPECTED: dict[tuple[str, str], tuple[str, ...]] = {
     ("zammad", "malformed_missing_ticket.json"): ("400", "ticket"),
     ("zammad", "malformed_ticket_id_string.json"): ("400", "ticket.id"),
     ("zammad", "malformed_not_json.txt"): ("400", ""),
+    ("zammad", "v7_bearer_post.json"): (Q, "created"),
+    ("zammad", "v7_bearer_put.json"): (Q, "created"),
+    ("zammad", "v7_bearer_and_signature_patch.json"): (Q, "created"),
     ("glpi", "v11_ticket_new.json"): (Q, "created"),
     ("glpi", "v11_ticket_new_html_heavy.json"): (Q, "created"),
     ("glpi", "v11_ticket_new_norwegian.json"): (Q, "created"),
@@ -68,6 +73,9 @@ EXPECTED: dict[tuple[str, str], tuple[str, ...]] = {
     ("glpi", "malformed_no_item.json"): ("400", "item"),
     ("glpi", "malformed_bad_event.json"): ("400", "event"),
     ("glpi", "malformed_not_json.txt"): ("400", ""),
+    ("glpi", "v12_api2_ticket_new.json"): (Q, "created"),
+    ("glpi", "v12_api2_followup_new.json"): (Q, "customer_reply"),
+    ("glpi", "malformed_v12_api3_ticket_new.json"): ("400", "api"),
     ("django_helpdesk", "new_ticket.json"): (Q, "created"),
     ("django_helpdesk", "followup_customer.json"): (Q, "customer_reply"),
     ("django_helpdesk", "followup.json"): ("ignored", "staff follow-up", "staff-follow-up"),
@@ -85,6 +93,9 @@ API_ANSWER_PREFIXES = {"glpi": ("v10_",)}
 URL_HOST = {"zammad": "zammad", "glpi": "glpi", "django_helpdesk": "django-helpdesk"}
 
 
+SIDECARS = (".headers.json", ".request.json")  # a fixture's headers; its method and query
+
+
 def webhook_files() -> set[tuple[str, str]]:
     found = set()
     for package in HOSTS.iterdir():
@@ -93,7 +104,7 @@ def webhook_files() -> set[tuple[str, str]]:
             continue
         for path in folder.iterdir():
             name = path.name
-            if path.is_dir() or name == "README.md" or name.endswith(".headers.json"):
+            if path.is_dir() or name == "README.md" or name.endswith(SIDECARS):
                 continue  # contract/: the helpdesks' documentation (see the next test)
             if name.startswith(API_ANSWER_PREFIXES.get(package.name, ("\0",))):
                 continue
@@ -112,6 +123,12 @@ def test_the_contract_folders_webhook_example_is_a_tested_fixture():
     assert contract.read_bytes() == (fixtures("zammad") / "ticket_created.json").read_bytes()
 
 
+def request_of(host: str, name: str) -> dict[str, Any]:
+    """The fixture's `<name>.request.json` (method, query), if it has one."""
+    path = fixtures(host) / (name.rsplit(".", 1)[0] + ".request.json")
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def signed(host: str, name: str) -> tuple[bytes, dict[str, str], str]:
     """Body, headers and query string, signed with SECRET as the host signs."""
     path = fixtures(host) / name
@@ -120,10 +137,16 @@ def signed(host: str, name: str) -> tuple[bytes, dict[str, str], str]:
     headers: dict[str, str] = {}
     if headers_file.exists():
         headers = json.loads(headers_file.read_text())
-    query = ""
+    query = "&".join(f"{k}={v}" for k, v in request_of(host, name).get("query", {}).items())
+    query = f"?{query}" if query else ""
     if host == "zammad":
         digest = hmac.new(SECRET.encode(), body, hashlib.sha1).hexdigest()
-        headers["X-Hub-Signature"] = "sha1=" + digest
+        if "Authorization" in headers:  # Zammad 7: Bearer, with or without a signature
+            headers["Authorization"] = f"Bearer {ZAMMAD_TOKEN}"
+            if "X-Hub-Signature" in headers:
+                headers["X-Hub-Signature"] = "sha1=" + digest
+        else:
+            headers["X-Hub-Signature"] = "sha1=" + digest
     elif host == "glpi":
         stamp = headers["X-GLPI-timestamp"]
         headers["X-GLPI-signature"] = hmac.new(
@@ -157,7 +180,10 @@ def test_fixture_through_the_app(tmp_path, host, name):
     url_host = URL_HOST[host]
     expected = EXPECTED[(host, name)]
     before = ignored_count(url_host, expected[2]) if expected[0] == "ignored" else 0.0
-    answer = app.test_client().post(f"/hooks/{url_host}{query}", data=body, headers=headers)
+    method = request_of(host, name).get("method", "POST")
+    answer = app.test_client().open(
+        f"/hooks/{url_host}{query}", method=method, data=body, headers=headers
+    )
     outcome: Any = answer.json
     if expected[0] == Q:
         assert answer.status_code == 202, outcome

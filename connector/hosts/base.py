@@ -253,6 +253,8 @@ class Host(ABC, Generic[Settings]):
     # The host's environment keys and its mapping's `options:` (its settings.py).
     settings_model: ClassVar[type[HostSettings]] = HostSettings
     options_model: ClassVar[type[MappingOptions]] = MappingOptions
+    # The HTTP methods its webhooks may use on /hooks/<name>; others are answered 405.
+    webhook_methods: ClassVar[frozenset[str]] = frozenset({"POST"})
     # True when the host has no webhooks (RT, GLPI ≤ 10). Not a ClassVar: a host may decide
     # per installation (django-helpdesk polls when BPSM_DJANGO_HELPDESK_POLL_INTERVAL is set).
     polling: bool = False

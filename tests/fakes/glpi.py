@@ -1,4 +1,6 @@
-"""A stateful fake GLPI: legacy REST API v1 (``apirest.php``) and GLPI 11 outgoing webhooks.
+"""A stateful fake GLPI: legacy REST API v1 (``apirest.php``), the high-level API (``api.php``,
+GLPI ≥ 11: OAuth2 token, tickets, team members, followups, groups, categories) and GLPI 11/12
+outgoing webhooks (12: pinned API version, no private-network targets by default).
 
 The wire behaviour follows ``connector/hosts/glpi/fixtures/contract/glpi.md`` (taken from GLPI's own
 source). Where the contract is silent the fake picks one plausible behaviour and says so in a
@@ -25,6 +27,7 @@ import hashlib
 import hmac
 import html
 import http.client
+import ipaddress
 import json
 import re
 import secrets
@@ -630,9 +633,12 @@ class FakeGLPI:
         webhook_retry_delay: float = 0.05,
         webhook_timeout: float = 5.0,
         webhook_max_cra_skips: int = 3,
+        oauth_client_id: str = "bpsm",
+        oauth_client_secret: str = "oauth-secret",
+        webhook_private_networks_allowed: bool | None = None,
     ) -> None:
-        if version not in (10, 11):
-            raise ValueError("version must be 10 or 11")
+        if version not in (10, 11, 12):
+            raise ValueError("version must be 10, 11 or 12")
         self.app_token = app_token
         self.user_token = user_token
         self.version = version
@@ -647,6 +653,15 @@ class FakeGLPI:
         self.webhook_retry_delay = webhook_retry_delay
         self.webhook_timeout = webhook_timeout
         self.webhook_max_cra_skips = webhook_max_cra_skips
+        # The high-level API's OAuth client (password grant with login/password).
+        self.oauth_client_id = oauth_client_id
+        self.oauth_client_secret = oauth_client_secret
+        # GLPI 12 wraps its HTTP client in Symfony's NoPrivateNetworkHttpClient unless
+        # Webhook::class is in GLPI_SERVERSIDE_URL_ALLOWED_PRIVATE_NETWORKS_CONTEXTS
+        # (src/Glpi/Toolbox/HttpClient.php); GLPI 11 does not.
+        if webhook_private_networks_allowed is None:
+            webhook_private_networks_allowed = version < 12
+        self.webhook_private_networks_allowed = webhook_private_networks_allowed
         self.ip_allowed = True
         self.internal_errors: list[BaseException] = []
 
@@ -658,6 +673,7 @@ class FakeGLPI:
         # Distinct id ranges per table, so that a ticket id used as a group id fails loudly.
         self._next_ids: dict[str, int] = {name: 1 for name in _COLUMNS} | _FIRST_IDS
         self._sessions: dict[str, float] = {}
+        self._hl_tokens: dict[str, tuple[float, int | None]] = {}  # token → (issued, user)
         self._denied: dict[str, set[str]] = {}
         self._fail_queue: list[tuple[int, int | None]] = []
         self._lose_count = 0
@@ -794,6 +810,7 @@ class FakeGLPI:
         """Forget every session: the next call with an old token gets 401."""
         with self._lock:
             self._sessions.clear()
+            self._hl_tokens.clear()
 
     def advance_time(self, seconds: float) -> None:
         """Move the fake's clock (dates, timestamps, session expiry) forward."""
@@ -1142,6 +1159,8 @@ class FakeGLPI:
         self._next_ids[itemtype] = max(self._next_ids[itemtype], int(item_id) + 1)
         row = {col: values.get(col) for col in _COLUMNS[itemtype]}
         row.update({k: v for k, v in values.items() if k.startswith("_")})  # hidden state
+        if itemtype == "Webhook" and "pinned_version" in values:  # GLPI 12's column
+            row["pinned_version"] = values["pinned_version"]
         row["id"] = int(item_id)
         table[int(item_id)] = row
         return int(item_id)
@@ -1240,6 +1259,8 @@ class FakeGLPI:
             if itemtype == "Webhook" and col == "custom_headers":
                 value = json.dumps(value or {})
             out[col] = self._out_value(value)
+        if itemtype == "Webhook" and "pinned_version" in row:  # GLPI 12's column
+            out["pinned_version"] = row["pinned_version"]
         if _truthy(params.get("expand_dropdowns", False)):
             for col, fk_target in _FK_TARGETS.items():
                 if col in out and fk_target != "Ticket":
@@ -1644,6 +1665,10 @@ class FakeGLPI:
             "date_mod": now,
             "_secret": str(secret),
         }
+        if self.version >= 12:
+            # PR #25209: only majors are pinned; new webhooks default to the highest (3).
+            pinned = str(values.get("pinned_version") or self._hl_versions()[-1]["api_version"])
+            row["pinned_version"] = pinned
         return self._insert("Webhook", row), ""
 
     def _delete_ticket(self, ticket_id: int, *, purge: bool) -> None:
@@ -1832,7 +1857,10 @@ class FakeGLPI:
                 error = token_or_error[1]
             else:
                 headers["Authorization"] = f"Bearer {token_or_error[0]}"
-        if error is None:
+        if error is None and not self.webhook_private_networks_allowed and _private(job.url):
+            # unconfirmed: the exact text GLPI 12 logs; the attempt fails without a status.
+            error = f'Host "{urlsplit(job.url).hostname}" is blocked (private network)'
+        elif error is None:
             status, body, error = _http_request(
                 job.method, job.url, headers, job.body, timeout=self.webhook_timeout
             )
@@ -1929,6 +1957,8 @@ class FakeGLPI:
         return self._json_response([error.code, message], error.status)
 
     def _dispatch(self, request: Request, raw: bytes, query: dict[str, Any]) -> Response:
+        if request.path == "/api.php" or request.path.startswith("/api.php/"):
+            return self._hl_dispatch(request, raw, query)
         prefix = "/apirest.php"
         if request.path != prefix and not request.path.startswith(prefix + "/"):
             return Response("Not Found\n", status=404, content_type="text/plain")
@@ -1961,6 +1991,293 @@ class FakeGLPI:
         except Exception as exc:  # a bug in the fake: answer 500 and keep it for the test
             self.internal_errors.append(exc)
             return self._json_response(["ERROR", f"FakeGLPI internal error: {exc!r}"], 500)
+
+    # ---------------------------------------------------------------- high-level API (api.php)
+    #
+    # GLPI ≥ 11's api.php: OAuth2 at /api.php/token (league/oauth2-server), the API under
+    # /api.php/v2 (CoreController, ITILController, AdministrationController,
+    # DropdownController); errors {"status", "title", "detail"} (AbstractController).
+    # Contract: connector/hosts/glpi/fixtures/contract/hlapi_v2_exchanges.json.
+
+    def _hl_dispatch(self, request: Request, raw: bytes, query: dict[str, Any]) -> Response:
+        if self.version < 11:
+            return Response("Not Found\n", status=404, content_type="text/plain")
+        path = request.path[len("/api.php") :]
+        try:
+            if path == "/token":
+                return self._hl_token(request, raw)
+            if not (path == "/v2" or path.startswith("/v2/")):
+                raise _HlError(404, "ERROR_ITEM_NOT_FOUND", "Item not found")
+            parts = [p for p in path[len("/v2") :].split("/") if p]
+            if not parts and request.method == "GET":  # the index needs no token
+                return self._json_response(
+                    {"message": "Welcome to GLPI API", "api_versions": self._hl_versions()}
+                )
+            self._hl_check_token(request)
+            self._hl_check_version(request)
+            body = json.loads(raw) if raw.strip() else {}
+            if not isinstance(body, dict):
+                raise _HlError(400, "ERROR_INVALID_PARAMETER", "Invalid parameter")
+            return self._hl_route(request.method, parts, body, query)
+        except _HlError as error:
+            return self._json_response(
+                {"status": error.code, "title": error.title, "detail": None}, error.status
+            )
+        except Exception as exc:  # a bug in the fake: answer 500 and keep it for the test
+            self.internal_errors.append(exc)
+            return self._json_response({"status": "ERROR", "title": repr(exc)}, 500)
+
+    def _hl_versions(self) -> list[dict[str, str]]:
+        # unconfirmed: the exact minor versions; GLPI 12 adds 3.0 (alpha, PR #24940).
+        versions = [
+            {"api_version": "2", "version": "2.2.0", "endpoint": f"{self.root_url}/api.php/v2"}
+        ]
+        if self.version >= 12:
+            versions.append(
+                {"api_version": "3", "version": "3.0.0", "endpoint": f"{self.root_url}/api.php/v3"}
+            )
+        return versions
+
+    def _hl_token(self, request: Request, raw: bytes) -> Response:
+        form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        if request.method != "POST":
+            raise _HlError(404, "ERROR_ITEM_NOT_FOUND", "Item not found")
+        grant = form.get("grant_type")
+        if (form.get("client_id"), form.get("client_secret")) != (
+            self.oauth_client_id,
+            self.oauth_client_secret,
+        ):
+            return self._json_response(
+                {
+                    "error": "invalid_client",
+                    "error_description": "Client authentication failed",
+                    "message": "Client authentication failed",
+                },
+                401,
+            )
+        user: int | None
+        if grant == "password":
+            if (form.get("username"), form.get("password")) != (self.login, self.password):
+                return self._json_response(
+                    {
+                        "error": "invalid_grant",
+                        "error_description": "The user credentials were incorrect.",
+                        "message": "The user credentials were incorrect.",
+                    },
+                    400,
+                )
+            user = API_USER_ID
+        elif grant == "client_credentials":
+            user = None  # a token with no user: most endpoints refuse it
+        else:
+            return self._json_response(
+                {
+                    "error": "unsupported_grant_type",
+                    "error_description": "The authorization grant type is not supported by the "
+                    "authorization server.",
+                    "message": "The authorization grant type is not supported by the "
+                    "authorization server.",
+                },
+                400,
+            )
+        token = secrets.token_urlsafe(32)
+        self._hl_tokens[token] = (self._time(), user)
+        return self._json_response(
+            {"token_type": "Bearer", "expires_in": int(self.session_ttl), "access_token": token}
+        )
+
+    def _hl_check_token(self, request: Request) -> None:
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        issued = self._hl_tokens.get(token)
+        if issued is None or self._time() - issued[0] > self.session_ttl or issued[1] is None:
+            # unconfirmed: status and text for a user-less token (#13304, #19150, #21991)
+            raise _HlError(401, "ERROR_UNAUTHENTICATED", "You are not authenticated")
+
+    def _hl_check_version(self, request: Request) -> None:
+        wanted = request.headers.get("GLPI-API-Version", "2")
+        known = {v["api_version"] for v in self._hl_versions()}
+        if wanted.split(".")[0] not in known:
+            raise _HlError(400, "ERROR_INVALID_PARAMETER", f"Unknown API version {wanted}")
+
+    def _hl_route(
+        self, method: str, parts: list[str], body: dict[str, Any], query: Mapping[str, Any]
+    ) -> Response:
+        route = tuple(p if not p.isdigit() else "{id}" for p in parts)
+        ids = [int(p) for p in parts if p.isdigit()]
+        if route == ("session",) and method == "GET":
+            return self._json_response({"user_id": API_USER_ID, "name": self.login})
+        if route == ("Assistance", "Ticket"):
+            if method == "GET":
+                self._hl_right("Ticket", "read")
+                rows = [self._hl_ticket(r) for r in self._tables["Ticket"].values()]
+                return self._hl_search(rows, query)
+            if method == "POST":
+                values = {
+                    "name": body.get("name"),
+                    "content": body.get("content"),
+                    "type": body.get("type", 1),
+                    "entities_id": _hl_id(body.get("entity")) or 0,
+                }
+                return self._hl_created(self._create_one("Ticket", values), "/Assistance/Ticket/{}")
+        if route == ("Assistance", "Ticket", "{id}"):
+            ticket = self._hl_item("Ticket", ids[0])
+            if method == "GET":
+                return self._json_response(self._hl_ticket(ticket))
+            if method == "PATCH":
+                values: dict[str, Any] = {}
+                for key in ("name", "content", "urgency", "impact", "type"):
+                    if key in body:
+                        values[key] = body[key]
+                if "category" in body:
+                    values["itilcategories_id"] = _hl_id(body["category"]) or 0
+                if "status" in body:
+                    values["status"] = _hl_id(body["status"]) or body["status"]
+                done, message = self._update_one("Ticket", ids[0], values)
+                if not done:
+                    raise _HlError(*self._hl_refusal(message))
+                return self._json_response(self._hl_ticket(self._tables["Ticket"][ids[0]]))
+        if route == ("Assistance", "Ticket", "{id}", "TeamMember"):
+            ticket = self._hl_item("Ticket", ids[0])
+            if method == "GET":
+                return self._json_response(self._team(ticket["id"]))
+            if method == "POST":
+                self._hl_right("Group_Ticket", "create")
+                kind = body.get("type")
+                role = {"requester": REQUESTER, "assigned": ASSIGNED, "observer": OBSERVER}.get(
+                    str(body.get("role")), _to_int(body.get("role"))
+                )
+                fk = {"Group": "groups_id", "User": "users_id"}.get(str(kind))
+                if fk is None or role is None:
+                    raise _HlError(400, "ERROR_INVALID_PARAMETER", "Invalid parameter")
+                link = "Group_Ticket" if kind == "Group" else "Ticket_User"
+                new_id, message = self._create_actor(
+                    link, {"tickets_id": ticket["id"], fk: _to_int(body.get("id")), "type": role}
+                )
+                if new_id is None and message:
+                    raise _HlError(400, "ERROR_INVALID_PARAMETER", "Invalid parameter")
+                return self._json_response(None, 201)
+        if route == ("Assistance", "Ticket", "{id}", "Timeline", "Followup"):
+            ticket = self._hl_item("Ticket", ids[0])
+            if method == "GET":
+                self._hl_right("ITILFollowup", "read")
+                # ITILController @ e934661d: Followup also has `user` and `user_editor`
+                # (the contract's 11.x snapshot lists neither, so webhook payloads keep the
+                # contract's shape); the list wraps each item in {"type", "item"}.
+                items = [
+                    {"type": "Followup", "item": self._hl_followup(r) | self._hl_authors(r)}
+                    for r in sorted(self._children_followups(ticket["id"]), key=lambda r: r["id"])
+                ]
+                return self._json_response(items)
+            if method == "POST":
+                values = {
+                    "itemtype": "Ticket",
+                    "items_id": ticket["id"],
+                    "content": body.get("content"),
+                    "is_private": 1 if body.get("is_private") else 0,
+                }
+                created = self._create_one("ITILFollowup", values)
+                return self._hl_created(
+                    created, f"/Assistance/Ticket/{ticket['id']}/Timeline/Followup/{{}}"
+                )
+        for prefix, itemtype in (
+            (("Administration", "Group"), "Group"),
+            (("Dropdowns", "ITILCategory"), "ITILCategory"),
+        ):
+            if route == prefix:
+                if method == "GET":
+                    self._hl_right(itemtype, "read")
+                    rows = [
+                        self._hl_dropdown_row(itemtype, r) for r in self._tables[itemtype].values()
+                    ]
+                    return self._hl_search(rows, query)
+                if method == "POST":
+                    values = {
+                        "name": body.get("name"),
+                        "comment": body.get("comment"),
+                        "entities_id": _hl_id(body.get("entity")) or 0,
+                        "is_recursive": 1 if body.get("is_recursive") else 0,
+                    }
+                    if itemtype == "Group":
+                        values["is_assign"] = 1  # unconfirmed: the HL Group schema's default
+                    return self._hl_created(
+                        self._create_one(itemtype, values), "/" + "/".join(prefix) + "/{}"
+                    )
+        raise _HlError(404, "ERROR_ITEM_NOT_FOUND", "Item not found")
+
+    def _hl_authors(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "user": self._dropdown("User", row.get("users_id")),
+            "user_editor": self._dropdown("User", row.get("users_id_editor")),
+        }
+
+    def _children_followups(self, ticket_id: int) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self._tables["ITILFollowup"].values()
+            if r["itemtype"] == "Ticket" and r["items_id"] == ticket_id
+        ]
+
+    def _hl_item(self, itemtype: str, item_id: int) -> dict[str, Any]:
+        self._hl_right(itemtype, "read")
+        row = self._tables[itemtype].get(item_id)
+        if row is None:
+            raise _HlError(404, "ERROR_ITEM_NOT_FOUND", "Item not found")
+        return row
+
+    def _hl_right(self, itemtype: str, right: str) -> None:
+        if not self._check_right(itemtype, right):
+            raise _HlError(
+                403, "ERROR_RIGHT_MISSING", "You do not have the right to perform this action"
+            )
+
+    @staticmethod
+    def _hl_refusal(message: str) -> tuple[int, str, str]:
+        if message == NO_RIGHT:
+            return 403, "ERROR_RIGHT_MISSING", "You do not have the right to perform this action"
+        return 400, "ERROR_INVALID_PARAMETER", message or "Invalid parameter"
+
+    def _hl_created(self, created: tuple[int | None, str], href: str) -> Response:
+        new_id, message = created
+        if new_id is None:
+            raise _HlError(*self._hl_refusal(message))
+        link = href.format(new_id)
+        return self._json_response(
+            {"id": new_id, "href": f"/api.php/v2{link}"},
+            201,
+            {"Location": f"{self.root_url}/api.php/v2{link}"},
+        )
+
+    def _hl_dropdown_row(self, itemtype: str, row: Mapping[str, Any]) -> dict[str, Any]:
+        entity = self._tables["Entity"].get(row.get("entities_id", 0)) or self._tables["Entity"][0]
+        return {
+            "id": row["id"],
+            "name": row["name"],
+            "completename": row.get("completename", row["name"]),
+            "comment": row.get("comment"),
+            "entity": {"id": entity["id"], "name": entity["name"]},
+            "is_recursive": bool(row.get("is_recursive")),
+        }
+
+    def _hl_search(self, rows: list[dict[str, Any]], query: Mapping[str, Any]) -> Response:
+        """ResourceAccessor::searchBySchema: RSQL `filter` (`;` is AND; `==`, `=ge=`,
+        `=like=` with `*`), `start`, `limit`; Content-Range `start-end/total`."""
+        filters = str(query.get("filter") or "")
+        for clause in (c for c in filters.split(";") if c):
+            found = re.fullmatch(r"([\w.]+)(==|=ge=|=lt=|=like=)(.*)", clause)
+            if not found:
+                raise _HlError(400, "ERROR_INVALID_PARAMETER", f"Invalid filter {clause}")
+            field, operator, value = found.groups()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+            rows = [r for r in rows if _rsql_match(_hl_field(r, field), operator, value)]
+        rows.sort(key=lambda r: r["id"])
+        start = _to_int(query.get("start")) or 0
+        limit = _to_int(query.get("limit")) or 100
+        page = rows[start : start + limit]
+        end = start + len(page) - 1 if page else start
+        headers = {"Content-Range": f"{start}-{end}/{len(rows)}"}
+        return self._json_response(page, 200, headers)
 
     # ---------------------------------------------------------------- request checks
 
@@ -2281,6 +2598,8 @@ class FakeGLPI:
                     row[key] = _to_int(values[key])
             if isinstance(values.get("secret"), str) and values["secret"]:
                 row["_secret"] = values["secret"]
+            if self.version >= 12 and values.get("pinned_version") is not None:
+                row["pinned_version"] = str(values["pinned_version"])
             return True, ""
         if itemtype in ("Group", "ITILCategory", "User"):
             for key, value in values.items():
@@ -2571,6 +2890,55 @@ class FakeGLPI:
 # --------------------------------------------------------------------------------------------
 # Outgoing HTTP (webhooks): http.client gives exact control over the headers sent
 # --------------------------------------------------------------------------------------------
+
+
+class _HlError(Exception):
+    """An HL API error answer: {"status": code, "title": title, "detail": null}."""
+
+    def __init__(self, status: int, code: str, title: str) -> None:
+        super().__init__(title)
+        self.status, self.code, self.title = status, code, title
+
+
+def _private(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_private or address.is_loopback or address.is_link_local
+
+
+def _hl_id(value: Any) -> int | None:
+    """A dropdown given as an id or as {"id": N} (unconfirmed which forms GLPI accepts)."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return _to_int(value)
+
+
+def _hl_field(row: Mapping[str, Any], field: str) -> Any:
+    value: Any = row
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _rsql_match(actual: Any, operator: str, wanted: str) -> bool:
+    if operator == "==":
+        return str(actual) == wanted if actual is not None else wanted == "null"
+    if operator == "=like=":
+        pattern = "^" + ".*".join(re.escape(p) for p in wanted.split("*")) + "$"
+        return actual is not None and re.search(pattern, str(actual), re.S) is not None
+    if actual is None:
+        return False
+    try:
+        left: Any = datetime.fromisoformat(str(actual))
+        right: Any = datetime.fromisoformat(wanted)
+    except ValueError:
+        left, right = float(actual), float(wanted)
+    return bool(left >= right) if operator == "=ge=" else bool(left < right)
 
 
 def _http_request(

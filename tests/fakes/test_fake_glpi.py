@@ -194,7 +194,11 @@ def test_php_json_encode_matches_php_defaults() -> None:
 def test_webhook_fixtures_are_signed_with_glpi_secret_and_php_encoded(name: str) -> None:
     headers = json.loads((FIXTURES / f"{name}.headers.json").read_text())
     assert set(headers) == {"X-GLPI-signature", "X-GLPI-timestamp"}
-    body_path = next(p for p in FIXTURES.glob(f"{name}.*") if not p.name.endswith(".headers.json"))
+    body_path = next(
+        p
+        for p in FIXTURES.glob(f"{name}.*")
+        if not p.name.endswith((".headers.json", ".request.json"))
+    )
     raw = body_path.read_bytes()
     assert verify_glpi_signature(raw, headers, SECRET)
     assert headers["X-GLPI-signature"] == glpi_signature(raw, headers["X-GLPI-timestamp"], SECRET)

@@ -90,14 +90,20 @@ def webhook_fixtures(name: str) -> list[Path]:
         for path in folder.iterdir()
         if path.is_file()
         and path.name != "README.md"
-        and not path.name.endswith((".headers.json", ".meta.json"))
+        and not path.name.endswith((".headers.json", ".meta.json", ".request.json"))
     )
 
 
 def request_for(path: Path) -> WebhookRequest:
-    headers_file = path.with_name(path.name.rsplit(".", 1)[0] + ".headers.json")
+    """The fixture as a request: its headers (`<name>.headers.json`) and, where the helpdesk
+    does not POST or the URL carries something, its method and query (`<name>.request.json`)."""
+    stem = path.name.rsplit(".", 1)[0]
+    headers_file = path.with_name(stem + ".headers.json")
     headers = json.loads(headers_file.read_text()) if headers_file.exists() else {}
-    return WebhookRequest("POST", headers, path.read_bytes())
+    request_file = path.with_name(stem + ".request.json")
+    extra = json.loads(request_file.read_text()) if request_file.exists() else {}
+    method, query = extra.get("method", "POST"), extra.get("query", {})
+    return WebhookRequest(method, headers, path.read_bytes(), query)
 
 
 def default_mapping(name: str) -> Mapping:
@@ -226,8 +232,12 @@ def test_a_recorded_fixture_through_the_app_never_fails(
 ) -> None:
     app, runtime = make_app(tmp_path)  # dry-run, no secret: nothing to verify against
     request = request_for(package(name) / "fixtures" / fixture)
-    answer = app.test_client().post(
-        f"/hooks/{name}", data=request.body, headers=dict(request.headers)
+    answer = app.test_client().open(
+        f"/hooks/{name}",
+        method=request.method,
+        data=request.body,
+        headers=dict(request.headers),  # type: ignore[call-overload]
+        query_string=dict(request.query),
     )
     runtime.close()
     assert answer.status_code in (200, 202, 400), (answer.status_code, answer.json)

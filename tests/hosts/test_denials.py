@@ -25,6 +25,12 @@ PRINTER_JAM = "The printer on the 2nd floor keeps jamming and prints blank pages
 
 
 @pytest.fixture
+def api() -> str:
+    """The rights named here are the legacy API's (profile rights per apirest.php call)."""
+    return "v1"
+
+
+@pytest.fixture
 def zammad() -> Iterator[FakeZammad]:
     with FakeZammad(token="zammad-api-token") as fake:
         for group in [*BPSM_GROUPS, "BPSM Proactive", "BPSM Improvement"]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import responses
 
 from connector.config import load_settings
 from connector.events import TicketEvent
@@ -24,6 +26,7 @@ from connector.hosts.base import (
     read_mapping_options,
 )
 from connector.hosts.django_helpdesk import DjangoHelpdeskHost
+from connector.hosts.django_helpdesk.client import webhook_env_lines
 from connector.hosts.django_helpdesk.sansio import bpsm_queues_command, note_text, with_token
 from connector.hosts.django_helpdesk.settings import DjangoHelpdeskOptions
 from connector.mapping import Mapping, load_mapping
@@ -288,3 +291,52 @@ def test_note_text_survives_the_helpdesk_template_rendering_and_states_outcome()
     )
     assert note_text("n", "override").endswith("\n[bpsm-override]")
     assert note_text("n", "shadow").endswith("\n[bpsm-shadow]")
+
+
+# ----- django-helpdesk 2.6.x: the two webhook variables, HELPDESK_API_ENABLED ----------------
+
+
+def split_as_django_helpdesk_261(name: str, value: str) -> list[str]:
+    """How django-helpdesk 2.6.1 reads each variable (helpdesk/settings.py 559–573):
+    new-ticket URLs with str.split(","), follow-up URLs with re.split(r"[\\s],[\\s]", …)."""
+    if name == "HELPDESK_NEW_TICKET_WEBHOOK_URLS":
+        return value.split(",")
+    return re.split(r"[\s],[\s]", value)
+
+
+def test_setup_prints_each_variable_with_the_separator_its_list_is_split_on():
+    hook = "https://c.example/hooks/django-helpdesk?token=t0k"
+    lines = webhook_env_lines(hook)
+    examples = [line.strip().split("   (")[0] for line in lines if "other.example" in line]
+    assert len(examples) == 2
+    for line in examples + [lines[0].strip(), lines[1].strip()]:
+        name, value = line.split("=", 1)
+        urls = split_as_django_helpdesk_261(name, value)
+        assert urls[-1] == hook, (name, urls)
+        assert all(" " not in url for url in urls)  # no URL with a stray space in it
+    # The other separator would break either list.
+    assert split_as_django_helpdesk_261("HELPDESK_FOLLOWUP_WEBHOOK_URLS", f"a,{hook}") == [
+        f"a,{hook}"
+    ]
+
+
+@responses.activate
+@pytest.mark.parametrize("step", ["setup", "poll"])
+def test_an_unmounted_api_is_named_at_setup_and_at_the_first_poll(step):
+    settings = load_settings(
+        {
+            "BPSM_DJANGO_HELPDESK_URL": "http://dh.example",
+            "BPSM_DJANGO_HELPDESK_USER": "bpsm",
+            "BPSM_DJANGO_HELPDESK_PASSWORD": "pw",
+        },
+        hosts=settings_models(HOST),
+    ).host(HOST)
+    client = DjangoHelpdeskHost(settings, Mapping(host=HOST)).client()
+    client._next_login = float("inf")  # type: ignore[attr-defined]  # basic auth: no login page
+    responses.get("http://dh.example/api/tickets/", status=404, body="<h1>Not Found</h1>")
+    with pytest.raises(HostError, match="HELPDESK_API_ENABLED = True") as caught:
+        if step == "setup":
+            client.setup(Mapping(host=HOST), None)
+        else:
+            client.poll(None)
+    assert caught.value.permanent

@@ -79,16 +79,44 @@ def seed(fake: FakeGLPI) -> FakeGLPI:
     return fake
 
 
-def api_env(fake: FakeGLPI, **extra: str) -> dict[str, str]:
-    return {
+def api_env(
+    fake: FakeGLPI, api: str = "v1", folder: Path | None = None, **extra: str
+) -> dict[str, str]:
+    """The connector's GLPI settings for the legacy API (v1) or the high-level API (hlapi:
+    its mapping, written to `folder`, says `options.api: hlapi`)."""
+    env = {
         "BPSM_GLPI_URL": fake.url,
-        "BPSM_GLPI_APP_TOKEN": APP_TOKEN,
-        "BPSM_GLPI_USER_TOKEN": USER_TOKEN,
         # The proactive process runs at start-up, as in production: its tickets must be
         # recognised as the connector's own and never routed.
         "BPSM_MAINTENANCE_INTERVAL": "600",
-        **extra,
     }
+    if api == "v1":
+        env |= {"BPSM_GLPI_APP_TOKEN": APP_TOKEN, "BPSM_GLPI_USER_TOKEN": USER_TOKEN}
+    else:
+        assert folder is not None
+        data = yaml.safe_load((ROOT / "mappings" / "glpi.yaml").read_text())
+        data["options"]["api"] = "hlapi"
+        mapping = folder / "glpi-hlapi.yaml"
+        mapping.write_text(yaml.safe_dump(data, allow_unicode=True))
+        env |= {
+            "BPSM_GLPI_MAPPING": str(mapping),
+            "BPSM_GLPI_CLIENT_ID": fake.oauth_client_id,
+            "BPSM_GLPI_CLIENT_SECRET": fake.oauth_client_secret,
+            "BPSM_GLPI_USERNAME": fake.login,
+            "BPSM_GLPI_PASSWORD": fake.password,
+        }
+    return env | extra
+
+
+def assign_path(api: str, ticket_id: int | str = "") -> str:
+    """The path (end) of the call that assigns a group: Group_Ticket (v1), TeamMember (HL)."""
+    if api == "v1":
+        return f"/Ticket/{ticket_id}/Group_Ticket" if ticket_id else "/Group_Ticket"
+    return f"/Assistance/Ticket/{ticket_id}/TeamMember" if ticket_id else "/TeamMember"
+
+
+def followup_path(api: str) -> str:
+    return "/ITILFollowup" if api == "v1" else "/Timeline/Followup"
 
 
 def own_followups(fake: FakeGLPI, ticket_id: int) -> list[dict[str, Any]]:
@@ -181,9 +209,11 @@ def attempts(service: ConnectorService, ticket_id: int) -> int:
     return 0
 
 
-def renewed_sessions(fake: FakeGLPI) -> bool:
+def renewed_sessions(fake: FakeGLPI, api: str = "v1") -> bool:
     statuses = [c.status for c in fake.calls]
-    return 401 in statuses and len(api_calls(fake, "GET", "/initSession")) >= 2
+    if api == "v1":
+        return 401 in statuses and len(api_calls(fake, "GET", "/initSession")) >= 2
+    return 401 in statuses and len(api_calls(fake, "POST", "/api.php/token")) >= 2
 
 
 # ----- GLPI 11: webhooks ---------------------------------------------------------------------
@@ -202,22 +232,35 @@ def subscribe(fake: FakeGLPI, service: ConnectorService, **extra: Any) -> None:
         fake.add_webhook(url, SECRET, itemtype, ["new"], **extra)
 
 
+@pytest.fixture(params=["v1", "hlapi"])
+def api(request: pytest.FixtureRequest) -> str:
+    """The API the connector writes through: every GLPI 11 test runs with both clients."""
+    return str(request.param)
+
+
 @pytest.fixture
-def connector11(tmp_path, glpi11) -> Iterator[ConnectorService]:
-    with ConnectorService(tmp_path, api_env(glpi11, BPSM_GLPI_WEBHOOK_SECRET=SECRET)) as service:
+def connector11(tmp_path, glpi11, api) -> Iterator[ConnectorService]:
+    env = api_env(glpi11, api, tmp_path, BPSM_GLPI_WEBHOOK_SECRET=SECRET)
+    with ConnectorService(tmp_path, env) as service:
         subscribe(glpi11, service)
         settle(glpi11)
         yield service
 
 
 @pytest.mark.parametrize("name", ["reactive", "relation", "change"])
-def test_webhook_ticket_gets_group_category_and_one_private_followup(glpi11, connector11, name):
+def test_webhook_ticket_gets_group_category_and_one_private_followup(
+    glpi11, connector11, name, api
+):
     title, content, process, _, _ = TICKETS[name]
     ticket_id = glpi11.create_ticket_as_user(title, content, observers=["observer1"])
     ticket = assert_routed_once(glpi11, connector11, ticket_id, name)
     assert [u["type"] for u in glpi11.ticket_users(ticket_id)] == [1, 3]  # observer kept too
     note = own_followups(glpi11, ticket_id)[0]["content"]
-    if process == "reactive":
+    if process == "reactive" and api == "hlapi":
+        # The high-level API's Ticket has no time to resolve (connector/hosts/glpi/guide.md).
+        assert ticket["time_to_resolve"] is None
+        assert "SLA: first response by" in note
+    elif process == "reactive":
         # Catalogue SLA for printing: resolution 1 day after opening, in GLPI's local time.
         opened = datetime.strptime(ticket["date"], "%Y-%m-%d %H:%M:%S")
         assert ticket["time_to_resolve"] == f"{opened + timedelta(days=1):%Y-%m-%d %H:%M:%S}"
@@ -238,7 +281,7 @@ def test_norwegian_ticket_gets_a_norwegian_followup(glpi11, connector11):
     assert "Rutet til reaktiv håndtering" in note and "Stikkord: bpsm, reactive, email" in note
 
 
-def test_connectors_own_updates_are_ignored_and_replies_do_not_reroute(glpi11, connector11):
+def test_connectors_own_updates_are_ignored_and_replies_do_not_reroute(glpi11, connector11, api):
     # A careless admin also subscribed Ticket `update`: assigning the group raises one.
     glpi11.add_webhook(connector11.hook_url("glpi"), SECRET, "Ticket", ["update"])
     ticket_id = glpi11.create_ticket_as_user("Printer", PRINTER)
@@ -258,7 +301,7 @@ def test_connectors_own_updates_are_ignored_and_replies_do_not_reroute(glpi11, c
         ("ITILFollowup", "new", 202, None),  # the requester's reply: queued, not re-routed
     }
     assert len(own_followups(glpi11, ticket_id)) == 1
-    assert len(api_calls(glpi11, "POST", f"/Ticket/{ticket_id}/Group_Ticket")) == 1
+    assert len(api_calls(glpi11, "POST", assign_path(api, ticket_id))) == 1
     assert connector11.routing("glpi", ticket_id)["outcome"] == "applied"
     # The maintenance tickets the connector opened were recognised as its own, too.
     assert all(connector11.routing("glpi", t) is None for t in connector_tickets(glpi11))
@@ -280,17 +323,17 @@ def test_redelivered_webhook_is_applied_once(glpi11, connector11):
     assert len(own_followups(glpi11, ticket_id)) == 1
 
 
-def test_session_expiry_in_the_middle_of_a_batch_loses_nothing(glpi11, connector11):
+def test_session_expiry_in_the_middle_of_a_batch_loses_nothing(glpi11, connector11, api):
     fired = expire_sessions_after(
-        glpi11, lambda req: req.method == "POST" and req.path.endswith("/Group_Ticket")
+        glpi11, lambda req: req.method == "POST" and req.path.endswith(assign_path(api))
     )
     ids = [glpi11.create_ticket_as_user(f"Printer {n}", PRINTER) for n in range(3)]
     for ticket_id in ids:
         assert_routed_once(glpi11, connector11, ticket_id, "reactive")
-    assert fired.is_set() and renewed_sessions(glpi11)
+    assert fired.is_set() and renewed_sessions(glpi11, api)
 
 
-def test_glpi_down_then_back_applies_once_even_after_a_lost_answer(glpi11, connector11):
+def test_glpi_down_then_back_applies_once_even_after_a_lost_answer(glpi11, connector11, api):
     glpi11.set_down(True)
     ticket_id = glpi11.create_ticket_as_user("Printer", PRINTER)
     wait_delivered(glpi11, ticket_id)  # webhooks still go out; the API refuses connections
@@ -298,17 +341,18 @@ def test_glpi_down_then_back_applies_once_even_after_a_lost_answer(glpi11, conne
     assert connector11.routing("glpi", ticket_id)["outcome"] == "applying"
     glpi11.lose_response_next(1)  # the group is assigned, but the answer is a 502
     followup_lost = lose_answer_of(
-        glpi11, lambda req: req.method == "POST" and req.path.endswith("/ITILFollowup")
+        glpi11, lambda req: req.method == "POST" and req.path.endswith(followup_path(api))
     )
     glpi11.set_down(False)
     assert_routed_once(glpi11, connector11, ticket_id, "reactive")
     lost = [c for c in glpi11.calls if c.injected == "lost"]
-    assert len(lost) == 1 and lost[0].path.endswith("/Group_Ticket")
+    assert len(lost) == 1 and lost[0].path.endswith(assign_path(api))
     assert followup_lost.is_set()  # and still one followup: the retry looked first
 
 
-def test_agent_assigning_a_group_first_is_an_override_not_moved_back(glpi11, tmp_path):
-    service = ConnectorService(tmp_path, api_env(glpi11, BPSM_GLPI_WEBHOOK_SECRET=SECRET))
+def test_agent_assigning_a_group_first_is_an_override_not_moved_back(glpi11, tmp_path, api):
+    env = api_env(glpi11, api, tmp_path, BPSM_GLPI_WEBHOOK_SECRET=SECRET)
+    service = ConnectorService(tmp_path, env)
     service._thread.start()  # only the web layer: the event is queued, not yet processed
     try:
         subscribe(glpi11, service)
@@ -346,8 +390,10 @@ def test_setup_creates_groups_categories_and_signed_webhooks_idempotently():
         result = client.setup(host.mapping, "http://connector.example/hooks/glpi")
         lines = result.lines
         assert "group created: BPSM Reactive" in lines and "category created: Printer" in lines
-        url = "http://connector.example/hooks/glpi?itemtype=Ticket"
+        url = "http://connector.example/hooks/glpi?itemtype=Ticket&api=2"
         assert f"webhook created: Ticket new → {url}" in lines
+        assert "GLPI legacy REST API (apirest.php): answers (options.api: v1)" in lines
+        assert any(line.startswith("GLPI high-level API (api.php): versions 2") for line in lines)
 
         secret = result.webhook_secret
         assert secret and len(secret) == 40
@@ -358,7 +404,7 @@ def test_setup_creates_groups_categories_and_signed_webhooks_idempotently():
         second = rerun.lines
         assert "group exists: BPSM Reactive" in second
         assert not [line for line in second if "created" in line]
-        url = "http://new.example/hooks/glpi?itemtype=ITILFollowup"
+        url = "http://new.example/hooks/glpi?itemtype=ITILFollowup&api=2"
         assert f"webhook updated: ITILFollowup new → {url}" in second
         assert rerun.webhook_secret is None  # the secret the connector runs with is kept
         assert rerun.test_event is None  # nothing to sign it with

@@ -163,6 +163,32 @@ def test_refusals_read_the_messages_of_a_200_answer() -> None:
     assert refusals({"message": "odd"}) == ["unexpected answer: {'message': 'odd'}"]
 
 
+def test_rt6_ticket_json_reads_as_rt5s() -> None:
+    """RT 6 lists custom roles only under CustomRoles (lib/RT/REST2/Util.pm serialize_record);
+    the connector reads no role, so queue, subject and dates come out the same."""
+    rt6 = body("ticket_rt6_custom_role")
+    assert "Service Owner" in rt6["CustomRoles"] and "Service Owner" not in rt6
+    assert "Service Owner" in body("ticket_rt5_custom_role")  # RT 5.0.8: at top level too
+    readings = {
+        name: (
+            queue_name(body(name)),
+            body(name)["Subject"],
+            parse_rt_time(body(name)["Created"]),
+            parse_rt_time(body(name)["LastUpdated"]),
+        )
+        for name in TICKET_SHAPES
+    }
+    assert len(set(readings.values())) == 1, readings
+
+
+def test_date_only_fields_read_as_utc_midnight() -> None:
+    """RT 6's date-only TimeWorkedDate comes raw (`2025-06-02`) by the source read, or as
+    W3CDTF UTC if it goes through format_datetime: both read as the same moment."""
+    raw = body("transaction_rt6_timeworkeddate")["TimeWorkedDate"]
+    assert parse_rt_time(raw) == datetime(2025, 6, 2, tzinfo=UTC)
+    assert parse_rt_time("2025-06-02T00:00:00Z") == parse_rt_time(raw)
+
+
 def test_token_names_its_user_and_only_utc_zones_pass() -> None:
     assert token_user_id(TOKEN) == USER_ID
     assert token_user_id("not-a-token") is None
@@ -353,10 +379,16 @@ def without_note() -> dict[str, Any]:
     return {**attachments, "items": items, "count": len(items)}
 
 
-def test_apply_moves_sets_field_and_due_then_comments() -> None:
+# RT 5 (recorded, and 5.0.8 with a custom role at top level) and RT 6 (custom roles only
+# under CustomRoles): the client reads the same ticket from each (fixtures/README.md).
+TICKET_SHAPES = ["ticket", "ticket_rt5_custom_role", "ticket_rt6_custom_role"]
+
+
+@pytest.mark.parametrize("ticket", TICKET_SHAPES)
+def test_apply_moves_sets_field_and_due_then_comments(ticket: str) -> None:
     client = make_client()
     with responses.RequestsMock() as rsps:
-        replay(rsps, "ticket")
+        replay(rsps, ticket)
         replay(rsps, "put_queue")
         replay(rsps, "ticket_moved")
         replay(rsps, "put_fields")

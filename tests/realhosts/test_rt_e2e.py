@@ -767,6 +767,9 @@ def shape(value: Any) -> Any:
 def test_recorded_fixtures_still_match_rt(rt_server: RTServer, prepared: Prepared) -> None:
     fresh = record_answers(rt_server, prepared)
     stored = {path.stem: json.loads(path.read_text()) for path in FIXTURES.glob("*.json")}
+    # Other RT versions' answers, built from RT's source ("version": "… (built from source)",
+    # fixtures/README.md), are not recorded here: Debian ships RT 5 only.
+    stored = {name: data for name, data in stored.items() if "version" not in data}
     assert sorted(stored) == sorted(fresh)
     for name, answer in fresh.items():
         assert (name, answer["status"]) == (name, stored[name]["status"])

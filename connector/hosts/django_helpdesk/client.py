@@ -110,6 +110,32 @@ class BasicAuthWithCsrf(HTTPBasicAuth):
         return r
 
 
+# django-helpdesk 2.6.1 helpdesk/urls.py mounts api/ only when HELPDESK_API_ENABLED is true
+# (helpdesk/settings.py: getattr(settings, "HELPDESK_API_ENABLED", True)).
+API_DISABLED = (
+    "django-helpdesk answered 404 on /api/tickets/: its REST API is not mounted — set "
+    "HELPDESK_API_ENABLED = True in the helpdesk's Django settings (False unmounts /api/), "
+    "or check BPSM_DJANGO_HELPDESK_URL"
+)
+# How django-helpdesk 2.6.1 splits the two variables (helpdesk/settings.py): the new-ticket
+# list with str.split(","), the follow-up list with re.split(r"[\s],[\s]", …).
+NEW_TICKET_SEPARATOR, FOLLOWUP_SEPARATOR = ",", " , "
+
+
+def webhook_env_lines(url: str) -> list[str]:
+    """The two variables, each with the separator its own list is split on."""
+    other = "https://other.example/hook"
+    return [
+        f"  HELPDESK_NEW_TICKET_WEBHOOK_URLS={url}",
+        f"  HELPDESK_FOLLOWUP_WEBHOOK_URLS={url}",
+        "  beside other URLs, each list has its own separator:",
+        f"    HELPDESK_NEW_TICKET_WEBHOOK_URLS={other}{NEW_TICKET_SEPARATOR}{url}"
+        "   (',' with no spaces)",
+        f"    HELPDESK_FOLLOWUP_WEBHOOK_URLS={other}{FOLLOWUP_SEPARATOR}{url}"
+        "   (' , ': a space on each side)",
+    ]
+
+
 class DjangoHelpdeskClient(HostClient):
     def __init__(
         self,
@@ -317,12 +343,17 @@ class DjangoHelpdeskClient(HostClient):
     # ----- polling and backfill -----------------------------------------------------------
 
     def _page(self, page: int) -> dict[str, Any]:
-        data: dict[str, Any] = self.api(
-            "GET",
-            "tickets/",
-            params={"status": OPEN_STATUS, "page": page, "page_size": PAGE_SIZE},
+        data: dict[str, Any] = self.ticket_list(
+            {"status": OPEN_STATUS, "page": page, "page_size": PAGE_SIZE}
         ).json()
         return data
+
+    def ticket_list(self, params: dict[str, Any]) -> requests.Response:
+        """GET /api/tickets/; a 404 on the list itself means the API is not mounted."""
+        response = self.api("GET", "tickets/", ok=(200, 404), params=params)
+        if response.status_code == 404:
+            raise HostError(API_DISABLED, permanent=True)
+        return response
 
     def newest_open(self) -> Iterator[dict[str, Any]]:
         """Open tickets, newest first. The API lists by id ascending with no date or id
@@ -434,7 +465,7 @@ class DjangoHelpdeskClient(HostClient):
         """Checks API access and queue ids, and prints what the helpdesk admin must do: the
         API can neither create queues nor configure webhooks (they are environment
         variables of the helpdesk process)."""
-        self.api("GET", "tickets/", params={"page_size": 1})
+        self.ticket_list({"page_size": 1})
         lines = [f"API access ok as {self.settings.user!r} ({self.auth_mode} auth)"]
         lines += self._queue_lines(mapping)
         existing = self.settings.webhook_secret
@@ -483,13 +514,10 @@ class DjangoHelpdeskClient(HostClient):
                 "no --hook-url given: webhook lines not printed (or set "
                 "BPSM_DJANGO_HELPDESK_POLL_INTERVAL to poll instead)"
             ]
-        url = with_token(hook_url, secret)
         return [
             "add to the environment of the helpdesk's web and e-mail processes, then restart "
             "them (the lines hold the webhook secret: keep them like a password):",
-            f"  HELPDESK_NEW_TICKET_WEBHOOK_URLS={url}",
-            f"  HELPDESK_FOLLOWUP_WEBHOOK_URLS={url}",
-            "  (beside other URLs: join new-ticket URLs with ',' but follow-up URLs with ' , ')",
+            *webhook_env_lines(with_token(hook_url, secret)),
         ]
 
     def close(self) -> None:

@@ -6,26 +6,30 @@ Every POST that creates something goes out once (`once`), after a look for an ea
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import requests
 from pydantic import SecretStr
 
 from connector.events import NewTicket, Progress, RoutingDecision, TicketEvent
-from connector.hosts.base import ApplyResult, HostClient, HostError, SetupResult
+from connector.hosts.base import ApplyResult, HostClient, HostError, SetupResult, with_hint
 from connector.hosts.glpi.sansio import (
     ASSIGNED,
     DATE_FMT,
     DEFAULT_POLL_INTERVAL,
     EXTRA_LINES,
     OK,
+    PINNED_API_VERSION,
     REQUESTER,
     SO_ID,
     SO_MODIFIED,
@@ -35,14 +39,19 @@ from connector.hosts.glpi.sansio import (
     _content_range_total,
     _mark,
     _mark_epoch,
+    describe_apis,
     glpi_error,
     glpi_error_text,
+    glpi_root,
     glpi_text,
+    hl_api_majors,
     local_time,
     local_to_utc,
     note_html,
     setup_test_event,
+    url_refusal_hints,
     utc_offset,
+    webhook_url,
 )
 from connector.hosts.glpi.settings import GlpiOptions, GlpiSettings
 from connector.hosts.http import HttpTransport
@@ -78,6 +87,42 @@ def connect(settings: GlpiSettings, options: GlpiOptions, api_version: int) -> G
     )
 
 
+def probe_apis(http: HttpTransport, url: str) -> tuple[list[str], int | None]:
+    """Which APIs this GLPI answers (lines for `bpsm setup glpi`) and the GLPI major that
+    suggests; both index pages answer without credentials."""
+    root = glpi_root(url)
+    try:
+        legacy = http.request("GET", f"{root}/apirest.php/", ok=tuple(range(200, 500)))
+        index = http.request("GET", f"{root}/api.php/v2/", ok=tuple(range(200, 500)))
+    except HostError as exc:
+        return [f"GLPI API probe failed: {exc}"], None
+    try:
+        majors = hl_api_majors(index.json()) if index.status_code == 200 else []
+    except ValueError:
+        majors = []
+    return describe_apis(legacy.status_code != 404, majors)
+
+
+def resolves_to_private(url: str) -> bool:
+    """Whether the URL's host is (or resolves to) a private, loopback or link-local address,
+    which GLPI 12 does not send webhooks to by default."""
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if address.is_private or address.is_loopback or address.is_link_local:
+            return True
+    return False
+
+
+def _unpinned(row: Mapping[str, Any]) -> bool:
+    """A GLPI 12 webhook pinned to another API version (GLPI 11's rows have no such column)."""
+    return "pinned_version" in row and str(row["pinned_version"]) != PINNED_API_VERSION
+
+
 class GlpiClient(HostClient):
     """apirest.php with a session token. `http` retries blips in-call (reads and idempotent
     writes); `once` does not, for POSTs that a blind retry could duplicate — those fail the
@@ -105,6 +150,7 @@ class GlpiClient(HostClient):
         self._group_ids: dict[str, int] = {}
         self._group_names: dict[int, str] = {}
         self._category_ids: dict[str, int] = {}
+        self._glpi_major: int | None = None  # from setup's probe
 
     # ----- session ------------------------------------------------------------------------
 
@@ -512,7 +558,8 @@ class GlpiClient(HostClient):
 
     def setup(self, mapping: HostMapping, hook_url: str | None) -> SetupResult:
         """Groups, categories and (GLPI 11) the two webhooks; safe to run again."""
-        lines = [self._ensure("Group", name) for name in mapping.all_queues()]
+        api_lines, self._glpi_major = probe_apis(self.http, self.http.base_url)
+        lines = api_lines + [self._ensure("Group", name) for name in mapping.all_queues()]
         lines += [
             self._ensure("ITILCategory", n) for n in dict.fromkeys(self.options.categories.values())
         ]
@@ -525,7 +572,21 @@ class GlpiClient(HostClient):
         if not hook_url:
             lines.append("no --hook-url given: webhooks not configured")
             return SetupResult(tuple(lines))
-        secret = self._ensure_webhooks(hook_url, lines)
+        return self.setup_webhooks(hook_url, lines, self._glpi_major)
+
+    def setup_webhooks(
+        self, hook_url: str, lines: list[str], glpi_major: int | None
+    ) -> SetupResult:
+        """The two webhooks (pinned to the API version bpsm reads), what may stop GLPI from
+        sending to `hook_url`, and the test event; also used by the high-level API client,
+        which has no webhook endpoint."""
+        hints = url_refusal_hints(glpi_major, hook_url, resolves_to_private(hook_url))
+        try:
+            secret = self._ensure_webhooks(hook_url, lines)
+        except HostError as exc:
+            # GLPI checks a webhook URL against its allowlist: say what to change there.
+            raise HostError(with_hint(str(exc), "; ".join(hints) or None), exc.permanent) from exc
+        lines += [f"warning: {hint}" for hint in hints]
         if secret is None:
             lines.append(
                 "test event skipped: the webhooks existed already (their secret is not shown)"
@@ -563,9 +624,13 @@ class GlpiClient(HostClient):
             # GLPI shows no stored secret: all our webhooks get the one generated now.
             secret = self.new_webhook_secret()
         for itemtype, event in WEBHOOK_EVENTS:
-            url = f"{hook_url}{'&' if '?' in hook_url else '?'}itemtype={itemtype}"
+            url = webhook_url(hook_url, itemtype)
             row = ours.get((itemtype, event))
+            # GLPI 12 pins a webhook to an API major (new ones default to the highest, an
+            # alpha 3.x); GLPI 11 has no such column and ignores the field, as it ignores
+            # every input key that is not a column.
             values: dict[str, Any] = {"url": url, "is_active": 1}
+            values["pinned_version"] = PINNED_API_VERSION
             if secret:
                 values["secret"] = secret
             if row is None:
@@ -581,7 +646,7 @@ class GlpiClient(HostClient):
                 }
                 self._call("POST", "Webhook", retry=False, json={"input": values})
                 lines.append(f"webhook created: {itemtype} {event} → {url}")
-            elif row.get("url") != url or not row.get("is_active") or secret:
+            elif row.get("url") != url or not row.get("is_active") or secret or _unpinned(row):
                 self._call("PUT", f"Webhook/{row['id']}", json={"input": values})
                 lines.append(f"webhook updated: {itemtype} {event} → {url}")
             else:

@@ -35,6 +35,7 @@ from connector.hosts.base import (
     BadPayload,
     Host,
     Ignored,
+    OptionsError,
     TestEvent,
     Unauthorized,
     WebhookRequest,
@@ -63,6 +64,12 @@ WEBHOOK_NAME = "bpsm-connector"
 WEBHOOK_EVENTS = (("Ticket", "new"), ("ITILFollowup", "new"))
 ROUTED_TYPES = ("Ticket", "ITILFollowup")
 CRA_CHALLENGE_BODY = b"validate_cra_challenge"  # what GLPI signs to make its crc_token
+# GLPI 12 pins each webhook to a major version of the high-level API, whose schema the
+# payload follows (PR #25209); the payload names no version, so setup marks it in the URL
+# (`api=2`). bpsm reads version 2 (GLPI 11's payloads, and GLPI 12's pinned to 2); an
+# unmarked URL is a GLPI 11 webhook (or one made by hand): version 2 as well.
+PINNED_API_VERSION = "2"
+READ_API_VERSIONS = frozenset({PINNED_API_VERSION})
 
 # Lines GLPI needs because it has no tags (other hosts tag instead); English fallback.
 EXTRA_LINES: dict[str, dict[str, str]] = {
@@ -306,6 +313,11 @@ class GlpiSansIO(Host[GlpiSettings]):
         self.max_age = DEFAULT_MAX_AGE if max_age is None else max_age
         self.clock: Callable[[], float] = time.time  # tests move it
         self.polling = self.api_version < 11  # GLPI ≤ 10 has no outgoing webhooks
+        if self.options.api == "hlapi" and self.polling:
+            raise OptionsError(
+                f"glpi mapping: options.api: hlapi needs GLPI 11 or later (the high-level API "
+                f"is new in 11); GLPI {self.api_version} is read with options.api: v1"
+            )
 
     def verify(self, request: WebhookRequest) -> None:
         secret = self.settings.webhook_secret
@@ -353,6 +365,7 @@ class GlpiSansIO(Host[GlpiSettings]):
         return hmac_hex(key, expected.encode(), "sha256")
 
     def parse(self, request: WebhookRequest) -> TicketEvent | Ignored:
+        check_api_version(request.query.get("api"))
         data = json_object(request.body)
         item = need(data, "item", dict, "")
         event = need(data, "event", str, "")
@@ -428,6 +441,91 @@ class GlpiSansIO(Host[GlpiSettings]):
         )
 
 
+def check_api_version(marker: str | None) -> None:
+    """Refuse a payload of an API version bpsm does not read: its fields may have other names
+    or meanings, and parsing it as version 2 could route it wrongly."""
+    if marker is None or marker.strip() in READ_API_VERSIONS:
+        return
+    raise BadPayload(
+        f"GLPI webhook payload of API version {marker.strip()[:20]!r}: bpsm reads version "
+        f"{PINNED_API_VERSION} only; pin the webhook to {PINNED_API_VERSION} (run `bpsm setup "
+        f"glpi`, or set the webhook's API version to {PINNED_API_VERSION} in Setup > Webhooks "
+        f"and its URL's api= to {PINNED_API_VERSION})",
+        "api",
+    )
+
+
+def webhook_url(hook_url: str, itemtype: str) -> str:
+    """The URL `bpsm setup glpi` registers: the item type (the payload does not say it) and
+    the API version the webhook is pinned to (the payload does not say it either)."""
+    separator = "&" if "?" in hook_url else "?"
+    return f"{hook_url}{separator}itemtype={itemtype}&api={PINNED_API_VERSION}"
+
+
+def glpi_root(url: str) -> str:
+    """GLPI's root URL from BPSM_GLPI_URL: the apirest.php base (as v1 needs it), the
+    high-level API's base, or the root itself."""
+    base = url.rstrip("/")
+    for suffix in ("/apirest.php", "/api.php/v2", "/api.php"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+def hl_api_majors(index: Any) -> list[int]:
+    """The high-level API majors GLPI lists at `GET /api.php/v2/` (CoreController::index:
+    `{"message", "api_versions": [{"api_version", "version", "endpoint"}]}`)."""
+    majors: set[int] = set()
+    rows = index.get("api_versions") if isinstance(index, dict) else None
+    for row in rows if isinstance(rows, list) else []:
+        head = str(row.get("api_version", "") if isinstance(row, dict) else "").split(".")[0]
+        if head.isdigit() and int(head) >= 2:  # v1 is the legacy API
+            majors.add(int(head))
+    return sorted(majors)
+
+
+def describe_apis(legacy_answers: bool, majors: list[int]) -> tuple[list[str], int | None]:
+    """What `bpsm setup glpi` says about the APIs a GLPI answers, and the GLPI major they
+    suggest: HL API 3 (alpha) arrived with GLPI 12, HL API 2 with 11, none before."""
+    lines = [
+        "GLPI legacy REST API (apirest.php): "
+        + ("answers (options.api: v1)" if legacy_answers else "does not answer")
+    ]
+    if majors:
+        listed = ", ".join(str(m) for m in majors)
+        lines.append(
+            f"GLPI high-level API (api.php): versions {listed} (options.api: hlapi; bpsm "
+            f"reads and pins version {PINNED_API_VERSION})"
+        )
+    else:
+        lines.append("GLPI high-level API (api.php): not found (GLPI ≤ 10, or disabled)")
+    major = (12 if max(majors) >= 3 else 11) if majors else None
+    return lines, major
+
+
+PRIVATE_NETWORK_HINT = (
+    "GLPI 12 sends webhooks only to public addresses: add Webhook::class to "
+    "GLPI_SERVERSIDE_URL_ALLOWED_PRIVATE_NETWORKS_CONTEXTS in GLPI's config/local_define.php "
+    "(see the GLPI guide)"
+)
+PORT_HINT = (
+    "GLPI 11 refuses webhook URLs with an explicit port unless GLPI_SERVERSIDE_URL_ALLOWLIST "
+    "in GLPI's config/local_define.php allows it, or put the connector behind a proxy on "
+    "port 443/80 (see the GLPI guide)"
+)
+
+
+def url_refusal_hints(glpi_major: int | None, hook_url: str, private: bool) -> list[str]:
+    """Why GLPI may refuse to send to `hook_url` (`private`: its host resolves to a
+    private, loopback or link-local address). Unknown major: both checks apply."""
+    hints = []
+    if private and glpi_major in (None, 12):
+        hints.append(PRIVATE_NETWORK_HINT)
+    if urlsplit(hook_url).port is not None and glpi_major in (None, 11):
+        hints.append(PORT_HINT)
+    return hints
+
+
 def infer_itemtype(item: Mapping[str, Any], parent: Mapping[str, Any] | None) -> str:
     """Which item a default payload carries (it does not say). `bpsm setup glpi` also puts
     `?itemtype=` in the webhook URL, which wins; this covers hand-made webhooks."""
@@ -455,7 +553,7 @@ def setup_test_event(hook_url: str, secret: str, now: float) -> TestEvent:
         {"item": {"id": 0, "name": "bpsm-connector setup test", "team": []}, "event": "update"}
     ).encode()
     stamp = str(int(now))
-    url = f"{hook_url}{'&' if '?' in hook_url else '?'}itemtype=Ticket"
+    url = webhook_url(hook_url, "Ticket")
     headers = {
         "X-GLPI-timestamp": stamp,
         "X-GLPI-signature": hmac_hex(secret, body + stamp.encode(), "sha256"),

@@ -43,6 +43,22 @@ def _login(user: Any) -> str | None:
     return None
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (RFC 6750), else None."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _expected_credentials(secret: bool, token: bool) -> str:
+    signature = "X-Hub-Signature header (a webhook secret is configured)"
+    bearer = "Authorization: Bearer header (BPSM_ZAMMAD_WEBHOOK_TOKEN is configured)"
+    if secret and token:
+        return "credential: send the X-Hub-Signature or an Authorization: Bearer header"
+    return signature if secret else bearer
+
+
 class ZammadSansIO(Host[ZammadSettings]):
     """Zammad's webhooks, pure; `connector.hosts.zammad.ZammadHost` adds the API client."""
 
@@ -54,16 +70,35 @@ class ZammadSansIO(Host[ZammadSettings]):
     def connector_login(self) -> str:
         return self.mapping.connector_user or self.settings.user or DEFAULT_CONNECTOR_LOGIN
 
+    # Zammad 7 sends webhooks with the method its admin picks (zammad#5845).
+    webhook_methods = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+    def has_webhook_credential(self) -> bool:
+        return self.settings.webhook_secret is not None or self.settings.webhook_token is not None
+
     def verify(self, request: WebhookRequest) -> None:
-        secret = self.settings.webhook_secret
-        if secret is None:
+        """Zammad 7 authenticates a webhook with the HMAC-SHA1 signature, a Bearer token, or
+        both. Each credential that is configured and sent is checked: one wrong credential
+        refuses the request, and at least one must be there."""
+        secret, token = self.settings.webhook_secret, self.settings.webhook_token
+        if secret is None and token is None:
             return
-        given = request.header("X-Hub-Signature")
-        if not given:
-            raise Unauthorized("missing X-Hub-Signature header (a webhook secret is configured)")
-        expected = "sha1=" + hmac_hex(secret.get_secret_value(), request.body, "sha1")
-        if not same(given.strip().lower(), expected):
-            raise Unauthorized("X-Hub-Signature does not match the configured webhook secret")
+        signature = request.header("X-Hub-Signature")
+        bearer = bearer_token(request.header("Authorization"))
+        checked = False
+        if secret is not None and signature:
+            expected = "sha1=" + hmac_hex(secret.get_secret_value(), request.body, "sha1")
+            if not same(signature.strip().lower(), expected):
+                raise Unauthorized("X-Hub-Signature does not match the configured webhook secret")
+            checked = True
+        if token is not None and bearer is not None:
+            if not same(bearer, token.get_secret_value()):
+                raise Unauthorized("the Bearer token does not match BPSM_ZAMMAD_WEBHOOK_TOKEN")
+            checked = True
+        if not checked:
+            raise Unauthorized(
+                f"missing {_expected_credentials(secret is not None, token is not None)}"
+            )
 
     def parse(self, request: WebhookRequest) -> TicketEvent | Ignored:
         data = json_object(request.body)
