@@ -169,16 +169,15 @@ def test_rt6_ticket_json_reads_as_rt5s() -> None:
     rt6 = body("ticket_rt6_custom_role")
     assert "Service Owner" in rt6["CustomRoles"] and "Service Owner" not in rt6
     assert "Service Owner" in body("ticket_rt5_custom_role")  # RT 5.0.8: at top level too
-    readings = {
-        name: (
-            queue_name(body(name)),
-            body(name)["Subject"],
-            parse_rt_time(body(name)["Created"]),
-            parse_rt_time(body(name)["LastUpdated"]),
-        )
-        for name in TICKET_SHAPES
-    }
+    # The recorded RT 5.0.3 ticket is re-recorded with today's dates: it shares the queue
+    # and subject; the two built from source (RT 5.0.8 and 6.0) share the dates too.
+    readings = {name: (queue_name(body(name)), body(name)["Subject"]) for name in TICKET_SHAPES}
     assert len(set(readings.values())) == 1, readings
+    dates = {
+        name: (parse_rt_time(body(name)["Created"]), parse_rt_time(body(name)["LastUpdated"]))
+        for name in TICKET_SHAPES[1:]
+    }
+    assert len(set(dates.values())) == 1 and None not in next(iter(dates.values())), dates
 
 
 def test_date_only_fields_read_as_utc_midnight() -> None:
