@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from connector.catalogue import parse_duration
+
 Mode = Literal["route", "shadow", "dry-run"]
 MIN_WEBHOOK_SECRET_BYTES = 16
 DEFAULT_HTTP_TIMEOUT = 10.0
@@ -135,8 +137,6 @@ def _plain_or_file(env: Mapping[str, str], name: str) -> str | None:
 
 def parse_retention(raw: str, name: str = "BPSM_RETENTION") -> float:
     """'365d', '12w', '90d' -> seconds; '0' -> 0 (keep for ever)."""
-    from connector.catalogue import parse_duration
-
     if raw.strip() == "0":
         return 0.0
     try:

@@ -12,12 +12,12 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from connector.hosts import host_classes, host_names
+
 
 def host_package(host: str) -> Traversable | None:
     """The folder of a host's package (mapping.yaml, guide.md, fixtures/); None for a host
     that is a single module (demo)."""
-    from connector.hosts import host_classes
-
     module = sys.modules[host_classes()[host].__module__]
     return files(module.__name__) if hasattr(module, "__path__") else None
 
@@ -25,8 +25,6 @@ def host_package(host: str) -> Traversable | None:
 def example_files() -> list[tuple[str, Traversable]]:
     """(path relative to the target folder, packaged file) for every starting file: the
     catalogue, and mappings/<host>.yaml for every host package that has a mapping."""
-    from connector.hosts import host_names
-
     found = [("catalogue.yaml", files("connector") / "examples" / "catalogue.yaml")]
     for host in host_names():
         package = host_package(host)

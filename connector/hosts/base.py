@@ -25,6 +25,7 @@ from typing_extensions import TypeVar
 from connector.config import ConfigError, HostSettings
 from connector.events import NewTicket, Progress, RoutingDecision, TicketEvent, TicketTimes
 from connector.mapping import Mapping
+from connector.secretfile import claim_secret, new_secret
 
 
 class BadPayload(Exception):
@@ -169,8 +170,6 @@ class HostClient(ABC):
 
     def new_webhook_secret(self) -> str:
         """A secret for a webhook setup is about to create, already saved when it returns."""
-        from connector.secretfile import claim_secret, new_secret
-
         return claim_secret(self.secret_file) if self.secret_file else new_secret()
 
     @abstractmethod

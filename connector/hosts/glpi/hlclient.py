@@ -29,7 +29,7 @@ from pydantic import SecretStr
 
 from connector.events import NewTicket, Progress, RoutingDecision, TicketEvent
 from connector.hosts.base import ApplyResult, HostClient, HostError, SetupResult, with_hint
-from connector.hosts.glpi.client import GlpiClient, probe_apis, resolves_to_private
+from connector.hosts.glpi.client import GlpiClient, connect, probe_apis, resolves_to_private
 from connector.hosts.glpi.sansio import (
     EXTRA_LINES,
     PINNED_API_VERSION,
@@ -150,8 +150,6 @@ def connect_hl(settings: GlpiSettings, options: GlpiOptions) -> GlpiHlClient:
     retrying.session.headers["GLPI-API-Version"] = PINNED_API_VERSION
     legacy = None
     if settings.user_token or settings.token:
-        from connector.hosts.glpi.client import connect
-
         legacy = connect(settings, options, 11)
     assert settings.client_id and settings.client_secret and settings.username
     assert settings.password
