@@ -27,7 +27,6 @@ from connector.hosts.glpi.sansio import (
     ASSIGNED,
     DATE_FMT,
     DEFAULT_POLL_INTERVAL,
-    EXTRA_LINES,
     OK,
     PINNED_API_VERSION,
     REQUESTER,
@@ -47,7 +46,9 @@ from connector.hosts.glpi.sansio import (
     hl_api_majors,
     local_time,
     local_to_utc,
+    missing_group,
     note_html,
+    routing_note_lines,
     setup_test_event,
     url_refusal_hints,
     utc_offset,
@@ -121,6 +122,22 @@ def resolves_to_private(url: str) -> bool:
 def _unpinned(row: Mapping[str, Any]) -> bool:
     """A GLPI 12 webhook pinned to another API version (GLPI 11's rows have no such column)."""
     return "pinned_version" in row and str(row["pinned_version"]) != PINNED_API_VERSION
+
+
+def cached_id(
+    cache: dict[str, int], name: str, find: Callable[[], dict[str, Any] | None]
+) -> int | None:
+    """An ITIL category's id, looked up once; None (and a warning) when missing: a category
+    is a nicety, routing goes on."""
+    if name not in cache:
+        row = find()
+        if row is None:
+            log.warning(
+                "ITIL category not found; run `bpsm setup glpi`", extra=log_extra({"name": name})
+            )
+            return None
+        cache[name] = int(row["id"])
+    return cache[name]
 
 
 class GlpiClient(HostClient):
@@ -274,11 +291,7 @@ class GlpiClient(HostClient):
             return self._group_ids[name]
         row = self._find("Group", name)
         if row is None:
-            raise HostError(
-                f"glpi: group {name!r} (mappings/glpi.yaml) does not exist: run "
-                "`bpsm setup glpi` or create it in Administration > Groups",
-                permanent=True,
-            )
+            raise missing_group(name)
         if row.get("is_assign") in (0, "0", False):
             raise HostError(
                 f"glpi: group {name!r} may not be assigned tickets: tick 'Assigned to' on its "
@@ -298,17 +311,7 @@ class GlpiClient(HostClient):
         return self._group_names[group_id]
 
     def category_id(self, name: str) -> int | None:
-        """None (and a warning) when missing: a category is a nicety, routing goes on."""
-        if name not in self._category_ids:
-            row = self._find("ITILCategory", name)
-            if row is None:
-                log.warning(
-                    "ITIL category not found; run `bpsm setup glpi`",
-                    extra=log_extra({"name": name}),
-                )
-                return None
-            self._category_ids[name] = int(row["id"])
-        return self._category_ids[name]
+        return cached_id(self._category_ids, name, lambda: self._find("ITILCategory", name))
 
     # ----- apply --------------------------------------------------------------------------
 
@@ -389,15 +392,7 @@ class GlpiClient(HostClient):
         # The marker check makes the followup idempotent when an earlier answer was lost.
         if self._own_note_exists(ticket_id):
             return
-        texts = EXTRA_LINES.get(decision.language, EXTRA_LINES["en"])
-        tags = list(decision.tags) + ([f"bpsm-{outcome}"] if outcome != "applied" else [])
-        if decision.approver_group:
-            tags.append("bpsm-cab-approval")  # as on other hosts; the note names the group
-        lines = decision.note.splitlines() + [texts["tags"].format(tags=", ".join(tags))]
-        if outcome == "shadow":
-            lines.append(texts["shadow"])
-        if agent_group is not None:
-            lines.append(texts["override"].format(group=agent_group))
+        lines = routing_note_lines(decision, outcome, agent_group)
         self._call(
             "POST",
             "ITILFollowup",

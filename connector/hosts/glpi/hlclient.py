@@ -29,20 +29,26 @@ from pydantic import SecretStr
 
 from connector.events import NewTicket, Progress, RoutingDecision, TicketEvent
 from connector.hosts.base import ApplyResult, HostClient, HostError, SetupResult, with_hint
-from connector.hosts.glpi.client import GlpiClient, connect, probe_apis, resolves_to_private
+from connector.hosts.glpi.client import (
+    GlpiClient,
+    cached_id,
+    connect,
+    probe_apis,
+    resolves_to_private,
+)
 from connector.hosts.glpi.sansio import (
-    EXTRA_LINES,
     PINNED_API_VERSION,
     WEBHOOK_EVENTS,
     created_at,
     glpi_root,
+    missing_group,
     note_html,
+    routing_note_lines,
     url_refusal_hints,
     webhook_url,
 )
 from connector.hosts.glpi.settings import GlpiOptions, GlpiSettings
 from connector.hosts.http import HttpTransport
-from connector.logs import log_extra
 from connector.mapping import Mapping as HostMapping
 from connector.notes import NOTE_MARKER, is_own_note, starts_with_marker
 from connector.text import html_to_text
@@ -300,25 +306,14 @@ class GlpiHlClient(HostClient):
         if name not in self._group_ids:
             row = self._find("Administration/Group", name)
             if row is None:
-                raise HostError(
-                    f"glpi: group {name!r} (mappings/glpi.yaml) does not exist: run "
-                    "`bpsm setup glpi` or create it in Administration > Groups",
-                    permanent=True,
-                )
+                raise missing_group(name)
             self._group_ids[name] = int(row["id"])
         return self._group_ids[name]
 
     def category_id(self, name: str) -> int | None:
-        if name not in self._category_ids:
-            row = self._find("Dropdowns/ITILCategory", name)
-            if row is None:
-                log.warning(
-                    "ITIL category not found; run `bpsm setup glpi`",
-                    extra=log_extra({"name": name}),
-                )
-                return None
-            self._category_ids[name] = int(row["id"])
-        return self._category_ids[name]
+        return cached_id(
+            self._category_ids, name, lambda: self._find("Dropdowns/ITILCategory", name)
+        )
 
     # ----- apply --------------------------------------------------------------------------
 
@@ -368,15 +363,7 @@ class GlpiHlClient(HostClient):
     ) -> None:
         if self._own_note_exists(ticket_id):
             return
-        texts = EXTRA_LINES.get(decision.language, EXTRA_LINES["en"])
-        tags = list(decision.tags) + ([f"bpsm-{outcome}"] if outcome != "applied" else [])
-        if decision.approver_group:
-            tags.append("bpsm-cab-approval")
-        lines = decision.note.splitlines() + [texts["tags"].format(tags=", ".join(tags))]
-        if outcome == "shadow":
-            lines.append(texts["shadow"])
-        if agent_group is not None:
-            lines.append(texts["override"].format(group=agent_group))
+        lines = routing_note_lines(decision, outcome, agent_group)
         self._post_followup(ticket_id, note_html(lines), private=True)
 
     def _post_followup(self, ticket_id: str, content: str, private: bool) -> None:

@@ -29,11 +29,12 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from connector.config import HostSettings
-from connector.events import TicketEvent
+from connector.events import RoutingDecision, TicketEvent
 from connector.hosts.base import (
     SIGNATURE_REFUSED,
     BadPayload,
     Host,
+    HostError,
     Ignored,
     OptionsError,
     TestEvent,
@@ -140,6 +141,31 @@ def glpi_text(value: Any, api_version: int) -> str:
     if not isinstance(value, str):
         return ""
     return html.unescape(value) if api_version < 11 else value
+
+
+def routing_note_lines(
+    decision: RoutingDecision, outcome: str, agent_group: str | None = None
+) -> list[str]:
+    """The routing followup's lines: the decision's note, its tags (as other hosts tag the
+    ticket: GLPI has no tags of its own), and what shadow mode or an agent's move means."""
+    texts = EXTRA_LINES.get(decision.language, EXTRA_LINES["en"])
+    tags = list(decision.tags) + ([f"bpsm-{outcome}"] if outcome != "applied" else [])
+    if decision.approver_group:
+        tags.append("bpsm-cab-approval")  # as on other hosts; the note names the group
+    lines = decision.note.splitlines() + [texts["tags"].format(tags=", ".join(tags))]
+    if outcome == "shadow":
+        lines.append(texts["shadow"])
+    if agent_group is not None:
+        lines.append(texts["override"].format(group=agent_group))
+    return lines
+
+
+def missing_group(name: str) -> HostError:
+    return HostError(
+        f"glpi: group {name!r} (mappings/glpi.yaml) does not exist: run "
+        "`bpsm setup glpi` or create it in Administration > Groups",
+        permanent=True,
+    )
 
 
 def note_html(lines: list[str]) -> str:
