@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -200,3 +201,32 @@ class HttpTransport:
         if status in RETRY_STATUSES:
             raise HostError(message, retry_after=retry_after_seconds(response))
         raise HostError(message, permanent=True)
+
+
+class SharedToken:
+    """A session or access token shared by a client's threads: fetched on first use, and
+    renewed once after a 401 however many threads saw the same stale token."""
+
+    def __init__(self, fetch: Callable[[], str]):
+        self._fetch = fetch
+        self._value: str | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> str:
+        with self._lock:
+            if self._value is None:
+                self._value = self._fetch()
+            return self._value
+
+    def renew(self, stale: str) -> str:
+        with self._lock:
+            if self._value in (None, stale):
+                self._value = self._fetch()
+            assert self._value is not None
+            return self._value
+
+    def take(self) -> str | None:
+        """The token, forgotten (to end the session it names)."""
+        with self._lock:
+            value, self._value = self._value, None
+            return value

@@ -10,7 +10,6 @@ import ipaddress
 import logging
 import math
 import socket
-import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -55,7 +54,7 @@ from connector.hosts.glpi.sansio import (
     webhook_url,
 )
 from connector.hosts.glpi.settings import GlpiOptions, GlpiSettings
-from connector.hosts.http import HttpTransport
+from connector.hosts.http import HttpTransport, SharedToken
 from connector.logs import log_extra
 from connector.mapping import Mapping as HostMapping
 from connector.notes import NOTE_MARKER, is_own_note, starts_with_marker
@@ -162,28 +161,13 @@ class GlpiClient(HostClient):
         self.user_id: int | None = None  # the API user, from the session
         self.clock: Callable[[], float] = time.time
         self._user_token = user_token
-        self._session: str | None = None
-        self._lock = threading.Lock()
+        self._session = SharedToken(self._init_session)
         self._group_ids: dict[str, int] = {}
         self._group_names: dict[int, str] = {}
         self._category_ids: dict[str, int] = {}
         self._glpi_major: int | None = None  # from setup's probe
 
     # ----- session ------------------------------------------------------------------------
-
-    def _token(self) -> str:
-        with self._lock:
-            if self._session is None:
-                self._session = self._init_session()
-            return self._session
-
-    def _renew(self, stale: str) -> str:
-        """New session after a 401; threads that saw the same stale token share one renewal."""
-        with self._lock:
-            if self._session in (None, stale):
-                self._session = self._init_session()
-            assert self._session is not None
-            return self._session
 
     def _init_session(self) -> str:
         data = self.http.request(
@@ -207,7 +191,7 @@ class GlpiClient(HostClient):
         (GLPI checks the session before anything else, so nothing was written)."""
         transport = self.http if retry else self.once
         ok = OK + accept
-        token = self._token()
+        token = self._session.current()
         response = transport.request(
             method, path, ok=ok + (401,), headers={"Session-Token": token}, **kw
         )
@@ -216,12 +200,11 @@ class GlpiClient(HostClient):
         code, _ = glpi_error(response)
         if code != "ERROR_SESSION_TOKEN_INVALID":
             raise HostError(f"glpi: {method} {path} answered 401: {glpi_error_text(response)}")
-        token = self._renew(token)
+        token = self._session.renew(token)
         return transport.request(method, path, ok=ok, headers={"Session-Token": token}, **kw)
 
     def close(self) -> None:
-        with self._lock:
-            token, self._session = self._session, None
+        token = self._session.take()
         if token:
             self.once.request(
                 "GET", "killSession", ok=OK + (400, 401), headers={"Session-Token": token}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
@@ -48,7 +47,7 @@ from connector.hosts.glpi.sansio import (
     webhook_url,
 )
 from connector.hosts.glpi.settings import GlpiOptions, GlpiSettings
-from connector.hosts.http import HttpTransport
+from connector.hosts.http import HttpTransport, SharedToken
 from connector.mapping import Mapping as HostMapping
 from connector.notes import NOTE_MARKER, is_own_note, starts_with_marker
 from connector.text import html_to_text
@@ -189,27 +188,12 @@ class GlpiHlClient(HostClient):
         self.legacy = legacy
         self.user_id: int | None = None
         self._credentials = credentials
-        self._access: str | None = None
-        self._lock = threading.Lock()
+        self._access = SharedToken(self._fetch_token)
         self._group_ids: dict[str, int] = {}
         self._category_ids: dict[str, int] = {}
         self._warned_ttr = False
 
     # ----- token --------------------------------------------------------------------------
-
-    def _token(self) -> str:
-        with self._lock:
-            if self._access is None:
-                self._access = self._fetch_token()
-            return self._access
-
-    def _renew(self, stale: str) -> str:
-        """A new token after a 401; threads that saw the same stale token share one."""
-        with self._lock:
-            if self._access in (None, stale):
-                self._access = self._fetch_token()
-            assert self._access is not None
-            return self._access
 
     def _fetch_token(self) -> str:
         form = {
@@ -232,13 +216,13 @@ class GlpiHlClient(HostClient):
         """One call with the bearer token; an expired token is renewed once and the call
         repeated (the API refuses an unauthenticated request before doing anything)."""
         transport = self.http if retry else self.once
-        token = self._token()
+        token = self._access.current()
         response = transport.request(
             method, path, ok=OK + accept + (401,), headers=self._auth(token), **kw
         )
         if response.status_code != 401:
             return response
-        token = self._renew(token)
+        token = self._access.renew(token)
         return transport.request(method, path, ok=OK + accept, headers=self._auth(token), **kw)
 
     @staticmethod
