@@ -180,6 +180,47 @@ class ConceptHits:
 # A word's best weight per service (the shortlist's input), its own hits, each own hit's
 # service, and its concept hits (None when there are none, or they are in the own hits).
 WordHits = tuple[Vector, Hits, npt.NDArray[np.int64], ConceptHits | None]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class WordTable:
+    """A word's hits that can count, as arrays in the order the scorer meets them: of each
+    (service, term) only the first of the heaviest (the scorer keeps no other, and the
+    subject boost is the word's, alike for all its hits). Each row: service, term number,
+    weight × idf × quality, rank of the term's surface (the order one_term_per_word breaks
+    ties by), the matched word (an entry of `words`) and where the hit came from: own
+    (`origins` ≥ 0, the position in `own`) or a concept link (-1 - the position in
+    `concept`)."""
+
+    services: npt.NDArray[np.int64]
+    terms: npt.NDArray[np.int64]
+    weights: npt.NDArray[np.float64]
+    surfaces: npt.NDArray[np.int64]
+    words: npt.NDArray[np.int64]
+    origins: npt.NDArray[np.int64]
+    word_texts: tuple[str, ...]
+    hows: npt.NDArray[np.int64]  # the segment of each row (its how)
+    segments: tuple[Segment, ...]
+    own: Hits
+    concept: ConceptHits | None
+
+    def hit(self, row: int) -> tuple[Posting, str, str]:
+        """The (posting, how, matched word) of one row, made on demand (the winner's)."""
+        origin = int(self.origins[row])
+        if origin >= 0:
+            return self.own[origin]
+        concept = self.concept
+        assert concept is not None
+        at = -1 - origin
+        _, _, cp, how, matched = concept.sources[int(concept.entries[at])]
+        weight = float(concept.link_weights[at])
+        return (
+            Posting(int(concept.services[at]), cp.term, cp.surface, cp.source, weight),
+            how,
+            matched,
+        )
+
+
 # A phrase pattern found in the ticket: (start token, first-word key, group numbers).
 PhraseMatch = tuple[int, str, list[int]]
 
@@ -240,6 +281,14 @@ class IndexData:
     phrase_services: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
     phrase_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     phrase_terms: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    # The term number and surface rank of each entry of key_services (large catalogues),
+    # and every term surface's rank in sorted order (one_term_per_word's tie-break).
+    key_terms: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    phrase_surface_ranks: npt.NDArray[np.int64] = field(
+        default_factory=lambda: np.zeros(0, np.int64)
+    )
+    key_surface_ranks: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    surface_ranks: dict[str, int] = field(default_factory=dict)
     group_starts: dict[str, array[int]] = field(default_factory=dict)
     # phrases[key] and concept_phrases[key] grouped by pattern: (pattern, positions of its
     # phrases in phrases[key], positions of its concept phrases in concept_phrases[key])
@@ -261,6 +310,10 @@ class IndexData:
     # A pattern group's concept phrases spread to their services (large catalogues).
     _pattern_cache: SizedMemo[tuple[str, int], Vector] = field(
         default_factory=lambda: SizedMemo(*SEARCH_MEMO)
+    )
+    # A word's WordTable (large catalogues).
+    _table_cache: SizedMemo[str, WordTable] = field(
+        default_factory=lambda: SizedMemo(*GROUPED_MEMO)
     )
 
     # All index keys of one folded word (Keys.keys): itself and its stem in each language.
@@ -290,6 +343,7 @@ class IndexData:
             self._grouped_cache,
             self._search_cache,
             self._pattern_cache,
+            self._table_cache,
         ):
             memo.clear()
         self.word_keys.memo.clear()
