@@ -200,3 +200,17 @@ def test_small_catalogues_and_no_data_folder_build_without_a_file(tmp_path: Path
     _, how = load_or_build_index(load_catalogue(small), small, tmp_path)
     assert how == "built, not kept"
     assert not (tmp_path / FOLDER).exists()
+
+
+def test_bpsm_prebuild_index_writes_the_file_workers_then_load(
+    catalogue: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "BPSM_DATA_DIR": str(tmp_path)}
+    bpsm = Path(sys.executable).parent / "bpsm"
+    command = [str(bpsm), "prebuild-index", "--catalogue", str(catalogue)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert ": built in" in done.stdout
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert ": loaded in" in again.stdout
+    assert result(child(catalogue, tmp_path))["how"] == "loaded"
