@@ -198,9 +198,8 @@ WordHits = tuple[Vector, Hits, npt.NDArray[np.int64], ConceptHits | None]
 
 @dataclass(frozen=True, slots=True, eq=False)
 class WordTable:
-    """A word's hits that can count, as arrays in the order the scorer meets them: of each
-    (service, term) only the first of the heaviest (the scorer keeps no other, and the
-    subject boost is the word's, alike for all its hits). Each row: service, term number,
+    """A word's hits as arrays, with the keys of the order the scorer meets them in
+    (segment, own before concept, link rank, position). Each row: service, term number,
     weight × idf × quality, rank of the term's surface (the order one_term_per_word breaks
     ties by), the matched word (an entry of `words`) and where the hit came from: own
     (`origins` ≥ 0, the position in `own`) or a concept link (-1 - the position in
@@ -214,6 +213,9 @@ class WordTable:
     origins: npt.NDArray[np.int64]
     word_texts: tuple[str, ...]
     hows: npt.NDArray[np.int64]  # the segment of each row (its how)
+    kinds: npt.NDArray[np.int64]  # 0 own, 1 concept
+    ranks: npt.NDArray[np.int64]
+    positions: npt.NDArray[np.int64]
     segments: tuple[Segment, ...]
     own: Hits
     concept: ConceptHits | None

@@ -339,36 +339,27 @@ class Lookup(IndexData):
             ranks.append(concept.ranks.astype(np.int64))
             positions.append(concept.positions)
         segment_of = np.concatenate(hows)
-        order = np.lexsort(
-            (np.concatenate(positions), np.concatenate(ranks), np.concatenate(kinds), segment_of)
-        )
-        every_service = np.concatenate(services)[order]
-        every_term = np.concatenate(terms)[order]
-        every_weight = np.concatenate(weights)[order]
-        # Of each (service, term) the first of the heaviest (lexsort is stable).
-        grouped = np.lexsort((-every_weight, every_term, every_service))
-        first = np.ones(len(grouped), dtype=bool)
-        first[1:] = (every_service[grouped[1:]] != every_service[grouped[:-1]]) | (
-            every_term[grouped[1:]] != every_term[grouped[:-1]]
-        )
-        rows = order[np.sort(grouped[first])]
         word_texts = tuple(dict.fromkeys(segment.word for segment in segments))
         word_of_segment = np.array([word_texts.index(s.word) for s in segments], np.int64)
-        row_segments = segment_of[rows] if len(rows) else np.zeros(0, np.int64)
+        # Not sorted here: the scorer orders the few rows of its shortlisted services (a
+        # word new to the process would otherwise sort its thousands of hits).
         table = WordTable(
-            services=np.concatenate(services)[rows],
-            terms=np.concatenate(terms)[rows],
-            weights=np.concatenate(weights)[rows],
-            surfaces=np.concatenate(surfaces)[rows],
-            words=word_of_segment[row_segments] if len(rows) else np.zeros(0, np.int64),
-            origins=np.concatenate(origins)[rows],
+            services=np.concatenate(services),
+            terms=np.concatenate(terms),
+            weights=np.concatenate(weights),
+            surfaces=np.concatenate(surfaces),
+            words=word_of_segment[segment_of] if len(segment_of) else segment_of,
+            origins=np.concatenate(origins),
             word_texts=word_texts,
-            hows=row_segments,
+            hows=segment_of,
+            kinds=np.concatenate(kinds),
+            ranks=np.concatenate(ranks),
+            positions=np.concatenate(positions),
             segments=segments,
             own=own,
             concept=concept,
         )
-        nbytes = 7 * table.services.nbytes + memo_bytes(word, len(segments))
+        nbytes = 10 * table.services.nbytes + memo_bytes(word, len(segments))
         return self._table_cache.put(word, table, nbytes)
 
     def _segment_arrays(

@@ -196,6 +196,12 @@ class CatalogueIndex(Lookup):
                 table.surfaces[picked],
                 local[table.words[picked]],
                 partial(_table_hit, table, picked, token.in_subject),
+                (
+                    table.hows[picked],
+                    table.kinds[picked],
+                    table.ranks[picked],
+                    table.positions[picked],
+                ),
             )
         self._phrase_rows(tokens, matches, chosen, rows)
         return rows.scores(self.norm)
@@ -608,9 +614,17 @@ class Rows:
         surfaces: npt.NDArray[np.int64],
         words: npt.NDArray[np.int64],
         maker: Callable[[int, float], Hit],
+        order: tuple[npt.NDArray[np.int64], ...] | None = None,
     ) -> None:
-        if len(services):
-            self.parts.append((services, terms, weights, surfaces, words))
+        """A part's rows; `order`: the keys of the order they are met in (segment, kind,
+        rank, position), when they are not listed in it."""
+        count = len(services)
+        if count:
+            if order is None:
+                zero = np.zeros(count, np.int64)
+                order = (zero, zero, zero, np.arange(count, dtype=np.int64))
+            part = np.full(count, len(self.parts), np.int64)
+            self.parts.append((services, terms, weights, surfaces, words, part, *order))
             self.makers.append(maker)
 
     def scores(self, norm: Sequence[float]) -> tuple[list[tuple[float, int]], dict[int, list[Hit]]]:
@@ -619,10 +633,11 @@ class Rows:
         first (as coordinated() sums one_term_per_word's list)."""
         if not self.parts:
             return [], {}
-        service, term, weight, surface, word = (
+        service, term, weight, surface, word, part, segment, kind, rank, position = (
             np.concatenate(c) for c in zip(*self.parts, strict=True)
         )
-        grouped = np.lexsort((-weight, term, service))  # stable: ties keep the first met
+        # Of equal weights the first met: by part, then the order keys within one.
+        grouped = np.lexsort((position, rank, kind, segment, part, -weight, term, service))
         s, t = service[grouped], term[grouped]
         first = np.ones(len(grouped), dtype=bool)
         first[1:] = (s[1:] != s[:-1]) | (t[1:] != t[:-1])
