@@ -1353,5 +1353,27 @@ def purge(older_than: str | None) -> None:
     click.echo(f"purged what is older than {seconds / 86400:g} days: {parts}")
 
 
+@main.command("prebuild-index")
+@catalogue_option
+def prebuild_index(catalogue_path: str) -> None:
+    """Build the catalogue's index file under $BPSM_DATA_DIR/index now (catalogues of more
+    than 300 services), so that workers start by loading it (connector/indexfile.py)."""
+    import time
+
+    from connector.catalogue import load_catalogue
+    from connector.indexfile import PREBUILT_ABOVE, index_path, load_or_build_index
+
+    settings = _settings(catalogue_path)
+    data_dir = settings.data_dir
+    catalogue = load_catalogue(catalogue_path)
+    if len(catalogue.services) <= PREBUILT_ABOVE:
+        click.echo(f"{len(catalogue.services)} services: built in each process, no file needed")
+        return
+    started = time.perf_counter()
+    _, how = load_or_build_index(catalogue, Path(catalogue_path), data_dir)
+    path = index_path(data_dir, Path(catalogue_path), os.environ.get("BPSM_DOMAIN_PACKS"))
+    click.echo(f"{path}: {how} in {time.perf_counter() - started:.1f} s")
+
+
 if __name__ == "__main__":
     main()

@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 
 from connector.catalogue import load_catalogue
-from connector.classify import CatalogueIndex, build_index
+from connector.classify import CatalogueIndex
 from connector.config import ConfigError, Mode, Settings, env_prefix, load_settings
 from connector.context import Context
 from connector.datadir import secure_data_dir
 from connector.hosts import host_classes, settings_models
 from connector.hosts.base import Host, HostClient
+from connector.indexfile import load_or_build_index
 from connector.jobqueue import JobQueue, make_huey
 from connector.learnfile import LearnedFileWatcher
 from connector.logs import log_extra
@@ -83,13 +84,18 @@ class Runtime:
                         "building the catalogue index",
                         extra=log_extra({"services": len(self.catalogue.services)}),
                     )
-                    self._index = build_index(self.catalogue)
+                    # A large catalogue's index is built once per machine and input, then
+                    # mapped from its file by every process (connector/indexfile.py).
+                    self._index, how = load_or_build_index(
+                        self.catalogue, self.settings.catalogue_path, self.settings.data_dir
+                    )
                     log.info(
-                        "catalogue index built",
+                        "catalogue index ready",
                         extra=log_extra(
                             {
                                 "services": len(self.catalogue.services),
                                 "seconds": round(time.perf_counter() - started, 2),
+                                "index": how,
                             }
                         ),
                     )

@@ -137,6 +137,12 @@ class IndexBuilder:
     phrase_services: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
     phrase_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     phrase_terms: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    key_terms: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    phrase_surface_ranks: npt.NDArray[np.int64] = field(
+        default_factory=lambda: np.zeros(0, np.int64)
+    )
+    key_surface_ranks: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    surface_ranks: dict[str, int] = field(default_factory=dict)
     group_starts: dict[str, array[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -472,6 +478,10 @@ class IndexBuilder:
             phrase_services=self.phrase_services,
             phrase_weights=self.phrase_weights,
             phrase_terms=self.phrase_terms,
+            key_terms=self.key_terms,
+            phrase_surface_ranks=self.phrase_surface_ranks,
+            key_surface_ranks=self.key_surface_ranks,
+            surface_ranks=self.surface_ranks,
             group_starts=self.group_starts,
             phrase_groups=self.phrase_groups,
             phrase_next=self.phrase_next,
@@ -578,8 +588,12 @@ class IndexBuilder:
         """Every key's postings as arrays, once: a word new to a worker then costs a few
         array operations in _grouped instead of a Python loop over the thousands of postings
         an everyday word has in a large catalogue (the cold path of bench/classify.py)."""
+        self._rank_surfaces()
         services: list[npt.NDArray[np.int64]] = []
         weights: list[npt.NDArray[np.float64]] = []
+        terms: list[npt.NDArray[np.int64]] = []
+        ranks: list[npt.NDArray[np.int64]] = []
+        term_ids, surface_ranks = self.term_ids, self.surface_ranks
         offset = 0
         for key, postings in self.postings.items():
             count = len(postings)
@@ -588,6 +602,8 @@ class IndexBuilder:
             key_services, key_weights = self._posting_arrays(postings, np.int64)
             services.append(key_services)
             weights.append(key_weights)
+            terms.append(np.fromiter((term_ids[p.term] for p in postings), np.int64, count))
+            ranks.append(np.fromiter((surface_ranks[p.surface] for p in postings), np.int64, count))
             self.key_spans[key] = (offset, offset + count)
             offset += count
             if len(key) < SHORT_STEM:
@@ -601,7 +617,23 @@ class IndexBuilder:
         if services:
             self.key_services = np.concatenate(services)
             self.key_weights = np.concatenate(weights)
+            self.key_terms = np.concatenate(terms)
+            self.key_surface_ranks = np.concatenate(ranks)
         self._build_phrase_arrays()
+
+    def _rank_surfaces(self) -> None:
+        """Every term surface's rank in sorted order: the scorer sorts a service's hits by
+        weight, then surface, and compares ranks instead of strings."""
+        surfaces: set[str] = set()
+        for postings in self.postings.values():
+            surfaces.update(p.surface for p in postings)
+        for phrases in self.phrases.values():
+            surfaces.update(ph.posting.surface for ph in phrases)
+        for concept_postings in self.concept_postings.values():
+            surfaces.update(cp.surface for cp in concept_postings)
+        for concept_phrases in self.concept_phrases.values():
+            surfaces.update(cph.posting.surface for cph in concept_phrases)
+        self.surface_ranks = {surface: rank for rank, surface in enumerate(sorted(surfaces))}
 
     def _build_phrase_arrays(self) -> None:
         """Every phrase pattern's phrases (those that can win) as arrays, one slice per
@@ -611,6 +643,7 @@ class IndexBuilder:
         services: list[npt.NDArray[np.int32]] = []
         weights: list[npt.NDArray[np.float64]] = []
         terms: list[npt.NDArray[np.int64]] = []
+        ranks: list[npt.NDArray[np.int64]] = []
         offset = 0
         for key, groups in self.phrase_groups.items():
             phrases = self.phrases.get(key, [])
@@ -623,10 +656,12 @@ class IndexBuilder:
             services.append(key_services)
             weights.append(key_weights)
             terms.append(np.array([self.term_ids[p.term] for p in postings], np.int64))
+            ranks.append(np.array([self.surface_ranks[p.surface] for p in postings], np.int64))
         if services:
             self.phrase_services = np.concatenate(services)
             self.phrase_weights = np.concatenate(weights)
             self.phrase_terms = np.concatenate(terms)
+            self.phrase_surface_ranks = np.concatenate(ranks)
 
     def _posting_arrays(
         self, postings: Sequence[Posting], service_type: type[ServiceInt]

@@ -29,6 +29,11 @@ class Posting:
     source: str
     weight: float
 
+    def __reduce__(self) -> tuple[type[Posting], tuple[int, str, str, str, float]]:
+        # By its constructor: a prebuilt index holds 100,000s of these, and a frozen slots
+        # dataclass's default unpickling looks its fields up for each one (10× slower).
+        return (Posting, (self.service, self.term, self.surface, self.source, self.weight))
+
 
 @dataclass(frozen=True, slots=True)
 class ConceptPosting:
@@ -40,17 +45,26 @@ class ConceptPosting:
     surface: str
     source: str  # "thesaurus:<concept id>"
 
+    def __reduce__(self) -> tuple[type[ConceptPosting], tuple[int, str, str, str]]:
+        return (ConceptPosting, (self.concept, self.term, self.surface, self.source))
+
 
 @dataclass(frozen=True, slots=True)
 class ConceptPhrase:
     keys: tuple[frozenset[str], ...]
     posting: ConceptPosting
 
+    def __reduce__(self) -> tuple[type[ConceptPhrase], tuple[Any, ...]]:
+        return (ConceptPhrase, (self.keys, self.posting))
+
 
 @dataclass(frozen=True, slots=True)
 class Phrase:
     keys: tuple[frozenset[str], ...]  # acceptable keys at each position
     posting: Posting
+
+    def __reduce__(self) -> tuple[type[Phrase], tuple[Any, ...]]:
+        return (Phrase, (self.keys, self.posting))
 
 
 @dataclass(slots=True)
@@ -180,6 +194,49 @@ class ConceptHits:
 # A word's best weight per service (the shortlist's input), its own hits, each own hit's
 # service, and its concept hits (None when there are none, or they are in the own hits).
 WordHits = tuple[Vector, Hits, npt.NDArray[np.int64], ConceptHits | None]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class WordTable:
+    """A word's hits as arrays, with the keys of the order the scorer meets them in
+    (segment, own before concept, link rank, position). Each row: service, term number,
+    weight × idf × quality, rank of the term's surface (the order one_term_per_word breaks
+    ties by), the matched word (an entry of `words`) and where the hit came from: own
+    (`origins` ≥ 0, the position in `own`) or a concept link (-1 - the position in
+    `concept`)."""
+
+    services: npt.NDArray[np.int64]
+    terms: npt.NDArray[np.int64]
+    weights: npt.NDArray[np.float64]
+    surfaces: npt.NDArray[np.int64]
+    words: npt.NDArray[np.int64]
+    origins: npt.NDArray[np.int64]
+    word_texts: tuple[str, ...]
+    hows: npt.NDArray[np.int64]  # the segment of each row (its how)
+    kinds: npt.NDArray[np.int64]  # 0 own, 1 concept
+    ranks: npt.NDArray[np.int64]
+    positions: npt.NDArray[np.int64]
+    segments: tuple[Segment, ...]
+    own: Hits
+    concept: ConceptHits | None
+
+    def hit(self, row: int) -> tuple[Posting, str, str]:
+        """The (posting, how, matched word) of one row, made on demand (the winner's)."""
+        origin = int(self.origins[row])
+        if origin >= 0:
+            return self.own[origin]
+        concept = self.concept
+        assert concept is not None
+        at = -1 - origin
+        _, _, cp, how, matched = concept.sources[int(concept.entries[at])]
+        weight = float(concept.link_weights[at])
+        return (
+            Posting(int(concept.services[at]), cp.term, cp.surface, cp.source, weight),
+            how,
+            matched,
+        )
+
+
 # A phrase pattern found in the ticket: (start token, first-word key, group numbers).
 PhraseMatch = tuple[int, str, list[int]]
 
@@ -240,6 +297,14 @@ class IndexData:
     phrase_services: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
     phrase_weights: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     phrase_terms: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    # The term number and surface rank of each entry of key_services (large catalogues),
+    # and every term surface's rank in sorted order (one_term_per_word's tie-break).
+    key_terms: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    phrase_surface_ranks: npt.NDArray[np.int64] = field(
+        default_factory=lambda: np.zeros(0, np.int64)
+    )
+    key_surface_ranks: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    surface_ranks: dict[str, int] = field(default_factory=dict)
     group_starts: dict[str, array[int]] = field(default_factory=dict)
     # phrases[key] and concept_phrases[key] grouped by pattern: (pattern, positions of its
     # phrases in phrases[key], positions of its concept phrases in concept_phrases[key])
@@ -261,6 +326,10 @@ class IndexData:
     # A pattern group's concept phrases spread to their services (large catalogues).
     _pattern_cache: SizedMemo[tuple[str, int], Vector] = field(
         default_factory=lambda: SizedMemo(*SEARCH_MEMO)
+    )
+    # A word's WordTable (large catalogues).
+    _table_cache: SizedMemo[str, WordTable] = field(
+        default_factory=lambda: SizedMemo(*GROUPED_MEMO)
     )
 
     # All index keys of one folded word (Keys.keys): itself and its stem in each language.
@@ -290,6 +359,7 @@ class IndexData:
             self._grouped_cache,
             self._search_cache,
             self._pattern_cache,
+            self._table_cache,
         ):
             memo.clear()
         self.word_keys.memo.clear()

@@ -27,6 +27,7 @@ from connector.classify.index import (
     Segment,
     Vector,
     WordHits,
+    WordTable,
 )
 from connector.classify.weights import QUALITY
 from connector.classify.words import (
@@ -287,6 +288,79 @@ class Lookup(IndexData):
             keyed.append((number, 1, rank, position, (posting, how, matched)))
         keyed.sort(key=lambda item: item[:4])
         return [item[4] for item in keyed]
+
+    def _word_table(self, word: str) -> WordTable:
+        """A word's hits that can count, in the scorer's order (see WordTable); large
+        catalogues only. Memoised: a warm word costs the scorer a mask and a few gathers."""
+        cached = self._table_cache.get(word)
+        if cached is not None:
+            return cached
+        _, own, _, concept = self._grouped(word)
+        assert isinstance(own, KeyHits)
+        segments = own.segments
+        # The own hits' places in the key arrays, segment by segment (as _segment_arrays).
+        places: list[npt.NDArray[np.int64]] = []
+        qualities: list[float] = []
+        for segment in segments:
+            start, end = self.key_spans.get(segment.key, (0, 0))
+            at = np.arange(start, end, dtype=np.int64)
+            if segment.chosen is not None:
+                at = at[np.asarray(segment.chosen, dtype=np.intp)]
+            places.append(at)
+            qualities.append(QUALITY[segment.how])
+        counts = [len(at) for at in places]
+        place = np.concatenate(places) if places else np.zeros(0, np.int64)
+        own_segments = np.repeat(np.arange(len(segments), dtype=np.int64), counts)
+        quality = np.repeat(np.array(qualities, dtype=np.float64), counts)
+        size = len(place)
+        services = [self.key_services[place]]
+        terms = [self.key_terms[place]]
+        weights = [self.key_weights[place] * quality]
+        surfaces = [self.key_surface_ranks[place]]
+        hows = [own_segments]
+        origins = [np.arange(size, dtype=np.int64)]
+        # The scorer's order: segment by segment, a service's own hits before its linked
+        # concepts', those by the service's links' order, then the terms' (picked_hits).
+        kinds = [np.zeros(size, np.int64)]
+        ranks = [np.zeros(size, np.int64)]
+        positions = [np.arange(size, dtype=np.int64)]
+        if concept is not None:
+            count = len(concept.services)
+            services.append(concept.services)
+            terms.append(concept.terms)
+            weights.append(concept.weights)
+            ranks_of_entries = np.array(
+                [self.surface_ranks[cp.surface] for _, _, cp, _, _ in concept.sources], np.int64
+            )
+            surfaces.append(ranks_of_entries[concept.entries])
+            hows.append(concept.segments)
+            origins.append(-1 - np.arange(count, dtype=np.int64))
+            kinds.append(np.ones(count, np.int64))
+            ranks.append(concept.ranks.astype(np.int64))
+            positions.append(concept.positions)
+        segment_of = np.concatenate(hows)
+        word_texts = tuple(dict.fromkeys(segment.word for segment in segments))
+        word_of_segment = np.array([word_texts.index(s.word) for s in segments], np.int64)
+        # Not sorted here: the scorer orders the few rows of its shortlisted services (a
+        # word new to the process would otherwise sort its thousands of hits).
+        table = WordTable(
+            services=np.concatenate(services),
+            terms=np.concatenate(terms),
+            weights=np.concatenate(weights),
+            surfaces=np.concatenate(surfaces),
+            words=word_of_segment[segment_of] if len(segment_of) else segment_of,
+            origins=np.concatenate(origins),
+            word_texts=word_texts,
+            hows=segment_of,
+            kinds=np.concatenate(kinds),
+            ranks=np.concatenate(ranks),
+            positions=np.concatenate(positions),
+            segments=segments,
+            own=own,
+            concept=concept,
+        )
+        nbytes = 10 * table.services.nbytes + memo_bytes(word, len(segments))
+        return self._table_cache.put(word, table, nbytes)
 
     def _segment_arrays(
         self, word: str

@@ -8,9 +8,11 @@ with a calibrated confidence. Pure."""
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,7 +24,14 @@ from connector.classify.calibration import (
     no_service_features,
     service_features,
 )
-from connector.classify.index import Hit, PhraseMatch
+from connector.classify.index import (
+    ConceptPhrase,
+    Hit,
+    Phrase,
+    PhraseMatch,
+    Posting,
+    WordTable,
+)
 from connector.classify.intent import intent
 from connector.classify.lookup import Lookup
 from connector.classify.thesaurus import Concept, concept_label
@@ -86,6 +95,14 @@ class CatalogueIndex(Lookup):
         """Sort key of a (score, service index): best first, equal scores by id."""
         return (-item[0], self.services[item[1]].id)
 
+    def best_two(self, unsorted: list[tuple[float, int]]) -> list[tuple[float, int]]:
+        """The first two of candidates()' order: ranking (which reads each service's id)
+        only the candidates that score at least the second-highest score."""
+        if len(unsorted) > 2:
+            cut = heapq.nlargest(2, [score for score, _ in unsorted])[1]
+            unsorted = [item for item in unsorted if item[0] >= cut]
+        return heapq.nsmallest(2, unsorted, key=self.rank)
+
     def scores(
         self, tokens: Sequence[Token]
     ) -> tuple[list[tuple[float, int]], dict[int, list[Hit]]]:
@@ -102,6 +119,7 @@ class CatalogueIndex(Lookup):
         if shortlist is not None:
             chosen = np.zeros(len(self.services), dtype=bool)
             chosen[list(shortlist)] = True
+            return self._shortlisted_scores(tokens, matches, chosen)
         phrase_hits = self._phrase_hits(matches, chosen)
         seen: set[tuple[str, bool]] = set()
         for token in tokens:
@@ -148,6 +166,175 @@ class CatalogueIndex(Lookup):
         }
         norm = self.norm
         return [(coordinated(kept[s]) / norm[s], s) for s in kept], kept
+
+    def _shortlisted_scores(
+        self, tokens: Sequence[Token], matches: list[PhraseMatch], chosen: npt.NDArray[np.bool_]
+    ) -> tuple[list[tuple[float, int]], dict[int, list[Hit]]]:
+        """scores() of the shortlisted services (`chosen`, a mask over all), the same rules
+        in numpy over the words' hit tables: per (service, term) the first of the heaviest
+        hits, then per (service, ticket word) the best term (by weight, then surface), then
+        coordination and the length norm. Hit objects are made only for the services whose
+        evidence is asked for (the winner's, in classify)."""
+        rows = Rows()
+        seen: set[tuple[str, bool]] = set()
+        for token in tokens:
+            if token.text in self.stopwords or len(token.text) < 2:
+                continue
+            if (token.text, token.in_subject) in seen:
+                continue
+            seen.add((token.text, token.in_subject))
+            table = self._word_table(token.text)
+            picked = np.flatnonzero(chosen[table.services])
+            if not len(picked):
+                continue
+            local = np.array([rows.word(w) for w in table.word_texts], np.int64)
+            weight = table.weights[picked]
+            rows.add(
+                table.services[picked],
+                table.terms[picked],
+                weight * SUBJECT_BOOST if token.in_subject else weight,
+                table.surfaces[picked],
+                local[table.words[picked]],
+                partial(_table_hit, table, picked, token.in_subject),
+                (
+                    table.hows[picked],
+                    table.kinds[picked],
+                    table.ranks[picked],
+                    table.positions[picked],
+                ),
+            )
+        self._phrase_rows(tokens, matches, chosen, rows)
+        return rows.scores(self.norm)
+
+    def _phrase_rows(
+        self,
+        tokens: Sequence[Token],
+        matches: list[PhraseMatch],
+        chosen: npt.NDArray[np.bool_],
+        rows: Rows,
+    ) -> None:
+        """The chosen services' phrase hits as rows, in the order _phrase_hits lists them:
+        at each match the services' own phrases by position, then the linked concepts'
+        phrases by link rank and position."""
+        texts: dict[tuple[int, int], int] = {}
+
+        def word(start: int, n: int) -> int:
+            number = texts.get((start, n))
+            if number is None:
+                number = texts[(start, n)] = rows.word(
+                    " ".join(t.text for t in tokens[start : start + n])
+                )
+            return number
+
+        idf = self.idf.get
+        quality = QUALITY["phrase"]
+        for start, key, groups in matches:
+            in_subject = tokens[start].in_subject
+            boost = SUBJECT_BOOST if in_subject else 1.0
+            patterns = self.phrase_groups[key]
+            starts = self.group_starts[key]
+            places: list[npt.NDArray[np.intp]] = []
+            positions: list[npt.NDArray[Any]] = []
+            lengths: list[int] = []
+            concept_positions: list[int] = []
+            for group in groups:
+                pattern, kept, concept_kept = patterns[group]
+                concept_positions += concept_kept
+                if not len(kept):
+                    continue
+                first = starts[group]
+                picked = np.flatnonzero(chosen[self.phrase_services[first : starts[group + 1]]])
+                if len(picked):
+                    places.append(first + picked)
+                    positions.append(np.frombuffer(kept, dtype=np.uintc)[picked])
+                    lengths.append(len(pattern))
+            if places:
+                order = np.argsort(np.concatenate(positions), kind="stable")
+                place = np.concatenate(places)[order]
+                words = np.repeat(
+                    np.array([word(start, n) for n in lengths], np.int64),
+                    [len(p) for p in places],
+                )[order]
+                rows.add(
+                    self.phrase_services[place].astype(np.int64),
+                    self.phrase_terms[place],
+                    self.phrase_weights[place] * quality * boost,
+                    self.phrase_surface_ranks[place],
+                    words,
+                    partial(
+                        _own_phrase_hit,
+                        self.phrases[key],
+                        np.concatenate(positions)[order],
+                        word,
+                        start,
+                        in_subject,
+                        rows,
+                    ),
+                )
+            if concept_positions:
+                self._concept_phrase_rows(
+                    key, sorted(concept_positions), chosen, start, in_subject, word, rows, idf
+                )
+
+    def _concept_phrase_rows(
+        self,
+        key: str,
+        positions: list[int],
+        chosen: npt.NDArray[np.bool_],
+        start: int,
+        in_subject: bool,
+        word: Callable[[int, int], int],
+        rows: Rows,
+        idf: Callable[[str, float], float],
+    ) -> None:
+        """The concept phrases at `positions` of concept_phrases[key], spread to the chosen
+        services that link their concepts, by link rank and position (_concept_phrase_hits)."""
+        boost = SUBJECT_BOOST if in_subject else 1.0
+        quality = QUALITY["phrase"]
+        links: list[npt.NDArray[np.int64]] = []
+        entries: list[int] = []
+        weights: list[npt.NDArray[np.float64]] = []
+        concept_phrases = self.concept_phrases[key]
+        for position in positions:
+            cp = concept_phrases[position].posting
+            first, end = self.link_starts[cp.concept], self.link_starts[cp.concept + 1]
+            picked = first + np.flatnonzero(chosen[self.link_services[first:end]])
+            if len(picked):
+                links.append(picked)
+                entries.append(position)
+                weights.append(self.link_weights[picked] * idf(cp.term, 1.0) * quality * boost)
+        if not links:
+            return
+        counts = [len(link) for link in links]
+        link = np.concatenate(links)
+        position_of = np.repeat(np.array(entries, np.int64), counts)
+        order = np.lexsort((position_of, self.link_ranks[link]))
+        postings = [concept_phrases[p].posting for p in entries]
+        every = np.repeat(np.arange(len(entries)), counts)[order]
+        rows.add(
+            self.link_services[link][order],
+            np.repeat(np.array([self.term_ids[cp.term] for cp in postings], np.int64), counts)[
+                order
+            ],
+            np.concatenate(weights)[order],
+            np.repeat(
+                np.array([self.surface_ranks[cp.surface] for cp in postings], np.int64), counts
+            )[order],
+            np.repeat(
+                np.array([word(start, len(concept_phrases[p].keys)) for p in entries], np.int64),
+                counts,
+            )[order],
+            partial(
+                _concept_phrase_hit,
+                [(concept_phrases[p], word(start, len(concept_phrases[p].keys))) for p in entries],
+                every,
+                link[order],
+                self.link_services,
+                self.link_weights,
+                in_subject,
+                rows,
+            ),
+        )
 
     def _shortlist(self, tokens: Sequence[Token], matches: list[PhraseMatch]) -> set[int]:
         """The SHORTLIST services most likely to win, by an estimate of their score: each
@@ -215,7 +402,7 @@ class CatalogueIndex(Lookup):
         if self.learned is not None:  # the organisation's own words: connector/learn.py
             unsorted, kept = self.learned.rescore(self, tokens, unsorted, kept)
         # Only the best two are used: the same two as candidates()' full sort (ids are unique).
-        scored = heapq.nsmallest(2, unsorted, key=self.rank)
+        scored = self.best_two(unsorted)
         change_score, cues = self.change_intent(tokens)
         is_change = change_score >= self.change_cues.threshold
         private_score, private_cues = self.private_intent(tokens)
@@ -357,6 +544,165 @@ class CatalogueIndex(Lookup):
         # confidence margin, is among the unsupported ones.
         ranked = heapq.nsmallest(2, unsupported, key=self.rank)
         return [(max(ranked[0][0], MIN_SCORE), ranked[0][1]), *ranked[1:]]
+
+
+def _table_hit(
+    table: WordTable, picked: npt.NDArray[np.intp], in_subject: bool, offset: int, weight: float
+) -> Hit:
+    posting, how, word = table.hit(int(picked[offset]))
+    return Hit(weight, posting, how, word, in_subject)
+
+
+def _own_phrase_hit(
+    phrases: Sequence[Phrase],
+    positions: npt.NDArray[np.intp],
+    word: Callable[[int, int], int],
+    start: int,
+    in_subject: bool,
+    rows: Rows,
+    offset: int,
+    weight: float,
+) -> Hit:
+    phrase = phrases[int(positions[offset])]
+    text = rows.words[word(start, len(phrase.keys))]
+    return Hit(weight, phrase.posting, "phrase", text, in_subject)
+
+
+def _concept_phrase_hit(
+    sources: list[tuple[ConceptPhrase, int]],
+    entries: npt.NDArray[np.intp],
+    links: npt.NDArray[np.int64],
+    link_services: npt.NDArray[np.int64],
+    link_weights: npt.NDArray[np.float64],
+    in_subject: bool,
+    rows: Rows,
+    offset: int,
+    weight: float,
+) -> Hit:
+    concept_phrase, word = sources[int(entries[offset])]
+    cp = concept_phrase.posting
+    link = int(links[offset])
+    posting = Posting(
+        int(link_services[link]), cp.term, cp.surface, cp.source, float(link_weights[link])
+    )
+    return Hit(weight, posting, "phrase", rows.words[word], in_subject)
+
+
+@dataclass(eq=False)
+class Rows:
+    """A ticket's hits of the shortlisted services as arrays, in the order the scorer meets
+    them, part by part (a word's table, a match's phrases), each part with the function
+    that makes a row's Hit (offset in the part, weight)."""
+
+    parts: list[tuple[Any, ...]] = field(default_factory=list)
+    makers: list[Callable[[int, float], Hit]] = field(default_factory=list)
+    words: list[str] = field(default_factory=list)
+    word_ids: dict[str, int] = field(default_factory=dict)
+
+    def word(self, text: str) -> int:
+        number = self.word_ids.get(text)
+        if number is None:
+            number = self.word_ids[text] = len(self.words)
+            self.words.append(text)
+        return number
+
+    def add(
+        self,
+        services: npt.NDArray[np.int64],
+        terms: npt.NDArray[np.int64],
+        weights: npt.NDArray[np.float64],
+        surfaces: npt.NDArray[np.int64],
+        words: npt.NDArray[np.int64],
+        maker: Callable[[int, float], Hit],
+        order: tuple[npt.NDArray[np.int64], ...] | None = None,
+    ) -> None:
+        """A part's rows; `order`: the keys of the order they are met in (segment, kind,
+        rank, position), when they are not listed in it."""
+        count = len(services)
+        if count:
+            if order is None:
+                zero = np.zeros(count, np.int64)
+                order = (zero, zero, zero, np.arange(count, dtype=np.int64))
+            part = np.full(count, len(self.parts), np.int64)
+            self.parts.append((services, terms, weights, surfaces, words, part, *order))
+            self.makers.append(maker)
+
+    def scores(self, norm: Sequence[float]) -> tuple[list[tuple[float, int]], dict[int, list[Hit]]]:
+        """Per (service, term) the first of the heaviest rows, per (service, word) the best
+        of those by weight, then surface; each service's score from them, summed heaviest
+        first (as coordinated() sums one_term_per_word's list)."""
+        if not self.parts:
+            return [], {}
+        service, term, weight, surface, word, part, segment, kind, rank, position = (
+            np.concatenate(c) for c in zip(*self.parts, strict=True)
+        )
+        # Of equal weights the first met: by part, then the order keys within one.
+        grouped = np.lexsort((position, rank, kind, segment, part, -weight, term, service))
+        s, t = service[grouped], term[grouped]
+        first = np.ones(len(grouped), dtype=bool)
+        first[1:] = (s[1:] != s[:-1]) | (t[1:] != t[:-1])
+        kept = grouped[first]
+        s, w = service[kept], word[kept]
+        best = np.lexsort((surface[kept], -weight[kept], w, s))
+        first = np.ones(len(best), dtype=bool)
+        first[1:] = (s[best[1:]] != s[best[:-1]]) | (w[best[1:]] != w[best[:-1]])
+        rows = kept[best[first]]
+        rows = rows[np.lexsort((surface[rows], -weight[rows], service[rows]))]
+        row_services = service[rows]
+        starts = np.flatnonzero(np.r_[True, row_services[1:] != row_services[:-1]])
+        ends = [*starts[1:].tolist(), len(rows)]
+        hit_weights = weight[rows].tolist()
+        scored: list[tuple[float, int]] = []
+        spans: dict[int, tuple[int, int]] = {}
+        for number, start, end in zip(
+            row_services[starts].tolist(), starts.tolist(), ends, strict=True
+        ):
+            total = sum(hit_weights[start:end])
+            scored.append((float(total * (end - start) ** COORDINATION) / norm[number], number))
+            spans[number] = (start, end)
+        bounds = np.cumsum([0, *(len(part[0]) for part in self.parts)]).tolist()
+        return scored, KeptHits(spans, partial(self._hit, rows.tolist(), hit_weights, bounds))
+
+    def _hit(self, rows: list[int], weights: list[float], bounds: list[int], at: int) -> Hit:
+        row = rows[at]
+        part = bisect_right(bounds, row) - 1
+        return self.makers[part](row - bounds[part], weights[at])
+
+
+class KeptHits(dict[int, list[Hit]]):
+    """A large catalogue's kept hits per service, made when asked for: classify shows the
+    winner's only, and making every shortlisted service's cost more than scoring them.
+    Every way of reading it (get, [], items, values, iteration, dict(...)) gives the Hits."""
+
+    def __init__(self, spans: dict[int, tuple[int, int]], hit: Callable[[int], Hit]) -> None:
+        super().__init__({service: [] for service in spans})  # filled when read
+        self._spans = spans
+        self._hit = hit
+
+    def __getitem__(self, service: int) -> list[Hit]:
+        hits = super().__getitem__(service)
+        if not hits:  # every service here has hits
+            start, end = self._spans[service]
+            hits = [self._hit(at) for at in range(start, end)]
+            super().__setitem__(service, hits)
+        return hits
+
+    def get(self, service: int, default: Any = None) -> Any:
+        return self[service] if service in self else default  # noqa: SIM401 - made on demand
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().keys()))
+
+    def items(self) -> Any:
+        return [(service, self[service]) for service in self]
+
+    def values(self) -> Any:
+        return [self[service] for service in self]
+
+    def __eq__(self, other: object) -> bool:
+        return dict(self.items()) == other
+
+    __hash__ = None
 
 
 def coordinated(hits: list[Hit]) -> float:

@@ -1,0 +1,224 @@
+"""A prebuilt catalogue index on disk, shared by the processes of one machine.
+
+Building the index of a large catalogue takes seconds (about 9 s at 10,000 services) in
+every process that classifies, after every restart. The first process builds it and writes
+it under the data folder, named by a hash of everything it is built from; the others — and
+the next start — load it instead: the pickled Python part is read, and the numpy arrays are
+views of the memory-mapped file, so the processes share their pages.
+
+The name's hash covers the catalogue file as written, the shipped thesaurus and domain pack
+files with the packs chosen ($BPSM_DOMAIN_PACKS), the language data, the code (every module
+of the connector package) and the Python and numpy versions: a changed input makes a new
+file, never a stale index. Learned evidence is not part of it: a learned file attaches to
+a built index at run time (CatalogueIndex.with_learned), so it is never in the file.
+
+A file is written to a temporary name and renamed — never changed in place: the processes
+that map it would lose its pages — and carries its length and a checksum:
+a truncated or damaged file (a crash, a full disk) is rebuilt, never trusted. A lock file
+beside it keeps processes that start together from building the same index twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gc
+import hashlib
+import logging
+import mmap
+import os
+import pickle
+import struct
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from connector.catalogue import Catalogue
+from connector.classify import PACKS_VARIABLE, CatalogueIndex, build_index, parse_packs
+from connector.datadir import FILE_MODE, open_private, private_dir
+
+log = logging.getLogger("bpsm.indexfile")
+
+# Catalogues of more services than this load a prebuilt index (when a data folder is
+# given). Measured 2026-12-07 (bench/README.md): a build takes 0.8 s at 32 services, 1.7 s
+# at 1,000; loading the file 0.05 s and 0.2 s. Below a few hundred services building is
+# as quick as reading the catalogue, and a file per test catalogue would only pile up.
+PREBUILT_ABOVE = 300
+FOLDER = "index"
+SUFFIX = ".idx"
+KEEP = 4  # index files kept in the folder (the newest): other catalogues, older versions
+_MAGIC = b"BPSMIDX1"
+# magic, checksum of everything after the header, pickle length, number of buffers
+_HEADER = struct.Struct("<8sIQQ")
+_ALIGN = 64
+
+
+def _code_files() -> Iterator[tuple[str, bytes]]:
+    """Every module and data file of the connector package, by path: the index depends on
+    the classifier's code, the text functions and the language data and thesaurus."""
+    root = Path(str(resources.files("connector")))
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".yaml", ".yml", ".json", ".txt") and "__pycache__" not in (
+            path.parts
+        ):
+            yield str(path.relative_to(root)), path.read_bytes()
+
+
+def index_key(
+    catalogue_text: bytes,
+    packs: str | None,
+    sources: Iterable[tuple[str, bytes]] | None = None,
+) -> str:
+    """The hash that names the prebuilt index of a catalogue (its file's bytes), a pack
+    selection ($BPSM_DOMAIN_PACKS as written; parsed, so "a,b" and "b,a" agree) and the
+    code and data files (`sources`: by default the connector package's)."""
+    digest = hashlib.sha256()
+    digest.update(b"catalogue\0" + catalogue_text)
+    digest.update(b"\0packs\0" + ",".join(sorted(parse_packs(packs))).encode())
+    digest.update(f"\0python {sys.version}\0numpy {np.__version__}\0".encode())
+    for name, content in _code_files() if sources is None else sources:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
+    return digest.hexdigest()[:32]
+
+
+def index_path(data_dir: Path, catalogue_path: Path, packs: str | None = None) -> Path:
+    """Where the prebuilt index of this catalogue file (and thesaurus, packs, code) lives."""
+    key = index_key(catalogue_path.read_bytes(), packs)
+    return data_dir / FOLDER / f"{key}{SUFFIX}"
+
+
+def write_index(index: CatalogueIndex, path: Path) -> None:
+    """Write `index` to `path` atomically (a temporary file beside it, then a rename): the
+    pickled index with its numpy arrays out of band, each at an aligned offset, so that a
+    reader maps them instead of copying them."""
+    for part in (index, index.outside):  # what the process met in tickets is not the index
+        if part is not None:
+            part.clear_memos()
+    buffers: list[pickle.PickleBuffer] = []
+    body = pickle.dumps(index, protocol=5, buffer_callback=buffers.append)
+    views = [buffer.raw() for buffer in buffers]
+    table = b"".join(struct.pack("<QQ", 0, len(view)) for view in views)
+    offset = _HEADER.size + len(table) + len(body)
+    placed: list[tuple[int, memoryview]] = []
+    for view in views:
+        offset = -(-offset // _ALIGN) * _ALIGN
+        placed.append((offset, view))
+        offset += len(view)
+    table = b"".join(struct.pack("<QQ", at, len(view)) for at, view in placed)
+    private_dir(path.parent)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(b"\0" * _HEADER.size)
+            checksum = zlib.crc32(table)
+            handle.write(table)
+            checksum = zlib.crc32(body, checksum)
+            handle.write(body)
+            for at, view in placed:
+                padding = b"\0" * (at - handle.tell())
+                checksum = zlib.crc32(view, zlib.crc32(padding, checksum))
+                handle.write(padding)
+                handle.write(view)
+            handle.seek(0)
+            handle.write(_HEADER.pack(_MAGIC, checksum, len(body), len(views)))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, FILE_MODE)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_index(path: Path) -> CatalogueIndex:
+    """The index in `path` (see write_index), its arrays read-only views of the mapped file.
+    Raises ValueError for a file that is not a whole, undamaged index file."""
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    view = memoryview(mapped)
+    if len(view) < _HEADER.size:
+        raise ValueError("too short for an index file")
+    magic, checksum, body_size, count = _HEADER.unpack_from(view)
+    table_end = _HEADER.size + 16 * count
+    if magic != _MAGIC or table_end + body_size > len(view):
+        raise ValueError("not an index file, or cut short")
+    places = [struct.unpack_from("<QQ", view, _HEADER.size + 16 * n) for n in range(count)]
+    end = max((at + size for at, size in places), default=table_end + body_size)
+    if end != len(view) or zlib.crc32(view[_HEADER.size :]) != checksum:
+        raise ValueError("damaged index file (length or checksum)")
+    body = view[table_end : table_end + body_size]
+    collecting = gc.isenabled()
+    gc.disable()  # 100,000s of objects and no cycles: as build() does
+    try:
+        index = pickle.loads(body, buffers=[view[at : at + size] for at, size in places])
+    finally:
+        if collecting:
+            gc.enable()
+    if not isinstance(index, CatalogueIndex):
+        raise ValueError("the file holds no catalogue index")
+    return index
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (a lock file beside the index) while building."""
+    fd = open_private(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Remove all but the KEEP newest index files (a process that maps one still reads it:
+    an unlinked file lives on until it is unmapped)."""
+    files = sorted(folder.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in [f for f in files if f != keep][KEEP - 1 :]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+            Path(f"{old}.lock").unlink(missing_ok=True)
+
+
+def load_or_build_index(
+    catalogue: Catalogue, catalogue_path: Path, data_dir: Path | None
+) -> tuple[CatalogueIndex, str]:
+    """The catalogue's index: from its prebuilt file when there is one, else built (and,
+    for a catalogue of more than PREBUILT_ABOVE services, written for the next process).
+    Returns how it came: "loaded", "built" (and written) or "built, not kept" (a small
+    catalogue or no data folder). A file that cannot be read is rebuilt and replaced."""
+    if data_dir is None or len(catalogue.services) <= PREBUILT_ABOVE:
+        return build_index(catalogue), "built, not kept"
+    try:
+        path = index_path(data_dir, catalogue_path, os.environ.get(PACKS_VARIABLE))
+    except OSError as exc:  # the catalogue file went away since it was read
+        log.warning("no prebuilt index: %s", exc)
+        return build_index(catalogue), "built, not kept"
+    private_dir(path.parent)
+    with _locked(Path(f"{path}.lock")):
+        if path.exists():
+            try:
+                return read_index(path), "loaded"
+            except Exception as exc:  # a damaged file is rebuilt, whatever is wrong with it
+                log.warning("prebuilt index %s unreadable (%s): rebuilding it", path.name, exc)
+        started = time.perf_counter()
+        index = build_index(catalogue)
+        built = time.perf_counter() - started
+        try:
+            write_index(index, path)
+            _prune(path.parent, path)
+        except OSError as exc:  # a full disk costs the next start a build, nothing more
+            log.warning("prebuilt index not written: %s", exc)
+            return index, "built, not kept"
+        log.info("prebuilt index written", extra={"file": path.name, "build_s": round(built, 2)})
+        try:  # this process too reads the mapped file: its pages are then shared
+            return read_index(path), "built"
+        except Exception as exc:
+            log.warning("prebuilt index %s unreadable after writing (%s)", path.name, exc)
+            return index, "built"
