@@ -39,9 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from connector.catalogue import Catalogue
+from connector.catalogue import Catalogue, load_catalogue
 from connector.classify import PACKS_VARIABLE, CatalogueIndex, build_index, parse_packs
 from connector.datadir import FILE_MODE, open_private, private_dir
+from connector.logs import log_extra
 
 log = logging.getLogger("bpsm.indexfile")
 
@@ -52,6 +53,7 @@ log = logging.getLogger("bpsm.indexfile")
 PREBUILT_ABOVE = 300
 FOLDER = "index"
 SUFFIX = ".idx"
+CATALOGUE_SUFFIX = ".catalogue"
 KEEP = 4  # index files kept in the folder (the newest): other catalogues, older versions
 _MAGIC = b"BPSMIDX1"
 # magic, checksum of everything after the header, pickle length, number of buffers
@@ -94,14 +96,19 @@ def index_path(data_dir: Path, catalogue_path: Path, packs: str | None = None) -
 
 
 def write_index(index: CatalogueIndex, path: Path) -> None:
-    """Write `index` to `path` atomically (a temporary file beside it, then a rename): the
-    pickled index with its numpy arrays out of band, each at an aligned offset, so that a
-    reader maps them instead of copying them."""
+    """Write `index` to `path` atomically (see write_file)."""
     for part in (index, index.outside):  # what the process met in tickets is not the index
         if part is not None:
             part.clear_memos()
+    write_file(index, path)
+
+
+def write_file(value: object, path: Path) -> None:
+    """Write `value` to `path` atomically (a temporary file beside it, then a rename): the
+    pickled value with its numpy arrays out of band, each at an aligned offset, so that a
+    reader maps them instead of copying them."""
     buffers: list[pickle.PickleBuffer] = []
-    body = pickle.dumps(index, protocol=5, buffer_callback=buffers.append)
+    body = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     views = [buffer.raw() for buffer in buffers]
     table = b"".join(struct.pack("<QQ", 0, len(view)) for view in views)
     offset = _HEADER.size + len(table) + len(body)
@@ -139,6 +146,15 @@ def write_index(index: CatalogueIndex, path: Path) -> None:
 def read_index(path: Path) -> CatalogueIndex:
     """The index in `path` (see write_index), its arrays read-only views of the mapped file.
     Raises ValueError for a file that is not a whole, undamaged index file."""
+    index = read_file(path)
+    if not isinstance(index, CatalogueIndex):
+        raise ValueError("the file holds no catalogue index")
+    return index
+
+
+def read_file(path: Path) -> object:
+    """What write_file wrote to `path`, its arrays read-only views of the mapped file.
+    Raises ValueError for a file that is not whole and undamaged."""
     with open(path, "rb") as handle:
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     view = memoryview(mapped)
@@ -156,13 +172,11 @@ def read_index(path: Path) -> CatalogueIndex:
     collecting = gc.isenabled()
     gc.disable()  # 100,000s of objects and no cycles: as build() does
     try:
-        index = pickle.loads(body, buffers=[view[at : at + size] for at, size in places])
+        value: object = pickle.loads(body, buffers=[view[at : at + size] for at, size in places])
     finally:
         if collecting:
             gc.enable()
-    if not isinstance(index, CatalogueIndex):
-        raise ValueError("the file holds no catalogue index")
-    return index
+    return value
 
 
 @contextlib.contextmanager
@@ -177,9 +191,9 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _prune(folder: Path, keep: Path) -> None:
-    """Remove all but the KEEP newest index files (a process that maps one still reads it:
-    an unlinked file lives on until it is unmapped)."""
-    files = sorted(folder.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    """Remove all but the KEEP newest files of `keep`'s kind (a process that maps one still
+    reads it: an unlinked file lives on until it is unmapped)."""
+    files = sorted(folder.glob(f"*{keep.suffix}"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in [f for f in files if f != keep][KEEP - 1 :]:
         with contextlib.suppress(OSError):
             old.unlink()
@@ -216,9 +230,42 @@ def load_or_build_index(
         except OSError as exc:  # a full disk costs the next start a build, nothing more
             log.warning("prebuilt index not written: %s", exc)
             return index, "built, not kept"
-        log.info("prebuilt index written", extra={"file": path.name, "build_s": round(built, 2)})
+        log.info(
+            "prebuilt index written",
+            extra=log_extra({"file": path.name, "build_s": round(built, 2)}),
+        )
         try:  # this process too reads the mapped file: its pages are then shared
             return read_index(path), "built"
         except Exception as exc:
             log.warning("prebuilt index %s unreadable after writing (%s)", path.name, exc)
             return index, "built"
+
+
+def load_catalogue_cached(path: Path, data_dir: Path | None) -> Catalogue:
+    """The catalogue in `path`. A large one's parsed form is kept beside its prebuilt index,
+    named by the same kind of hash (the file's bytes and the code), and read from there
+    while the file is unchanged: parsing YAML with every line tracked for error messages
+    takes about 20 s at 10,000 services, which a restarting worker should not pay. A
+    catalogue with mistakes is never kept: it raises CatalogueError as load_catalogue does."""
+    if data_dir is None:
+        return load_catalogue(path)
+    try:
+        cached = data_dir / FOLDER / f"{index_key(path.read_bytes(), None)}{CATALOGUE_SUFFIX}"
+    except OSError:
+        return load_catalogue(path)  # its error names the file and what is wrong
+    if cached.exists():
+        try:
+            found = read_file(cached)
+            if isinstance(found, Catalogue):
+                return found
+        except Exception as exc:  # damaged: parsed again and replaced, whatever is wrong
+            log.warning("kept catalogue %s unreadable (%s): reading the YAML", cached.name, exc)
+    catalogue = load_catalogue(path)
+    if len(catalogue.services) > PREBUILT_ABOVE:
+        try:
+            private_dir(cached.parent)
+            write_file(catalogue, cached)
+            _prune(cached.parent, cached)
+        except OSError as exc:  # a full disk costs the next start a parse, nothing more
+            log.warning("parsed catalogue not kept: %s", exc)
+    return catalogue

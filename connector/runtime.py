@@ -15,14 +15,13 @@ import threading
 import time
 from pathlib import Path
 
-from connector.catalogue import load_catalogue
 from connector.classify import CatalogueIndex
 from connector.config import ConfigError, Mode, Settings, env_prefix, load_settings
 from connector.context import Context
 from connector.datadir import secure_data_dir
 from connector.hosts import host_classes, settings_models
 from connector.hosts.base import Host, HostClient
-from connector.indexfile import load_or_build_index
+from connector.indexfile import load_catalogue_cached, load_or_build_index
 from connector.jobqueue import JobQueue, make_huey
 from connector.learnfile import LearnedFileWatcher
 from connector.logs import log_extra
@@ -50,7 +49,11 @@ class Runtime:
         # The catalogue is read (and checked) at once; the index is built by the first
         # process that classifies: web workers never do, and at 10,000 services an index
         # is 1.3 GB per process.
-        self.catalogue = index.catalogue if index else load_catalogue(self.settings.catalogue_path)
+        if index is not None:
+            self.catalogue = index.catalogue
+        else:  # a large catalogue's parsed form is kept beside its index (indexfile.py)
+            keep = None if read_only else self.settings.data_dir
+            self.catalogue = load_catalogue_cached(self.settings.catalogue_path, keep)
         self._index = index
         self._index_lock = threading.Lock()
         self._learned = (

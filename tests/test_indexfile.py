@@ -17,11 +17,13 @@ import yaml
 from connector.catalogue import load_catalogue
 from connector.classify import build_index
 from connector.indexfile import (
+    CATALOGUE_SUFFIX,
     FOLDER,
     PREBUILT_ABOVE,
     SUFFIX,
     _code_files,
     index_key,
+    load_catalogue_cached,
     load_or_build_index,
     read_index,
     write_index,
@@ -214,3 +216,31 @@ def test_bpsm_prebuild_index_writes_the_file_workers_then_load(
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert ": loaded in" in again.stdout
     assert result(child(catalogue, tmp_path))["how"] == "loaded"
+
+
+def test_a_large_catalogue_is_parsed_once_while_its_file_is_unchanged(
+    catalogue: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restarting worker of a 10,000-service catalogue would spend ~20 s in the YAML
+    parser: the parsed catalogue is kept beside the index, by the file's hash."""
+    first = load_catalogue_cached(catalogue, tmp_path)
+    assert first == load_catalogue(catalogue)
+    (kept,) = (tmp_path / FOLDER).glob(f"*{CATALOGUE_SUFFIX}")
+
+    def no_parse(path: Path) -> None:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr("connector.indexfile.load_catalogue", no_parse)
+    assert load_catalogue_cached(catalogue, tmp_path) == first
+    monkeypatch.undo()
+    # A changed file is parsed again (and kept under a new name); a damaged one too.
+    changed = large_catalogue(tmp_path / "changed.yaml", extra_keyword="hoverboard")
+    assert "hoverboard" in load_catalogue_cached(changed, tmp_path).services[0].keywords["en"]
+    assert len(list((tmp_path / FOLDER).glob(f"*{CATALOGUE_SUFFIX}"))) == 2
+    kept.write_bytes(kept.read_bytes()[:-10])
+    assert load_catalogue_cached(catalogue, tmp_path) == first
+    # A small catalogue, or no data folder: nothing kept.
+    small = tmp_path / "small"
+    load_catalogue_cached(ROOT / "catalogue.yaml", small)
+    load_catalogue_cached(catalogue, None)
+    assert not (small / FOLDER).exists()
