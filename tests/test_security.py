@@ -152,14 +152,19 @@ def test_allow_unsigned_warns_at_start_and_on_healthz(tmp_path):
     handler.emit = records.append  # type: ignore[method-assign]
     logger = logging.getLogger("bpsm.runtime")
     logger.addHandler(handler)  # the service's own log setup may stop propagation
-    # An earlier test's log setup (BPSM_LOG_LEVEL) may have left a higher level behind.
-    level = logger.level
+    # Earlier tests in the same process may have left a higher level behind, or a library's
+    # logging.config call may have disabled the existing loggers: this test reads the record.
+    level, disabled, floor = logger.level, logger.disabled, logging.root.manager.disable
     logger.setLevel(logging.WARNING)
+    logger.disabled = False
+    logging.disable(logging.NOTSET)
     try:
         app, rt = make_app(tmp_path, **env)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.disabled = disabled
+        logging.disable(floor)
     warned = [r for r in records if r.getMessage() == "webhooks accepted without a signature"]
     assert [record_fields(r)["host"] for r in warned] == ["zammad"]
     health = app.test_client().get("/healthz").json
