@@ -333,9 +333,9 @@ def test_worker_serves_its_own_metrics(tmp_path, processes):
 
 def test_sigkill_of_serve_leaves_nothing_listening_and_a_restart_binds(tmp_path, processes):
     port = free_port()
-    first = serve(processes, tmp_path, port).started()
+    first = serve(processes, tmp_path, port, BPSM_CONSUMERS="2").started()
     children = descendants(first.process.pid)
-    assert len(children) >= 3  # gunicorn's master and its two workers
+    assert len(children) >= 4  # gunicorn's master and its two workers, a second consumer
     (killed_metrics,) = first.tmp.glob("bpsm-metrics-*")
     first.stop(signal.SIGKILL)
     wait_until(lambda: not alive(children), 30, "gunicorn to die with bpsm serve")
