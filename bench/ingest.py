@@ -3,6 +3,9 @@
     .venv/bin/python bench/ingest.py                     # everything, about 2½ minutes
     .venv/bin/python bench/ingest.py --skip-e2e --duration 5
     .venv/bin/python bench/ingest.py --skip-throughput --e2e-stores sqlite --e2e-seconds 10
+    .venv/bin/python bench/ingest.py --skip-e2e --consumer-nice 0,10    # priorities side by side
+    .venv/bin/python bench/ingest.py --skip-throughput --e2e-stores postgres --consumers 2 \
+        --e2e-threads 4
 
 1. Throughput: ``POST /hooks/demo`` (a demo-host JSON ticket taken from tests/data/tickets.csv,
    unique ``X-Delivery-Id`` and ticket id per request) against ``bpsm serve --workers 2`` itself
