@@ -645,7 +645,7 @@ def _run_process(body: Callable[[Any, Any, Any], int], catalogue_path: str, serv
 )
 @click.option(
     "--consumer-nice",
-    default=10,
+    default=10,  # Linux CFS: a nice-10 thread gets ~1/10 of the CPU a nice-0 one wants
     show_default=True,
     type=click.IntRange(0, 19),
     envvar="BPSM_CONSUMER_NICE",

@@ -126,8 +126,6 @@ def _watch_parent(parent_pid: int) -> None:
 
 # ----- consumers ---------------------------------------------------------------------------
 
-CONSUMER_NICE = 10  # default: a consumer gets ~1/10 of a core a web worker wants (CFS weights)
-
 
 def available_cores() -> int:
     """The cores this process may run on (its CPU affinity where the OS says)."""
