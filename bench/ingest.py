@@ -3,14 +3,20 @@
     .venv/bin/python bench/ingest.py                     # everything, about 2½ minutes
     .venv/bin/python bench/ingest.py --skip-e2e --duration 5
     .venv/bin/python bench/ingest.py --skip-throughput --e2e-stores sqlite --e2e-seconds 10
+    .venv/bin/python bench/ingest.py --skip-e2e --consumer-nice 0,10    # priorities side by side
+    .venv/bin/python bench/ingest.py --skip-throughput --e2e-stores postgres --consumers 2 \
+        --e2e-threads 4
 
 1. Throughput: ``POST /hooks/demo`` (a demo-host JSON ticket taken from tests/data/tickets.csv,
-   unique ``X-Delivery-Id`` and ticket id per request) against the connector's web layer
-   under gunicorn (``-c python:connector.gunicorn_conf``: 2 workers × 4 threads, as
-   ``bpsm serve``), for (a) the SQLite store + SqliteHuey and (b) a fresh PostgreSQL database
-   (created and dropped here) + RedisHuey on a unique queue name. Baseline, same run, same
-   gunicorn settings: ``bench/bare_app.py``, a Flask endpoint that reads the body and answers
-   202. Only the web processes run (no job consumer), so this is the ingest path alone.
+   unique ``X-Delivery-Id`` and ticket id per request) against ``bpsm serve --workers 2`` itself
+   (``--server serve``, the default: gunicorn 2 workers × 4 threads *and* its job consumers,
+   deciding the tickets while the load runs), for (a) the SQLite store + SqliteHuey and (b) a
+   fresh PostgreSQL database (created and dropped here) + RedisHuey on a unique queue name.
+   After each round the bench waits until every delivery of that server is decided (the queue
+   may grow during a burst and must drain afterwards) and checks each has exactly one
+   decision. ``--server gunicorn``: only the web layer under gunicorn, no consumer (the ingest
+   path alone; also an SQLite + Redis row). Baseline, same run, same gunicorn settings:
+   ``bench/bare_app.py``, a Flask endpoint that reads the body and answers 202.
    Load: ``wrk`` with a Lua script when installed (``apt-get install wrk``), else a threaded
    ``http.client`` client; bounded by --duration and --max-requests. By default every request
    opens a new connection (``Connection: close``), as Zammad, GLPI and django-helpdesk send
@@ -172,6 +178,19 @@ def group_cpu_seconds(pgid: int) -> dict[int, float]:
     return found
 
 
+def cpu_by_role(pgid: int) -> dict[str, float]:
+    """CPU seconds of a `bpsm serve` process group: its gunicorn processes ("web") and the
+    rest — `bpsm serve` itself and its `bpsm consume` children ("consumer")."""
+    roles = {"web": 0.0, "consumer": 0.0}
+    for pid, seconds in group_cpu_seconds(pgid).items():
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        roles["web" if b"gunicorn" in command else "consumer"] += seconds
+    return roles
+
+
 def self_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -188,6 +207,31 @@ def gunicorn(name: str, app: str, port: int, workdir: Path, env: dict[str, str])
         "PROMETHEUS_MULTIPROC_DIR": str(metrics),
     }
     command = [sys.executable, "-m", "gunicorn", "-c", "python:connector.gunicorn_conf", app]
+    return Proc(name, command, env, workdir)
+
+
+def bpsm_serve(
+    name: str, port: int, workdir: Path, env: dict[str, str], consumers: int, nice: int | None
+) -> Proc:
+    """`bpsm serve --workers 2` with its job consumers, as an operator starts it."""
+    command = [
+        sys.executable,
+        "-m",
+        "connector.cli",
+        "serve",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--consumers",
+        str(consumers),
+        "--catalogue",
+        str(ROOT / "catalogue.yaml"),
+    ]
+    if nice is not None:
+        command += ["--consumer-nice", str(nice)]
     return Proc(name, command, env, workdir)
 
 
@@ -474,66 +518,98 @@ def throughput(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
         BPSM_MAPPINGS_DIR=str(ROOT / "mappings"),
         BPSM_LOG_LEVEL="INFO",
     )
-    data = workdir / "ingest-sqlite"
-    configs: list[tuple[str, str, dict[str, str], Callable[[], int] | None]] = [
-        ("bare-flask", "bare_app:app", {**base_env, "PYTHONPATH": str(ROOT / "bench")}, None),
-        (
-            "sqlite+sqlitehuey",
-            "webhook_app:create_app()",
-            {**base_env, "BPSM_DATA_DIR": str(data)},
-            counter(f"sqlite:///{data / 'bpsm.db'}"),
-        ),
+    serve_mode = args.server == "serve"
+    # `bpsm serve --consumer-nice` values to compare side by side (one server each, own store)
+    nices: list[int | None] = (
+        [int(n) for n in args.consumer_nice.split(",")]
+        if serve_mode and args.consumer_nice
+        else [None]
+    )
+
+    def label(store: str, nice: int | None) -> str:
+        return store if len(nices) == 1 else f"{store} nice {nice}"
+
+    # name, WSGI app, environment, store URL (None: bare Flask), consumer nice
+    configs: list[tuple[str, str, dict[str, str], str | None, int | None]] = [
+        ("bare-flask", "bare_app:app", {**base_env, "PYTHONPATH": str(ROOT / "bench")}, None, None)
     ]
+    for nice in nices:
+        data = workdir / f"ingest-sqlite-{nice}"
+        env = {**base_env, "BPSM_DATA_DIR": str(data)}
+        url = f"sqlite:///{data / 'bpsm.db'}"
+        name = label("sqlite+sqlitehuey", nice)
+        configs.append((name, "webhook_app:create_app()", env, url, nice))
     with ExitStack() as stack:
         if services_up():
-            pg_url = stack.enter_context(postgres_database())
-            queue = stack.enter_context(redis_queue())
-            # The SQLite store with the Redis queue: the web layer writes only the store, so
-            # this row should match sqlite+sqlitehuey; a gap would mean the queue leaked back
-            # into the request path.
-            redis_data = workdir / "ingest-sqlite-redis"
-            redis_env = {
-                **base_env,
-                "BPSM_DATA_DIR": str(redis_data),
-                "BPSM_REDIS_URL": REDIS_URL,
-                "BPSM_QUEUE_NAME": stack.enter_context(redis_queue()),
-            }
-            configs.append(
-                (
-                    "sqlite+redis",
-                    "webhook_app:create_app()",
-                    redis_env,
-                    counter(f"sqlite:///{redis_data / 'bpsm.db'}"),
-                )
-            )
-            pg_env = {
-                **base_env,
-                "BPSM_DATA_DIR": str(workdir / "ingest-pg"),
-                "BPSM_DATABASE_URL": pg_url,
-                "BPSM_REDIS_URL": REDIS_URL,
-                "BPSM_QUEUE_NAME": queue,
-            }
-            configs.append(("postgres+redis", "webhook_app:create_app()", pg_env, counter(pg_url)))
+            if not serve_mode:
+                # The SQLite store with the Redis queue: the web layer writes only the store,
+                # so this row should match sqlite+sqlitehuey; a gap would mean the queue
+                # leaked back into the request path.
+                redis_data = workdir / "ingest-sqlite-redis"
+                redis_env = {
+                    **base_env,
+                    "BPSM_DATA_DIR": str(redis_data),
+                    "BPSM_REDIS_URL": REDIS_URL,
+                    "BPSM_QUEUE_NAME": stack.enter_context(redis_queue()),
+                }
+                url = f"sqlite:///{redis_data / 'bpsm.db'}"
+                configs.append(("sqlite+redis", "webhook_app:create_app()", redis_env, url, None))
+            for nice in nices:
+                pg_url = stack.enter_context(postgres_database())
+                pg_env = {
+                    **base_env,
+                    "BPSM_DATA_DIR": str(workdir / f"ingest-pg-{nice}"),
+                    "BPSM_DATABASE_URL": pg_url,
+                    "BPSM_REDIS_URL": REDIS_URL,
+                    "BPSM_QUEUE_NAME": stack.enter_context(redis_queue()),
+                }
+                name = label("postgres+redis", nice)
+                configs.append((name, "webhook_app:create_app()", pg_env, pg_url, nice))
+        urls = {name: url for name, _, _, url, _ in configs if url is not None}
         servers: list[tuple[str, int]] = []
-        for name, app, env, _ in configs:
+        procs: dict[str, Proc] = {}
+        for name, app, env, url, nice in configs:
             port = free_port()
-            proc = gunicorn(name, app, port, workdir, env)
+            if serve_mode and url is not None:
+                proc = bpsm_serve(name, port, workdir, env, args.consumers, nice)
+            else:
+                proc = gunicorn(name, app, port, workdir, env)
             stack.callback(proc.stop)  # stopped before the database is dropped
             servers.append((name, port))
+            procs[name] = proc
             proc.wait_ready(f"http://127.0.0.1:{port}/healthz")
         accepted: Counter[str] = Counter()
         runs: dict[str, list[LoadResult]] = {name: [] for name, _ in servers}
+        drains: dict[str, list[float]] = {name: [] for name in urls}
+        cpu: dict[str, Counter[str]] = {name: Counter() for name, _ in servers}
+
+        def settle(name: str) -> None:
+            """`bpsm serve`: until its consumers have decided every delivery (so the next
+            server's round does not share the cores with this one's backlog)."""
+            if serve_mode and name in urls:
+                drains[name].append(drain(urls[name], args.drain_timeout))
+
         for name, port in servers:
             warm = load(port, args.warmup, f"warm-{name}-{uuid.uuid4().hex[:6]}")
             accepted[name] += warm.requests - warm.errors
+            settle(name)
+            drains.get(name, []).clear()
         for _ in range(args.rounds):
             for name, port in servers:
+                before = cpu_by_role(procs[name].popen.pid)
                 result = load(port, args.duration / args.rounds, f"{name}-{uuid.uuid4().hex[:8]}")
+                cpu[name].update(
+                    {
+                        role: used - before[role]
+                        for role, used in cpu_by_role(procs[name].popen.pid).items()
+                    }
+                )
                 runs[name].append(result)
                 accepted[name] += result.requests - result.errors
+                settle(name)
         rows = []
         bare = runs[servers[0][0]]
-        for name, _, _, count_stored in configs:
+        for name, _, _, url, _ in configs:
             results = runs[name]
             requests = sum(r.requests for r in results)
             seconds = sum(r.seconds for r in results)
@@ -551,9 +627,15 @@ def throughput(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
                 "errors": sum(r.errors for r in results),
                 "p50_ms": statistics.median(r.p50_ms for r in results),
                 "p99_ms": statistics.median(r.p99_ms for r in results),
+                # CPU during the load only (not the drain), per answered request
+                "cpu_ms_web": 1000 * cpu[name]["web"] / max(1, requests),
+                "cpu_ms_consumer": 1000 * cpu[name]["consumer"] / max(1, requests),
             }
-            if count_stored is not None:
-                stored = count_stored()
+            if drains.get(name):
+                row["drain_s_max"] = max(drains[name])
+                row.update(decided_once(urls[name]))
+            if url is not None:
+                stored = counter(url)()
                 row["stored"] = stored
                 # Every answered 202 is stored; requests still in flight when the client
                 # stopped may be stored uncounted (at most one per connection and run).
@@ -562,6 +644,51 @@ def throughput(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
             print(f"  {name}: {row['rps']:.0f} req/s ({requests} requests)", file=sys.stderr)
             rows.append(row)
     return rows
+
+
+def backlog(url: str) -> int:
+    """Deliveries not decided yet (queued or being worked on)."""
+    from connector.store import Store
+
+    store = Store(url)
+    try:
+        return store.count_deliveries("queued") + store.count_deliveries("processing")
+    finally:
+        store.dispose()
+
+
+def drain(url: str, timeout: float) -> float:
+    """Seconds until the store has no delivery left to decide; an error after `timeout`."""
+    started = time.monotonic()
+    while (left := backlog(url)) > 0:
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"{left} deliveries still undecided after {timeout:g} s")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def decided_once(url: str) -> dict[str, Any]:
+    """Every delivery done with exactly one decision (routing row), none twice."""
+    from sqlalchemy import func, select
+
+    from connector.store import Store, deliveries, routings
+
+    store = Store(url)
+    try:
+        with store.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(deliveries)).scalar() or 0
+            done = conn.execute(
+                select(func.count()).select_from(deliveries).where(deliveries.c.status == "done")
+            ).scalar()
+            decisions = conn.execute(select(func.count()).select_from(routings)).scalar() or 0
+            decided = conn.execute(select(func.count(routings.c.delivery.distinct()))).scalar()
+    finally:
+        store.dispose()
+    return {
+        "deliveries": total,
+        "decided": decided,
+        "decided_once": total == done == decided == decisions,
+    }
 
 
 # ----- 2. end-to-end latency ------------------------------------------------------------------
@@ -613,9 +740,13 @@ def e2e(args: argparse.Namespace, workdir: Path, store: str) -> dict[str, Any]:
             "2",
             "--threads",
             str(args.e2e_threads),
+            "--consumers",
+            str(args.consumers),
             "--catalogue",
             str(ROOT / "catalogue.yaml"),
         ]
+        if args.consumer_nice:
+            command += ["--consumer-nice", args.consumer_nice]
         proc = Proc(f"serve-{store}", command, env, workdir)
         stack.callback(proc.stop)
         proc.wait_ready(f"http://127.0.0.1:{port}/healthz")
@@ -688,7 +819,7 @@ def e2e(args: argparse.Namespace, workdir: Path, store: str) -> dict[str, Any]:
         def consumer_cpu() -> float:
             return sum(sum(group_cpu_seconds(w.popen.pid).values()) for w in workers)
 
-        cpu_before = group_cpu_seconds(proc.popen.pid)
+        cpu_before = cpu_by_role(proc.popen.pid)
         cpu_workers = consumer_cpu()
         cpu_bench = self_cpu_seconds()
         prober.start()
@@ -704,13 +835,13 @@ def e2e(args: argparse.Namespace, workdir: Path, store: str) -> dict[str, Any]:
         drained_seconds = time.perf_counter() - started
         stop_probe.set()
         prober.join()
-        cpu_after = group_cpu_seconds(proc.popen.pid)
+        cpu_after = cpu_by_role(proc.popen.pid)
         cpu_workers = consumer_cpu() - cpu_workers
         cpu_bench = self_cpu_seconds() - cpu_bench
-        used = {pid: cpu_after[pid] - cpu_before.get(pid, 0.0) for pid in cpu_after}
-        # `bpsm serve` itself runs the job consumer; its gunicorn processes serve the web.
-        cpu_web = sum(used.values()) - used.get(proc.popen.pid, 0.0)
-        cpu_consumer = used.get(proc.popen.pid, 0.0) + cpu_workers
+        # `bpsm serve` itself and its `bpsm consume` children run the job consumers; its
+        # gunicorn processes serve the web.
+        cpu_web = cpu_after["web"] - cpu_before["web"]
+        cpu_consumer = cpu_after["consumer"] - cpu_before["consumer"] + cpu_workers
         cpu_connector = cpu_consumer + cpu_web
         api_calls = len(fake.api_calls) - calls_before - len(loaded_rtt)
 
@@ -777,20 +908,36 @@ def report(through: list[dict[str, Any]], ends: list[dict[str, Any]], args: Any)
     if through:
         base = through[0]
         lines += [
-            f"Webhook ingest, POST /hooks/demo, gunicorn 2 workers × 4 threads, client "
+            "Webhook ingest, POST /hooks/demo, "
+            + (
+                f"`bpsm serve --workers 2 --consumers {args.consumers}` with its consumers "
+                f"running (nice {args.consumer_nice or 10})"
+                if args.server == "serve"
+                else "web layer only"
+            )
+            + f", gunicorn 2 workers × 4 threads, client "
             f"{base['client']} ({args.connections} connections, {args.connection}, "
             f"{args.duration:g} s per server "
             f"in {args.rounds} interleaved rounds; × bare = median of the per-round ratios)",
-            f"{'server':<20} {'req/s':>8} {'× bare':>7} {'(rounds)':>11} {'p50 ms':>7} "
-            f"{'p99 ms':>7} {'requests':>9} {'errors':>6} {'stored':>8}",
+            f"{'server':<26} {'req/s':>8} {'× bare':>7} {'(rounds)':>11} {'p50 ms':>7} "
+            f"{'p99 ms':>7} {'requests':>9} {'errors':>6} {'stored':>8} "
+            f"{'CPU ms/req web+consumer':>23} {'drained':>8}",
         ]
         for row in through:
             stored = "" if "stored" not in row else ("ok" if row["stored_ok"] else "MISMATCH")
             spread = f"{row['ratio_min']:.2f}–{row['ratio_max']:.2f}"
             lines.append(
-                f"{row['name']:<20} {row['rps']:>8.0f} {row['ratio_median']:>7.2f} "
+                f"{row['name']:<26} {row['rps']:>8.0f} {row['ratio_median']:>7.2f} "
                 f"{spread:>11} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
-                f"{row['requests']:>9} {row['errors']:>6} {stored:>8}"
+                f"{row['requests']:>9} {row['errors']:>6} {stored:>8} "
+                f"{row['cpu_ms_web']:>11.2f} + {row['cpu_ms_consumer']:<9.2f}"
+                + (
+                    f" ≤{row['drain_s_max']:.1f} s, "
+                    + ("each decided once" if row["decided_once"] else "DECISIONS MISMATCH")
+                    + f" ({row['decided']}/{row['deliveries']})"
+                    if "drain_s_max" in row
+                    else ""
+                )
             )
         verdict = [
             f"{r['name']} {r['ratio_median']:.2f} "
@@ -802,8 +949,9 @@ def report(through: list[dict[str, Any]], ends: list[dict[str, Any]], args: Any)
         lines += [
             "",
             f"Webhook → applied decision, fake Zammad firing {args.e2e_rate:g} tickets/s for "
-            f"{args.e2e_seconds:g} s at `bpsm serve` (2 web workers, "
-            f"{args.e2e_threads} consumer threads)"
+            f"{args.e2e_seconds:g} s at `bpsm serve` (2 web workers, {args.consumers} consumer "
+            f"process(es) × {args.e2e_threads} threads, nice "
+            f"{args.consumer_nice or 10})"
             + (f" + {args.e2e_workers} `bpsm worker` process(es)" if args.e2e_workers else ""),
             f"{'store':<9} {'sent/s':>6} {'applied':>8} {'p50 ms':>7} {'p95 ms':>7} "
             f"{'p99 ms':>7} {'RTT p50':>7} {'RTT p95':>7} {'p50×RTT':>7} {'p95×RTT':>7} "
@@ -847,6 +995,25 @@ def main() -> None:
         "with how the kernel spread them)",
     )
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--server",
+        choices=("serve", "gunicorn"),
+        default="serve",
+        help="serve: `bpsm serve` with its consumers running (default); gunicorn: the web "
+        "layer alone, no consumer",
+    )
+    parser.add_argument(
+        "--consumers", type=int, default=1, help="`bpsm serve --consumers` (both parts)"
+    )
+    parser.add_argument(
+        "--consumer-nice",
+        default=None,
+        help="`bpsm serve --consumer-nice` (default: its own, 10); for the throughput part a "
+        "comma-separated list compares them in one run, e.g. 0,10",
+    )
+    parser.add_argument(
+        "--drain-timeout", type=float, default=300.0, help="seconds a backlog may take to drain"
+    )
     parser.add_argument("--e2e-rate", type=float, default=50.0, help="events per second")
     parser.add_argument("--e2e-seconds", type=float, default=20.0)
     parser.add_argument("--e2e-threads", type=int, default=2, help="consumer threads")

@@ -635,11 +635,36 @@ def _run_process(body: Callable[[Any, Any, Any], int], catalogue_path: str, serv
     default=2,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Job-consumer threads in this process.",
+    help="Job-consumer threads in each consumer process.",
+)
+@click.option(
+    "--consumers",
+    default=None,
+    type=click.IntRange(1, 64),
+    envvar="BPSM_CONSUMERS",
+    show_default="one per core beside the web workers, at least 1",
+    help="Job-consumer processes: the first in this process, the others in child processes.",
+)
+@click.option(
+    "--consumer-nice",
+    default=10,  # Linux CFS: a nice-10 thread gets ~1/10 of the CPU a nice-0 one wants
+    show_default=True,
+    type=click.IntRange(0, 19),
+    envvar="BPSM_CONSUMER_NICE",
+    help="Lower the consumers' CPU priority by this much (0: as the web workers), so that a "
+    "burst of webhooks is answered first and decided after.",
 )
 @catalogue_option
-def serve(bind: str, port: int, workers: int, threads: int, catalogue_path: str) -> None:
-    """Run the webhook service: gunicorn for HTTP, the job consumer and pollers in-process.
+def serve(
+    bind: str,
+    port: int,
+    workers: int,
+    threads: int,
+    consumers: int | None,
+    consumer_nice: int,
+    catalogue_path: str,
+) -> None:
+    """Run the webhook service: gunicorn for HTTP, the job consumers and pollers.
 
     State lives under $BPSM_DATA_DIR (default ./data). With no helpdesk configured it runs
     in dry-run mode with the demo host: POST a ticket to /hooks/demo and see the decision
@@ -648,7 +673,7 @@ def serve(bind: str, port: int, workers: int, threads: int, catalogue_path: str)
     os.environ["BPSM_CATALOGUE"] = str(Path(catalogue_path).resolve())
 
     def body(settings: Any, stopper: Any, metrics: Any) -> int:
-        from connector.service import run_service
+        from connector.service import default_consumers, run_service
 
         return run_service(
             settings,
@@ -658,9 +683,25 @@ def serve(bind: str, port: int, workers: int, threads: int, catalogue_path: str)
             port=port,
             web_workers=workers,
             consumer_threads=threads,
+            consumers=consumers or default_consumers(workers),
+            consumer_nice=consumer_nice,
         )
 
     _run_process(body, catalogue_path, serve=True)
+
+
+@main.command(hidden=True)
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 64))
+@catalogue_option
+def consume(threads: int, catalogue_path: str) -> None:
+    """A further job consumer of `bpsm serve --consumers N`, started by it and dying with it."""
+
+    def body(settings: Any, stopper: Any, _metrics: Any) -> int:
+        from connector.service import run_consumer
+
+        return run_consumer(settings, stopper, consumer_threads=threads)
+
+    _run_process(body, catalogue_path, serve=False)
 
 
 @main.command()

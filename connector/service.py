@@ -11,9 +11,15 @@ Start-up, in this order, so that a failure leaves nothing half-running:
 4. The database and the job queue, retried with backoff for BPSM_START_TIMEOUT seconds.
 5. gunicorn, whose master and workers die with their parent (Linux PR_SET_PDEATHSIG, else a
    thread watching the parent), so a `kill -9` of `bpsm serve` leaves nothing on the port.
-6. Once /healthz answers, the consumer and pollers; then "service started".
+6. Once /healthz answers, the job consumers and pollers; then "service started". The first
+   consumer runs in this process, each further one (`--consumers N`) in a child process of
+   its own (classification is CPU-bound: threads of one process share one core through the
+   GIL), which dies with us like gunicorn. Everything started after gunicorn runs at a lower
+   CPU priority (`--consumer-nice`): under a burst of webhooks the web workers get the cores
+   and the consumers catch up afterwards — every 202 is a committed row, nothing is lost by
+   waiting.
 
-SIGTERM/SIGINT: gunicorn finishes in-flight requests, the consumer finishes in-flight jobs
+SIGTERM/SIGINT: gunicorn finishes in-flight requests, the consumers finish in-flight jobs
 (a job cut short keeps its lease and is retaken after a restart), then we exit.
 """
 
@@ -116,6 +122,82 @@ def _watch_parent(parent_pid: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(1.0)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+# ----- consumers ---------------------------------------------------------------------------
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS says)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_consumers(web_workers: int, cores: int | None = None) -> int:
+    """Consumer processes for `bpsm serve`: one per core the web workers leave free, at
+    least one (1 on a 2-core machine with 2 web workers)."""
+    return max(1, (available_cores() if cores is None else cores) - web_workers)
+
+
+def lower_priority(increment: int) -> None:
+    """Lower the CPU priority of the calling thread by `increment` (nice). On Linux the nice
+    value is per thread and inherited by the threads and processes it starts afterwards, so
+    call it after gunicorn has started and before the consumers: they yield to the web
+    workers when the cores are busy and run at full speed when they are not. Raising the
+    value needs no privilege; a failure (a sandbox forbidding it) is only logged."""
+    if increment <= 0:
+        return
+    try:
+        os.nice(increment)
+    except OSError as exc:
+        log.warning("cannot lower the consumers' priority", extra=log_extra({"error": str(exc)}))
+
+
+def consumer_command(threads: int) -> list[str]:
+    """A further consumer of `bpsm serve`: the hidden `bpsm consume` command."""
+    return [sys.executable, "-m", "connector.cli", "consume", "--threads", str(threads)]
+
+
+class ConsumerProcesses:
+    """The consumers of `bpsm serve` beyond the one in its own process. Each is a child with
+    its own BackgroundWorker (no pollers: they run once, in `bpsm serve`), counting into the
+    same metrics directory (inherited through PROMETHEUS_MULTIPROC_DIR) and dying with us."""
+
+    def __init__(self) -> None:
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def start(self, count: int, threads: int) -> None:
+        env = dict(os.environ)
+        env[SUPERVISOR_PID] = str(os.getpid())
+        for _ in range(count):
+            self.children.append(subprocess.Popen(consumer_command(threads), env=env))
+
+    def exited(self) -> subprocess.Popen[bytes] | None:
+        """A child that has exited, if any."""
+        return next((child for child in self.children if child.poll() is not None), None)
+
+    def terminate(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            _mark_dead(child.pid)
+
+
+def _mark_dead(pid: int) -> None:
+    """Drop a gone process's live gauges from the metrics directory (as gunicorn_conf does)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 # ----- metrics directory -------------------------------------------------------------------
@@ -320,6 +402,7 @@ class Service:
         self.runtime: Runtime | None = None
         self.web: subprocess.Popen[bytes] | None = None
         self.background: BackgroundWorker | None = None
+        self.consumers = ConsumerProcesses()
         self.pollers: PollerThreads | None = None
 
     def start_web(self, web_workers: int) -> None:
@@ -341,11 +424,13 @@ class Service:
         # gunicorn holds the socket now; ours would keep the port after gunicorn is gone.
         self.listener.close()
 
-    def start_consumer(self, consumer_threads: int) -> None:
+    def start_consumers(self, consumers: int, consumer_threads: int, nice: int) -> None:
         from connector.jobqueue import BackgroundWorker  # after MetricsDir.prepare
         from connector.poller import PollerThreads
 
         assert self.runtime is not None
+        lower_priority(nice)  # gunicorn has started: only what starts from here on
+        self.consumers.start(consumers - 1, consumer_threads)
         self.background = BackgroundWorker(self.runtime.queue, workers=consumer_threads)
         self.background.quiet_signals()
         self.background.start()
@@ -384,6 +469,13 @@ class Service:
             if self.web.poll() is not None:
                 log.error("web server exited", extra=log_extra({"code": self.web.returncode}))
                 return self.web.returncode or 1
+            gone = self.consumers.exited()
+            if gone is not None:  # like the web server: stop, and let the supervisor restart
+                log.error(
+                    "consumer process exited",
+                    extra=log_extra({"pid": gone.pid, "code": gone.returncode}),
+                )
+                return gone.returncode or 1
         log.info("stopping", extra=log_extra({"signal": self.stopper.signum}))
         return 0
 
@@ -392,10 +484,12 @@ class Service:
             self.listener.close()
         if self.web is not None and self.web.poll() is None:
             self.web.send_signal(signal.SIGTERM)
+        self.consumers.terminate()
         if self.pollers is not None:
             self.pollers.stop()
         if self.background is not None:
             self.background.stop(graceful=True)
+        self.consumers.wait(timeout=30)
         if self.web is not None:
             try:
                 self.web.wait(timeout=30)
@@ -415,6 +509,8 @@ def run_service(
     port: int,
     web_workers: int,
     consumer_threads: int,
+    consumers: int = 1,
+    consumer_nice: int = 0,
 ) -> int:
     """`bpsm serve`; StartupError for what the operator must fix (the caller prints it)."""
     service = Service(stopper, metrics)
@@ -429,7 +525,7 @@ def run_service(
         service.start_web(web_workers)
         # Webhooks are accepted (and stored) while the consumer builds the catalogue index.
         service.wait_until_serving(health, settings.start_timeout)
-        service.start_consumer(consumer_threads)
+        service.start_consumers(consumers, consumer_threads, consumer_nice)
         service.check_web()
         log.info(
             "service started",
@@ -437,6 +533,8 @@ def run_service(
                 {
                     "bind": f"{bind}:{actual_port}",
                     "web_workers": web_workers,
+                    "consumers": consumers,
+                    "consumer_nice": consumer_nice,
                     "mode": settings.effective_mode(),
                     "pollers": service.pollers.hosts if service.pollers else [],
                     "metrics_dir": str(metrics.path),
@@ -454,13 +552,23 @@ def run_service(
 # ----- worker ------------------------------------------------------------------------------
 
 
+def run_consumer(settings: Settings, stopper: Stopper, consumer_threads: int) -> int:
+    """A further consumer of `bpsm serve` (`bpsm consume`, started by it): dies with it."""
+    supervisor = os.environ.get(SUPERVISOR_PID)
+    if supervisor:
+        die_with_parent(int(supervisor))
+    return run_worker(settings, stopper, consumer_threads, pollers_too=False)
+
+
 def run_worker(
     settings: Settings,
     stopper: Stopper,
     consumer_threads: int = 2,
     metrics_bind: tuple[str, int] | None = None,
+    pollers_too: bool = True,
 ) -> int:
-    """`bpsm worker`: the consumer and pollers; with `metrics_bind`, its own /metrics."""
+    """`bpsm worker`: the consumer and pollers; with `metrics_bind`, its own /metrics.
+    Without `pollers_too`: the consumer alone (a further consumer of `bpsm serve`)."""
     from connector.jobqueue import BackgroundWorker  # after MetricsDir.prepare
     from connector.poller import PollerThreads
 
@@ -475,14 +583,15 @@ def run_worker(
         background = BackgroundWorker(runtime.queue, workers=consumer_threads)
         background.quiet_signals()
         background.start()
-        pollers = PollerThreads(runtime)
-        pollers.start()
+        if pollers_too:
+            pollers = PollerThreads(runtime)
+            pollers.start()
         log.info(
-            "worker started",
+            "worker started" if pollers_too else "consumer started",
             extra=log_extra(
                 {
                     "mode": settings.effective_mode(),
-                    "pollers": pollers.hosts,
+                    "pollers": pollers.hosts if pollers else [],
                     "metrics": _local_url(listener, "/metrics") if listener else None,
                 }
             ),

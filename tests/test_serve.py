@@ -333,9 +333,9 @@ def test_worker_serves_its_own_metrics(tmp_path, processes):
 
 def test_sigkill_of_serve_leaves_nothing_listening_and_a_restart_binds(tmp_path, processes):
     port = free_port()
-    first = serve(processes, tmp_path, port).started()
+    first = serve(processes, tmp_path, port, BPSM_CONSUMERS="2").started()
     children = descendants(first.process.pid)
-    assert len(children) >= 3  # gunicorn's master and its two workers
+    assert len(children) >= 4  # gunicorn's master and its two workers, a second consumer
     (killed_metrics,) = first.tmp.glob("bpsm-metrics-*")
     first.stop(signal.SIGKILL)
     wait_until(lambda: not alive(children), 30, "gunicorn to die with bpsm serve")
@@ -478,3 +478,80 @@ def test_abandoned_metrics_folders_are_removed_and_live_ones_kept(tmp_path):
         (folder / "counter_1.db").write_bytes(b"x")
     assert remove_abandoned_metrics_dirs(tmp_path) == [dead]
     assert not dead.exists() and live.exists() and other.exists()
+
+
+# ----- several consumer processes ----------------------------------------------------------
+
+
+def nice_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def command_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_consumers_2_drain_a_burst_each_delivery_decided_once_and_sigterm_stops_all(
+    tmp_path, processes
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import func, select
+
+    from connector.store import Store, routings
+
+    port = free_port()
+    args = ["serve", "--port", str(port), "--workers", "2", "--consumers", "2"]
+    bpsm = Bpsm(tmp_path, args, {}, "serve")
+    processes.append(bpsm)
+    bpsm.started()
+    wait_until(
+        lambda: any(line.get("msg") == "consumer started" for line in bpsm.lines()),
+        120,
+        "the second consumer process",
+    )
+    children = descendants(bpsm.process.pid)
+    (consumer,) = [pid for pid in children if " consume " in command_of(pid)]
+    web = [pid for pid in children if "gunicorn" in command_of(pid)]
+    assert len(web) == 3  # gunicorn's master and two workers
+    own = nice_of(os.getpid())
+    assert nice_of(consumer) == own + 10  # yields to the web workers under a burst
+    assert {nice_of(pid) for pid in web} == {own}
+
+    texts = [f"{PRINTER[n % 3]} (burst {n})" for n in range(200)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda text: post_demo(port, text).status_code, texts))
+    assert answers == [202] * 200
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def drained() -> dict[Any, float] | None:
+        samples = scrape(url)
+        decided = value(
+            samples, "bpsm_decisions_total", host="demo", process="reactive", outcome="dry-run"
+        )
+        return samples if decided == 200.0 and value(samples, "bpsm_queue_depth") == 0 else None
+
+    wait_until(drained, 120, "the burst decided")
+    store = Store(f"sqlite:///{tmp_path / 'data' / 'bpsm.db'}")
+    try:
+        with store.engine.connect() as conn:
+            decisions = conn.execute(select(func.count()).select_from(routings)).scalar()
+            decided = conn.execute(select(func.count(routings.c.delivery.distinct()))).scalar()
+    finally:
+        store.dispose()
+    assert decisions == decided == 200  # each delivery decided, none twice
+    (metrics_dir,) = bpsm.tmp.glob("bpsm-metrics-*")
+    assert (metrics_dir / f"counter_{consumer}.db").exists()  # the child decided some
+
+    assert bpsm.stop(signal.SIGTERM) == 0
+    assert not alive(children)
+    assert not listening(port)
+    assert list(bpsm.tmp.glob("bpsm-metrics-*")) == []
+
+
+def test_default_consumers_one_per_core_beside_the_web_workers():
+    from connector.service import default_consumers
+
+    assert default_consumers(2, cores=2) == 1
+    assert default_consumers(2, cores=1) == 1
+    assert default_consumers(2, cores=8) == 6

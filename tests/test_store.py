@@ -133,3 +133,20 @@ def test_each_typed_row_names_exactly_its_tables_columns():
         "moved_by_agent_at",
         "replied_at",
     } == set(schema.routings.c.keys())
+
+
+def test_an_sqlite_delivery_write_that_fails_raises_sqlalchemys_error_and_keeps_the_pool(
+    tmp_path,
+):
+    store = Store(f"sqlite:///{tmp_path / 'bpsm.db'}")
+    try:
+        with store.engine.begin() as conn:  # a store whose file was damaged under us
+            conn.exec_driver_sql("ALTER TABLE bpsm_deliveries RENAME TO gone")
+        with pytest.raises(DBAPIError):
+            store.record_delivery(_event("lost"))
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE gone RENAME TO bpsm_deliveries")
+        assert isinstance(store.record_delivery(_event("kept")), int)  # the pool still works
+        assert store.count_deliveries() == 1
+    finally:
+        store.dispose()

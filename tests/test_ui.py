@@ -208,3 +208,18 @@ def test_ui_user_add_writes_an_argon2_hash_readable_only_by_the_owner(tmp_path):
     )
     assert short.exit_code == 1 and "at least 12 characters" in short.output
     assert list(read_users(path)) == ["lead"]
+
+
+def test_only_the_review_page_opens_a_session():
+    from flask import Flask, request
+
+    from connector.ui import PageSessions
+
+    app = Flask(__name__)
+    app.secret_key = "k"
+    sessions = PageSessions()
+    for path in ("/hooks/demo", "/healthz", "/metrics"):
+        with app.test_request_context(path, method="POST"):
+            assert sessions.open_session(app, request) is None  # no signer built per webhook
+    with app.test_request_context("/ui/login"):
+        assert sessions.open_session(app, request) is not None

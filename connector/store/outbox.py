@@ -124,11 +124,7 @@ class Outbox(StoreEngine):
 
     def _insert_batch(self, rows: Sequence[tuple[Any, ...]]) -> list[int | None]:
         if self.is_sqlite:
-            # One transaction, one commit; SQLite has no cost per round trip to save.
-            sql = self._sql_for(1)
-            with self.engine.begin() as conn:
-                inserted = [conn.exec_driver_sql(sql, row) for row in rows]
-                return [r.lastrowid if r.rowcount == 1 else None for r in inserted]
+            return self._insert_sqlite(rows)
         # One statement in autocommit: durable when it returns, in one round trip.
         params = tuple(value for row in rows for value in row)
         with self._autocommit.connect() as conn:
@@ -138,6 +134,34 @@ class Outbox(StoreEngine):
             }
         # A delivery sent twice within one batch is written once, for its first copy.
         return [written.pop((row[0], row[1]), None) for row in rows]
+
+    def _insert_sqlite(self, rows: Sequence[tuple[Any, ...]]) -> list[int | None]:
+        """One transaction, one commit (SQLite has no cost per round trip to save), on the
+        pool's DB-API connection itself: SQLAlchemy's Connection and transaction objects
+        around it cost a fifth of the write. Errors are raised as SQLAlchemy's, as on the
+        Connection."""
+        sql = self._sql_for(1)
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                keys: list[int | None] = []
+                for row in rows:
+                    cursor.execute(sql, row)
+                    keys.append(cursor.lastrowid if cursor.rowcount == 1 else None)
+                raw.commit()
+                return keys
+            except BaseException:
+                raw.rollback()
+                raise
+            finally:
+                cursor.close()
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(
+                sql, None, exc, self.engine.dialect.loaded_dbapi.Error
+            ) from exc
+        finally:
+            raw.close()  # back to the pool
 
     def _sql_for(self, rows: int) -> str:
         sql = self._insert_sql.get(rows)
