@@ -47,6 +47,7 @@ from connector.hosts.glpi.sansio import (
     local_to_utc,
     missing_group,
     note_html,
+    opened_ticket_html,
     routing_note_lines,
     setup_test_event,
     url_refusal_hints,
@@ -677,9 +678,6 @@ class GlpiClient(HostClient):
         group = self.group_id(ticket.queue)
         ticket_id = self.find_ticket(ticket) if ticket.ref else None
         if ticket_id is None:
-            lines = [f"{NOTE_MARKER} {ticket.title}", *ticket.body.splitlines()]
-            if ticket.tags:
-                lines.append("Tags: " + ", ".join(ticket.tags))
             data = self._call(
                 "POST",
                 "Ticket",
@@ -687,7 +685,7 @@ class GlpiClient(HostClient):
                 json={
                     "input": {
                         "name": ticket.title,
-                        "content": note_html(lines),
+                        "content": opened_ticket_html(ticket),
                         "entities_id": self.options.entity,
                         "type": 2,  # request
                     }

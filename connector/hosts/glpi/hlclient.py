@@ -42,6 +42,7 @@ from connector.hosts.glpi.sansio import (
     glpi_root,
     missing_group,
     note_html,
+    opened_ticket_html,
     routing_note_lines,
     url_refusal_hints,
     webhook_url,
@@ -372,16 +373,13 @@ class GlpiHlClient(HostClient):
         group = self.group_id(ticket.queue)
         ticket_id = self.find_ticket(ticket) if ticket.ref else None
         if ticket_id is None:
-            lines = [f"{NOTE_MARKER} {ticket.title}", *ticket.body.splitlines()]
-            if ticket.tags:
-                lines.append("Tags: " + ", ".join(ticket.tags))
             response = self._call(
                 "POST",
                 "Assistance/Ticket",
                 retry=False,
                 json={
                     "name": ticket.title,
-                    "content": note_html(lines),
+                    "content": opened_ticket_html(ticket),
                     "entity": self.options.entity,
                     "type": 2,  # request
                 },

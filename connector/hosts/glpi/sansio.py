@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from connector.config import HostSettings
-from connector.events import RoutingDecision, TicketEvent
+from connector.events import NewTicket, RoutingDecision, TicketEvent
 from connector.hosts.base import (
     SIGNATURE_REFUSED,
     BadPayload,
@@ -51,7 +51,7 @@ from connector.hosts.base import (
 from connector.hosts.glpi.settings import GlpiOptions, GlpiSettings, api_major
 from connector.logs import log_extra
 from connector.mapping import Mapping as HostMapping
-from connector.notes import starts_with_marker
+from connector.notes import NOTE_MARKER, starts_with_marker
 
 log = logging.getLogger("bpsm.glpi")
 
@@ -158,6 +158,15 @@ def routing_note_lines(
     if agent_group is not None:
         lines.append(texts["override"].format(group=agent_group))
     return lines
+
+
+def opened_ticket_html(ticket: NewTicket) -> str:
+    """The text of a ticket the connector opens: the marker and title first (its creation's
+    webhook or poll is then an own update), the body, and its tags (GLPI has none)."""
+    lines = [f"{NOTE_MARKER} {ticket.title}", *ticket.body.splitlines()]
+    if ticket.tags:
+        lines.append("Tags: " + ", ".join(ticket.tags))
+    return note_html(lines)
 
 
 def missing_group(name: str) -> HostError:
