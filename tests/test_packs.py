@@ -188,3 +188,12 @@ def test_a_bad_pack_name_in_the_environment_stops_the_worker_as_a_configuration_
     assert f"configuration error: {PACKS_VARIABLE}: unknown domain pack helthcare" in (
         result.stderr
     )
+
+
+def test_the_pack_names_read_from_the_files_are_those_of_the_parsed_thesaurus():
+    """domain_packs() reads each file's `domain:` line without parsing the file (a worker
+    that maps a prebuilt index names it by the packs and need not parse 50 files)."""
+    from connector.classify.thesaurus import _thesaurus_files
+
+    parsed = tuple(sorted({domain for domain, _ in _thesaurus_files() if domain}))
+    assert domain_packs() == parsed and "healthcare" in parsed
