@@ -1401,12 +1401,19 @@ def prebuild_index(catalogue_path: str) -> None:
     than 300 services), so that workers start by loading it (connector/indexfile.py)."""
     import time
 
-    from connector.catalogue import load_catalogue
-    from connector.indexfile import PREBUILT_ABOVE, index_path, load_or_build_index
+    from connector.indexfile import (
+        PREBUILT_ABOVE,
+        index_path,
+        load_catalogue_cached,
+        load_or_build_index,
+    )
 
     settings = _settings(catalogue_path)
     data_dir = settings.data_dir
-    catalogue = load_catalogue(catalogue_path)
+    try:  # the parsed catalogue is kept too: workers then skip the YAML parser as well
+        catalogue = load_catalogue_cached(Path(catalogue_path), data_dir)
+    except CatalogueError as exc:
+        _fail(exc.problems, CONFIG)
     if len(catalogue.services) <= PREBUILT_ABOVE:
         click.echo(f"{len(catalogue.services)} services: built in each process, no file needed")
         return

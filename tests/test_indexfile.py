@@ -215,6 +215,7 @@ def test_bpsm_prebuild_index_writes_the_file_workers_then_load(
     assert ": built in" in done.stdout
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert ": loaded in" in again.stdout
+    assert len(list((tmp_path / FOLDER).glob(f"*{CATALOGUE_SUFFIX}"))) == 1  # parsed, kept
     assert result(child(catalogue, tmp_path))["how"] == "loaded"
 
 
