@@ -107,8 +107,14 @@ def test_log_in_filter_open_and_correct(browser, connector, zammad):
     page.click("form#correct button[type=submit]")
     page.wait_for_selector("p.ok")
     wait_for(lambda: zammad.ticket(vague)["group"] == "BPSM Reactive", 20, message="the move")
-    page.reload()
-    assert "applied" in page.inner_text("td.status")
+
+    # The worker marks the correction applied just after Zammad's answer: the page may
+    # still say pending for that moment.
+    def shows_applied() -> bool:
+        page.reload()
+        return "applied" in page.inner_text("td.status")
+
+    wait_for(shows_applied, 20, interval=0.2, message="the page to show the correction applied")
     shot(page, "corrected")
     page.close()
 
