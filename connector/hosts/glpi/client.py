@@ -124,6 +124,21 @@ def _unpinned(row: Mapping[str, Any]) -> bool:
     return "pinned_version" in row and str(row["pinned_version"]) != PINNED_API_VERSION
 
 
+def all_rows(path: str, page: Callable[[int], requests.Response]) -> list[dict[str, Any]]:
+    """Every row of a GLPI list answer, page after page (`page(start)` asks for the rows from
+    `start` on, as each API pages) until Content-Range's total: both APIs answer so."""
+    rows: list[dict[str, Any]] = []
+    while True:
+        response = page(len(rows))
+        batch = response.json()
+        if not isinstance(batch, list):
+            raise HostError(f"glpi: GET {path} did not answer a list: {str(batch)[:200]}")
+        rows += [row for row in batch if isinstance(row, dict)]
+        total = _content_range_total(response.headers.get("Content-Range"))
+        if not batch or total is None or len(rows) >= total:
+            return rows
+
+
 def cached_id(
     cache: dict[str, int], name: str, find: Callable[[], dict[str, Any] | None]
 ) -> int | None:
@@ -214,19 +229,14 @@ class GlpiClient(HostClient):
     # ----- reads --------------------------------------------------------------------------
 
     def _rows(self, path: str, params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-        """Every row of a list endpoint, paged with `range` until Content-Range's total."""
-        rows: list[dict[str, Any]] = []
+        """Every row of a list endpoint, paged with `range`."""
         size = self.options.page_size
-        while True:
-            query = {**(params or {}), "range": f"{len(rows)}-{len(rows) + size - 1}"}
-            response = self._call("GET", path, params=query)
-            batch = response.json()
-            if not isinstance(batch, list):
-                raise HostError(f"glpi: GET {path} did not answer a list: {str(batch)[:200]}")
-            rows += [row for row in batch if isinstance(row, dict)]
-            total = _content_range_total(response.headers.get("Content-Range"))
-            if not batch or total is None or len(rows) >= total:
-                return rows
+
+        def page(start: int) -> requests.Response:
+            query = {**(params or {}), "range": f"{start}-{start + size - 1}"}
+            return self._call("GET", path, params=query)
+
+        return all_rows(path, page)
 
     def _ticket(self, ticket_id: str) -> requests.Response:
         response = self._call("GET", f"Ticket/{ticket_id}", accept=(404,))

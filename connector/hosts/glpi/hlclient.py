@@ -30,6 +30,7 @@ from connector.events import NewTicket, Progress, RoutingDecision, TicketEvent
 from connector.hosts.base import ApplyResult, HostClient, HostError, SetupResult, with_hint
 from connector.hosts.glpi.client import (
     GlpiClient,
+    all_rows,
     cached_id,
     connect,
     probe_apis,
@@ -240,21 +241,16 @@ class GlpiHlClient(HostClient):
     # ----- reads --------------------------------------------------------------------------
 
     def _rows(self, path: str, filters: str = "") -> list[dict[str, Any]]:
-        """Every row of a search, paged with start/limit until Content-Range's total."""
-        rows: list[dict[str, Any]] = []
+        """Every row of a search, paged with start/limit."""
         size = self.options.page_size
-        while True:
-            params = {"start": str(len(rows)), "limit": str(size)}
+
+        def page(start: int) -> requests.Response:
+            params = {"start": str(start), "limit": str(size)}
             if filters:
                 params["filter"] = filters
-            response = self._call("GET", path, params=params)
-            batch = response.json()
-            if not isinstance(batch, list):
-                raise HostError(f"glpi: GET {path} did not answer a list: {str(batch)[:200]}")
-            rows += [row for row in batch if isinstance(row, dict)]
-            total = _content_range_total(response.headers.get("Content-Range"))
-            if not batch or total is None or len(rows) >= total:
-                return rows
+            return self._call("GET", path, params=params)
+
+        return all_rows(path, page)
 
     def _ticket(self, ticket_id: str) -> dict[str, Any]:
         response = self._call("GET", f"Assistance/Ticket/{ticket_id}", accept=(404,))
@@ -525,10 +521,3 @@ def _created_id(response: requests.Response) -> str:
     if tail.isdigit():
         return tail
     raise HostError(f"glpi: POST answered no id: {str(data)[:200]} {location}")
-
-
-def _content_range_total(header: str | None) -> int | None:
-    if not header or "/" not in header:
-        return None
-    total = header.rsplit("/", 1)[1].strip()
-    return int(total) if total.isdigit() else None
