@@ -211,9 +211,16 @@ def gunicorn(name: str, app: str, port: int, workdir: Path, env: dict[str, str])
 
 
 def bpsm_serve(
-    name: str, port: int, workdir: Path, env: dict[str, str], consumers: int, nice: int | None
+    name: str,
+    port: int,
+    workdir: Path,
+    env: dict[str, str],
+    consumers: int,
+    nice: int | str | None,
+    threads: int | None = None,
 ) -> Proc:
-    """`bpsm serve --workers 2` with its job consumers, as an operator starts it."""
+    """`bpsm serve --workers 2` with its job consumers (`threads` each, else the default),
+    as an operator starts it."""
     command = [
         sys.executable,
         "-m",
@@ -232,6 +239,8 @@ def bpsm_serve(
     ]
     if nice is not None:
         command += ["--consumer-nice", str(nice)]
+    if threads is not None:
+        command += ["--threads", str(threads)]
     return Proc(name, command, env, workdir)
 
 
@@ -727,27 +736,15 @@ def e2e(args: argparse.Namespace, workdir: Path, store: str) -> dict[str, Any]:
         else:
             url = f"sqlite:///{workdir / f'e2e-{store}' / 'bpsm.db'}"
         port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "connector.cli",
-            "serve",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--threads",
-            str(args.e2e_threads),
-            "--consumers",
-            str(args.consumers),
-            "--catalogue",
-            str(ROOT / "catalogue.yaml"),
-        ]
-        if args.consumer_nice:
-            command += ["--consumer-nice", args.consumer_nice]
-        proc = Proc(f"serve-{store}", command, env, workdir)
+        proc = bpsm_serve(
+            f"serve-{store}",
+            port,
+            workdir,
+            env,
+            args.consumers,
+            args.consumer_nice or None,
+            threads=args.e2e_threads,
+        )
         stack.callback(proc.stop)
         proc.wait_ready(f"http://127.0.0.1:{port}/healthz")
         # Extra job consumers beside `bpsm serve`, as a deployment adds them (same store and
