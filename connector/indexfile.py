@@ -34,6 +34,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterable, Iterator
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -84,9 +85,22 @@ def index_key(
     digest.update(b"catalogue\0" + catalogue_text)
     digest.update(b"\0packs\0" + ",".join(sorted(parse_packs(packs))).encode())
     digest.update(f"\0python {sys.version}\0numpy {np.__version__}\0".encode())
-    for name, content in _code_files() if sources is None else sources:
-        digest.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
+    digest.update(_code_digest() if sources is None else _sources_digest(sources))
     return digest.hexdigest()[:32]
+
+
+@cache
+def _code_digest() -> bytes:
+    """The connector package's code and data files, hashed once per process: the kept
+    catalogue and the index are both named by it, and the running code does not change."""
+    return _sources_digest(_code_files())
+
+
+def _sources_digest(sources: Iterable[tuple[str, bytes]]) -> bytes:
+    digest = hashlib.sha256()
+    for name, content in sources:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
+    return digest.digest()
 
 
 def index_path(data_dir: Path, catalogue_path: Path, packs: str | None = None) -> Path:
