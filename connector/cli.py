@@ -345,14 +345,16 @@ def evaluate_command(
 @click.option(
     "--from-audit",
     is_flag=True,
-    help="Also learn from agents' corrections in the audit log (moves to other BPSM queues).",
+    help="Also learn from agents' corrections in the audit log (moves to other BPSM queues, "
+    "another service in the helpdesk's service field, the review page).",
 )
 @click.option(
     "--from-host",
     "from_host",
     default=None,
-    help="Also learn from tickets the helpdesk holds (HOST: zammad, glpi, runtime, …), labelled "
-    "by their queue: a BPSM service queue of the mapping, or --label-map.",
+    help="Also learn from tickets the helpdesk holds (HOST: zammad, glpi, rt, …), labelled "
+    "by their service field, else their queue: a BPSM service queue of the mapping, or "
+    "--label-map.",
 )
 @click.option(
     "--label-map",
