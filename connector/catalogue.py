@@ -68,13 +68,16 @@ def _check_language_keys(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+_BOOLEAN = TypeAdapter(bool)  # built once: the check runs for every service of a catalogue
+
+
 def _says_false(value: Any) -> bool:
     """Whether `supported` reads as false: the model accepts `no`, `off`, `0` and the like
     as false too, so the rules for unsupported services must see them the same way."""
     if value is None:
         return False
     try:
-        return TypeAdapter(bool).validate_python(value) is False
+        return _BOOLEAN.validate_python(value) is False
     except ValidationError:
         return False  # reported as a field error
 
