@@ -340,3 +340,36 @@ def test_an_unmounted_api_is_named_at_setup_and_at_the_first_poll(step):
         else:
             client.poll(None)
     assert caught.value.permanent
+
+
+@responses.activate
+def test_a_ticket_still_being_created_is_read_by_the_next_poll_not_routed_half_read():
+    """django-helpdesk saves a ticket before its opening follow-up, which says who opened it
+    (the connector's own tickets are told by it): a poll in between must not route it, nor
+    move its mark past it (seen in CI: the connector's own proactive ticket was routed)."""
+    settings = load_settings(
+        {
+            "BPSM_DJANGO_HELPDESK_URL": "http://dh.example",
+            "BPSM_DJANGO_HELPDESK_USER": "bpsm",
+            "BPSM_DJANGO_HELPDESK_PASSWORD": "pw",
+        },
+        hosts=settings_models(HOST),
+    ).host(HOST)
+    client = DjangoHelpdeskHost(settings, Mapping(host=HOST)).client()
+    client._next_login = float("inf")  # type: ignore[attr-defined]  # basic auth: no login page
+    whole = json.loads(body("new_ticket"))["ticket"]
+    whole["followup_set"][0]["date"] = datetime.now(UTC).isoformat()  # within the first poll
+    half = {**whole, "id": 2, "followup_set": []}
+    second = {**whole, "id": 2}
+    responses.get(
+        "http://dh.example/api/queues/1/", json={"id": 1, "slug": "general", "title": "General"}
+    )
+    answers = [[whole, half], [whole, second]]
+    for results in answers:
+        responses.get(
+            "http://dh.example/api/tickets/", json={"count": len(results), "results": results}
+        )
+    events, mark = client.poll(None)
+    assert [e.ticket_id for e in events] == ["1"] and mark == "1"
+    events, mark = client.poll(mark)
+    assert [e.ticket_id for e in events] == ["1", "2"] and mark == "2"

@@ -372,6 +372,11 @@ class DjangoHelpdeskClient(HostClient):
         newest = mark
         for ticket in self.newest_open():
             ticket_id = int(ticket["id"])
+            if not followups(ticket):
+                # Still being created: its opening follow-up (the opener, the creation date,
+                # whether the connector opened it) is not saved yet. The mark does not pass
+                # it, so the next poll reads it whole.
+                continue
             newest = max(newest or 0, ticket_id)
             if floor is not None and ticket_id <= floor:
                 break
@@ -400,8 +405,8 @@ class DjangoHelpdeskClient(HostClient):
         return events
 
     def _polled(self, ticket: dict[str, Any]) -> TicketEvent | None:
-        if is_own_ticket(ticket, self.own_user_ids):
-            return None
+        if not followups(ticket) or is_own_ticket(ticket, self.own_user_ids):
+            return None  # still being created (see poll), or opened by the connector
         queue = self.queue_name(ticket.get("queue"))
         return ticket_event(
             "django-helpdesk", ticket, queue, created_delivery(int(ticket["id"])), "polled"
