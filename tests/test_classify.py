@@ -190,6 +190,30 @@ def test_a_private_matter_picks_the_unsupported_service_it_is_about(tiny, subjec
     assert match.service == "mac"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "I have my own licence for Photoshop, can you install it on my laptop?",
+        "Jeg har kjøpt en privat lisens til et program, kan dere installere det?",
+        "Is there a discount on the statistics package for home use?",
+    ],
+)
+def test_software_bought_or_wanted_for_oneself_is_a_private_matter(example_index, body):
+    match = example_index.classify(body)
+    assert match.private_matter and match.private_cues, match
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "The licence server says no licences are free for the statistics package",
+        "Vi trenger flere lisenser til avdelingen",
+    ],
+)
+def test_licences_for_work_are_not_private_matters(example_index, body):
+    assert not example_index.classify(body).private_matter
+
+
 def test_a_private_matter_without_an_unsupported_service_keeps_its_service(tiny):
     match = tiny.classify("My daughter's printer at home jams all the time, paper jam again")
     assert match.private_matter and match.service == "printing"
