@@ -198,6 +198,26 @@ def test_a_written_index_reads_back_with_its_arrays_shared_and_the_same_answers(
             assert loaded.classify(body, subject) == built.classify(body, subject)
 
 
+def test_a_loaded_index_answers_every_labelled_ticket_as_the_built_one(
+    catalogue: Path, tmp_path: Path
+) -> None:
+    """Its postings and phrases read from the file's columns, a loaded index gives every
+    labelled ticket the very match a freshly built one gives, words new to it and memoised."""
+    from connector.evaluate import read_labelled
+
+    parsed = load_catalogue(catalogue)
+    built = build_index(parsed)
+    path = tmp_path / f"index{SUFFIX}"
+    write_index(built, path)
+    loaded = read_index(path, parsed)
+    fresh = build_index(load_catalogue(catalogue))  # its memos as empty as the loaded one's
+    tickets = read_labelled(ROOT / "tests" / "data" / "tickets.csv", parsed)
+    for _ in range(2):
+        for ticket in tickets:
+            expected = fresh.classify(ticket.body, ticket.subject)
+            assert loaded.classify(ticket.body, ticket.subject) == expected
+
+
 def test_an_index_file_holds_no_catalogue_and_is_refused_for_another_one(
     catalogue: Path, tmp_path: Path
 ) -> None:
