@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import gc
 import hashlib
+import io
 import logging
 import mmap
 import os
@@ -33,10 +34,11 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,19 +112,51 @@ def index_path(data_dir: Path, catalogue_path: Path, packs: str | None = None) -
 
 
 def write_index(index: CatalogueIndex, path: Path) -> None:
-    """Write `index` to `path` atomically (see write_file)."""
+    """Write `index` to `path` atomically (see write_file), without its catalogue: the
+    reader has the catalogue already (read_index), and unpickling 10,000 services twice was
+    a tenth of a restart. The file names the catalogue's services, to check it is the one."""
     for part in (index, index.outside):  # what the process met in tickets is not the index
         if part is not None:
             part.clear_memos()
-    write_file(index, path)
+    catalogue = index.catalogue
+    write_file((_service_ids(catalogue), index), path, (catalogue, *catalogue.services))
 
 
-def write_file(value: object, path: Path) -> None:
+def _service_ids(catalogue: Catalogue) -> tuple[str, ...]:
+    return tuple(service.id for service in catalogue.services)
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles the objects of `known` as their position in it (see read_file)."""
+
+    def __init__(self, file: io.BytesIO, known: Sequence[object], **kwargs: Any) -> None:
+        super().__init__(file, protocol=5, **kwargs)
+        self.known = {id(thing): number for number, thing in enumerate(known)}
+
+    def persistent_id(self, obj: object) -> int | None:
+        return self.known.get(id(obj))
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, known: Sequence[object], **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self.known = known
+
+    def persistent_load(self, pid: object) -> object:
+        if not isinstance(pid, int) or not 0 <= pid < len(self.known):
+            raise ValueError("the file refers to an object the reader did not give")
+        return self.known[pid]
+
+
+def write_file(value: object, path: Path, known: Sequence[object] = ()) -> None:
     """Write `value` to `path` atomically (a temporary file beside it, then a rename): the
     pickled value with its numpy arrays out of band, each at an aligned offset, so that a
-    reader maps them instead of copying them."""
+    reader maps them instead of copying them. The objects of `known` are not written, only
+    their places in it: the reader gives them (read_file)."""
     buffers: list[pickle.PickleBuffer] = []
-    body = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    stream = io.BytesIO()
+    _Pickler(stream, known, buffer_callback=buffers.append).dump(value)
+    body = stream.getbuffer()
     views = [buffer.raw() for buffer in buffers]
     table = b"".join(struct.pack("<QQ", 0, len(view)) for view in views)
     offset = _HEADER.size + len(table) + len(body)
@@ -157,18 +191,22 @@ def write_file(value: object, path: Path) -> None:
         raise
 
 
-def read_index(path: Path) -> CatalogueIndex:
-    """The index in `path` (see write_index), its arrays read-only views of the mapped file.
-    Raises ValueError for a file that is not a whole, undamaged index file."""
-    index = read_file(path)
-    if not isinstance(index, CatalogueIndex):
+def read_index(path: Path, catalogue: Catalogue) -> CatalogueIndex:
+    """The index of `catalogue` in `path` (see write_index), its arrays read-only views of
+    the mapped file. Raises ValueError for a file that is not a whole, undamaged index file,
+    or is another catalogue's."""
+    found = read_file(path, (catalogue, *catalogue.services))
+    if not (isinstance(found, tuple) and len(found) == 2 and isinstance(found[1], CatalogueIndex)):
         raise ValueError("the file holds no catalogue index")
-    return index
+    if found[0] != _service_ids(catalogue):
+        raise ValueError("the file holds the index of another catalogue")
+    return found[1]
 
 
-def read_file(path: Path) -> object:
-    """What write_file wrote to `path`, its arrays read-only views of the mapped file.
-    Raises ValueError for a file that is not whole and undamaged."""
+def read_file(path: Path, known: Sequence[object] = ()) -> object:
+    """What write_file wrote to `path` (with the same `known` objects), its arrays
+    read-only views of the mapped file. Raises ValueError for a file that is not whole and
+    undamaged."""
     with open(path, "rb") as handle:
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     view = memoryview(mapped)
@@ -186,7 +224,9 @@ def read_file(path: Path) -> object:
     collecting = gc.isenabled()
     gc.disable()  # 100,000s of objects and no cycles: as build() does
     try:
-        value: object = pickle.loads(body, buffers=[view[at : at + size] for at, size in places])
+        value: object = _Unpickler(
+            io.BytesIO(body), known, buffers=[view[at : at + size] for at, size in places]
+        ).load()
     finally:
         if collecting:
             gc.enable()
@@ -232,7 +272,7 @@ def load_or_build_index(
     with _locked(Path(f"{path}.lock")):
         if path.exists():
             try:
-                return read_index(path), "loaded"
+                return read_index(path, catalogue), "loaded"
             except Exception as exc:  # a damaged file is rebuilt, whatever is wrong with it
                 log.warning("prebuilt index %s unreadable (%s): rebuilding it", path.name, exc)
         started = time.perf_counter()
@@ -249,7 +289,7 @@ def load_or_build_index(
             extra=log_extra({"file": path.name, "build_s": round(built, 2)}),
         )
         try:  # this process too reads the mapped file: its pages are then shared
-            return read_index(path), "built"
+            return read_index(path, catalogue), "built"
         except Exception as exc:
             log.warning("prebuilt index %s unreadable after writing (%s)", path.name, exc)
             return index, "built"

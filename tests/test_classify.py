@@ -794,3 +794,38 @@ def test_a_domain_no_thesaurus_knows_routes_from_the_catalogue_descriptions():
     match = index.classify("crate washer stopped again, the capper too")
     assert match.service == "bottling"
     assert any(e.how == "phrase" and e.term == "crate washer" for e in match.evidence)
+
+
+def test_a_large_index_reads_its_postings_and_phrases_back_from_columns_unchanged():
+    """A large catalogue's postings and phrases are columns of arrays (a prebuilt index
+    maps them instead of unpickling objects): read back, key by key and position by
+    position, they are the lists the index was built from."""
+    import numpy as np
+
+    from connector.classify.build import IndexBuilder
+    from connector.classify.index import PhraseMap, PostingMap
+    from connector.classify.thesaurus import shipped_thesaurus
+
+    catalogue = _large_catalogue()
+    languages = tuple(dict.fromkeys([*catalogue.languages, "en"]))
+    builder = IndexBuilder(catalogue=catalogue, languages=languages)
+    index = builder.build(shipped_thesaurus())
+    assert isinstance(index.postings, PostingMap)
+    assert isinstance(index.phrases, PhraseMap)
+    assert list(index.postings) == list(builder.postings)
+    assert list(index.phrases) == list(builder.phrases)
+    assert "zyxxy" not in index.postings and index.postings.get("zyxxy") is None
+    for key, postings in builder.postings.items():
+        read = index.postings[key]
+        assert list(read) == postings
+        assert [read[i] for i in range(-len(read), len(read))] == postings + postings
+        assert read[1::2] == postings[1::2]
+        every_other = np.arange(0, len(postings), 2)
+        assert read.take(every_other) == postings[::2]
+        with pytest.raises(IndexError):
+            read[len(read)]
+    for key, phrases in builder.phrases.items():
+        read_phrases = index.phrases[key]
+        assert list(read_phrases) == phrases
+        assert [read_phrases[i] for i in range(len(phrases))] == phrases
+        assert read_phrases.take(range(len(phrases) - 1, -1, -1)) == phrases[::-1]

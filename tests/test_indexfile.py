@@ -25,6 +25,7 @@ from connector.indexfile import (
     index_key,
     load_catalogue_cached,
     load_or_build_index,
+    read_file,
     read_index,
     write_index,
 )
@@ -174,10 +175,10 @@ def test_a_damaged_file_is_rebuilt_not_trusted(
     damaged.write_bytes(bytes(data))
     os.replace(damaged, path)
     with pytest.raises(ValueError):
-        read_index(path)
+        read_index(path, loaded)
     again, how = load_or_build_index(loaded, catalogue, tmp_path)
     assert how == "built"
-    assert read_index(path).services == index.services  # a whole file again
+    assert read_index(path, loaded).services == index.services  # a whole file again
     subject, body = TICKETS[0][1], TICKETS[0][0]
     assert again.classify(body, subject) == index.classify(body, subject)
 
@@ -189,12 +190,59 @@ def test_a_written_index_reads_back_with_its_arrays_shared_and_the_same_answers(
     path = tmp_path / f"index{SUFFIX}"
     write_index(built, path)
     assert path.stat().st_mode & 0o777 == 0o600  # ticket-free, but in the private data folder
-    loaded = read_index(path)
+    loaded = read_index(path, built.catalogue)
     assert not loaded.key_services.flags.writeable  # a view of the mapped file, not a copy
     assert not loaded.key_services.flags.owndata
     for body, subject in TICKETS:
         for _ in range(2):  # a word new to the index, then from its memo
             assert loaded.classify(body, subject) == built.classify(body, subject)
+
+
+def test_a_loaded_index_answers_every_labelled_ticket_as_the_built_one(
+    catalogue: Path, tmp_path: Path
+) -> None:
+    """Its postings and phrases read from the file's columns, a loaded index gives every
+    labelled ticket the very match a freshly built one gives, words new to it and memoised."""
+    from connector.evaluate import read_labelled
+
+    parsed = load_catalogue(catalogue)
+    built = build_index(parsed)
+    path = tmp_path / f"index{SUFFIX}"
+    write_index(built, path)
+    loaded = read_index(path, parsed)
+    fresh = build_index(load_catalogue(catalogue))  # its memos as empty as the loaded one's
+    tickets = read_labelled(ROOT / "tests" / "data" / "tickets.csv", parsed)
+    for _ in range(2):
+        for ticket in tickets:
+            expected = fresh.classify(ticket.body, ticket.subject)
+            assert loaded.classify(ticket.body, ticket.subject) == expected
+
+
+def test_an_index_file_holds_no_catalogue_and_is_refused_for_another_one(
+    catalogue: Path, tmp_path: Path
+) -> None:
+    """The file refers to the reader's catalogue instead of holding one (the worker has it
+    already); read with another catalogue's, it is refused, not matched to wrong services."""
+    built = build_index(load_catalogue(catalogue))
+    path = tmp_path / f"index{SUFFIX}"
+    write_index(built, path)
+    # Read with stand-ins for the catalogue and its services, the index holds the stand-ins.
+    stand_ins = [object() for _ in range(len(built.services) + 1)]
+    ids, index = read_file(path, stand_ins)
+    assert index.catalogue is stand_ins[0] and list(index.services) == stand_ins[1:]
+    same = load_catalogue(catalogue)  # parsed again: equal, not the same object
+    loaded = read_index(path, same)
+    assert loaded.catalogue is same and loaded.services == tuple(same.services)
+    body, subject = TICKETS[2]
+    assert loaded.classify(body, subject) == built.classify(body, subject)
+    services = list(same.services)
+    fewer = same.model_copy(update={"services": services[:-1]})
+    with pytest.raises(ValueError):
+        read_index(path, fewer)
+    services[-1] = services[-1].model_copy(update={"id": "renamed"})
+    renamed = same.model_copy(update={"services": services})
+    with pytest.raises(ValueError, match="another catalogue"):
+        read_index(path, renamed)
 
 
 def test_small_catalogues_and_no_data_folder_build_without_a_file(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +30,10 @@ from connector.classify.index import (
     ConceptPosting,
     PatternGroup,
     Phrase,
+    PhraseMap,
     Posting,
+    PostingColumns,
+    PostingMap,
     ServiceInt,
     can_win,
     winning_phrases,
@@ -144,6 +148,9 @@ class IndexBuilder:
     key_surface_ranks: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     surface_ranks: dict[str, int] = field(default_factory=dict)
     group_starts: dict[str, array[int]] = field(default_factory=dict)
+    # Large catalogues: postings and phrases as columns (index.PostingMap, PhraseMap).
+    posting_map: PostingMap | None = None
+    phrase_map: PhraseMap | None = None
 
     def __post_init__(self) -> None:
         self.word_keys = Keys(self.languages, language_data().exact_only)
@@ -450,8 +457,8 @@ class IndexBuilder:
             languages=self.languages,
             word_keys=self.word_keys,
             services=tuple(self.services),
-            postings=dict(self.postings),
-            phrases=dict(self.phrases),
+            postings=dict(self.postings) if self.posting_map is None else self.posting_map,
+            phrases=dict(self.phrases) if self.phrase_map is None else self.phrase_map,
             concept_postings=dict(self.concept_postings),
             concept_phrases=dict(self.concept_phrases),
             link_starts=self.link_starts,
@@ -620,6 +627,60 @@ class IndexBuilder:
             self.key_terms = np.concatenate(terms)
             self.key_surface_ranks = np.concatenate(ranks)
         self._build_phrase_arrays()
+        self._build_columns()
+
+    def _build_columns(self) -> None:
+        """The postings and phrases as columns (index.PostingMap, PhraseMap), in the order
+        of the lists they replace: a prebuilt index then holds no Posting objects, which
+        made most of its load time (unpickling) and of a process's own memory."""
+        term_texts, surface_texts = list(self.term_ids), list(self.surface_ranks)
+        phrase_postings = [ph.posting for phrases in self.phrases.values() for ph in phrases]
+        everything = [p for postings in self.postings.values() for p in postings]
+        source_texts = tuple(sorted({p.source for p in (*everything, *phrase_postings)}))
+        source_ids = {source: number for number, source in enumerate(source_texts)}
+
+        def column(
+            postings: list[Posting], read: Callable[[Posting], float], kind: type
+        ) -> npt.NDArray[Any]:
+            return np.fromiter(map(read, postings), kind, len(postings))
+
+        self.posting_map = PostingMap(
+            PostingColumns(
+                services=self.key_services,
+                terms=self.key_terms,
+                surfaces=self.key_surface_ranks,
+                sources=column(everything, lambda p: source_ids[p.source], np.int16),
+                weights=column(everything, lambda p: p.weight, np.float64),
+                term_texts=term_texts,
+                surface_texts=surface_texts,
+                source_texts=source_texts,
+            ),
+            self.key_spans,
+        )
+        term_ids, surface_ranks = self.term_ids, self.surface_ranks
+        spans: dict[str, tuple[int, int]] = {}
+        groups: list[int] = []
+        offset = 0
+        for key, phrases in self.phrases.items():
+            spans[key] = (offset, offset + len(phrases))
+            offset += len(phrases)
+            number = {pattern: n for n, (pattern, _, _) in enumerate(self.phrase_groups[key])}
+            groups += [number[phrase.keys] for phrase in phrases]
+        self.phrase_map = PhraseMap(
+            PostingColumns(
+                services=column(phrase_postings, lambda p: p.service, np.int32),
+                terms=column(phrase_postings, lambda p: term_ids[p.term], np.int32),
+                surfaces=column(phrase_postings, lambda p: surface_ranks[p.surface], np.int32),
+                sources=column(phrase_postings, lambda p: source_ids[p.source], np.int16),
+                weights=column(phrase_postings, lambda p: p.weight, np.float64),
+                term_texts=term_texts,
+                surface_texts=surface_texts,
+                source_texts=source_texts,
+            ),
+            spans,
+            np.array(groups, np.int32),
+            self.phrase_groups,
+        )
 
     def _rank_surfaces(self) -> None:
         """Every term surface's rank in sorted order: the scorer sorts a service's hits by

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +65,178 @@ class Phrase:
 
     def __reduce__(self) -> tuple[type[Phrase], tuple[Any, ...]]:
         return (Phrase, (self.keys, self.posting))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PostingColumns:
+    """Postings laid end to end as columns (large catalogues): a prebuilt index maps them
+    from its file instead of unpickling 100,000s of Posting objects, and the processes that
+    map one share its pages. A Posting is made when it is read (the few the scorer keeps)."""
+
+    services: npt.NDArray[np.integer[Any]]
+    terms: npt.NDArray[np.integer[Any]]  # numbers into term_texts
+    surfaces: npt.NDArray[np.integer[Any]]  # numbers into surface_texts
+    sources: npt.NDArray[np.integer[Any]]  # numbers into source_texts
+    weights: npt.NDArray[np.float64]
+    term_texts: list[str]
+    surface_texts: list[str]
+    source_texts: tuple[str, ...]
+
+    def posting(self, at: int) -> Posting:
+        return Posting(
+            int(self.services[at]),
+            self.term_texts[self.terms[at]],
+            self.surface_texts[self.surfaces[at]],
+            self.source_texts[self.sources[at]],
+            float(self.weights[at]),
+        )
+
+    def postings(self, at: npt.NDArray[np.intp] | slice) -> list[Posting]:
+        """The postings at `at` (positions or a slice), made column by column."""
+        terms, surfaces, sources = self.term_texts, self.surface_texts, self.source_texts
+        return [
+            Posting(service, terms[term], surfaces[surface], sources[source], weight)
+            for service, term, surface, source, weight in zip(
+                self.services[at].tolist(),
+                self.terms[at].tolist(),
+                self.surfaces[at].tolist(),
+                self.sources[at].tolist(),
+                self.weights[at].tolist(),
+                strict=True,
+            )
+        ]
+
+
+class PostingList(Sequence[Posting]):
+    """One key's postings, read from the columns: a list of Posting to its readers."""
+
+    __slots__ = ("columns", "start", "end")
+
+    def __init__(self, columns: PostingColumns, start: int, end: int) -> None:
+        self.columns, self.start, self.end = columns, start, end
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    @overload
+    def __getitem__(self, index: int) -> Posting: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Posting]: ...
+    def __getitem__(self, index: int | slice) -> Posting | list[Posting]:
+        if isinstance(index, slice):
+            return self.columns.postings(np.arange(self.start, self.end)[index])
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self.columns.posting(self.start + index % len(self))
+
+    def take(self, positions: npt.NDArray[np.intp]) -> list[Posting]:
+        """The postings at `positions`, in that order."""
+        return self.columns.postings(positions + self.start)
+
+    def __iter__(self) -> Iterator[Posting]:
+        return iter(self.columns.postings(slice(self.start, self.end)))
+
+
+class PostingMap(Mapping[str, Sequence[Posting]]):
+    """postings[key] of a large catalogue: each key's span of the columns."""
+
+    __slots__ = ("columns", "spans")
+
+    def __init__(self, columns: PostingColumns, spans: dict[str, tuple[int, int]]) -> None:
+        self.columns, self.spans = columns, spans
+
+    def __getitem__(self, key: str) -> PostingList:
+        start, end = self.spans[key]
+        return PostingList(self.columns, start, end)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.spans
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.spans)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def __reduce__(self) -> tuple[type[PostingMap], tuple[Any, ...]]:
+        return (PostingMap, (self.columns, self.spans))
+
+
+class PhraseList(Sequence[Phrase]):
+    """One key's phrases, read from the columns: each phrase's posting and the pattern
+    (of phrase_groups[key]) it belongs to."""
+
+    __slots__ = ("postings", "patterns", "groups")
+
+    def __init__(
+        self,
+        postings: PostingList,
+        patterns: Sequence[PatternGroup],
+        groups: npt.NDArray[np.integer[Any]],
+    ) -> None:
+        self.postings, self.patterns, self.groups = postings, patterns, groups
+
+    def __len__(self) -> int:
+        return len(self.postings)
+
+    @overload
+    def __getitem__(self, index: int) -> Phrase: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Phrase]: ...
+    def __getitem__(self, index: int | slice) -> Phrase | list[Phrase]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        posting = self.postings[index]
+        at = self.postings.start + index % len(self)
+        return Phrase(self.patterns[self.groups[at]][0], posting)
+
+    def take(self, positions: Sequence[int]) -> list[Phrase]:
+        """The phrases at `positions`, in that order."""
+        at = np.asarray(positions, dtype=np.intp)
+        patterns = self.patterns
+        return [
+            Phrase(patterns[group][0], posting)
+            for group, posting in zip(
+                self.groups[at + self.postings.start].tolist(),
+                self.postings.take(at),
+                strict=True,
+            )
+        ]
+
+    def __iter__(self) -> Iterator[Phrase]:
+        return iter(self.take(range(len(self))))
+
+
+class PhraseMap(Mapping[str, Sequence[Phrase]]):
+    """phrases[key] of a large catalogue: each key's span of the phrase columns, with the
+    pattern group of each phrase (its keys are the group's pattern)."""
+
+    __slots__ = ("columns", "spans", "groups", "patterns")
+
+    def __init__(
+        self,
+        columns: PostingColumns,
+        spans: dict[str, tuple[int, int]],
+        groups: npt.NDArray[np.integer[Any]],
+        patterns: dict[str, list[PatternGroup]],
+    ) -> None:
+        self.columns, self.spans, self.groups, self.patterns = columns, spans, groups, patterns
+
+    def __getitem__(self, key: str) -> PhraseList:
+        start, end = self.spans[key]
+        return PhraseList(PostingList(self.columns, start, end), self.patterns[key], self.groups)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.spans
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.spans)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def __reduce__(self) -> tuple[type[PhraseMap], tuple[Any, ...]]:
+        return (PhraseMap, (self.columns, self.spans, self.groups, self.patterns))
 
 
 @dataclass(slots=True)
@@ -156,7 +328,10 @@ class KeyHits:
                 if segment.chosen is not None:
                     offsets = np.asarray(segment.chosen, dtype=np.intp)[offsets]
                 postings, how, word = self.lists[part], segment.how, segment.word
-                out += [(postings[i], how, word) for i in offsets.tolist()]
+                if isinstance(postings, PostingList):  # columns: made together
+                    out += [(posting, how, word) for posting in postings.take(offsets)]
+                else:
+                    out += [(postings[i], how, word) for i in offsets.tolist()]
             first = end
         return out
 
@@ -251,8 +426,9 @@ class IndexData:
     word_keys: Keys
     services: tuple[Service, ...] = ()
     # The services' own terms (name, keywords, description) under each key.
-    postings: dict[str, list[Posting]] = field(default_factory=dict)
-    phrases: dict[str, list[Phrase]] = field(default_factory=dict)
+    # (Large catalogues: PostingMap and PhraseMap, columns of arrays read on demand.)
+    postings: Mapping[str, Sequence[Posting]] = field(default_factory=dict)
+    phrases: Mapping[str, Sequence[Phrase]] = field(default_factory=dict)
     # The linked thesaurus concepts' terms under each key, once per concept (not once per
     # service that links it: memory and build time no longer grow with services × terms).
     concept_postings: dict[str, list[ConceptPosting]] = field(default_factory=dict)

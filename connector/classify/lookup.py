@@ -21,6 +21,7 @@ from connector.classify.index import (
     IndexData,
     KeyHits,
     Phrase,
+    PhraseList,
     PhraseMatch,
     Positions,
     Posting,
@@ -447,7 +448,10 @@ class Lookup(IndexData):
                     services, _ = self._group_vector(key, group)
                     positions += np.frombuffer(kept, dtype=np.uintc)[chosen[services]].tolist()
             phrases = self.phrases.get(key, [])
-            hits += [(phrases[p], start) for p in sorted(positions)]
+            if isinstance(phrases, PhraseList):  # columns: made together
+                hits += [(phrase, start) for phrase in phrases.take(sorted(positions))]
+            else:
+                hits += [(phrases[p], start) for p in sorted(positions)]
             if concept_positions:
                 hits += [
                     (phrase, start)

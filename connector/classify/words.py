@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 from connector.memo import SizedMemo
 from connector.text import (
@@ -160,6 +161,13 @@ class Keys:
     _phrase_keys: dict[tuple[str, str | None], tuple[frozenset[str], ...]] = field(
         default_factory=dict
     )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (a prebuilt index file) without the memos of building: they fill again
+        # as words come, and unpickling their 100,000s of entries took a tenth of a restart.
+        state = dict(self.__dict__)
+        state.update(_words={}, _canonical={}, _term_keys={}, _phrase_keys={})
+        return state
 
     def keys(self, word: str) -> frozenset[str]:
         """All index keys of one folded word: itself and its stem in each language."""
