@@ -150,3 +150,57 @@ def test_an_sqlite_delivery_write_that_fails_raises_sqlalchemys_error_and_keeps_
         assert store.count_deliveries() == 1
     finally:
         store.dispose()
+
+
+def _cut_connections(url: str) -> int:
+    """Terminate every server connection to the database of `url` (a restart, a firewall)."""
+    from tests.conftest import PG_ADMIN_URL
+
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = :n AND pid <> pg_backend_pid()"
+                    ),
+                    {"n": url.rsplit("/", 1)[1]},
+                ).scalar()
+                or 0
+            )
+    finally:
+        admin.dispose()
+
+
+def test_a_postgresql_delivery_is_committed_when_record_delivery_returns(pg_url):
+    # The INSERT runs on a connection the store keeps between webhooks: it must not hold an
+    # open transaction, or a 202 would answer for a row nobody else can see (or ever will).
+    store = Store(pg_url)
+    other = sa.create_engine(pg_url)
+    try:
+        for n in range(3):
+            key = store.record_delivery(_event(f"c-{n}", str(n)))
+            with other.connect() as conn:
+                seen = conn.execute(
+                    sa.text("SELECT delivery_id FROM bpsm_deliveries WHERE id = :k"), {"k": key}
+                ).scalar()
+            assert seen == f"c-{n}"
+    finally:
+        other.dispose()
+        store.dispose()
+
+
+def test_a_postgresql_delivery_connection_cut_in_use_fails_one_write_then_reconnects(pg_url):
+    store = Store(pg_url)
+    try:
+        assert store.record_delivery(_event("before")) is not None
+        assert _cut_connections(pg_url) >= 1  # not idle: no test before the next write
+        with pytest.raises(DBAPIError):
+            store.record_delivery(_event("cut"))  # that webhook is answered 500, retried
+        assert store.record_delivery(_event("after")) is not None
+        assert store.record_delivery(_event("cut")) is not None  # its retry is stored
+        store.engine.dispose()  # the reading pool's connection was cut as well
+        assert store.count_deliveries() == 3
+    finally:
+        store.dispose()

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from connector.events import TicketEvent
 from connector.groupwrite import GroupWriter
+from connector.store import engine as store_engine
 from connector.store.engine import StoreEngine
 from connector.store.rows import Delivery, row_to_delivery
 from connector.store.schema import deliveries
@@ -99,6 +100,12 @@ class Outbox(StoreEngine):
         # is also what lets one writer of this process at a time queue on a lock instead of
         # SQLite's sleep-and-retry busy handler (1, 2, 5, 10… ms).
         self._deliveries: GroupWriter[tuple[Any, ...], int] = GroupWriter(self._insert_deliveries)
+        # PostgreSQL: the pooled connection (and its cursor) the webhooks' INSERT keeps
+        # between batches, and when it was last used. Only the group writer uses it, and
+        # never from two threads at once.
+        self._writer: Any = None
+        self._writer_cursor: Any = None
+        self._writer_used = 0.0
 
     def record_delivery(self, event_: TicketEvent, now: float | None = None) -> int | None:
         """Store a new delivery; None when (host, delivery_id) was seen before. Returns once
@@ -125,15 +132,61 @@ class Outbox(StoreEngine):
     def _insert_batch(self, rows: Sequence[tuple[Any, ...]]) -> list[int | None]:
         if self.is_sqlite:
             return self._insert_sqlite(rows)
-        # One statement in autocommit: durable when it returns, in one round trip.
+        return self._insert_postgres(rows)
+
+    def _insert_postgres(self, rows: Sequence[tuple[Any, ...]]) -> list[int | None]:
+        """One statement in autocommit: durable when it returns, in one round trip. It runs
+        on a connection this writer keeps checked out, with its own cursor: a checkout and
+        check-in, SQLAlchemy's Connection and its result objects cost more CPU than
+        psycopg's execute itself (~270 → ~105 µs per webhook). psycopg prepares the
+        statement on the server after a few uses. Errors are raised as SQLAlchemy's."""
+        sql = self._sql_for(len(rows))
         params = tuple(value for row in rows for value in row)
-        with self._autocommit.connect() as conn:
-            written = {
-                (host, delivery): pk
-                for pk, host, delivery in conn.exec_driver_sql(self._sql_for(len(rows)), params)
-            }
+        cursor = self._writer_cursor_now()
+        dbapi = self._autocommit.dialect.loaded_dbapi
+        try:
+            cursor.execute(sql, params)
+            found = cursor.fetchall()
+        except dbapi.Error as exc:
+            connection = self._writer.dbapi_connection
+            if connection is None or connection.closed or getattr(connection, "broken", False):
+                self._drop_writer(invalidate=True)  # the next batch connects anew
+            raise DBAPIError.instance(sql, params, exc, dbapi.Error) from exc
+        self._writer_used = time.monotonic()
+        written = {(host, delivery): pk for pk, host, delivery in found}
         # A delivery sent twice within one batch is written once, for its first copy.
         return [written.pop((row[0], row[1]), None) for row in rows]
+
+    def _writer_cursor_now(self) -> Any:
+        """The kept connection's cursor. A connection idle for a while is tested first, as
+        the pool tests one it hands out after idling (a database restart or a firewall may
+        have cut it): a dead one is replaced before the webhook sees it."""
+        if self._writer is not None:
+            idle = time.monotonic() - self._writer_used
+            if idle >= store_engine.IDLE_PING_SECONDS:
+                try:
+                    self._writer_cursor.execute("SELECT 1")
+                    self._writer_cursor.fetchall()
+                except Exception:
+                    self._drop_writer(invalidate=True)
+        if self._writer is None:
+            self._writer = self._autocommit.raw_connection()
+            self._writer_cursor = self._writer.cursor()
+            self._writer_used = time.monotonic()
+        return self._writer_cursor
+
+    def _drop_writer(self, invalidate: bool = False) -> None:
+        writer, self._writer, self._writer_cursor = self._writer, None, None
+        if writer is None:
+            return
+        if invalidate:
+            writer.invalidate()  # closed, not handed out again
+        else:
+            writer.close()  # back to the pool
+
+    def dispose(self) -> None:
+        self._drop_writer()
+        super().dispose()
 
     def _insert_sqlite(self, rows: Sequence[tuple[Any, ...]]) -> list[int | None]:
         """One transaction, one commit (SQLite has no cost per round trip to save), on the
