@@ -204,3 +204,35 @@ def test_a_postgresql_delivery_connection_cut_in_use_fails_one_write_then_reconn
         assert store.count_deliveries() == 3
     finally:
         store.dispose()
+
+
+def test_reactive_tickets_up_to_a_limit_are_the_oldest_and_without_one_all(tmp_path):
+    from connector.store import ProcessStore, routings
+
+    store = Store(f"sqlite:///{tmp_path / 'bpsm.db'}")
+    try:
+        with store.engine.begin() as conn:
+            for n in range(8):
+                conn.execute(
+                    routings.insert().values(
+                        host="demo",
+                        ticket_id=str(100 - n),  # ids and ticket numbers in opposite orders
+                        delivery=n,
+                        process="reactive" if n != 3 else "relation",
+                        service="vpn",
+                        queue="Q",
+                        confidence=0.9,
+                        mode="route",
+                        outcome="applied" if n != 5 else "failed",
+                        decision="{}",
+                        match="{}",
+                        created_at=1000.0 + n,
+                    )
+                )
+        processes = ProcessStore(store)
+        everything = processes.reactive_tickets("demo", "vpn", since=1001.0)
+        assert everything == ["99", "98", "96", "94", "93"]  # not 3 (relation), 5 (failed)
+        assert processes.reactive_tickets("demo", "vpn", since=1001.0, limit=3) == everything[:3]
+        assert processes.reactive_tickets("demo", "vpn", since=1001.0, limit=9) == everything
+    finally:
+        store.dispose()
