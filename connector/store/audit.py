@@ -27,7 +27,7 @@ from connector.store.schema import corrections, deliveries, routings
 
 class Audit(StoreEngine):
     def routing(self, host: str, ticket_id: str) -> RoutingRow | None:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             row = conn.execute(
                 select(routings).where(
                     and_(routings.c.host == host, routings.c.ticket_id == ticket_id)

@@ -24,6 +24,7 @@ class ProcessStore:
 
     def __init__(self, store: StoreEngine):
         self.engine = store.engine
+        self.reads = store.reads
 
     # ----- maintenance ----------------------------------------------------------------------
 
@@ -88,7 +89,7 @@ class ProcessStore:
     # ----- improvement ----------------------------------------------------------------------
 
     def last_improvement_at(self, host: str, service: str) -> float | None:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             value = conn.execute(
                 select(func.max(improvements.c.claimed_at)).where(
                     and_(improvements.c.host == host, improvements.c.service == service)
@@ -116,12 +117,12 @@ class ProcessStore:
         )
         if limit is not None:
             query = query.limit(limit)
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(query).all()
         return [str(r.ticket_id) for r in rows]
 
     def open_improvement(self, host: str, service: str) -> ImprovementRow | None:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             row = conn.execute(
                 select(improvements).where(improvements.c.open_key == f"{host}:{service}")
             ).first()
