@@ -147,11 +147,16 @@ class Outbox(StoreEngine):
         try:
             cursor.execute(sql, params)
             found = cursor.fetchall()
-        except dbapi.Error as exc:
+        except BaseException as exc:
+            # Whatever failed, the next batch checks a connection out anew: this one back to
+            # the pool (whose reset ends anything left open), or closed if it is broken or
+            # the failure came from outside the driver (a statement may still be running).
             connection = self._writer.dbapi_connection
-            if connection is None or connection.closed or getattr(connection, "broken", False):
-                self._drop_writer(invalidate=True)  # the next batch connects anew
-            raise DBAPIError.instance(sql, params, exc, dbapi.Error) from exc
+            broken = connection is None or connection.closed or getattr(connection, "broken", 0)
+            self._drop_writer(invalidate=broken or not isinstance(exc, dbapi.Error))
+            if isinstance(exc, dbapi.Error):
+                raise DBAPIError.instance(sql, params, exc, dbapi.Error) from exc
+            raise
         self._writer_used = time.monotonic()
         written = {(host, delivery): pk for pk, host, delivery in found}
         # A delivery sent twice within one batch is written once, for its first copy.
