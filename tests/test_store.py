@@ -236,3 +236,31 @@ def test_reactive_tickets_up_to_a_limit_are_the_oldest_and_without_one_all(tmp_p
         assert processes.reactive_tickets("demo", "vpn", since=1001.0, limit=9) == everything
     finally:
         store.dispose()
+
+
+def test_begin_routing_first_delivery_wins_and_the_row_is_committed_at_once(any_store):
+    record = {
+        "process": "reactive",
+        "service": "vpn",
+        "queue": "Q",
+        "confidence": 0.9,
+        "low_confidence": 0,
+        "language": "en",
+        "mode": "route",
+        "decision": "{}",
+        "match": "{}",
+        "ticket_created_at": None,
+    }
+    first = any_store.delivery(any_store.record_delivery(_event("r-1", ticket="77")))
+    second = any_store.delivery(any_store.record_delivery(_event("r-2", ticket="77")))
+    mine = any_store.begin_routing(first, record)
+    assert mine["delivery"] == first.id and mine["outcome"] == "applying"
+    theirs = any_store.begin_routing(second, {**record, "service": "printer"})
+    assert theirs["delivery"] == first.id and theirs["service"] == "vpn"  # the first one's
+    other = sa.create_engine(any_store.url)  # another process sees it without any commit
+    try:
+        with other.connect() as conn:
+            rows = conn.execute(sa.text("SELECT delivery FROM bpsm_routings")).all()
+        assert [tuple(r) for r in rows] == [(first.id,)]
+    finally:
+        other.dispose()

@@ -233,7 +233,7 @@ class Outbox(StoreEngine):
         dispatcher moves new rows to the queue. Each id is returned to one caller only."""
         now = time.time() if now is None else now
         fresh = (deliveries.c.status == "queued") & (deliveries.c.enqueued_at == NOT_ENQUEUED)
-        with self.reads.connect() as conn:  # the common answer, "nothing new", reads only
+        with self.autocommit.connect() as conn:  # the common answer, "nothing new", reads only
             ids = (
                 conn.execute(
                     select(deliveries.c.id).where(fresh).order_by(deliveries.c.id).limit(limit)
@@ -291,7 +291,7 @@ class Outbox(StoreEngine):
             return _take_each(conn, [(int(row.id), row.enqueued_at) for row in rows], now)
 
     def delivery(self, delivery_id: int) -> Delivery | None:
-        with self.reads.connect() as conn:
+        with self.autocommit.connect() as conn:
             row = conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).first()
         return row_to_delivery(row) if row else None
 

@@ -24,7 +24,7 @@ class ProcessStore:
 
     def __init__(self, store: StoreEngine):
         self.engine = store.engine
-        self.reads = store.reads
+        self.autocommit = store.autocommit
 
     # ----- maintenance ----------------------------------------------------------------------
 
@@ -89,7 +89,7 @@ class ProcessStore:
     # ----- improvement ----------------------------------------------------------------------
 
     def last_improvement_at(self, host: str, service: str) -> float | None:
-        with self.reads.connect() as conn:
+        with self.autocommit.connect() as conn:
             value = conn.execute(
                 select(func.max(improvements.c.claimed_at)).where(
                     and_(improvements.c.host == host, improvements.c.service == service)
@@ -117,12 +117,12 @@ class ProcessStore:
         )
         if limit is not None:
             query = query.limit(limit)
-        with self.reads.connect() as conn:
+        with self.autocommit.connect() as conn:
             rows = conn.execute(query).all()
         return [str(r.ticket_id) for r in rows]
 
     def open_improvement(self, host: str, service: str) -> ImprovementRow | None:
-        with self.reads.connect() as conn:
+        with self.autocommit.connect() as conn:
             row = conn.execute(
                 select(improvements).where(improvements.c.open_key == f"{host}:{service}")
             ).first()
