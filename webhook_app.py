@@ -80,7 +80,8 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
         if not runtime.host_enabled(host):
             known = ", ".join(h for h in host_classes() if runtime.host_enabled(h))
             return _error(404, f"unknown host {host!r}; known: {known}")
-        allowed = runtime.host(host).webhook_methods
+        adapter = runtime.host(host)  # once: each lookup re-checks a defaulted mapping file
+        allowed = adapter.webhook_methods
         if request.method not in allowed:
             answer, status = _error(
                 405, f"{host} webhooks are sent with {', '.join(sorted(allowed))}"
@@ -102,7 +103,6 @@ def create_app(config: Mapping[str, Any] | Settings | Runtime | None = None) -> 
         webhook = WebhookRequest(
             method=request.method, headers=request.headers, body=body, query=request.args
         )
-        adapter = runtime.host(host)
         try:
             adapter.verify(webhook)
         except Unauthorized as exc:

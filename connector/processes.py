@@ -113,11 +113,16 @@ def check_improvement(context: Context, host: str, service_id: str) -> Opened | 
     since = max(
         now - policy.window.total_seconds(), store.last_improvement_at(host, service_id) or 0.0
     )
-    tickets = store.reactive_tickets(host, service_id, since)
-    if len(tickets) < policy.threshold:
+    # Runs after every reactive ticket: count only up to the threshold (a busy service has
+    # hundreds of tickets in a window, and while its improvement is open every one of them
+    # crossed it again); the whole list is read only when an improvement is to be opened.
+    if len(store.reactive_tickets(host, service_id, since, limit=policy.threshold)) < (
+        policy.threshold
+    ):
         return None
     if not _free_slot(context, store, host, service_id):
         return None
+    tickets = store.reactive_tickets(host, service_id, since)
     lang = (context.catalogue.languages or ["en"])[0]
     reason = (messages().get(lang) or messages()["en"])["improvement_reason_threshold"].format(
         count=len(tickets), window=format_duration(policy.window)

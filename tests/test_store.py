@@ -150,3 +150,117 @@ def test_an_sqlite_delivery_write_that_fails_raises_sqlalchemys_error_and_keeps_
         assert store.count_deliveries() == 1
     finally:
         store.dispose()
+
+
+def _cut_connections(url: str) -> int:
+    """Terminate every server connection to the database of `url` (a restart, a firewall)."""
+    from tests.conftest import PG_ADMIN_URL
+
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = :n AND pid <> pg_backend_pid()"
+                    ),
+                    {"n": url.rsplit("/", 1)[1]},
+                ).scalar()
+                or 0
+            )
+    finally:
+        admin.dispose()
+
+
+def test_a_postgresql_delivery_is_committed_when_record_delivery_returns(pg_url):
+    # The INSERT runs on a connection the store keeps between webhooks: it must not hold an
+    # open transaction, or a 202 would answer for a row nobody else can see (or ever will).
+    store = Store(pg_url)
+    other = sa.create_engine(pg_url)
+    try:
+        for n in range(3):
+            key = store.record_delivery(_event(f"c-{n}", str(n)))
+            with other.connect() as conn:
+                seen = conn.execute(
+                    sa.text("SELECT delivery_id FROM bpsm_deliveries WHERE id = :k"), {"k": key}
+                ).scalar()
+            assert seen == f"c-{n}"
+    finally:
+        other.dispose()
+        store.dispose()
+
+
+def test_a_postgresql_delivery_connection_cut_in_use_fails_one_write_then_reconnects(pg_url):
+    store = Store(pg_url)
+    try:
+        assert store.record_delivery(_event("before")) is not None
+        assert _cut_connections(pg_url) >= 1  # not idle: no test before the next write
+        with pytest.raises(DBAPIError):
+            store.record_delivery(_event("cut"))  # that webhook is answered 500, retried
+        assert store.record_delivery(_event("after")) is not None
+        assert store.record_delivery(_event("cut")) is not None  # its retry is stored
+        store.engine.dispose()  # the reading pool's connection was cut as well
+        assert store.count_deliveries() == 3
+    finally:
+        store.dispose()
+
+
+def test_reactive_tickets_up_to_a_limit_are_the_oldest_and_without_one_all(tmp_path):
+    from connector.store import ProcessStore, routings
+
+    store = Store(f"sqlite:///{tmp_path / 'bpsm.db'}")
+    try:
+        with store.engine.begin() as conn:
+            for n in range(8):
+                conn.execute(
+                    routings.insert().values(
+                        host="demo",
+                        ticket_id=str(100 - n),  # ids and ticket numbers in opposite orders
+                        delivery=n,
+                        process="reactive" if n != 3 else "relation",
+                        service="vpn",
+                        queue="Q",
+                        confidence=0.9,
+                        mode="route",
+                        outcome="applied" if n != 5 else "failed",
+                        decision="{}",
+                        match="{}",
+                        created_at=1000.0 + n,
+                    )
+                )
+        processes = ProcessStore(store)
+        everything = processes.reactive_tickets("demo", "vpn", since=1001.0)
+        assert everything == ["99", "98", "96", "94", "93"]  # not 3 (relation), 5 (failed)
+        assert processes.reactive_tickets("demo", "vpn", since=1001.0, limit=3) == everything[:3]
+        assert processes.reactive_tickets("demo", "vpn", since=1001.0, limit=9) == everything
+    finally:
+        store.dispose()
+
+
+def test_begin_routing_first_delivery_wins_and_the_row_is_committed_at_once(any_store):
+    record = {
+        "process": "reactive",
+        "service": "vpn",
+        "queue": "Q",
+        "confidence": 0.9,
+        "low_confidence": 0,
+        "language": "en",
+        "mode": "route",
+        "decision": "{}",
+        "match": "{}",
+        "ticket_created_at": None,
+    }
+    first = any_store.delivery(any_store.record_delivery(_event("r-1", ticket="77")))
+    second = any_store.delivery(any_store.record_delivery(_event("r-2", ticket="77")))
+    mine = any_store.begin_routing(first, record)
+    assert mine["delivery"] == first.id and mine["outcome"] == "applying"
+    theirs = any_store.begin_routing(second, {**record, "service": "printer"})
+    assert theirs["delivery"] == first.id and theirs["service"] == "vpn"  # the first one's
+    other = sa.create_engine(any_store.url)  # another process sees it without any commit
+    try:
+        with other.connect() as conn:
+            rows = conn.execute(sa.text("SELECT delivery FROM bpsm_routings")).all()
+        assert [tuple(r) for r in rows] == [(first.id,)]
+    finally:
+        other.dispose()

@@ -27,7 +27,7 @@ from connector.store.schema import corrections, deliveries, routings
 
 class Audit(StoreEngine):
     def routing(self, host: str, ticket_id: str) -> RoutingRow | None:
-        with self.engine.connect() as conn:
+        with self.autocommit.connect() as conn:
             row = conn.execute(
                 select(routings).where(
                     and_(routings.c.host == host, routings.c.ticket_id == ticket_id)
@@ -46,10 +46,17 @@ class Audit(StoreEngine):
             **record,
         }
         try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(routings).values(**values))
+            with self.autocommit.connect() as conn:
+                if conn.dialect.insert_returning:  # not SQLite < 3.35
+                    row = conn.execute(
+                        insert(routings).values(**values).returning(*routings.c)
+                    ).first()
+                    if row is not None:
+                        return cast(RoutingRow, dict(row._mapping))
+                else:
+                    conn.execute(insert(routings).values(**values))
         except IntegrityError:
-            pass
+            pass  # another event of the ticket was first: its row is the routing
         existing = self.routing(delivery.host, delivery.ticket_id)
         assert existing is not None
         return existing
@@ -59,7 +66,7 @@ class Audit(StoreEngine):
     ) -> bool:
         """Record the routing's outcome; with `fenced`, only while the delivery's claim
         still holds its lease (False: nothing changed)."""
-        with self.engine.begin() as conn:
+        with self.autocommit.connect() as conn:
             result = conn.execute(
                 update(routings)
                 .where(self._routing_of(delivery, fenced))

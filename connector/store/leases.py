@@ -107,7 +107,7 @@ class Leases(StoreEngine):
         error: str | None = None,
     ) -> bool:
         """Close a delivery; False (nothing changed) when the lease was lost."""
-        with self.engine.begin() as conn:
+        with self.autocommit.connect() as conn:
             result = conn.execute(
                 update(deliveries)
                 .where(held(delivery_id, token))

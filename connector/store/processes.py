@@ -24,6 +24,7 @@ class ProcessStore:
 
     def __init__(self, store: StoreEngine):
         self.engine = store.engine
+        self.autocommit = store.autocommit
 
     # ----- maintenance ----------------------------------------------------------------------
 
@@ -88,7 +89,7 @@ class ProcessStore:
     # ----- improvement ----------------------------------------------------------------------
 
     def last_improvement_at(self, host: str, service: str) -> float | None:
-        with self.engine.connect() as conn:
+        with self.autocommit.connect() as conn:
             value = conn.execute(
                 select(func.max(improvements.c.claimed_at)).where(
                     and_(improvements.c.host == host, improvements.c.service == service)
@@ -96,25 +97,32 @@ class ProcessStore:
             ).scalar()
         return float(value) if value is not None else None
 
-    def reactive_tickets(self, host: str, service: str, since: float) -> list[str]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(routings.c.ticket_id)
-                .where(
-                    and_(
-                        routings.c.host == host,
-                        routings.c.service == service,
-                        routings.c.process == "reactive",
-                        routings.c.created_at >= since,
-                        routings.c.outcome.in_(["applied", "shadow", "dry-run", "override"]),
-                    )
+    def reactive_tickets(
+        self, host: str, service: str, since: float, limit: int | None = None
+    ) -> list[str]:
+        """The service's reactive tickets routed since `since`, oldest first; with `limit`,
+        only the first `limit` of them (enough to tell whether a threshold is reached)."""
+        query = (
+            select(routings.c.ticket_id)
+            .where(
+                and_(
+                    routings.c.host == host,
+                    routings.c.service == service,
+                    routings.c.process == "reactive",
+                    routings.c.created_at >= since,
+                    routings.c.outcome.in_(["applied", "shadow", "dry-run", "override"]),
                 )
-                .order_by(routings.c.id)
-            ).all()
+            )
+            .order_by(routings.c.id)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self.autocommit.connect() as conn:
+            rows = conn.execute(query).all()
         return [str(r.ticket_id) for r in rows]
 
     def open_improvement(self, host: str, service: str) -> ImprovementRow | None:
-        with self.engine.connect() as conn:
+        with self.autocommit.connect() as conn:
             row = conn.execute(
                 select(improvements).where(improvements.c.open_key == f"{host}:{service}")
             ).first()
