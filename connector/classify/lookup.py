@@ -50,6 +50,10 @@ from connector.classify.words import (
 )
 from connector.text import MAX_WORD_LEN, language_data, stem
 
+# Hits of a word merged on a dense array over all services (see _best_per_service) when
+# there are at least 1/DENSE_MERGE as many as services; fewer are sorted.
+DENSE_MERGE = 4
+
 
 @dataclass(frozen=True, eq=False)
 class Lookup(IndexData):
@@ -174,19 +178,7 @@ class Lookup(IndexData):
             hit_services = np.concatenate((hit_services, concept.services[positive]))
             hit_weights = np.concatenate((hit_weights, concept.weights[positive]))
             merge = True
-        # A segment lists its services ascending (postings are added service by service):
-        # one segment needs no sort, several need a stable sort that merges their runs.
-        if merge:
-            order = np.argsort(hit_services, kind="stable")
-            hit_services, hit_weights = hit_services[order], hit_weights[order]
-        first = np.ones(len(hit_services), dtype=bool)
-        first[1:] = hit_services[1:] != hit_services[:-1]
-        starts = np.flatnonzero(first)
-        vector = (
-            (hit_services[starts], np.maximum.reduceat(hit_weights, starts))
-            if len(starts)
-            else (hit_services, hit_weights)
-        )
+        vector = self._best_per_service(hit_services, hit_weights, merge)
         size = vector[0].nbytes + vector[1].nbytes + services.nbytes
         if not isinstance(hits, KeyHits):  # a list of its own, not views of the postings
             size += memo_bytes(word, len(services))
@@ -195,6 +187,30 @@ class Lookup(IndexData):
         return self._grouped_cache.put(
             word, (vector, hits, services, concept), size + len(word) * 2
         )
+
+    def _best_per_service(
+        self, services: npt.NDArray[np.int64], weights: npt.NDArray[np.float64], merge: bool
+    ) -> Vector:
+        """Each service's heaviest weight (all positive), services ascending. A segment lists
+        its services ascending (postings are added service by service): one segment needs no
+        sort. Hits of several segments or concepts are merged: when they are many (an
+        everyday word's concept links, thousands in a large catalogue), on a dense array over
+        all services, which costs a tenth of the stable sort that merges their runs; the
+        maximum of the same floats either way."""
+        if merge and len(services) * DENSE_MERGE >= len(self.services):
+            best = np.zeros(len(self.services), np.float64)
+            np.maximum.at(best, services, weights)
+            hit = np.flatnonzero(best).astype(services.dtype, copy=False)
+            return hit, best[hit]
+        if merge:
+            order = np.argsort(services, kind="stable")
+            services, weights = services[order], weights[order]
+        first = np.ones(len(services), dtype=bool)
+        first[1:] = services[1:] != services[:-1]
+        starts = np.flatnonzero(first)
+        if not len(starts):
+            return services, weights
+        return services[starts], np.maximum.reduceat(weights, starts)
 
     def _concept_arrays(self, word: str) -> ConceptHits | None:
         """A word's concept hits spread to the services that link the concepts, as arrays
