@@ -50,9 +50,9 @@ from connector.classify.words import (
 )
 from connector.text import MAX_WORD_LEN, language_data, stem
 
-# Hits of a word merged on a dense array over all services (see _best_per_service) when
-# there are at least 1/DENSE_MERGE as many as services; fewer are sorted.
-DENSE_MERGE = 4
+# A word's hits are merged on a dense array over all services (see _grouped) when there are
+# at least 1/DENSE_MERGE as many as services; fewer are sorted.
+DENSE_MERGE = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,15 +170,28 @@ class Lookup(IndexData):
                 count=len(listed),
             )
         # Per service the heaviest hit; a service with no positive weight has no evidence.
-        positive = weights > 0.0
-        hit_services, hit_weights = services[positive], weights[positive]
-        merge = not isinstance(hits, KeyHits) or len(hits.segments) > 1
-        if concept is not None:
-            positive = concept.weights > 0.0
-            hit_services = np.concatenate((hit_services, concept.services[positive]))
-            hit_weights = np.concatenate((hit_weights, concept.weights[positive]))
-            merge = True
-        vector = self._best_per_service(hit_services, hit_weights, merge)
+        merge = not isinstance(hits, KeyHits) or len(hits.segments) > 1 or concept is not None
+        count = len(services) + (len(concept.services) if concept is not None else 0)
+        vector: Vector
+        if merge and count * DENSE_MERGE >= len(self.services):
+            # Many hits (an everyday word's concept links: thousands in a large catalogue)
+            # are merged on a dense array over all services, in about a fifth of the time of
+            # the stable sort below; the maxima of the same floats, services ascending (a
+            # weight that is not positive leaves a service at 0, so without evidence).
+            best = np.zeros(len(self.services), np.float64)
+            np.maximum.at(best, services, weights)
+            if concept is not None:
+                np.maximum.at(best, concept.services, concept.weights)
+            hit = np.flatnonzero(best > 0.0)
+            vector = (hit, best[hit])
+        else:
+            positive = weights > 0.0
+            hit_services, hit_weights = services[positive], weights[positive]
+            if concept is not None:
+                positive = concept.weights > 0.0
+                hit_services = np.concatenate((hit_services, concept.services[positive]))
+                hit_weights = np.concatenate((hit_weights, concept.weights[positive]))
+            vector = self._best_per_service(hit_services, hit_weights, merge)
         size = vector[0].nbytes + vector[1].nbytes + services.nbytes
         if not isinstance(hits, KeyHits):  # a list of its own, not views of the postings
             size += memo_bytes(word, len(services))
@@ -188,20 +201,13 @@ class Lookup(IndexData):
             word, (vector, hits, services, concept), size + len(word) * 2
         )
 
+    @staticmethod
     def _best_per_service(
-        self, services: npt.NDArray[np.int64], weights: npt.NDArray[np.float64], merge: bool
+        services: npt.NDArray[np.int64], weights: npt.NDArray[np.float64], merge: bool
     ) -> Vector:
         """Each service's heaviest weight (all positive), services ascending. A segment lists
         its services ascending (postings are added service by service): one segment needs no
-        sort. Hits of several segments or concepts are merged: when they are many (an
-        everyday word's concept links, thousands in a large catalogue), on a dense array over
-        all services, which costs a tenth of the stable sort that merges their runs; the
-        maximum of the same floats either way."""
-        if merge and len(services) * DENSE_MERGE >= len(self.services):
-            best = np.zeros(len(self.services), np.float64)
-            np.maximum.at(best, services, weights)
-            hit = np.flatnonzero(best).astype(services.dtype, copy=False)
-            return hit, best[hit]
+        sort, several need a stable sort that merges their runs."""
         if merge:
             order = np.argsort(services, kind="stable")
             services, weights = services[order], weights[order]
