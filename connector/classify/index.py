@@ -149,6 +149,12 @@ class PostingMap(Mapping[str, Sequence[Posting]]):
         start, end = self.spans[key]
         return PostingList(self.columns, start, end)
 
+    def get(self, key: str, default: Any = None) -> Any:
+        # Mapping.get by way of a KeyError: a word new to the process asks for dozens of
+        # keys that are not there (its stems, a compound's parts).
+        span = self.spans.get(key)
+        return default if span is None else PostingList(self.columns, *span)
+
     def __contains__(self, key: object) -> bool:
         return key in self.spans
 

@@ -173,7 +173,9 @@ class Lookup(IndexData):
         merge = not isinstance(hits, KeyHits) or len(hits.segments) > 1 or concept is not None
         count = len(services) + (len(concept.services) if concept is not None else 0)
         vector: Vector
-        if merge and count * DENSE_MERGE >= len(self.services):
+        if not count:  # a word the index does not know (a third of a ticket's)
+            vector = (NO_SERVICES, NO_WEIGHTS)
+        elif merge and count * DENSE_MERGE >= len(self.services):
             # Many hits (an everyday word's concept links: thousands in a large catalogue)
             # are merged on a dense array over all services, in about a fifth of the time of
             # the stable sort below; the maxima of the same floats, services ascending (a
@@ -324,6 +326,8 @@ class Lookup(IndexData):
             return cached
         _, own, own_services, concept = self._grouped(word)
         assert isinstance(own, KeyHits)
+        if not own.size and concept is None:  # no hits: the scorer reads no row of it
+            return self._table_cache.put(word, _NO_ROWS, memo_bytes(word, 0))
         segments = own.segments
         # The own hits' places in the key arrays, segment by segment (as _segment_arrays).
         places: list[npt.NDArray[np.int64]] = []
@@ -649,3 +653,22 @@ class Lookup(IndexData):
             ):
                 out += [replace(s, how="fuzzy", word=word) for s in self._direct(candidate)]
         return out
+
+
+# The table of a word without hits (shared: the scorer picks no row of it).
+_NO_ROWS = WordTable(
+    services=NO_SERVICES,
+    own_count=0,
+    own_places=NO_SERVICES,
+    own_segments=NO_SERVICES,
+    segment_qualities=NO_WEIGHTS,
+    segment_words=NO_SERVICES,
+    entry_surfaces=NO_SERVICES,
+    key_terms=NO_SERVICES,
+    key_weights=NO_WEIGHTS,
+    key_surface_ranks=NO_SERVICES,
+    word_texts=(),
+    segments=(),
+    own=KeyHits((), (), (), 0),
+    concept=None,
+)
