@@ -491,13 +491,12 @@ def test_dense_merge_of_a_words_hits_gives_the_sorted_merge(monkeypatch, large_i
 
 def test_a_words_rows_read_through_its_entries_are_its_full_columns(large_index):
     """A word's table reads the picked rows through its own rows' places and its concept
-    rows' entries and links until it has been scored MATERIALIZE_AFTER times, then from
+    rows' entries and links in the first ticket that scores it, then from
     full columns: the same columns either way, and each row's hit has the row's service,
     term and weight."""
     import numpy as np
 
     from connector.classify import QUALITY
-    from connector.classify.index import MATERIALIZE_AFTER
 
     index = large_index
     index.clear_memos()
@@ -511,10 +510,16 @@ def test_a_words_rows_read_through_its_entries_are_its_full_columns(large_index)
         for share in (1.0, 0.5, 0.05):
             chosen = rng.random(len(index.services)) < share
             picked = np.flatnonzero(chosen[table.services])
-            for lazy in (table._rows(picked), table.columns(picked)):
+            for lazy in (table._rows(picked), table.columns(picked, 1)):
                 for column, whole in zip(lazy, full, strict=True):
                     assert np.array_equal(column, whole[picked]), word
-        assert table._state[1] is not None or table._state[0] <= MATERIALIZE_AFTER
+            assert table._state[1] is None, word  # read through the entries
+        for share in (0.5, 0.05):
+            chosen = rng.random(len(index.services)) < share
+            picked = np.flatnonzero(chosen[table.services])
+            for column, whole in zip(table.columns(picked, 2), full, strict=True):
+                assert np.array_equal(column, whole[picked]), word
+            assert table._state[1] is not None, word  # a later ticket: the full columns
         # The full columns against the hits they stand for, listed one by one.
         terms, weights, surfaces, words, hows, kinds, ranks, positions = full
         reference: list[tuple[object, ...]] = []

@@ -409,11 +409,10 @@ TableColumns = tuple[
     npt.NDArray[np.int64],
 ]
 
-# A word's rows are read through its segments and concept entries the first times it is
-# scored (a word new to the process would otherwise make ten columns of its thousands of
-# hits for the few of the shortlist); once it has been scored this many times, the full
-# columns are made and later tickets gather from them.
-MATERIALIZE_AFTER = 2
+# A word's rows are read through its segments and concept entries in the first ticket that
+# scores it (a word new to the process would otherwise make ten columns of its thousands of
+# hits for the few of the shortlist); a later ticket that scores it makes the full columns
+# once, and gathers from them as every later one does (see WordTable.columns).
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -439,15 +438,18 @@ class WordTable:
     segments: tuple[Segment, ...]
     own: Hits
     concept: ConceptHits | None
-    _state: list[Any] = field(default_factory=lambda: [0, None])  # [uses, full columns]
+    # [the first ticket that read rows, the full columns once made]
+    _state: list[Any] = field(default_factory=lambda: [None, None])
 
-    def columns(self, picked: npt.NDArray[np.intp]) -> TableColumns:
-        """The columns of the rows at `picked` (ascending)."""
+    def columns(self, picked: npt.NDArray[np.intp], ticket: int) -> TableColumns:
+        """The columns of the rows at `picked` (ascending), for the ticket numbered `ticket`:
+        read through the entries in the first ticket, from full columns in later ones."""
         state = self._state
         full: TableColumns | None = state[1]
         if full is None:
-            state[0] += 1
-            if state[0] <= MATERIALIZE_AFTER:
+            if state[0] is None:
+                state[0] = ticket
+            if state[0] == ticket:
                 return self._rows(picked)
             full = state[1] = self._rows(None)
         terms, weights, surfaces, words, hows, kinds, ranks, positions = full
@@ -608,6 +610,9 @@ class IndexData:
     _table_cache: SizedMemo[str, WordTable] = field(
         default_factory=lambda: SizedMemo(*GROUPED_MEMO)
     )
+
+    # The number of the last ticket scored (see WordTable.columns); a list, to count in.
+    _tickets: list[int] = field(default_factory=lambda: [0])
 
     # All index keys of one folded word (Keys.keys): itself and its stem in each language.
     # The memoised function itself, not a method that calls it: matching asks for the keys

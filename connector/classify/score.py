@@ -176,6 +176,8 @@ class CatalogueIndex(Lookup):
         coordination and the length norm. Hit objects are made only for the services whose
         evidence is asked for (the winner's, in classify)."""
         rows = Rows()
+        self._tickets[0] += 1
+        ticket = self._tickets[0]
         seen: set[tuple[str, bool]] = set()
         for token in tokens:
             if token.text in self.stopwords or len(token.text) < 2:
@@ -188,7 +190,9 @@ class CatalogueIndex(Lookup):
             if not len(picked):
                 continue
             local = np.array([rows.word(w) for w in table.word_texts], np.int64)
-            terms, weight, surfaces, words, hows, kinds, ranks, positions = table.columns(picked)
+            terms, weight, surfaces, words, hows, kinds, ranks, positions = table.columns(
+                picked, ticket
+            )
             rows.add(
                 table.services[picked],
                 terms,
