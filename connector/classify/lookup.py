@@ -173,7 +173,7 @@ class Lookup(IndexData):
         merge = not isinstance(hits, KeyHits) or len(hits.segments) > 1 or concept is not None
         count = len(services) + (len(concept.services) if concept is not None else 0)
         vector: Vector
-        if not count:  # a word the index does not know (a third of a ticket's)
+        if not count:  # a word the index does not know (about half of a ticket's)
             vector = (NO_SERVICES, NO_WEIGHTS)
         elif merge and count * DENSE_MERGE >= len(self.services):
             # Many hits (an everyday word's concept links: thousands in a large catalogue)
