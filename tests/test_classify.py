@@ -449,6 +449,128 @@ def _winners(index, hits) -> dict[tuple[int, str], object]:
     return {identity: hit for identity, (_, hit) in kept.items()}
 
 
+_TABLE_WORDS = [
+    "printer",
+    "skriveren",
+    "passord",
+    "outlook",
+    "vpn",
+    "wifi",
+    "skjermen",
+    "hjemmetjenesten",
+    "pc",
+    "skrivertrøbbel",
+    "outlookk",
+    "zyxxy",
+]
+
+
+def test_dense_merge_of_a_words_hits_gives_the_sorted_merge(monkeypatch, large_index):
+    """Many hits of a word are merged on a dense array over all services, few by a stable
+    sort: both must give each service's heaviest weight, services ascending."""
+    import numpy as np
+
+    from connector.classify import lookup
+
+    index = large_index
+    vectors = {}
+    for dense in (0, 10**9):  # never, and always when hits are merged
+        monkeypatch.setattr(lookup, "DENSE_MERGE", dense)
+        index.clear_memos()
+        vectors[dense] = [index._grouped(word)[0] for word in _TABLE_WORDS]
+    index.clear_memos()
+    merged = 0
+    for word, (services, weights), (dense_services, dense_weights) in zip(
+        _TABLE_WORDS, vectors[0], vectors[10**9], strict=True
+    ):
+        assert np.array_equal(services, dense_services), word
+        assert np.array_equal(weights, dense_weights), word
+        merged += len(services) > 0
+    assert merged > len(_TABLE_WORDS) // 2
+
+
+def test_a_words_rows_read_through_its_entries_are_its_full_columns(large_index):
+    """A word's table reads the picked rows through its own rows' places and its concept
+    rows' entries and links in the first ticket that scores it, then from
+    full columns: the same columns either way, and each row's hit has the row's service,
+    term and weight."""
+    import numpy as np
+
+    from connector.classify import QUALITY
+
+    index = large_index
+    index.clear_memos()
+    rng = np.random.default_rng(7)
+    with_concepts = 0
+    for word in _TABLE_WORDS:
+        table = index._word_table(word)
+        with_concepts += table.concept is not None
+        full = table._rows(None)
+        assert all(len(column) == len(table.services) for column in full), word
+        for share in (1.0, 0.5, 0.05):
+            chosen = rng.random(len(index.services)) < share
+            picked = np.flatnonzero(chosen[table.services])
+            for lazy in (table._rows(picked), table.columns(picked, 1)):
+                for column, whole in zip(lazy, full, strict=True):
+                    assert np.array_equal(column, whole[picked]), word
+            assert table._state[1] is None, word  # read through the entries
+        for share in (0.5, 0.05):
+            chosen = rng.random(len(index.services)) < share
+            picked = np.flatnonzero(chosen[table.services])
+            for column, whole in zip(table.columns(picked, 2), full, strict=True):
+                assert np.array_equal(column, whole[picked]), word
+            assert table._state[1] is not None, word  # a later ticket: the full columns
+        # The full columns against the hits they stand for, listed one by one.
+        terms, weights, surfaces, words, hows, kinds, ranks, positions = full
+        reference: list[tuple[object, ...]] = []
+        for row in range(table.own_count):
+            posting, how, matched = table.own[row]
+            reference.append(
+                (
+                    posting.service,
+                    index.term_ids[posting.term],
+                    index.surface_ranks[posting.surface],
+                    table.word_texts.index(matched),
+                    0,
+                    0,
+                    row,
+                    posting.weight * index.idf.get(posting.term, 1.0) * QUALITY[how],
+                )
+            )
+        for number, position, cp, how, matched in table.concept.sources if table.concept else ():
+            start, end = index.link_starts[cp.concept], index.link_starts[cp.concept + 1]
+            for link in range(start, end):
+                reference.append(
+                    (
+                        int(index.link_services[link]),
+                        index.term_ids[cp.term],
+                        index.surface_ranks[cp.surface],
+                        table.word_texts.index(matched),
+                        1,
+                        int(index.link_ranks[link]),
+                        position,
+                        index.link_weights[link] * index.idf.get(cp.term, 1.0) * QUALITY[how],
+                    )
+                )
+                assert table.segments[number].word == matched
+        assert len(reference) == len(table.services), word
+        for row, expected in enumerate(reference):
+            *exact, weight = expected
+            got = (table.services[row], terms[row], surfaces[row], words[row], kinds[row])
+            assert (*got, ranks[row], positions[row]) == tuple(exact), word
+            assert weights[row] == pytest.approx(weight), word
+            assert table.segments[hows[row]].word == table.word_texts[words[row]], word
+        term_texts = {number: text for text, number in index.term_ids.items()}
+        for row in rng.choice(len(table.services), min(20, len(table.services)), replace=False):
+            posting, how, _ = table.hit(int(row))
+            assert posting.service == table.services[row], word
+            assert posting.term == term_texts[int(terms[row])], word
+            weight = posting.weight * index.idf.get(posting.term, 1.0) * QUALITY[how]
+            assert weight == pytest.approx(weights[row]), word
+    assert with_concepts >= 3
+    index.clear_memos()
+
+
 def test_derivations_cut_to_a_short_stem_do_not_meet_unrelated_words():
     catalogue = Catalogue.model_validate(
         {

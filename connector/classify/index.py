@@ -149,6 +149,12 @@ class PostingMap(Mapping[str, Sequence[Posting]]):
         start, end = self.spans[key]
         return PostingList(self.columns, start, end)
 
+    def get(self, key: str, default: Any = None) -> Any:
+        # Mapping.get by way of a KeyError: a word new to the process asks for dozens of
+        # keys that are not there (its stems, a compound's parts).
+        span = self.spans.get(key)
+        return default if span is None else PostingList(self.columns, *span)
+
     def __contains__(self, key: object) -> bool:
         return key in self.spans
 
@@ -349,21 +355,39 @@ PatternGroup = tuple[tuple[frozenset[str], ...], "array[int]", tuple[int, ...]]
 @dataclass(frozen=True, slots=True, eq=False)
 class ConceptHits:
     """A word's hits of concept terms, spread to the services that link the concepts: per
-    hit its service, link weight, link rank, and which entry of `sources` it came from;
-    weights are × idf × quality."""
+    hit its service and weight (× idf × quality). The hits are the entries' link slices end
+    to end (entry e: rows offsets[e]:offsets[e + 1], links entry_links[e] onwards); a
+    hit's other columns (term, link weight and rank, segment, position) are read through its
+    entry and link for the few rows asked for, not made for the thousands an everyday word
+    has in a large catalogue."""
 
     services: npt.NDArray[np.int64]
     weights: npt.NDArray[np.float64]
-    link_weights: npt.NDArray[np.float64]
-    ranks: npt.NDArray[np.int32]
-    entries: npt.NDArray[np.intp]
-    # ...and the segment number, position in concept_postings[key] and term number of its
-    # entry: the order the scorer meets the hits in, and what it keeps one of.
-    segments: npt.NDArray[np.int64]
-    positions: npt.NDArray[np.int64]
-    terms: npt.NDArray[np.int64]
+    offsets: npt.NDArray[np.int64]  # len(sources) + 1
+    entry_links: npt.NDArray[np.int64]  # each entry's first link (link_starts[concept])
+    # The segment number, position in concept_postings[key] and term number of each entry:
+    # the order the scorer meets the hits in, and what it keeps one of.
+    entry_segments: npt.NDArray[np.int64]
+    entry_positions: npt.NDArray[np.int64]
+    entry_terms: npt.NDArray[np.int64]
+    link_weight_array: npt.NDArray[np.float64]  # the index's link_weights and link_ranks
+    link_rank_array: npt.NDArray[np.int32]
     # (segment number, position, posting, how, matched word) of each entry
     sources: tuple[tuple[int, int, ConceptPosting, str, str], ...]
+
+    def entries_of(self, rows: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        """The entry of each row."""
+        return np.searchsorted(self.offsets, rows, side="right") - 1
+
+    def links_of(
+        self, rows: npt.NDArray[np.intp], entries: npt.NDArray[np.intp]
+    ) -> npt.NDArray[np.int64]:
+        """The link of each row (of entries `entries`)."""
+        return self.entry_links[entries] + (rows - self.offsets[entries])
+
+    def every_entry(self) -> npt.NDArray[np.intp]:
+        """The entry of every row."""
+        return np.repeat(np.arange(len(self.sources)), np.diff(self.offsets))
 
 
 # A word's best weight per service (the shortlist's input), its own hits, each own hit's
@@ -371,40 +395,119 @@ class ConceptHits:
 WordHits = tuple[Vector, Hits, npt.NDArray[np.int64], ConceptHits | None]
 
 
+# The columns of a word's rows that the scorer reads for its shortlisted services: term
+# number, weight × idf × quality, surface rank, matched word, segment (its how), kind (0
+# own, 1 concept), link rank, position (see WordTable).
+TableColumns = tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+]
+
+# A word's rows are read through its segments and concept entries in the first ticket that
+# scores it (a word new to the process would otherwise make ten columns of its thousands of
+# hits for the few of the shortlist); a later ticket that scores it makes the full columns
+# once, and gathers from them as every later one does (see WordTable.columns).
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class WordTable:
-    """A word's hits as arrays, with the keys of the order the scorer meets them in
-    (segment, own before concept, link rank, position). Each row: service, term number,
-    weight × idf × quality, rank of the term's surface (the order one_term_per_word breaks
-    ties by), the matched word (an entry of `words`) and where the hit came from: own
-    (`origins` ≥ 0, the position in `own`) or a concept link (-1 - the position in
-    `concept`)."""
+    """A word's hits as rows, with the keys of the order the scorer meets them in (segment,
+    own before concept, link rank, position): first its own hits (rows below own_count,
+    in the order of `own`), then its concept hits (the rows of `concept`). Each row:
+    service, term number, weight × idf × quality, rank of the term's surface (the order
+    one_term_per_word breaks ties by), the matched word (an entry of `word_texts`); see
+    columns()."""
 
     services: npt.NDArray[np.int64]
-    terms: npt.NDArray[np.int64]
-    weights: npt.NDArray[np.float64]
-    surfaces: npt.NDArray[np.int64]
-    words: npt.NDArray[np.int64]
-    origins: npt.NDArray[np.int64]
+    own_count: int
+    own_places: npt.NDArray[np.int64]  # each own row's place in the key arrays
+    own_segments: npt.NDArray[np.int64]  # ...and its segment
+    segment_qualities: npt.NDArray[np.float64]  # QUALITY of each segment's how
+    segment_words: npt.NDArray[np.int64]  # each segment's word, an entry of word_texts
+    entry_surfaces: npt.NDArray[np.int64]  # each concept entry's surface rank
+    key_terms: npt.NDArray[np.int64]  # the index's key arrays (not copied)
+    key_weights: npt.NDArray[np.float64]
+    key_surface_ranks: npt.NDArray[np.int64]
     word_texts: tuple[str, ...]
-    hows: npt.NDArray[np.int64]  # the segment of each row (its how)
-    kinds: npt.NDArray[np.int64]  # 0 own, 1 concept
-    ranks: npt.NDArray[np.int64]
-    positions: npt.NDArray[np.int64]
     segments: tuple[Segment, ...]
     own: Hits
     concept: ConceptHits | None
+    # [the first ticket that read rows, the full columns once made]
+    _state: list[Any] = field(default_factory=lambda: [None, None])
+
+    def columns(self, picked: npt.NDArray[np.intp], ticket: int) -> TableColumns:
+        """The columns of the rows at `picked` (ascending), for the ticket numbered `ticket`:
+        read through the entries in the first ticket, from full columns in later ones."""
+        state = self._state
+        full: TableColumns | None = state[1]
+        if full is None:
+            if state[0] is None:
+                state[0] = ticket
+            if state[0] == ticket:
+                return self._rows(picked)
+            full = state[1] = self._rows(None)
+        terms, weights, surfaces, words, hows, kinds, ranks, positions = full
+        return (
+            terms[picked],
+            weights[picked],
+            surfaces[picked],
+            words[picked],
+            hows[picked],
+            kinds[picked],
+            ranks[picked],
+            positions[picked],
+        )
+
+    def _rows(self, picked: npt.NDArray[np.intp] | None) -> TableColumns:
+        """The columns of the rows at `picked` (None: of every row), read through each own
+        row's place in the key arrays and each concept row's entry and link."""
+        own_count = self.own_count
+        if picked is None:
+            own_rows = np.arange(own_count, dtype=np.int64)
+            concept_rows = np.arange(len(self.services) - own_count, dtype=np.int64)
+        else:
+            split = int(np.searchsorted(picked, own_count))
+            own_rows, concept_rows = picked[:split], picked[split:] - own_count
+        place = self.own_places[own_rows]
+        own_segments = self.own_segments[own_rows]
+        terms = self.key_terms[place]
+        weights = self.key_weights[place] * self.segment_qualities[own_segments]
+        surfaces = self.key_surface_ranks[place]
+        hows = own_segments
+        kinds = np.zeros(len(own_rows), np.int64)
+        ranks = kinds
+        positions = own_rows.astype(np.int64, copy=False)
+        concept = self.concept
+        if concept is not None and len(concept_rows):
+            entries = concept.entries_of(concept_rows)
+            links = concept.links_of(concept_rows, entries)
+            terms = np.concatenate((terms, concept.entry_terms[entries]))
+            weights = np.concatenate((weights, concept.weights[concept_rows]))
+            surfaces = np.concatenate((surfaces, self.entry_surfaces[entries]))
+            hows = np.concatenate((hows, concept.entry_segments[entries]))
+            kinds = np.concatenate((kinds, np.ones(len(concept_rows), np.int64)))
+            ranks = np.concatenate((ranks, concept.link_rank_array[links].astype(np.int64)))
+            positions = np.concatenate((positions, concept.entry_positions[entries]))
+        words = self.segment_words[hows]
+        return terms, weights, surfaces, words, hows, kinds, ranks, positions
 
     def hit(self, row: int) -> tuple[Posting, str, str]:
         """The (posting, how, matched word) of one row, made on demand (the winner's)."""
-        origin = int(self.origins[row])
-        if origin >= 0:
-            return self.own[origin]
+        if row < self.own_count:
+            return self.own[row]
         concept = self.concept
         assert concept is not None
-        at = -1 - origin
-        _, _, cp, how, matched = concept.sources[int(concept.entries[at])]
-        weight = float(concept.link_weights[at])
+        at = row - self.own_count
+        entry = int(np.searchsorted(concept.offsets, at, side="right")) - 1
+        link = int(concept.entry_links[entry]) + at - int(concept.offsets[entry])
+        _, _, cp, how, matched = concept.sources[entry]
+        weight = float(concept.link_weight_array[link])
         return (
             Posting(int(concept.services[at]), cp.term, cp.surface, cp.source, weight),
             how,
@@ -507,6 +610,9 @@ class IndexData:
     _table_cache: SizedMemo[str, WordTable] = field(
         default_factory=lambda: SizedMemo(*GROUPED_MEMO)
     )
+
+    # The number of the last ticket scored (see WordTable.columns); a list, to count in.
+    _tickets: list[int] = field(default_factory=lambda: [0])
 
     # All index keys of one folded word (Keys.keys): itself and its stem in each language.
     # The memoised function itself, not a method that calls it: matching asks for the keys

@@ -50,6 +50,10 @@ from connector.classify.words import (
 )
 from connector.text import MAX_WORD_LEN, language_data, stem
 
+# A word's hits are merged on a dense array over all services (see _grouped) when there are
+# at least 1/DENSE_MERGE as many as services; fewer are sorted.
+DENSE_MERGE = 16
+
 
 @dataclass(frozen=True, eq=False)
 class Lookup(IndexData):
@@ -166,74 +170,95 @@ class Lookup(IndexData):
                 count=len(listed),
             )
         # Per service the heaviest hit; a service with no positive weight has no evidence.
-        positive = weights > 0.0
-        hit_services, hit_weights = services[positive], weights[positive]
-        merge = not isinstance(hits, KeyHits) or len(hits.segments) > 1
-        if concept is not None:
-            positive = concept.weights > 0.0
-            hit_services = np.concatenate((hit_services, concept.services[positive]))
-            hit_weights = np.concatenate((hit_weights, concept.weights[positive]))
-            merge = True
-        # A segment lists its services ascending (postings are added service by service):
-        # one segment needs no sort, several need a stable sort that merges their runs.
-        if merge:
-            order = np.argsort(hit_services, kind="stable")
-            hit_services, hit_weights = hit_services[order], hit_weights[order]
-        first = np.ones(len(hit_services), dtype=bool)
-        first[1:] = hit_services[1:] != hit_services[:-1]
-        starts = np.flatnonzero(first)
-        vector = (
-            (hit_services[starts], np.maximum.reduceat(hit_weights, starts))
-            if len(starts)
-            else (hit_services, hit_weights)
-        )
+        merge = not isinstance(hits, KeyHits) or len(hits.segments) > 1 or concept is not None
+        count = len(services) + (len(concept.services) if concept is not None else 0)
+        vector: Vector
+        if not count:  # a word the index does not know (about half of a ticket's)
+            vector = (NO_SERVICES, NO_WEIGHTS)
+        elif merge and count * DENSE_MERGE >= len(self.services):
+            # Many hits (an everyday word's concept links: thousands in a large catalogue)
+            # are merged on a dense array over all services, in about a fifth of the time of
+            # the stable sort below; the maxima of the same floats, services ascending (a
+            # weight that is not positive leaves a service at 0, so without evidence).
+            best = np.zeros(len(self.services), np.float64)
+            np.maximum.at(best, services, weights)
+            if concept is not None:
+                np.maximum.at(best, concept.services, concept.weights)
+            hit = np.flatnonzero(best > 0.0)
+            vector = (hit, best[hit])
+        else:
+            positive = weights > 0.0
+            hit_services, hit_weights = services[positive], weights[positive]
+            if concept is not None:
+                positive = concept.weights > 0.0
+                hit_services = np.concatenate((hit_services, concept.services[positive]))
+                hit_weights = np.concatenate((hit_weights, concept.weights[positive]))
+            vector = self._best_per_service(hit_services, hit_weights, merge)
         size = vector[0].nbytes + vector[1].nbytes + services.nbytes
         if not isinstance(hits, KeyHits):  # a list of its own, not views of the postings
             size += memo_bytes(word, len(services))
         if concept is not None:
-            size += 7 * concept.services.nbytes + memo_bytes(word, len(concept.sources))
+            size += 2 * concept.services.nbytes + memo_bytes(word, len(concept.sources))
         return self._grouped_cache.put(
             word, (vector, hits, services, concept), size + len(word) * 2
         )
 
+    @staticmethod
+    def _best_per_service(
+        services: npt.NDArray[np.int64], weights: npt.NDArray[np.float64], merge: bool
+    ) -> Vector:
+        """Each service's heaviest weight (all positive), services ascending. A segment lists
+        its services ascending (postings are added service by service): one segment needs no
+        sort, several need a stable sort that merges their runs."""
+        if merge:
+            order = np.argsort(services, kind="stable")
+            services, weights = services[order], weights[order]
+        first = np.ones(len(services), dtype=bool)
+        first[1:] = services[1:] != services[:-1]
+        starts = np.flatnonzero(first)
+        if not len(starts):
+            return services, weights
+        return services[starts], np.maximum.reduceat(weights, starts)
+
     def _concept_arrays(self, word: str) -> ConceptHits | None:
         """A word's concept hits spread to the services that link the concepts, as arrays
-        (see ConceptHits); None when it hits no concept term."""
+        (see ConceptHits); None when it hits no concept term. Only the services and weights
+        are made for every hit: slices of the link arrays, end to end."""
         sources: list[tuple[int, int, ConceptPosting, str, str]] = []
-        spans: list[npt.NDArray[np.int64]] = []
-        factors: list[tuple[float, float]] = []
+        services: list[npt.NDArray[np.int64]] = []
+        weights: list[npt.NDArray[np.float64]] = []
+        offsets: list[int] = [0]
+        entry_links: list[int] = []
+        entry_terms: list[int] = []
         starts = self.link_starts
         for number, segment in enumerate(self._segments(word)):
             concept_postings = self.concept_postings.get(segment.key)
             if not concept_postings:
                 continue
             positions = segment.concept_chosen
+            quality = QUALITY[segment.how]
             for position in range(len(concept_postings)) if positions is None else positions:
                 cp = concept_postings[position]
-                spans.append(np.arange(starts[cp.concept], starts[cp.concept + 1]))
-                factors.append((self.idf.get(cp.term, 1.0), QUALITY[segment.how]))
+                start, end = int(starts[cp.concept]), int(starts[cp.concept + 1])
+                services.append(self.link_services[start:end])
+                # as a posting's: weight × idf × quality
+                weights.append(self.link_weights[start:end] * self.idf.get(cp.term, 1.0) * quality)
+                offsets.append(offsets[-1] + end - start)
+                entry_links.append(start)
+                entry_terms.append(self.term_ids[cp.term])
                 sources.append((number, position, cp, segment.how, segment.word))
         if not sources:
             return None
-        links = np.concatenate(spans)
-        entries = np.repeat(np.arange(len(sources)), [len(span) for span in spans])
-        idf, quality = (np.array(column)[entries] for column in zip(*factors, strict=True))
-        link_weights = self.link_weights[links]
-        entry_segments, entry_positions, entry_terms = (
-            np.array(column, np.int64)[entries]
-            for column in zip(
-                *((n, p, self.term_ids[cp.term]) for n, p, cp, _, _ in sources), strict=True
-            )
-        )
         return ConceptHits(
-            segments=entry_segments,
-            positions=entry_positions,
-            terms=entry_terms,
-            services=self.link_services[links],
-            weights=link_weights * idf * quality,  # as a posting's: weight × idf × quality
-            link_weights=link_weights,
-            ranks=self.link_ranks[links],
-            entries=entries,
+            services=np.concatenate(services),
+            weights=np.concatenate(weights),
+            offsets=np.array(offsets, np.int64),
+            entry_links=np.array(entry_links, np.int64),
+            entry_segments=np.array([source[0] for source in sources], np.int64),
+            entry_positions=np.array([source[1] for source in sources], np.int64),
+            entry_terms=np.array(entry_terms, np.int64),
+            link_weight_array=self.link_weights,
+            link_rank_array=self.link_ranks,
             sources=tuple(sources),
         )
 
@@ -256,32 +281,35 @@ class Lookup(IndexData):
         # In the order the scorer meets them, and of each service's term only the first of
         # the heaviest: the scorer keeps no other (the subject boost is the word's, alike
         # for all), and a ticket's everyday word hits a term through several concepts.
+        entries = concept.entries_of(selected)
+        links = concept.links_of(selected, entries)
         order = np.lexsort(
             (
-                concept.positions[selected],
-                concept.ranks[selected],
-                concept.segments[selected],
+                concept.entry_positions[entries],
+                concept.link_rank_array[links],
+                concept.entry_segments[entries],
             )
         )
-        selected = selected[order]
-        services, terms = concept.services[selected], concept.terms[selected]
+        selected, entries, links = selected[order], entries[order], links[order]
+        services, terms = concept.services[selected], concept.entry_terms[entries]
         grouped = np.lexsort(
             (np.arange(len(selected)), -concept.weights[selected], terms, services)
         )
         services, terms = services[grouped], terms[grouped]
         first = np.ones(len(grouped), dtype=bool)
         first[1:] = (services[1:] != services[:-1]) | (terms[1:] != terms[:-1])
-        selected = selected[np.sort(grouped[first])]
+        kept = np.sort(grouped[first])
+        selected, entries, links = selected[kept], entries[kept], links[kept]
         segments = np.searchsorted(np.asarray(word_hits.starts), picked, side="right") - 1
         keyed: list[tuple[int, int, int, int, tuple[Posting, str, str]]] = [
             (segment, 0, 0, n, hit)
             for n, (segment, hit) in enumerate(zip(segments.tolist(), own, strict=True))
         ]
         for entry, service, weight, rank in zip(
-            concept.entries[selected].tolist(),
+            entries.tolist(),
             concept.services[selected].tolist(),
-            concept.link_weights[selected].tolist(),
-            concept.ranks[selected].tolist(),
+            concept.link_weight_array[links].tolist(),
+            concept.link_rank_array[links].tolist(),
             strict=True,
         ):
             number, position, cp, how, matched = concept.sources[entry]
@@ -296,66 +324,47 @@ class Lookup(IndexData):
         cached = self._table_cache.get(word)
         if cached is not None:
             return cached
-        _, own, _, concept = self._grouped(word)
+        _, own, own_services, concept = self._grouped(word)
         assert isinstance(own, KeyHits)
+        if not own.size and concept is None:  # no hits: the scorer reads no row of it
+            return self._table_cache.put(word, _NO_ROWS, memo_bytes(word, 0))
         segments = own.segments
         # The own hits' places in the key arrays, segment by segment (as _segment_arrays).
         places: list[npt.NDArray[np.int64]] = []
-        qualities: list[float] = []
         for segment in segments:
             start, end = self.key_spans.get(segment.key, (0, 0))
             at = np.arange(start, end, dtype=np.int64)
             if segment.chosen is not None:
                 at = at[np.asarray(segment.chosen, dtype=np.intp)]
             places.append(at)
-            qualities.append(QUALITY[segment.how])
         counts = [len(at) for at in places]
         place = np.concatenate(places) if places else np.zeros(0, np.int64)
-        own_segments = np.repeat(np.arange(len(segments), dtype=np.int64), counts)
-        quality = np.repeat(np.array(qualities, dtype=np.float64), counts)
-        size = len(place)
-        services = [self.key_services[place]]
-        terms = [self.key_terms[place]]
-        weights = [self.key_weights[place] * quality]
-        surfaces = [self.key_surface_ranks[place]]
-        hows = [own_segments]
-        origins = [np.arange(size, dtype=np.int64)]
-        # The scorer's order: segment by segment, a service's own hits before its linked
-        # concepts', those by the service's links' order, then the terms' (picked_hits).
-        kinds = [np.zeros(size, np.int64)]
-        ranks = [np.zeros(size, np.int64)]
-        positions = [np.arange(size, dtype=np.int64)]
-        if concept is not None:
-            count = len(concept.services)
-            services.append(concept.services)
-            terms.append(concept.terms)
-            weights.append(concept.weights)
-            ranks_of_entries = np.array(
-                [self.surface_ranks[cp.surface] for _, _, cp, _, _ in concept.sources], np.int64
-            )
-            surfaces.append(ranks_of_entries[concept.entries])
-            hows.append(concept.segments)
-            origins.append(-1 - np.arange(count, dtype=np.int64))
-            kinds.append(np.ones(count, np.int64))
-            ranks.append(concept.ranks.astype(np.int64))
-            positions.append(concept.positions)
-        segment_of = np.concatenate(hows)
         word_texts = tuple(dict.fromkeys(segment.word for segment in segments))
-        word_of_segment = np.array([word_texts.index(s.word) for s in segments], np.int64)
         # Not sorted here: the scorer orders the few rows of its shortlisted services (a
         # word new to the process would otherwise sort its thousands of hits).
         table = WordTable(
-            services=np.concatenate(services),
-            terms=np.concatenate(terms),
-            weights=np.concatenate(weights),
-            surfaces=np.concatenate(surfaces),
-            words=word_of_segment[segment_of] if len(segment_of) else segment_of,
-            origins=np.concatenate(origins),
+            services=(
+                own_services
+                if concept is None
+                else np.concatenate((own_services, concept.services))
+            ),
+            own_count=len(place),
+            own_places=place,
+            own_segments=np.repeat(np.arange(len(segments), dtype=np.int64), counts),
+            segment_qualities=np.array([QUALITY[s.how] for s in segments], np.float64),
+            segment_words=np.array([word_texts.index(s.word) for s in segments], np.int64),
+            entry_surfaces=(
+                np.zeros(0, np.int64)
+                if concept is None
+                else np.array(
+                    [self.surface_ranks[cp.surface] for _, _, cp, _, _ in concept.sources],
+                    np.int64,
+                )
+            ),
+            key_terms=self.key_terms,
+            key_weights=self.key_weights,
+            key_surface_ranks=self.key_surface_ranks,
             word_texts=word_texts,
-            hows=segment_of,
-            kinds=np.concatenate(kinds),
-            ranks=np.concatenate(ranks),
-            positions=np.concatenate(positions),
             segments=segments,
             own=own,
             concept=concept,
@@ -644,3 +653,22 @@ class Lookup(IndexData):
             ):
                 out += [replace(s, how="fuzzy", word=word) for s in self._direct(candidate)]
         return out
+
+
+# The table of a word without hits (shared: the scorer picks no row of it).
+_NO_ROWS = WordTable(
+    services=NO_SERVICES,
+    own_count=0,
+    own_places=NO_SERVICES,
+    own_segments=NO_SERVICES,
+    segment_qualities=NO_WEIGHTS,
+    segment_words=NO_SERVICES,
+    entry_surfaces=NO_SERVICES,
+    key_terms=NO_SERVICES,
+    key_weights=NO_WEIGHTS,
+    key_surface_ranks=NO_SERVICES,
+    word_texts=(),
+    segments=(),
+    own=KeyHits((), (), (), 0),
+    concept=None,
+)

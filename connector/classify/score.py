@@ -176,6 +176,8 @@ class CatalogueIndex(Lookup):
         coordination and the length norm. Hit objects are made only for the services whose
         evidence is asked for (the winner's, in classify)."""
         rows = Rows()
+        self._tickets[0] += 1
+        ticket = self._tickets[0]
         seen: set[tuple[str, bool]] = set()
         for token in tokens:
             if token.text in self.stopwords or len(token.text) < 2:
@@ -188,20 +190,17 @@ class CatalogueIndex(Lookup):
             if not len(picked):
                 continue
             local = np.array([rows.word(w) for w in table.word_texts], np.int64)
-            weight = table.weights[picked]
+            terms, weight, surfaces, words, hows, kinds, ranks, positions = table.columns(
+                picked, ticket
+            )
             rows.add(
                 table.services[picked],
-                table.terms[picked],
+                terms,
                 weight * SUBJECT_BOOST if token.in_subject else weight,
-                table.surfaces[picked],
-                local[table.words[picked]],
+                surfaces,
+                local[words],
                 partial(_table_hit, table, picked, token.in_subject),
-                (
-                    table.hows[picked],
-                    table.kinds[picked],
-                    table.ranks[picked],
-                    table.positions[picked],
-                ),
+                (hows, kinds, ranks, positions),
             )
         self._phrase_rows(tokens, matches, chosen, rows)
         return rows.scores(self.norm)
