@@ -385,21 +385,7 @@ def test_key_arrays_give_a_word_the_same_hits_as_its_postings(large_index):
     from connector.classify.index import KeyHits
 
     index = large_index
-    # Exact and stemmed forms, a short stem, a compound, a typo, an unknown word.
-    words = [
-        "printer",
-        "skriveren",
-        "passord",
-        "outlook",
-        "vpn",
-        "wifi",
-        "skjermen",
-        "hjemmetjenesten",
-        "pc",
-        "skrivertrøbbel",
-        "outlookk",
-        "zyxxy",
-    ]
+    words = _TABLE_WORDS
     every = np.ones(len(index.services), dtype=bool)
     every_other = every.copy()
     every_other[1::2] = False
@@ -449,6 +435,7 @@ def _winners(index, hits) -> dict[tuple[int, str], object]:
     return {identity: hit for identity, (_, hit) in kept.items()}
 
 
+# Exact and stemmed forms, a short stem, a compound, a typo, an unknown word.
 _TABLE_WORDS = [
     "printer",
     "skriveren",

@@ -137,7 +137,23 @@ class PostingList(Sequence[Posting]):
         return iter(self.columns.postings(slice(self.start, self.end)))
 
 
-class PostingMap(Mapping[str, Sequence[Posting]]):
+class _SpanMap:
+    """What a key → span-of-the-columns map answers without reading the columns."""
+
+    __slots__ = ()
+    spans: dict[str, tuple[int, int]]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.spans
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.spans)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+
+class PostingMap(_SpanMap, Mapping[str, Sequence[Posting]]):
     """postings[key] of a large catalogue: each key's span of the columns."""
 
     __slots__ = ("columns", "spans")
@@ -154,15 +170,6 @@ class PostingMap(Mapping[str, Sequence[Posting]]):
         # keys that are not there (its stems, a compound's parts).
         span = self.spans.get(key)
         return default if span is None else PostingList(self.columns, *span)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.spans
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.spans)
-
-    def __len__(self) -> int:
-        return len(self.spans)
 
     def __reduce__(self) -> tuple[type[PostingMap], tuple[Any, ...]]:
         return (PostingMap, (self.columns, self.spans))
@@ -213,7 +220,7 @@ class PhraseList(Sequence[Phrase]):
         return iter(self.take(range(len(self))))
 
 
-class PhraseMap(Mapping[str, Sequence[Phrase]]):
+class PhraseMap(_SpanMap, Mapping[str, Sequence[Phrase]]):
     """phrases[key] of a large catalogue: each key's span of the phrase columns, with the
     pattern group of each phrase (its keys are the group's pattern)."""
 
@@ -231,15 +238,6 @@ class PhraseMap(Mapping[str, Sequence[Phrase]]):
     def __getitem__(self, key: str) -> PhraseList:
         start, end = self.spans[key]
         return PhraseList(PostingList(self.columns, start, end), self.patterns[key], self.groups)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.spans
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.spans)
-
-    def __len__(self) -> int:
-        return len(self.spans)
 
     def __reduce__(self) -> tuple[type[PhraseMap], tuple[Any, ...]]:
         return (PhraseMap, (self.columns, self.spans, self.groups, self.patterns))
