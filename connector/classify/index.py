@@ -502,8 +502,9 @@ class WordTable:
         concept = self.concept
         assert concept is not None
         at = row - self.own_count
-        entry = int(np.searchsorted(concept.offsets, at, side="right")) - 1
-        link = int(concept.entry_links[entry]) + at - int(concept.offsets[entry])
+        rows = np.array([at], np.intp)
+        entries = concept.entries_of(rows)
+        entry, link = int(entries[0]), int(concept.links_of(rows, entries)[0])
         _, _, cp, how, matched = concept.sources[entry]
         weight = float(concept.link_weight_array[link])
         return (

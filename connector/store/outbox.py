@@ -143,7 +143,7 @@ class Outbox(StoreEngine):
         sql = self._sql_for(len(rows))
         params = tuple(value for row in rows for value in row)
         cursor = self._writer_cursor_now()
-        dbapi = self._autocommit.dialect.loaded_dbapi
+        dbapi = self.autocommit.dialect.loaded_dbapi
         try:
             cursor.execute(sql, params)
             found = cursor.fetchall()
@@ -175,7 +175,7 @@ class Outbox(StoreEngine):
                 except Exception:
                     self._drop_writer(invalidate=True)
         if self._writer is None:
-            self._writer = self._autocommit.raw_connection()
+            self._writer = self.autocommit.raw_connection()
             self._writer_cursor = self._writer.cursor()
             self._writer_used = time.monotonic()
         return self._writer_cursor
