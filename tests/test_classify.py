@@ -10,6 +10,8 @@ import pytest
 
 from connector.catalogue import Catalogue
 from connector.classify import MIN_SCORE, Concept, build_index, ticket_tokens
+from connector.classify.weights import BODY_END_WEIGHT
+from connector.classify.words import body_weights
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +113,24 @@ def test_confidence_reflects_the_margin(tiny):
     mixed = tiny.classify("printer and outlook")
     assert 0 <= mixed.confidence < clear.confidence <= 1
     assert mixed.runner_up in ("printing", "email")
+
+
+def test_a_body_word_weighs_less_the_later_it_comes():
+    """A ticket states its matter first; what follows is more often context."""
+    weights = body_weights(5)
+    assert weights[0] == 1.0 and weights[-1] == pytest.approx(BODY_END_WEIGHT)
+    assert weights == sorted(weights, reverse=True)
+    assert body_weights(1) == [1.0] and body_weights(0) == []
+    subject_and_body = ticket_tokens("Toner", "toner empty")
+    assert [t.weight for t in subject_and_body] == [1.0, 1.0, pytest.approx(BODY_END_WEIGHT)]
+
+
+def test_the_body_word_that_comes_first_wins_a_tie(tiny):
+    """Two keywords of equal weight: the one the body names first is what it is about
+    (each alone would give the same score whatever its place)."""
+    toner_first = tiny.classify("The toner is empty, and then the mailbox said something too")
+    mailbox_first = tiny.classify("The mailbox is full, and then the toner said something too")
+    assert (toner_first.service, mailbox_first.service) == ("printing", "email")
 
 
 def test_unsupported_service_is_matched_like_any_other(tiny):
@@ -291,7 +311,8 @@ def test_an_outside_matter_outweighs_an_incidental_it_word():
     from tests.e2e import ROOT
 
     index = build_index(load_catalogue(ROOT / "catalogue.yaml"))
-    body = "hei, kaffemaskinen i 4. etg lekker vann og viser E12 på displayet. hvem fikser?"
+    # (The display named early: late body words weigh less, and it must score a service.)
+    body = "hei, displayet på kaffemaskinen i 4. etg viser E12 og den lekker vann. hvem fikser?"
     assert index.candidates(ticket_tokens("Kaffemaskinen", body))[0][0][0] >= MIN_SCORE
     found = index.classify(body, "Kaffemaskinen")
     assert (found.service, found.outside) == (None, "kjøkken og kaffemaskiner")

@@ -125,19 +125,20 @@ class CatalogueIndex(Lookup):
         for token in tokens:
             if token.text in self.stopwords or len(token.text) < 2:
                 continue
-            # A repeated word makes the very same hits again; only its first one can count.
+            # A repeated word makes the very same hits again; only its first one can count
+            # (and weighs the most: body_weights fall with place).
             if (token.text, token.in_subject) in seen:
                 continue
             seen.add((token.text, token.in_subject))
             in_subject = token.in_subject
+            boost = salience(token)
             if chosen is None:
                 found = self._lookup(token.text)
             else:  # the shortlisted services' hits, in the order they were found
                 found = self.picked_hits(token.text, chosen)
             for posting, how, word in found:
                 weight = posting.weight * idf(posting.term, 1.0) * quality[how]
-                if in_subject:
-                    weight *= SUBJECT_BOOST
+                weight *= boost
                 terms = hits[posting.service]
                 current = terms.get(posting.term)
                 if current is None or weight > current.weight:
@@ -153,8 +154,7 @@ class CatalogueIndex(Lookup):
             posting = phrase.posting
             in_subject = tokens[start].in_subject
             weight = posting.weight * idf(posting.term, 1.0) * phrase_quality
-            if in_subject:
-                weight *= SUBJECT_BOOST
+            weight *= salience(tokens[start])
             terms = hits[posting.service]
             current = terms.get(posting.term)
             if current is None or weight > current.weight:
@@ -196,7 +196,7 @@ class CatalogueIndex(Lookup):
             rows.add(
                 table.services[picked],
                 terms,
-                weight * SUBJECT_BOOST if token.in_subject else weight,
+                weight * salience(token),
                 surfaces,
                 local[words],
                 partial(_table_hit, table, picked, token.in_subject),
@@ -229,7 +229,7 @@ class CatalogueIndex(Lookup):
         quality = QUALITY["phrase"]
         for start, key, groups in matches:
             in_subject = tokens[start].in_subject
-            boost = SUBJECT_BOOST if in_subject else 1.0
+            boost = salience(tokens[start])
             patterns = self.phrase_groups[key]
             starts = self.group_starts[key]
             places: list[npt.NDArray[np.intp]] = []
@@ -272,7 +272,14 @@ class CatalogueIndex(Lookup):
                 )
             if concept_positions:
                 self._concept_phrase_rows(
-                    key, sorted(concept_positions), chosen, start, in_subject, word, rows, idf
+                    key,
+                    sorted(concept_positions),
+                    chosen,
+                    start,
+                    tokens[start],
+                    word,
+                    rows,
+                    idf,
                 )
 
     def _concept_phrase_rows(
@@ -281,14 +288,15 @@ class CatalogueIndex(Lookup):
         positions: list[int],
         chosen: npt.NDArray[np.bool_],
         start: int,
-        in_subject: bool,
+        token: Token,
         word: Callable[[int, int], int],
         rows: Rows,
         idf: Callable[[str, float], float],
     ) -> None:
         """The concept phrases at `positions` of concept_phrases[key], spread to the chosen
         services that link their concepts, by link rank and position (_concept_phrase_hits)."""
-        boost = SUBJECT_BOOST if in_subject else 1.0
+        boost = salience(token)
+        in_subject = token.in_subject
         quality = QUALITY["phrase"]
         links: list[npt.NDArray[np.int64]] = []
         entries: list[int] = []
@@ -351,9 +359,9 @@ class CatalogueIndex(Lookup):
             seen.add(text)
             (hit, weight), _, _, _ = self._grouped(text)
             services.append(hit)
-            weights.append(weight * SUBJECT_BOOST if token.in_subject else weight)
+            weights.append(weight * salience(token))
         for start, key, groups in matches:
-            boost = SUBJECT_BOOST if tokens[start].in_subject else 1.0
+            boost = salience(tokens[start])
             for group in groups:
                 hit, weight = self._pattern_vector(key, group)
                 services.append(hit)
@@ -543,6 +551,12 @@ class CatalogueIndex(Lookup):
         # confidence margin, is among the unsupported ones.
         ranked = heapq.nsmallest(2, unsupported, key=self.rank)
         return [(max(ranked[0][0], MIN_SCORE), ranked[0][1]), *ranked[1:]]
+
+
+def salience(token: Token) -> float:
+    """How much a ticket word's evidence counts for where it sits: SUBJECT_BOOST in the
+    subject, its place's weight in the body (body_weights)."""
+    return SUBJECT_BOOST if token.in_subject else token.weight
 
 
 def _table_hit(

@@ -23,6 +23,10 @@ NON_IT_KEYWORD = 0.7
 COORDINATION = 0.5  # exponent on the number of distinct matched words
 QUALITY = {"exact": 1.0, "stem": 0.95, "phrase": 1.0, "compound": 0.8, "fuzzy": 0.7}
 SUBJECT_BOOST = 2.0
+# A body word's evidence falls linearly with its place in the body, from full at the first
+# word to this share at the last: a ticket states its matter first, and what follows is
+# more often its context (the user's unit, the device it runs on, steps tried, a closing).
+BODY_END_WEIGHT = 0.5
 LENGTH_NORM = 0.3  # BM25's b over the number of terms a service has
 IDF_SCALE = 3.0
 # Catalogues larger than this score exactly only a shortlist of likely services.

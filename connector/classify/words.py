@@ -7,6 +7,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from connector.classify.weights import BODY_END_WEIGHT
 from connector.memo import SizedMemo
 from connector.text import (
     MAX_SUBJECT_CHARS,
@@ -61,6 +62,19 @@ class Token:
     text: str
     position: int
     in_subject: bool
+    # How much the word's evidence counts for where it sits in the body (1 in the subject,
+    # which SUBJECT_BOOST weighs instead): see body_weights.
+    weight: float = 1.0
+
+
+def body_weights(count: int) -> list[float]:
+    """The weights of a body's `count` words by place: 1 for the first, falling linearly to
+    BODY_END_WEIGHT for the last. By word rather than by sentence: no punctuation to trust,
+    and a long first sentence still weighs its start above its end."""
+    if count < 2:
+        return [1.0] * count
+    step = (1.0 - BODY_END_WEIGHT) / (count - 1)
+    return [1.0 - step * i for i in range(count)]
 
 
 def ticket_tokens(subject: str, body: str, work: Work | None = None) -> list[Token]:
@@ -71,7 +85,8 @@ def ticket_tokens(subject: str, body: str, work: Work | None = None) -> list[Tok
     if work is not None:
         work.spend(2 * len(subject) + len(text))  # the subject read twice, both tokenised
     body_words = tokenize(text)
-    tokens += [Token(w, offset + i, False) for i, w in enumerate(body_words)]
+    weights = body_weights(len(body_words))
+    tokens += [Token(w, offset + i, False, weights[i]) for i, w in enumerate(body_words)]
     return tokens
 
 
