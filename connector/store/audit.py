@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connector.decisions import DecisionFilter
 from connector.events import TicketEvent
 from connector.store.engine import StoreEngine
-from connector.store.leases import held
+from connector.store.leases import HELD, held
 from connector.store.outbox import DELIVERY_COLUMNS, new_delivery_row
 from connector.store.rows import (
     CorrectionRow,
@@ -24,15 +24,31 @@ from connector.store.rows import (
 )
 from connector.store.schema import corrections, deliveries, routings
 
+# The job path's statements, built once (see connector.store.leases).
+_OF_TICKET = (routings.c.host == bindparam("b_host")) & (
+    routings.c.ticket_id == bindparam("b_ticket")
+)
+_ROUTING = select(routings).where(_OF_TICKET)
+_INSERT_ROUTING = insert(routings)
+_INSERT_ROUTING_RETURNING = insert(routings).returning(*routings.c)
+_COMPLETE_VALUES: dict[str, Any] = {
+    "outcome": bindparam("b_outcome"),
+    "applied_at": bindparam("b_applied"),
+    "apply_ms": bindparam("b_apply_ms"),
+}
+_COMPLETE = {
+    # Fenced: only while the delivery's claim still holds its lease.
+    True: update(routings)
+    .where(_OF_TICKET & select(deliveries.c.id).where(HELD).exists())
+    .values(**_COMPLETE_VALUES),
+    False: update(routings).where(_OF_TICKET).values(**_COMPLETE_VALUES),
+}
+
 
 class Audit(StoreEngine):
     def routing(self, host: str, ticket_id: str) -> RoutingRow | None:
         with self.autocommit.connect() as conn:
-            row = conn.execute(
-                select(routings).where(
-                    and_(routings.c.host == host, routings.c.ticket_id == ticket_id)
-                )
-            ).first()
+            row = conn.execute(_ROUTING, {"b_host": host, "b_ticket": ticket_id}).first()
         return cast(RoutingRow, dict(row._mapping)) if row else None
 
     def begin_routing(self, delivery: Delivery, record: NewRouting) -> RoutingRow:
@@ -48,13 +64,11 @@ class Audit(StoreEngine):
         try:
             with self.autocommit.connect() as conn:
                 if conn.dialect.insert_returning:  # not SQLite < 3.35
-                    row = conn.execute(
-                        insert(routings).values(**values).returning(*routings.c)
-                    ).first()
+                    row = conn.execute(_INSERT_ROUTING_RETURNING, values).first()
                     if row is not None:
                         return cast(RoutingRow, dict(row._mapping))
                 else:
-                    conn.execute(insert(routings).values(**values))
+                    conn.execute(_INSERT_ROUTING, values)
         except IntegrityError:
             pass  # another event of the ticket was first: its row is the routing
         existing = self.routing(delivery.host, delivery.ticket_id)
@@ -66,12 +80,17 @@ class Audit(StoreEngine):
     ) -> bool:
         """Record the routing's outcome; with `fenced`, only while the delivery's claim
         still holds its lease (False: nothing changed)."""
+        values: dict[str, Any] = {
+            "b_host": delivery.host,
+            "b_ticket": delivery.ticket_id,
+            "b_outcome": outcome,
+            "b_applied": time.time(),
+            "b_apply_ms": apply_ms,
+        }
+        if fenced:
+            values.update(b_id=delivery.id, b_token=delivery.lease_token)
         with self.autocommit.connect() as conn:
-            result = conn.execute(
-                update(routings)
-                .where(self._routing_of(delivery, fenced))
-                .values(outcome=outcome, applied_at=time.time(), apply_ms=apply_ms)
-            )
+            result = conn.execute(_COMPLETE[fenced], values)
         return result.rowcount == 1
 
     def mark_replied(self, delivery: Delivery) -> bool:

@@ -7,12 +7,32 @@ import json
 import time
 from typing import Any, cast
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from connector.store.engine import StoreEngine
 from connector.store.rows import ImprovementRow, MaintenanceRow
 from connector.store.schema import improvements, maintenance, routings
+
+# The improvement check runs after every reactive routing: its statements are built once
+# (see connector.store.leases).
+_LAST_IMPROVEMENT = select(func.max(improvements.c.claimed_at)).where(
+    (improvements.c.host == bindparam("b_host"))
+    & (improvements.c.service == bindparam("b_service"))
+)
+_REACTIVE_TICKETS = (
+    select(routings.c.ticket_id)
+    .where(
+        and_(
+            routings.c.host == bindparam("b_host"),
+            routings.c.service == bindparam("b_service"),
+            routings.c.process == "reactive",
+            routings.c.created_at >= bindparam("b_since"),
+            routings.c.outcome.in_(["applied", "shadow", "dry-run", "override"]),
+        )
+    )
+    .order_by(routings.c.id)
+)
 
 
 def dumps(value: Any) -> str:
@@ -90,11 +110,7 @@ class ProcessStore:
 
     def last_improvement_at(self, host: str, service: str) -> float | None:
         with self.autocommit.connect() as conn:
-            value = conn.execute(
-                select(func.max(improvements.c.claimed_at)).where(
-                    and_(improvements.c.host == host, improvements.c.service == service)
-                )
-            ).scalar()
+            value = conn.execute(_LAST_IMPROVEMENT, {"b_host": host, "b_service": service}).scalar()
         return float(value) if value is not None else None
 
     def reactive_tickets(
@@ -102,23 +118,11 @@ class ProcessStore:
     ) -> list[str]:
         """The service's reactive tickets routed since `since`, oldest first; with `limit`,
         only the first `limit` of them (enough to tell whether a threshold is reached)."""
-        query = (
-            select(routings.c.ticket_id)
-            .where(
-                and_(
-                    routings.c.host == host,
-                    routings.c.service == service,
-                    routings.c.process == "reactive",
-                    routings.c.created_at >= since,
-                    routings.c.outcome.in_(["applied", "shadow", "dry-run", "override"]),
-                )
-            )
-            .order_by(routings.c.id)
-        )
-        if limit is not None:
-            query = query.limit(limit)
+        query = _REACTIVE_TICKETS if limit is None else _REACTIVE_TICKETS.limit(limit)
         with self.autocommit.connect() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(
+                query, {"b_host": host, "b_service": service, "b_since": since}
+            ).all()
         return [str(r.ticket_id) for r in rows]
 
     def open_improvement(self, host: str, service: str) -> ImprovementRow | None:
