@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, true, update
+from sqlalchemy import and_, bindparam, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -53,6 +53,18 @@ def _insert_deliveries_sql(rows: int, dialect: Any) -> str:
 
 
 NOT_ENQUEUED = 0.0  # enqueued_at of a delivery that no job queue has been told about yet
+# The dispatcher's poll (every BPSM_DISPATCH_INTERVAL) and take, built once (see
+# connector.store.leases).
+_FRESH = (deliveries.c.status == "queued") & (deliveries.c.enqueued_at == NOT_ENQUEUED)
+_NEW_IDS = (
+    select(deliveries.c.id).where(_FRESH).order_by(deliveries.c.id).limit(bindparam("b_limit"))
+)
+_TAKE = (
+    update(deliveries)
+    .where(deliveries.c.id.in_(bindparam("b_ids", expanding=True)) & _FRESH)
+    .values(enqueued_at=bindparam("b_now"))
+    .returning(deliveries.c.id)
+)
 
 
 def _take_each(
@@ -232,31 +244,15 @@ class Outbox(StoreEngine):
         the outbox: a webhook is answered after its one durable write, and the consumer's
         dispatcher moves new rows to the queue. Each id is returned to one caller only."""
         now = time.time() if now is None else now
-        fresh = (deliveries.c.status == "queued") & (deliveries.c.enqueued_at == NOT_ENQUEUED)
         with self.autocommit.connect() as conn:  # the common answer, "nothing new", reads only
-            ids = (
-                conn.execute(
-                    select(deliveries.c.id).where(fresh).order_by(deliveries.c.id).limit(limit)
-                )
-                .scalars()
-                .all()
-            )
+            ids = conn.execute(_NEW_IDS, {"b_limit": limit}).scalars().all()
         if not ids:
             return []
         with self.engine.begin() as conn:
             if self.engine.dialect.update_returning:
-                taken = (
-                    conn.execute(
-                        update(deliveries)
-                        .where(deliveries.c.id.in_(ids) & fresh)
-                        .values(enqueued_at=now)
-                        .returning(deliveries.c.id)
-                    )
-                    .scalars()
-                    .all()
-                )
+                taken = conn.execute(_TAKE, {"b_ids": list(ids), "b_now": now}).scalars().all()
             else:  # SQLite before 3.35 (e.g. RHEL 8): one conditional UPDATE per row
-                taken = _take_each(conn, [(pk, NOT_ENQUEUED) for pk in ids], now, fresh)
+                taken = _take_each(conn, [(pk, NOT_ENQUEUED) for pk in ids], now, _FRESH)
         return sorted(int(pk) for pk in taken)
 
     def due_for_enqueue(
