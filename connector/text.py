@@ -133,6 +133,9 @@ class LanguageData:
     hyphen_suffixes: frozenset[str]  # of any language: tokens come before the language guess
     word_onsets: dict[str, frozenset[str]]  # per language: clusters a word may begin with
     private_service_words: frozenset[str]  # of any language: names a service for private matters
+    # Of any language, as ticket tokens (a phrase's joined by spaces): the device, channel or
+    # login words a ticket about almost any system names in passing.
+    carrier_words: frozenset[str]
     # Per letter, the letters a typo turns it into: neighbouring keys and written variants.
     slips: dict[str, frozenset[str]]
 
@@ -191,6 +194,12 @@ def language_data() -> LanguageData:
         private_service_words=frozenset().union(*sets("private_service_words").values())
         if "private_service_words" in raw
         else frozenset(),
+        carrier_words=frozenset(
+            # Written as tokens already ("cant", not "can't"): tokenize reads this data.
+            " ".join(fold(w).split())
+            for words in raw.get("carrier_words", {}).values()
+            for w in words
+        ),
         word_onsets={
             lang: frozenset(fold(o) for o in onsets)
             for lang, onsets in raw.get("word_onsets", {}).items()

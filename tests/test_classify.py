@@ -387,6 +387,8 @@ def test_large_catalogue_shortlist_gives_the_exact_answer(monkeypatch, large_ind
         ("VPN", "AnyConnect says login failed when I work from home"),
         ("Outlook", "Outlook asks for my password since this morning"),
         ("Mac", "Does IT support Macs? I would like to use my own MacBook"),
+        # Carrier words weigh less once scored: the shortlist must still hold the winner.
+        ("Skjermen", "Teams fryser på skjermen når jeg deler"),
     ]
     short = [index.classify(body, subject) for subject, body in tickets]
     monkeypatch.setattr(score_module, "SHORTLIST_ABOVE", 10**9)
@@ -959,3 +961,63 @@ def test_a_large_index_reads_its_postings_and_phrases_back_from_columns_unchange
         assert list(read_phrases) == phrases
         assert [read_phrases[i] for i in range(len(phrases))] == phrases
         assert read_phrases.take(range(len(phrases) - 1, -1, -1)) == phrases[::-1]
+
+
+@pytest.fixture(scope="module")
+def carriers():
+    catalogue = Catalogue.model_validate(
+        {
+            "version": 1,
+            "languages": ["en", "nb"],
+            "services": [
+                {
+                    "id": "workstations",
+                    "name": {"en": "Workstations", "nb": "Arbeidsstasjoner"},
+                    "keywords": {"en": ["pc", "laptop", "computer"], "nb": ["pc", "bærbar"]},
+                },
+                {
+                    "id": "statistics",
+                    "name": {"en": "Statistics software"},
+                    "keywords": {"en": ["spss", "stata"]},
+                },
+            ],
+        }
+    )
+    return build_index(catalogue, [])
+
+
+def test_a_service_with_only_carrier_evidence_loses_to_one_with_topic_evidence(carriers):
+    """'PC' names the machine the matter runs on, 'SPSS' the matter: the PC, named first,
+    would win at full weight."""
+    found = carriers.classify("My PC freezes whenever SPSS opens a data file")
+    assert (found.service, found.runner_up) == ("statistics", "workstations")
+
+
+def test_a_ticket_of_carrier_words_only_is_about_the_carrier(monkeypatch, carriers):
+    """With no other service in sight the carrier is the matter, at its full weight."""
+    import connector.classify.score as score_module
+
+    ticket = ("My PC won't start after the update, the screen stays black.", "PC")
+    found = carriers.classify(*ticket)
+    monkeypatch.setattr(score_module, "CARRIER_SHARE", 1.0)
+    assert (found.service, found.score) == ("workstations", carriers.classify(*ticket).score)
+
+
+def test_carrier_words_are_exact_forms_and_phrases_of_carriers_and_stopwords(carriers):
+    words = [
+        "pc",
+        "screen",
+        "skriver",  # a printer, or "writes"
+        "skriveren",  # a printer
+        "cant log in",
+        "kommer ikke inn",
+        "log in canvas",
+        "password",
+    ]
+    assert carriers.carrier_words(words) == {
+        "pc",
+        "screen",
+        "skriver",
+        "cant log in",
+        "kommer ikke inn",
+    }

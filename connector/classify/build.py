@@ -473,6 +473,7 @@ class IndexBuilder:
             change_cues=change_cues,
             private_cues=private_cues,
             stopwords=self.stopwords,
+            carriers=language_data().carrier_words,
             it_vocabulary=self.it_vocabulary,
             lexicon=self.lexicon,
             outside_concepts=self.outside_concepts,

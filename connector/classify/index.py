@@ -552,6 +552,9 @@ class IndexData:
     change_cues: IntentCues = field(default_factory=IntentCues)
     private_cues: IntentCues = field(default_factory=IntentCues)
     stopwords: frozenset[str] = frozenset()
+    # The language data's carrier words (device, channel, login), as ticket tokens; a
+    # phrase's joined by spaces. See CARRIER_SHARE.
+    carriers: frozenset[str] = frozenset()
     it_vocabulary: frozenset[str] = frozenset()
     # Every word of the catalogue, the thesaurus and the language data, with its stems in
     # the compounding languages: the parts a compound may be split into (see _compound).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
@@ -36,6 +36,7 @@ from connector.classify.intent import intent
 from connector.classify.lookup import Lookup
 from connector.classify.thesaurus import Concept, concept_label
 from connector.classify.weights import (
+    CARRIER_SHARE,
     COORDINATION,
     MIN_SCORE,
     OUTSIDE_RATIO,
@@ -165,7 +166,32 @@ class CatalogueIndex(Lookup):
             for service, terms in hits.items()
         }
         norm = self.norm
-        return [(coordinated(kept[s]) / norm[s], s) for s in kept], kept
+        scored = [(coordinated(kept[s]) / norm[s], s) for s in kept]
+        carrier = self.carrier_words({h.word for hits in kept.values() for h in hits})
+        if not carrier:
+            return scored, kept
+        evidence = {
+            s: ([h.weight for h in hits], [h.word in carrier for h in hits])
+            for s, hits in kept.items()
+        }
+        return carried(scored, evidence, norm), kept
+
+    def carrier_words(self, words: Iterable[str]) -> set[str]:
+        """The carrier words among the hits' words (a phrase's words joined by spaces):
+        carrier words or phrases of the language data, and phrases of carrier words and
+        stopwords only ("can't log in")."""
+        carriers, stopwords = self.carriers, self.stopwords
+        found: set[str] = set()
+        for text in words:
+            if text in carriers:
+                found.add(text)
+            elif " " in text:
+                parts = text.split(" ")
+                if any(p in carriers for p in parts) and all(
+                    p in carriers or p in stopwords for p in parts
+                ):
+                    found.add(text)
+        return found
 
     def _shortlisted_scores(
         self, tokens: Sequence[Token], matches: list[PhraseMatch], chosen: npt.NDArray[np.bool_]
@@ -203,7 +229,7 @@ class CatalogueIndex(Lookup):
                 (hows, kinds, ranks, positions),
             )
         self._phrase_rows(tokens, matches, chosen, rows)
-        return rows.scores(self.norm)
+        return rows.scores(self.norm, self.carrier_words(rows.words))
 
     def _phrase_rows(
         self,
@@ -348,9 +374,12 @@ class CatalogueIndex(Lookup):
         word's and phrase's best term per service, summed, then coordinated and normalised
         like the score. On a catalogue of thousands of services an everyday word hits
         hundreds of them; exact scoring is then done for the shortlist only. Catalogues of
-        up to SHORTLIST_ABOVE services never take this path, so their results are exact."""
+        up to SHORTLIST_ABOVE services never take this path, so their results are exact.
+        A ticket with carrier words shortlists the best by both estimates, with the carriers
+        weighing fully and weighing CARRIER_SHARE: which applies is known only once scored."""
         services: list[npt.NDArray[np.integer[Any]]] = []
         weights: list[npt.NDArray[np.float64]] = []
+        carrier: list[bool] = []
         seen: set[str] = set()
         for token in tokens:
             text = token.text
@@ -360,14 +389,32 @@ class CatalogueIndex(Lookup):
             (hit, weight), _, _, _ = self._grouped(text)
             services.append(hit)
             weights.append(weight * salience(token))
+            carrier.append(text in self.carriers)
         for start, key, groups in matches:
             boost = salience(tokens[start])
             for group in groups:
+                pattern, _, _ = self.phrase_groups[key][group]
                 hit, weight = self._pattern_vector(key, group)
                 services.append(hit)
                 weights.append(weight * boost)
+                surface = " ".join(t.text for t in tokens[start : start + len(pattern)])
+                carrier.append(bool(self.carrier_words((surface,))))
         if not services:
             return set()
+        shortlist = self._best_estimated(services, weights)
+        if any(carrier) and not all(carrier):
+            shares = [CARRIER_SHARE if c else 1.0 for c in carrier]
+            shortlist |= self._best_estimated(
+                services, [w * share for w, share in zip(weights, shares, strict=True)]
+            )
+        return shortlist
+
+    def _best_estimated(
+        self,
+        services: list[npt.NDArray[np.integer[Any]]],
+        weights: list[npt.NDArray[np.float64]],
+    ) -> set[int]:
+        """The SHORTLIST services of the best estimates from the words' and phrases' hits."""
         every = np.concatenate(services)
         size = len(self.services)
         total = np.bincount(every, weights=np.concatenate(weights), minlength=size)
@@ -553,6 +600,29 @@ class CatalogueIndex(Lookup):
         return [(max(ranked[0][0], MIN_SCORE), ranked[0][1]), *ranked[1:]]
 
 
+def carried(
+    scored: list[tuple[float, int]],
+    evidence: dict[int, tuple[list[float], list[bool]]],
+    norm: Sequence[float],
+) -> list[tuple[float, int]]:
+    """The scores with carrier words weighing CARRIER_SHARE, once a service with evidence of
+    other words scores at least MIN_SCORE. `evidence`: per service its hits' weights, summed
+    in that order (as coordinated() sums them), and whether each hit's word is a carrier."""
+    rival = max((score for score, s in scored if not all(evidence[s][1])), default=0.0)
+    if rival < MIN_SCORE:  # the carriers are all the ticket speaks of: "my PC won't start"
+        return scored
+    result = []
+    for score, s in scored:
+        weights, carrier = evidence[s]
+        if any(carrier):
+            total = sum(
+                w * CARRIER_SHARE if c else w for w, c in zip(weights, carrier, strict=True)
+            )
+            score = float(total * len(weights) ** COORDINATION) / norm[s]
+        result.append((score, s))
+    return result
+
+
 def salience(token: Token) -> float:
     """How much a ticket word's evidence counts for where it sits: SUBJECT_BOOST in the
     subject, its place's weight in the body (body_weights)."""
@@ -640,10 +710,15 @@ class Rows:
             self.parts.append((services, terms, weights, surfaces, words, part, *order))
             self.makers.append(maker)
 
-    def scores(self, norm: Sequence[float]) -> tuple[list[tuple[float, int]], dict[int, list[Hit]]]:
+    def scores(
+        self,
+        norm: Sequence[float],
+        carrier: set[str],
+    ) -> tuple[list[tuple[float, int]], dict[int, list[Hit]]]:
         """Per (service, term) the first of the heaviest rows, per (service, word) the best
         of those by weight, then surface; each service's score from them, summed heaviest
-        first (as coordinated() sums one_term_per_word's list)."""
+        first (as coordinated() sums one_term_per_word's list), with `carrier` words (of
+        self.words) weighing less as carried() says."""
         if not self.parts:
             return [], {}
         service, term, weight, surface, word, part, segment, kind, rank, position = (
@@ -673,6 +748,17 @@ class Rows:
             total = sum(hit_weights[start:end])
             scored.append((float(total * (end - start) ** COORDINATION) / norm[number], number))
             spans[number] = (start, end)
+        if carrier:
+            is_carrier = [w in carrier for w in self.words]
+            row_carrier = [is_carrier[w] for w in word[rows].tolist()]
+            scored = carried(
+                scored,
+                {
+                    s: (hit_weights[start:end], row_carrier[start:end])
+                    for s, (start, end) in spans.items()
+                },
+                norm,
+            )
         bounds = np.cumsum([0, *(len(part[0]) for part in self.parts)]).tolist()
         return scored, KeptHits(spans, partial(self._hit, rows.tolist(), hit_weights, bounds))
 

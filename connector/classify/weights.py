@@ -39,3 +39,9 @@ PRIVATE_SHARE = 0.5
 # times: in a ticket about furniture the IT words are incidental ("the computers we carry
 # ourselves"), in an IT ticket the outside words are context ("printer by the coffee machine").
 OUTSIDE_RATIO = 2.0
+# Carrier words name the device, channel or login a matter runs on ("pc", "phone", "screen",
+# "log in"; language data carrier_words), which a ticket about almost any system mentions in
+# passing: "SPSS crashes on my PC" is about SPSS. Once a service with evidence of other
+# words scores at least MIN_SCORE, carrier words weigh this share in every service. Without
+# such a service they weigh fully: "my PC won't start" is about the PC.
+CARRIER_SHARE = 0.7
