@@ -48,7 +48,6 @@ from connector.classify import (
     Hit,
     Posting,
     Token,
-    coordinated,
     deletions,
     plausible_slip,
     shipped_thesaurus,
@@ -542,7 +541,7 @@ class LearnedScorer:
         if not learned and not self.damp:
             return unsorted, kept
         kept = dict(kept)
-        scores = {service: score for score, service in unsorted}
+        changed_any = False
         if self.damp:
             damp = self.damp
             for service, hits in list(kept.items()):
@@ -560,7 +559,7 @@ class LearnedScorer:
                         for h in hits
                     ]
                     kept[service] = hits
-                    scores[service] = coordinated(hits) / index.norm[service]
+                    changed_any = True
         for service, by_word in learned.items():
             base = kept.get(service, [])
             own = {hit.word: i for i, hit in enumerate(base)}
@@ -576,8 +575,10 @@ class LearnedScorer:
                     changed = True
             if changed:
                 kept[service] = merged
-                scores[service] = coordinated(merged) / index.norm[service]
-        rescored = [(score, service) for service, score in scores.items()]
+                changed_any = True
+        # Scored again from the hits, so that carrier words weigh as in classify (score.py
+        # carried()): a learned word may be the rival's evidence that discounts them.
+        rescored = index.scored(kept) if changed_any else list(unsorted)
         before = max((score for score, _ in unsorted), default=0.0)
         if before >= MIN_SCORE and rescored:
             # Damping says which service a catalogue word points to, not that the ticket is

@@ -12,15 +12,22 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from connector.catalogue import load_catalogue
-from connector.classify import CatalogueIndex, build_index
+from connector.catalogue import Catalogue, load_catalogue
+from connector.classify import CatalogueIndex, build_index, ticket_tokens
 from connector.cli import main
 from connector.config import load_settings
 from connector.crossval import as_learning, cross_validate, folds, subsample
 from connector.evaluate import evaluate, read_labelled
 from connector.events import TicketEvent
 from connector.hosts import settings_models
-from connector.learn import LabelledText, LearnedModel, LearnedScorer, from_corrections, learn
+from connector.learn import (
+    LabelledText,
+    LearnedModel,
+    LearnedScorer,
+    LearnedTerm,
+    from_corrections,
+    learn,
+)
 from connector.learnfile import LearnedError, LearnedFileWatcher, dump, load_learned
 from connector.mapping import Mapping
 from connector.route import decide
@@ -479,3 +486,29 @@ def test_learn_from_host_refuses_a_bad_label_map_and_an_unreachable_helpdesk(zam
     result = runner.invoke(main, args, env=env)
     assert result.exit_code == 1 and "cannot read tickets from zammad" in result.output
     assert not output.exists()
+
+
+def test_scores_the_learner_recomputes_keep_the_carrier_discount():
+    """A learned file that changes nothing of substance (a damping factor of 1 on the PC
+    service's own 'pc') must leave every score as classify made it: recomputed from the
+    hits, 'pc' still weighs as a carrier beside SPSS's topic evidence."""
+    catalogue = Catalogue.model_validate(
+        {
+            "version": 1,
+            "languages": ["en"],
+            "services": [
+                {"id": "workstations", "name": {"en": "Workstations"}, "keywords": {"en": ["pc"]}},
+                {"id": "statistics", "name": {"en": "Statistics"}, "keywords": {"en": ["spss"]}},
+            ],
+        }
+    )
+    plain = build_index(catalogue, [])
+    tokens = ticket_tokens("", "My PC freezes whenever SPSS opens a data file")
+    unsorted, kept = plain.scores(tokens)
+    pc_term = next(h.posting.term for h in kept[0] if h.word == "pc")
+    neutral = LearnedTerm(term=pc_term, kind="catalogue", weight=1.0, support=0, seen=0)
+    model = LearnedModel(tickets=1, services={"workstations": (neutral,)})
+    rescored, _ = LearnedScorer.compile(plain, model).rescore(plain, tokens, unsorted, kept)
+    before, after = dict((s, v) for v, s in unsorted), dict((s, v) for v, s in rescored)
+    assert before.keys() == after.keys()
+    assert [after[s] for s in before] == pytest.approx(list(before.values()))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
@@ -165,16 +165,21 @@ class CatalogueIndex(Lookup):
             service: list(terms.values()) if len(terms) == 1 else one_term_per_word(terms)
             for service, terms in hits.items()
         }
+        return self.scored(kept), kept
+
+    def scored(self, kept: Mapping[int, list[Hit]]) -> list[tuple[float, int]]:
+        """Each service's score from its kept hits: coordinated and normalised, with carrier
+        words weighing as carried() says (also for LearnedEvidence.rescore's new hits)."""
         norm = self.norm
         scored = [(coordinated(kept[s]) / norm[s], s) for s in kept]
         carrier = self.carrier_words({h.word for hits in kept.values() for h in hits})
         if not carrier:
-            return scored, kept
+            return scored
         evidence = {
             s: ([h.weight for h in hits], [h.word in carrier for h in hits])
             for s, hits in kept.items()
         }
-        return carried(scored, evidence, norm), kept
+        return carried(scored, evidence, norm)
 
     def carrier_words(self, words: Iterable[str]) -> set[str]:
         """The carrier words among the hits' words (a phrase's words joined by spaces):
