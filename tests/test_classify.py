@@ -198,6 +198,46 @@ def test_planned_and_beneficial_setups_are_changes(example_index, body, is_chang
 
 
 @pytest.mark.parametrize(
+    "body,is_change",
+    [
+        # work done by hand today, asked to be automated: a change
+        (
+            "Could we have lab results sent straight to the ward system? "
+            "Today we copy them by hand.",
+            True,
+        ),
+        ("Could we have lab results sent straight to the ward system?", False),
+        # a pilot to be extended, or a setup asked for in the passive
+        ("Could we get the new ordering screen, like in the pilot on the second floor?", True),
+        ("Kan dette settes opp på møterommene i andre etasje?", True),
+        # the same words in a fault, or for one person's PC: not a change
+        (
+            "The scanner I set up manually has not scanned since yesterday, it shows an error.",
+            False,
+        ),
+        ("Could the statistics package be installed on my PC? My colleagues use it.", False),
+        # "hos oss" is one signal, not two
+        ("Vi finner ikke skjemaet hos oss.", False),
+    ],
+)
+def test_manual_work_pilots_and_passive_asks_are_changes(example_index, body, is_change):
+    assert example_index.classify(body).change_intent is is_change
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "My private e-mail account was hacked, it has nothing to do with work but can you help?",
+        "Kan jeg få Office til PC-en hjemme?",
+        "I paid for the drawing app myself, can the hospital refund it?",
+    ],
+)
+def test_private_accounts_home_pcs_and_refunds_are_private_matters(example_index, body):
+    match = example_index.classify(body)
+    assert match.private_matter and match.private_cues, match
+
+
+@pytest.mark.parametrize(
     "subject,body",
     [
         ("MacBook keyboard", "I spilled coffee on my own MacBook and the printer driver is gone"),
@@ -295,6 +335,22 @@ def large_index():
             "How do I get a parking permit for the garage? I start driving to work.",
             "parking and vehicles",
         ),
+        (
+            "Locker",
+            "I lost the key to my locker in the basement, can someone open it?",
+            "keys, lockers and door access",
+        ),
+        (
+            "Nakke",
+            "Hvem kan gjøre en ergonomisk vurdering? Jeg får vondt i nakken av pulten.",
+            "ergonomi og bedriftshelse",
+        ),
+        (
+            "Travel expense",
+            "The travel expense form rejects my hotel receipt, who approves it?",
+            "travel expenses and expense claims",
+        ),
+        ("TV-en", "TV-en på pauserommet har ingen lyd, hvem ordner det?", "TV og kringkasting"),
     ],
 )
 def test_a_matter_outside_it_has_no_service_and_says_what_it_is(shipped, subject, body, matter):
