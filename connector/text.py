@@ -536,19 +536,31 @@ def _token(word: str, suffixes: frozenset[str]) -> str:
     return _JOINERS.sub("", word)
 
 
+_NORDIC_LANGUAGES = frozenset({"nb", "nn", "no", "da"})
+_NORDIC_LETTERS = frozenset("æøå")
+
+
 def guess_language(tokens: Iterable[str], candidates: Iterable[str], default: str) -> str:
     """Vote by function words; Norwegian/Danish letters tip a tie. Unknown → default."""
     data = language_data()
     langs = [lang for lang in candidates if lang in data.function_words]
     if not langs:
         return default
-    votes = dict.fromkeys(langs, 0.0)
+    # Each distinct word once, its votes times its count (whole and half votes: the sums
+    # are exact, so the same as counted one by one).
+    counts: dict[str, int] = {}
     for token in tokens:
-        for lang in langs:
-            if token in data.function_words[lang]:
-                votes[lang] += 1
-            if lang in ("nb", "nn", "no", "da") and any(ch in token for ch in "æøå"):
-                votes[lang] += 0.5
+        counts[token] = counts.get(token, 0) + 1
+    lettered = sum(
+        n
+        for token, n in counts.items()
+        if not token.isascii() and not _NORDIC_LETTERS.isdisjoint(token)  # isascii: O(1)
+    )
+    votes = dict.fromkeys(langs, 0.0)
+    for lang in langs:
+        votes[lang] += sum(counts[w] for w in data.function_words[lang].intersection(counts))
+        if lang in _NORDIC_LANGUAGES:
+            votes[lang] += 0.5 * lettered
     best = max(votes, key=lambda lang: votes[lang])
     return best if votes[best] > 0 else default
 

@@ -567,18 +567,23 @@ class CatalogueIndex(Lookup):
         tokens (language, phrases, intents, scoring). Past the budget the rest is left out
         of every stage: the ticket is matched on its beginning, alike on every machine."""
         searched: set[str] = set()
-        start = work.steps
+        stopwords, outside = self.stopwords, self.outside
+        # Counted here and stored once (as Work.spend and Work.over_budget would, per token).
+        steps = work.steps
+        limit = None if work.budget is None else steps + work.budget
         for number, token in enumerate(tokens):
             text = token.text
-            work.spend(TOKEN_STEPS + len(text))
-            if text not in searched and text not in self.stopwords and len(text) >= 2:
+            steps += TOKEN_STEPS + len(text)
+            if text not in searched and text not in stopwords and len(text) >= 2:
                 searched.add(text)
-                work.spend(self.search_steps(text))
-                if self.outside is not None:
-                    work.spend(self.outside.search_steps(text))
-            if work.over_budget(start):
+                steps += self.search_steps(text)
+                if outside is not None:
+                    steps += outside.search_steps(text)
+            if limit is not None and steps > limit:
+                work.steps = steps
                 work.exhausted = True
                 return tokens[:number]
+        work.steps = steps
         return tokens
 
     def _outside_it(
