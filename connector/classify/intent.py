@@ -78,11 +78,13 @@ def intent(word_keys: Sequence[frozenset[str]], table: IntentCues) -> tuple[floa
             continue
         for key in sorted(keys & starts):  # set order varies per process; the first is named
             by_next = following[key]
-            numbers = set(by_next.get("", ()))
-            for second in word_keys[i + 1] if i + 1 < count else ():
-                numbers.update(by_next.get(second, ()))
+            numbers: Sequence[int] = by_next.get("", ())  # ascending: in the cues' order
+            if i + 1 < count:
+                more = [by_next[second] for second in word_keys[i + 1] if second in by_next]
+                if more:
+                    numbers = sorted(set(numbers).union(*more))
             entries = cues[key]
-            for number in sorted(numbers):  # in the cues' order
+            for number in numbers:
                 cue_keys, cue, group = entries[number]
                 n = len(cue_keys)
                 if (
