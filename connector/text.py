@@ -527,7 +527,9 @@ def tokenize(text: str) -> list[str]:
     and 'E-POST' are one token, and 'wi-fi' equals 'wifi'; an inflection written after a
     hyphen is dropped too, so 'PC-en', 'VPN-et' and 'ssh-e' are 'pc', 'vpn' and 'ssh'."""
     suffixes = language_data().hyphen_suffixes
-    return [_token(m.group(), suffixes) for m in _TOKEN.finditer(fold(text))]
+    # A match is letters and digits (str.isalnum, as [^\W_]) unless it has a joiner: most
+    # words need no rewriting.
+    return [w if w.isalnum() else _token(w, suffixes) for w in _TOKEN.findall(fold(text))]
 
 
 def _token(word: str, suffixes: frozenset[str]) -> str:
