@@ -129,20 +129,17 @@ class CatalogueIndex(Lookup):
             return self._shortlisted_scores(tokens, matches, chosen)
         phrase_hits = self._phrase_hits(matches, chosen)
         seen: set[tuple[str, bool]] = set()
+        stopwords = self.stopwords
         for token in tokens:
-            if token.text in self.stopwords or len(token.text) < 2:
-                continue
+            text, in_subject = token.text, token.in_subject
             # A repeated word makes the very same hits again; only its first one can count
             # (and weighs the most: body_weights fall with place).
-            if (token.text, token.in_subject) in seen:
+            if text in stopwords or len(text) < 2 or (text, in_subject) in seen:
                 continue
-            seen.add((token.text, token.in_subject))
-            in_subject = token.in_subject
+            seen.add((text, in_subject))
             boost = salience(token)
-            if chosen is None:
-                found = self._lookup(token.text)
-            else:  # the shortlisted services' hits, in the order they were found
-                found = self.picked_hits(token.text, chosen)
+            # (With a shortlist: the shortlisted services' hits, in the order they were found.)
+            found = self._lookup(text) if chosen is None else self.picked_hits(text, chosen)
             for posting, how, word in found:
                 weight = posting.weight * idf(posting.term, 1.0) * quality[how]
                 weight *= boost
