@@ -1082,3 +1082,39 @@ def test_carrier_words_are_exact_forms_and_phrases_of_carriers_and_stopwords(car
         "cant log in",
         "kommer ikke inn",
     }
+
+
+def test_token_keys_are_each_tokens_index_keys(tiny):
+    from connector.classify.words import token_keys
+
+    tokens = ticket_tokens("Skriveren", "skriveren virker ikke, skriveren")
+    keys = token_keys(tokens, tiny.keys)
+    assert keys == [tiny.keys(t.text) for t in tokens]
+    assert "skriver" in keys[0] and keys[0] == keys[-1]  # the stem, and a repeated word's keys
+
+
+def test_intent_tests_a_cue_by_its_next_words_and_names_the_first():
+    # A common first word ("my") starts many cues; which count depends on the words after it,
+    # the first listed one of a group is named, and each group counts once.
+    from connector.classify.intent import intent, intent_cues
+    from connector.classify.words import Keys, token_keys
+
+    keys = Keys(("en",))
+    table = intent_cues(
+        keys,
+        2.0,
+        [
+            ("own", 1.0, {"en": ["my home", "my own laptop", "my"]}),
+            ("owned", 2.0, {"en": ["my own"]}),
+            ("negative", -1.0, {"en": ["laptop"]}),
+        ],
+    )
+
+    def cues(body: str) -> tuple[float, tuple[str, ...]]:
+        return intent(token_keys(ticket_tokens("", body), keys.keys), table)
+
+    assert cues("this is my own laptop") == (2.0, ("my own laptop", "my own"))
+    assert cues("this is my own pc") == (3.0, ("my", "my own"))
+    assert cues("at my home") == (1.0, ("my home",))
+    assert cues("at home") == (0.0, ())
+    assert cues("my own") == (3.0, ("my", "my own"))  # "my own laptop" runs past the end

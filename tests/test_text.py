@@ -161,3 +161,15 @@ def test_stems_for_both_languages():
 def test_clean_text_caps_very_long_input():
     text = clean_text("printer " * 200_000)
     assert len(text) <= 20_000
+
+
+def test_a_sign_off_line_is_a_marker_and_at_most_40_characters_more():
+    # Markers are looked up as a set at the spaces near the line's end: the bounds must be
+    # those of "a marker, a space and a name of up to 39 characters".
+    body = "The printer on the second floor jams on every job.\n"
+    name = "Kari Nordmann Olsen Berg the IT Managers"  # 40 characters, no punctuation
+    assert len(name) == 40
+    assert "Kari" not in strip_mail_clutter(body + "Best regards " + name[:39])
+    assert "Kari" in strip_mail_clutter(body + "Best regards " + name)
+    assert "Kari" not in strip_mail_clutter(body + "Best regards, " + name[:39])
+    assert "Best" in strip_mail_clutter(body + "Bestregards " + name[:10])  # no marker

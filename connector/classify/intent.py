@@ -4,11 +4,11 @@ matter, or a matter outside IT that outweighs every service. Pure."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from connector.catalogue import Catalogue
-from connector.classify.words import Keys, Token
+from connector.classify.words import Keys
 from connector.text import language_data
 
 
@@ -21,6 +21,12 @@ class IntentCues:
         default_factory=lambda: defaultdict(list)
     )
     groups: list[tuple[str, float]] = field(default_factory=list)  # (name, weight)
+    # The keys of cues: a ticket word none of whose keys is here starts no cue.
+    starts: frozenset[str] = frozenset()
+    # cues[key] by a key of the cue's second word: positions in cues[key], ascending
+    # (one-word cues under ""). A common first word ("my", "for": dozens of cues) then
+    # tests only the cues its successor fits.
+    following: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
 
 
 def build_cues(catalogue: Catalogue, keys: Keys) -> tuple[IntentCues, IntentCues]:
@@ -51,24 +57,40 @@ def intent_cues(
             cue_keys = keys.cue_keys(cue)
             for key in cue_keys[0] if cue_keys else ():
                 table.cues[key].append((cue_keys, cue, group))
+    table.starts = frozenset(table.cues)
+    for key, entries in table.cues.items():
+        by_next: dict[str, list[int]] = defaultdict(list)
+        for number, (cue_keys, _, _) in enumerate(entries):
+            for second in cue_keys[1] if len(cue_keys) > 1 else ("",):
+                by_next[second].append(number)
+        table.following[key] = {second: tuple(v) for second, v in by_next.items()}
     return table
 
 
-def intent(
-    tokens: Sequence[Token], table: IntentCues, keys_of: Callable[[str], frozenset[str]]
-) -> tuple[float, tuple[str, ...]]:
-    """Score of the signal groups that occur (each once) and the cues seen."""
+def intent(word_keys: Sequence[frozenset[str]], table: IntentCues) -> tuple[float, tuple[str, ...]]:
+    """Score of the signal groups that occur (each once) and the cues seen, in a ticket whose
+    words have the index keys `word_keys` (one set per token, see token_keys)."""
     groups: dict[int, str] = {}
-    words = [t.text for t in tokens]
-    keys = [keys_of(w) for w in words]
-    for i in range(len(words)):
-        for key in sorted(keys[i]):  # set order varies per process; the first cue is named
-            for cue_keys, cue, group in table.cues.get(key, ()):
+    cues, starts, following = table.cues, table.starts, table.following
+    count = len(word_keys)
+    for i, keys in enumerate(word_keys):
+        if keys.isdisjoint(starts):  # most words start no cue
+            continue
+        for key in sorted(keys & starts):  # set order varies per process; the first is named
+            by_next = following[key]
+            numbers: Sequence[int] = by_next.get("", ())  # ascending: in the cues' order
+            if i + 1 < count:
+                more = [by_next[second] for second in word_keys[i + 1] if second in by_next]
+                if more:
+                    numbers = sorted(set(numbers).union(*more))
+            entries = cues[key]
+            for number in numbers:
+                cue_keys, cue, group = entries[number]
                 n = len(cue_keys)
                 if (
                     group not in groups
-                    and i + n <= len(words)
-                    and all(keys[i + j] & cue_keys[j] for j in range(1, n))
+                    and i + n <= count
+                    and all(not word_keys[i + j].isdisjoint(cue_keys[j]) for j in range(2, n))
                 ):
                     groups[group] = cue
     score = sum(table.groups[g][1] for g in groups)

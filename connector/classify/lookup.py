@@ -39,7 +39,6 @@ from connector.classify.words import (
     MIN_TAIL_LEN,
     SHORT_STEM,
     STEM_STEPS,
-    Token,
     deletions,
     memo_bytes,
     onset,
@@ -411,27 +410,38 @@ class Lookup(IndexData):
         start, end = starts[group], starts[group + 1]
         return self.phrase_services[start:end], self.phrase_weights[start:end]
 
-    def _phrase_matches(self, tokens: Sequence[Token]) -> list[PhraseMatch]:
-        """The phrase patterns the ticket contains, without listing their phrases (a pattern
-        linked to thousands of services stands for thousands of phrases)."""
+    def _phrase_matches(self, word_keys: Sequence[frozenset[str]]) -> list[PhraseMatch]:
+        """The phrase patterns a ticket whose words have the index keys `word_keys` (one
+        set per token) contains, without listing their phrases (a pattern linked to
+        thousands of services stands for thousands of phrases)."""
         matches: list[PhraseMatch] = []
-        words = [t.text for t in tokens]
-        word_keys = [self.keys(w) for w in words]
+        phrase_next = self.phrase_next
+        count = len(word_keys)
         for i, keys in enumerate(word_keys):
-            following = word_keys[i + 1] if i + 1 < len(words) else frozenset()
-            for k in sorted(keys):  # set order varies per process; ties keep the first
-                by_next = self.phrase_next.get(k)
-                if by_next is None:
-                    continue
-                numbers = set(by_next.get("", ()))
-                for second in following:
-                    numbers.update(by_next.get(second, ()))
+            # Only the keys that start a pattern, sorted (set order varies per process; ties
+            # keep the first). Most words start none: no sort, no lookups.
+            firsts = [k for k in keys if k in phrase_next]
+            if not firsts:
+                continue
+            if len(firsts) > 1:
+                firsts.sort()
+            following = word_keys[i + 1] if i + 1 < count else frozenset()
+            for k in firsts:
+                by_next = phrase_next[k]
+                numbers: Sequence[int] = by_next.get("", ())  # ascending
+                more = [by_next[second] for second in following if second in by_next]
+                if more:
+                    numbers = sorted(set(numbers).union(*more))
+                elif not numbers:
+                    continue  # the common case: a stopword that starts patterns, none here
                 patterns = self.phrase_groups[k]
                 groups = [
                     number
-                    for number in sorted(numbers)
-                    if i + len(pattern := patterns[number][0]) <= len(words)
-                    and all(word_keys[i + j] & pattern[j] for j in range(2, len(pattern)))
+                    for number in numbers
+                    if i + len(pattern := patterns[number][0]) <= count
+                    and all(
+                        not word_keys[i + j].isdisjoint(pattern[j]) for j in range(2, len(pattern))
+                    )
                 ]
                 if groups:
                     matches.append((i, k, groups))

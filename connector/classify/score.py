@@ -46,7 +46,7 @@ from connector.classify.weights import (
     SHORTLIST_ABOVE,
     SUBJECT_BOOST,
 )
-from connector.classify.words import TOKEN_STEPS, Token, ticket_tokens
+from connector.classify.words import TOKEN_STEPS, Token, ticket_tokens, token_keys
 from connector.events import Evidence, ServiceMatch
 from connector.text import Work, guess_language
 
@@ -77,13 +77,18 @@ class CatalogueIndex(Lookup):
         learned file is swapped in without rebuilding the index."""
         return replace(self, learned=learned)
 
-    def change_intent(self, tokens: Sequence[Token]) -> tuple[float, tuple[str, ...]]:
-        """Score of the change-intent groups that occur (each once) and the cues seen."""
-        return intent(tokens, self.change_cues, self.keys)
+    def change_intent(
+        self, tokens: Sequence[Token], keys: Sequence[frozenset[str]] | None = None
+    ) -> tuple[float, tuple[str, ...]]:
+        """Score of the change-intent groups that occur (each once) and the cues seen
+        (`keys`: the tokens' token_keys, when the caller has them)."""
+        return intent(token_keys(tokens, self.keys) if keys is None else keys, self.change_cues)
 
-    def private_intent(self, tokens: Sequence[Token]) -> tuple[float, tuple[str, ...]]:
+    def private_intent(
+        self, tokens: Sequence[Token], keys: Sequence[frozenset[str]] | None = None
+    ) -> tuple[float, tuple[str, ...]]:
         """Score of the private-matter groups that occur (each once) and the cues seen."""
-        return intent(tokens, self.private_cues, self.keys)
+        return intent(token_keys(tokens, self.keys) if keys is None else keys, self.private_cues)
 
     def candidates(
         self, tokens: Sequence[Token]
@@ -105,14 +110,15 @@ class CatalogueIndex(Lookup):
         return heapq.nsmallest(2, unsorted, key=self.rank)
 
     def scores(
-        self, tokens: Sequence[Token]
+        self, tokens: Sequence[Token], keys: Sequence[frozenset[str]] | None = None
     ) -> tuple[list[tuple[float, int]], dict[int, list[Hit]]]:
-        """candidates(), unsorted. A large catalogue records thousands of hits per ticket,
-        so this is the hot loop: per (service, term) the heaviest hit wins, the first on ties."""
+        """candidates(), unsorted (`keys`: the tokens' token_keys, when the caller has them).
+        A large catalogue records thousands of hits per ticket, so this is the hot loop: per
+        (service, term) the heaviest hit wins, the first on ties."""
         hits: dict[int, dict[str, Hit]] = defaultdict(dict)
         idf = self.idf.get
         quality = QUALITY
-        matches = self._phrase_matches(tokens)
+        matches = self._phrase_matches(token_keys(tokens, self.keys) if keys is None else keys)
         shortlist = (
             self._shortlist(tokens, matches) if len(self.services) > SHORTLIST_ABOVE else None
         )
@@ -123,20 +129,17 @@ class CatalogueIndex(Lookup):
             return self._shortlisted_scores(tokens, matches, chosen)
         phrase_hits = self._phrase_hits(matches, chosen)
         seen: set[tuple[str, bool]] = set()
+        stopwords = self.stopwords
         for token in tokens:
-            if token.text in self.stopwords or len(token.text) < 2:
-                continue
+            text, in_subject = token.text, token.in_subject
             # A repeated word makes the very same hits again; only its first one can count
             # (and weighs the most: body_weights fall with place).
-            if (token.text, token.in_subject) in seen:
+            if text in stopwords or len(text) < 2 or (text, in_subject) in seen:
                 continue
-            seen.add((token.text, token.in_subject))
-            in_subject = token.in_subject
+            seen.add((text, in_subject))
             boost = salience(token)
-            if chosen is None:
-                found = self._lookup(token.text)
-            else:  # the shortlisted services' hits, in the order they were found
-                found = self.picked_hits(token.text, chosen)
+            # (With a shortlist: the shortlisted services' hits, in the order they were found.)
+            found = self._lookup(text) if chosen is None else self.picked_hits(text, chosen)
             for posting, how, word in found:
                 weight = posting.weight * idf(posting.term, 1.0) * quality[how]
                 weight *= boost
@@ -456,19 +459,22 @@ class CatalogueIndex(Lookup):
         language = language_hint or guess_language(
             (t.text for t in tokens), self.catalogue.languages, default
         )
-        unsorted, kept = self.scores(tokens)
-        known = self.known_words(tokens)
+        keys = token_keys(tokens, self.keys)
+        unsorted, kept = self.scores(tokens, keys)
+        known = self.known_words(tokens, keys)
         if self.learned is not None:  # the organisation's own words: connector/learn.py
             unsorted, kept = self.learned.rescore(self, tokens, unsorted, kept)
         # Only the best two are used: the same two as candidates()' full sort (ids are unique).
         scored = self.best_two(unsorted)
-        change_score, cues = self.change_intent(tokens)
+        change_score, cues = self.change_intent(tokens, keys)
         is_change = change_score >= self.change_cues.threshold
-        private_score, private_cues = self.private_intent(tokens)
+        private_score, private_cues = self.private_intent(tokens, keys)
         is_private = private_score >= self.private_cues.threshold
         if is_private:
             scored = self._private_first(unsorted, scored)
-        outside = None if is_private else self._outside_it(tokens, scored[0][0] if scored else 0.0)
+        outside = (
+            None if is_private else self._outside_it(tokens, scored[0][0] if scored else 0.0, keys)
+        )
         content = self._content_words(tokens)
         if not scored or scored[0][0] < MIN_SCORE or outside is not None:
             concept, outside_evidence = outside or (None, ())
@@ -524,20 +530,31 @@ class CatalogueIndex(Lookup):
             }
         )
 
-    def known_words(self, tokens: Sequence[Token]) -> int:
+    def known_words(
+        self, tokens: Sequence[Token], keys: Sequence[frozenset[str]] | None = None
+    ) -> int:
         """Distinct ticket words that are words of a catalogue language: a stopword or
         function word, or a word the catalogue or its thesaurus knows (itself or its stem).
-        Typos and compounds do not count: "qwerty" is one edit from many words."""
+        Typos and compounds do not count: "qwerty" is one edit from many words. (`keys`:
+        the tokens' token_keys, when the caller has them.)"""
         known: set[str] = set()
+        seen: set[str] = set()  # each distinct word is tested once
         postings, concept_postings = self.postings, self.concept_postings
-        for token in tokens:
+        stopwords = self.stopwords
+        for token, word_keys in zip(
+            tokens, token_keys(tokens, self.keys) if keys is None else keys, strict=True
+        ):
             word = token.text
-            if word in known or len(word) < 2:
+            if word in seen or len(word) < 2:
                 continue
-            if word in self.stopwords or any(
-                key in postings or key in concept_postings for key in self.keys(word)
-            ):
+            seen.add(word)
+            if word in stopwords:
                 known.add(word)
+                continue
+            for key in word_keys:  # a loop, not any(): no generator per word
+                if key in postings or key in concept_postings:
+                    known.add(word)
+                    break
         return len(known)
 
     def _affordable(self, tokens: list[Token], work: Work) -> list[Token]:
@@ -547,29 +564,37 @@ class CatalogueIndex(Lookup):
         tokens (language, phrases, intents, scoring). Past the budget the rest is left out
         of every stage: the ticket is matched on its beginning, alike on every machine."""
         searched: set[str] = set()
-        start = work.steps
+        stopwords, outside = self.stopwords, self.outside
+        # Counted here and stored once (as Work.spend and Work.over_budget would, per token).
+        steps = work.steps
+        limit = None if work.budget is None else steps + work.budget
         for number, token in enumerate(tokens):
             text = token.text
-            work.spend(TOKEN_STEPS + len(text))
-            if text not in searched and text not in self.stopwords and len(text) >= 2:
+            steps += TOKEN_STEPS + len(text)
+            if text not in searched and text not in stopwords and len(text) >= 2:
                 searched.add(text)
-                work.spend(self.search_steps(text))
-                if self.outside is not None:
-                    work.spend(self.outside.search_steps(text))
-            if work.over_budget(start):
+                steps += self.search_steps(text)
+                if outside is not None:
+                    steps += outside.search_steps(text)
+            if limit is not None and steps > limit:
+                work.steps = steps
                 work.exhausted = True
                 return tokens[:number]
+        work.steps = steps
         return tokens
 
     def _outside_it(
-        self, tokens: Sequence[Token], best: float
+        self, tokens: Sequence[Token], best: float, keys: Sequence[frozenset[str]] | None = None
     ) -> tuple[Concept, tuple[Evidence, ...]] | None:
         """The matter outside IT a ticket is about, when its evidence outweighs the best
         service's OUTSIDE_RATIO times: "the coffee machine shows E12 on its display" is
         about a coffee machine, whatever service "display" belongs to."""
         if self.outside is None:
             return None
-        unsorted, kept = self.outside.scores(tokens)
+        # A word's keys depend on the languages only: the tokens' keys serve the outside
+        # index too when it has the same ones (as it has unless a concept adds a language).
+        same = keys is not None and self.outside.languages == self.languages
+        unsorted, kept = self.outside.scores(tokens, keys if same else None)
         if not unsorted:
             return None
         score, number = min(unsorted, key=self.outside.rank)
