@@ -106,13 +106,11 @@ def check_improvement(context: Context, host: str, service_id: str) -> Opened | 
     """After a reactive ticket: open an improvement if the service crossed the threshold.
 
     Tickets counted are those since the window start, or since the last improvement for
-    the service if later, so a closed improvement does not reopen on the same tickets."""
+    the service if later (reactive_tickets), so a closed improvement does not reopen on the
+    same tickets."""
     policy = context.catalogue.improvement
     store = ProcessStore(context.store)
-    now = time.time()
-    since = max(
-        now - policy.window.total_seconds(), store.last_improvement_at(host, service_id) or 0.0
-    )
+    since = time.time() - policy.window.total_seconds()
     # Runs after every reactive ticket: count only up to the threshold (a busy service has
     # hundreds of tickets in a window, and while its improvement is open every one of them
     # crossed it again); the whole list is read only when an improvement is to be opened.

@@ -207,7 +207,7 @@ def test_a_postgresql_delivery_connection_cut_in_use_fails_one_write_then_reconn
 
 
 def test_reactive_tickets_up_to_a_limit_are_the_oldest_and_without_one_all(tmp_path):
-    from connector.store import ProcessStore, routings
+    from connector.store import ProcessStore, improvements, routings
 
     store = Store(f"sqlite:///{tmp_path / 'bpsm.db'}")
     try:
@@ -234,6 +234,22 @@ def test_reactive_tickets_up_to_a_limit_are_the_oldest_and_without_one_all(tmp_p
         assert everything == ["99", "98", "96", "94", "93"]  # not 3 (relation), 5 (failed)
         assert processes.reactive_tickets("demo", "vpn", since=1001.0, limit=3) == everything[:3]
         assert processes.reactive_tickets("demo", "vpn", since=1001.0, limit=9) == everything
+        # An improvement claimed at 1004.5 counted the tickets before it: they are not
+        # counted again (another service's improvement changes nothing).
+        with store.engine.begin() as conn:
+            for service in ("vpn", "email"):
+                conn.execute(
+                    improvements.insert().values(
+                        host="demo",
+                        service=service,
+                        status="closed",
+                        reason="threshold",
+                        tickets="[]",
+                        claimed_at=1004.5,
+                    )
+                )
+        assert processes.reactive_tickets("demo", "vpn", since=1001.0) == ["94", "93"]
+        assert processes.reactive_tickets("demo", "email", since=0.0) == []
     finally:
         store.dispose()
 

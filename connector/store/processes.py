@@ -14,11 +14,16 @@ from connector.store.engine import StoreEngine
 from connector.store.rows import ImprovementRow, MaintenanceRow
 from connector.store.schema import improvements, maintenance, routings
 
-# The improvement check runs after every reactive routing: its statements are built once
-# (see connector.store.leases).
-_LAST_IMPROVEMENT = select(func.max(improvements.c.claimed_at)).where(
-    (improvements.c.host == bindparam("b_host"))
-    & (improvements.c.service == bindparam("b_service"))
+# The improvement check runs after every reactive routing: its statement is built once
+# (see connector.store.leases), and counts from the service's last improvement in the same
+# round trip (a closed improvement does not reopen on the same tickets).
+_LAST_IMPROVEMENT = (
+    select(func.coalesce(func.max(improvements.c.claimed_at), 0.0))
+    .where(
+        (improvements.c.host == bindparam("b_host"))
+        & (improvements.c.service == bindparam("b_service"))
+    )
+    .scalar_subquery()
 )
 _REACTIVE_TICKETS = (
     select(routings.c.ticket_id)
@@ -28,6 +33,7 @@ _REACTIVE_TICKETS = (
             routings.c.service == bindparam("b_service"),
             routings.c.process == "reactive",
             routings.c.created_at >= bindparam("b_since"),
+            routings.c.created_at >= _LAST_IMPROVEMENT,
             routings.c.outcome.in_(["applied", "shadow", "dry-run", "override"]),
         )
     )
@@ -108,16 +114,12 @@ class ProcessStore:
 
     # ----- improvement ----------------------------------------------------------------------
 
-    def last_improvement_at(self, host: str, service: str) -> float | None:
-        with self.autocommit.connect() as conn:
-            value = conn.execute(_LAST_IMPROVEMENT, {"b_host": host, "b_service": service}).scalar()
-        return float(value) if value is not None else None
-
     def reactive_tickets(
         self, host: str, service: str, since: float, limit: int | None = None
     ) -> list[str]:
-        """The service's reactive tickets routed since `since`, oldest first; with `limit`,
-        only the first `limit` of them (enough to tell whether a threshold is reached)."""
+        """The service's reactive tickets routed since `since` and since its last
+        improvement was claimed, oldest first; with `limit`, only the first `limit` of them
+        (enough to tell whether a threshold is reached)."""
         query = _REACTIVE_TICKETS if limit is None else _REACTIVE_TICKETS.limit(limit)
         with self.autocommit.connect() as conn:
             rows = conn.execute(
