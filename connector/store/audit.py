@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from connector.decisions import DecisionFilter
 from connector.events import TicketEvent
 from connector.store.engine import StoreEngine
-from connector.store.leases import HELD, held
+from connector.store.leases import HELD
 from connector.store.outbox import DELIVERY_COLUMNS, new_delivery_row
 from connector.store.rows import (
     CorrectionRow,
@@ -36,13 +36,23 @@ _COMPLETE_VALUES: dict[str, Any] = {
     "applied_at": bindparam("b_applied"),
     "apply_ms": bindparam("b_apply_ms"),
 }
+# Fenced: the ticket's routing, only while the delivery's claim still holds its lease.
+_FENCED = _OF_TICKET & select(deliveries.c.id).where(HELD).exists()
 _COMPLETE = {
-    # Fenced: only while the delivery's claim still holds its lease.
-    True: update(routings)
-    .where(_OF_TICKET & select(deliveries.c.id).where(HELD).exists())
-    .values(**_COMPLETE_VALUES),
+    True: update(routings).where(_FENCED).values(**_COMPLETE_VALUES),
     False: update(routings).where(_OF_TICKET).values(**_COMPLETE_VALUES),
 }
+_MARK_REPLIED = update(routings).where(_FENCED).values(replied_at=bindparam("b_replied"))
+
+
+def _fenced(delivery: Delivery) -> dict[str, Any]:
+    """The bound parameters of _FENCED for the delivery's claim."""
+    return {
+        "b_host": delivery.host,
+        "b_ticket": delivery.ticket_id,
+        "b_id": delivery.id,
+        "b_token": delivery.lease_token,
+    }
 
 
 class Audit(StoreEngine):
@@ -81,33 +91,21 @@ class Audit(StoreEngine):
         """Record the routing's outcome; with `fenced`, only while the delivery's claim
         still holds its lease (False: nothing changed)."""
         values: dict[str, Any] = {
-            "b_host": delivery.host,
-            "b_ticket": delivery.ticket_id,
+            **_fenced(delivery),
             "b_outcome": outcome,
             "b_applied": time.time(),
             "b_apply_ms": apply_ms,
         }
-        if fenced:
-            values.update(b_id=delivery.id, b_token=delivery.lease_token)
+        if not fenced:
+            del values["b_id"], values["b_token"]
         with self.autocommit.connect() as conn:
             result = conn.execute(_COMPLETE[fenced], values)
         return result.rowcount == 1
 
     def mark_replied(self, delivery: Delivery) -> bool:
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(routings)
-                .where(self._routing_of(delivery, fenced=True))
-                .values(replied_at=time.time())
-            )
+            result = conn.execute(_MARK_REPLIED, {**_fenced(delivery), "b_replied": time.time()})
         return result.rowcount == 1
-
-    def _routing_of(self, delivery: Delivery, fenced: bool) -> Any:
-        ticket = (routings.c.host == delivery.host) & (routings.c.ticket_id == delivery.ticket_id)
-        if not fenced:
-            return ticket
-        holding = select(deliveries.c.id).where(held(delivery.id, delivery.lease_token))
-        return ticket & holding.exists()
 
     def mark_moved_by_agent(self, host: str, ticket_id: str) -> None:
         with self.engine.begin() as conn:
