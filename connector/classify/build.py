@@ -129,6 +129,8 @@ class IndexBuilder:
     outside: CatalogueIndex | None = None
     outside_concepts: dict[str, Concept] = field(default_factory=dict)
     _deleted_words: set[str] = field(default_factory=set)
+    # _term_links per (term, language): many services share their terms' words
+    _links_memo: dict[tuple[str, str | None], dict[int, float]] = field(default_factory=dict)
     _term_count: int = 0  # entries in postings + phrases
     phrase_groups: dict[str, list[PatternGroup]] = field(default_factory=dict)
     phrase_next: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
@@ -329,7 +331,15 @@ class IndexBuilder:
         return strength
 
     def _term_links(self, term: str, lang: str | None, links: ConceptLinks) -> dict[int, float]:
-        """The concepts one catalogue term links (see _linked_concepts), with the strength."""
+        """The concepts one catalogue term links (see _linked_concepts), with the strength.
+        (The caller only reads the dict: it is shared by every service with the term.)"""
+        memo = self._links_memo.get((term, lang))
+        if memo is not None:
+            return memo
+        self._links_memo[(term, lang)] = found = self._find_links(term, lang, links)
+        return found
+
+    def _find_links(self, term: str, lang: str | None, links: ConceptLinks) -> dict[int, float]:
         words = self.word_keys.words(term)
         found: dict[int, float] = {}
         languages = self.languages if lang is None else (lang,)
@@ -597,23 +607,20 @@ class IndexBuilder:
         array operations in _grouped instead of a Python loop over the thousands of postings
         an everyday word has in a large catalogue (the cold path of bench/classify.py)."""
         self._rank_surfaces()
-        services: list[npt.NDArray[np.int64]] = []
-        weights: list[npt.NDArray[np.float64]] = []
-        terms: list[npt.NDArray[np.int64]] = []
-        ranks: list[npt.NDArray[np.int64]] = []
         term_ids, surface_ranks = self.term_ids, self.surface_ranks
+        filled = [(key, postings) for key, postings in self.postings.items() if postings]
+        # One pass over all postings, key after key: four arrays, not four per key.
+        everything = [p for _, postings in filled for p in postings]
+        self.key_services, self.key_weights = self._posting_arrays(everything, np.int64)
+        count = len(everything)
+        self.key_terms = np.fromiter((term_ids[p.term] for p in everything), np.int64, count)
+        self.key_surface_ranks = np.fromiter(
+            (surface_ranks[p.surface] for p in everything), np.int64, count
+        )
         offset = 0
-        for key, postings in self.postings.items():
-            count = len(postings)
-            if not count:
-                continue
-            key_services, key_weights = self._posting_arrays(postings, np.int64)
-            services.append(key_services)
-            weights.append(key_weights)
-            terms.append(np.fromiter((term_ids[p.term] for p in postings), np.int64, count))
-            ranks.append(np.fromiter((surface_ranks[p.surface] for p in postings), np.int64, count))
-            self.key_spans[key] = (offset, offset + count)
-            offset += count
+        for key, postings in filled:
+            self.key_spans[key] = (offset, offset + len(postings))
+            offset += len(postings)
             if len(key) < SHORT_STEM:
                 positions: dict[str, list[int]] = defaultdict(list)
                 for position, posting in enumerate(postings):
@@ -622,11 +629,6 @@ class IndexBuilder:
                     list(positions),
                     [np.array(p, dtype=np.intp) for p in positions.values()],
                 )
-        if services:
-            self.key_services = np.concatenate(services)
-            self.key_weights = np.concatenate(weights)
-            self.key_terms = np.concatenate(terms)
-            self.key_surface_ranks = np.concatenate(ranks)
         self._build_phrase_arrays()
         self._build_columns()
 
@@ -702,10 +704,7 @@ class IndexBuilder:
         pattern: a pattern linked to thousands of services then gives its vector as a view
         (_group_vector) instead of a loop over its phrases, which made a worker's first
         tickets 5-10 times slower than later ones, or a gather per ticket."""
-        services: list[npt.NDArray[np.int32]] = []
-        weights: list[npt.NDArray[np.float64]] = []
-        terms: list[npt.NDArray[np.int64]] = []
-        ranks: list[npt.NDArray[np.int64]] = []
+        postings: list[Posting] = []
         offset = 0
         for key, groups in self.phrase_groups.items():
             phrases = self.phrases.get(key, [])
@@ -713,17 +712,15 @@ class IndexBuilder:
             for _, positions, _ in groups:
                 offset += len(positions)
                 starts.append(offset)
-            postings = [phrases[p].posting for _, positions, _ in groups for p in positions]
-            key_services, key_weights = self._posting_arrays(postings, np.int32)
-            services.append(key_services)
-            weights.append(key_weights)
-            terms.append(np.array([self.term_ids[p.term] for p in postings], np.int64))
-            ranks.append(np.array([self.surface_ranks[p.surface] for p in postings], np.int64))
-        if services:
-            self.phrase_services = np.concatenate(services)
-            self.phrase_weights = np.concatenate(weights)
-            self.phrase_terms = np.concatenate(terms)
-            self.phrase_surface_ranks = np.concatenate(ranks)
+            postings += [phrases[p].posting for _, positions, _ in groups for p in positions]
+        # One pass over all patterns' postings: four arrays, not four per key.
+        self.phrase_services, self.phrase_weights = self._posting_arrays(postings, np.int32)
+        term_ids, surface_ranks = self.term_ids, self.surface_ranks
+        count = len(postings)
+        self.phrase_terms = np.fromiter((term_ids[p.term] for p in postings), np.int64, count)
+        self.phrase_surface_ranks = np.fromiter(
+            (surface_ranks[p.surface] for p in postings), np.int64, count
+        )
 
     def _posting_arrays(
         self, postings: Sequence[Posting], service_type: type[ServiceInt]
@@ -757,6 +754,10 @@ class IndexBuilder:
         for term, concepts in concepts_with.items():
             rows = [linked[starts[c] : starts[c + 1]] for c in concepts]
             own = services_with.get(term)
+            if not own and len(rows) == 1:
+                # A concept links each service once: one concept's row needs no unique().
+                counts[term] = len(rows[0])
+                continue
             if own:
                 rows.append(np.fromiter(own, np.int64, len(own)))
             counts[term] = len(np.unique(np.concatenate(rows)))

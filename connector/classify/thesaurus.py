@@ -152,7 +152,11 @@ def with_siblings(
     if by_topic is None:
         by_topic = topics(concepts)
     result = dict(linked)
-    for members in by_topic.values():
+    # Only the linked concepts' topics, in by_topic's order (its first member's place), so
+    # that siblings are added in the same order as over all topics.
+    touched = {concepts[m].topic for m in linked if concepts[m].topic}
+    for topic in sorted(touched, key=lambda t: by_topic[t][0]):
+        members = by_topic[topic]
         covered = sum(linked.get(m, 0.0) for m in members)
         if covered <= 0:
             continue
