@@ -22,7 +22,13 @@ import numpy.typing as npt
 
 from connector.catalogue import load_catalogue
 from connector.classify import Features, build_index, calibrated, shipped_thesaurus
-from connector.evaluate import expected_calibration_error, read_labelled, reliability
+from connector.evaluate import (
+    TARGETS,
+    expected_calibration_error,
+    largest_share,
+    read_labelled,
+    reliability,
+)
 
 SHRINK = 1.0  # L2 penalty on the weights (not the bias), in units of the summed log-loss
 
@@ -101,7 +107,11 @@ def main() -> int:
         ece = expected_calibration_error(bands, len(checked))
         accuracy = sum(correct) / len(correct)
         name = Path(data).parent.name or data
-        print(f"{name}: n={len(checked)} accuracy={accuracy:.3f} ECE={ece:.3f}")
+        shares = " ".join(
+            f"at {target:.0%}: {largest_share(confidences, correct, target)['share']:.1%}"
+            for target in TARGETS
+        )
+        print(f"{name}: n={len(checked)} accuracy={accuracy:.3f} ECE={ece:.3f} routed {shares}")
         for band in bands:
             print(
                 f"   {band['low']:.1f}-{band['high']:.1f} n={band['n']:>3}"
