@@ -131,6 +131,7 @@ class IndexBuilder:
     _deleted_words: set[str] = field(default_factory=set)
     # _term_links per (term, language): many services share their terms' words
     _links_memo: dict[tuple[str, str | None], dict[int, float]] = field(default_factory=dict)
+    _it_words: dict[str, bool] = field(default_factory=dict)  # is_it_word's answers
     _term_count: int = 0  # entries in postings + phrases
     phrase_groups: dict[str, list[PatternGroup]] = field(default_factory=dict)
     phrase_next: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
@@ -251,7 +252,10 @@ class IndexBuilder:
 
     def is_it_word(self, word: str) -> bool:  # as the index's (IndexData.is_it_word)
         """True when the thesaurus knows the word (in any of its forms) as an IT term."""
-        return not self.keys(word).isdisjoint(self.it_vocabulary)
+        known = self._it_words.get(word)
+        if known is None:  # descriptions repeat their words across services
+            known = self._it_words[word] = not self.keys(word).isdisjoint(self.it_vocabulary)
+        return known
 
     def _add_deletes(self, word: str) -> None:
         if word in self._deleted_words:
