@@ -10,12 +10,18 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from connector.catalogue import CatalogueError, check_catalogue_document, load_catalogue
+from connector.catalogue import (
+    CatalogueError,
+    check_catalogue_document,
+    load_catalogue,
+    parse_duration,
+)
 from connector.classify import PACKS_VARIABLE, CatalogueIndex, build_index, parse_packs
 from connector.evaluate import (
     DataError,
@@ -456,16 +462,12 @@ def _host_tickets(
     from collections import Counter
     from datetime import UTC, datetime
 
-    from connector.catalogue import parse_duration
     from connector.hosts import host_classes
     from connector.hosts.base import HostError
     from connector.learn import LabelledText, label_ticket
     from connector.learnfile import LearnedError, load_label_map
 
-    try:
-        window = parse_duration(since)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    window = _since_window(since)
     if name not in host_classes() or name == "demo":
         raise click.BadParameter(f"no helpdesk called {name!r}", param_hint="--from-host")
     try:
@@ -517,13 +519,9 @@ def _host_tickets(
 def _audit_tickets(catalogue_path: str, since: str) -> list[Any]:
     import time
 
-    from connector.catalogue import parse_duration
     from connector.learn import from_corrections
 
-    try:
-        window = parse_duration(since)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    window = _since_window(since)
     runtime = _runtime(catalogue_path, read_only=True)
     try:
         known = {s.id for s in runtime.catalogue.services}
@@ -564,6 +562,14 @@ def _no_store(exc: Exception, settings: Any) -> None:
             err=True,
         )
     sys.exit(NO_STORE)
+
+
+def _since_window(since: str) -> timedelta:
+    """A `--since` duration ("90d", "12h"); a bad one is the option's error."""
+    try:
+        return parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
 
 
 def _runtime(catalogue_path: str | None = None, read_only: bool = False) -> Any:
@@ -925,13 +931,9 @@ def backfill(
     """Queue existing tickets for routing (each is routed once; re-running is safe)."""
     from datetime import UTC, datetime
 
-    from connector.catalogue import parse_duration
     from connector.hosts.base import HostError
 
-    try:
-        window = parse_duration(since)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    window = _since_window(since)
     _host_option_env(host, url, token_file, user, password_file)
     runtime = _runtime(catalogue_path)
     click.echo(f"{host}: fetching open tickets created within {since} …", err=True)
@@ -1068,16 +1070,12 @@ def decisions(
     catalogue (service names come from it when it can be read)."""
     import time
 
-    from connector.catalogue import parse_duration
     from connector.decisions import DecisionFilter, as_table, decision_row
     from connector.decisions import as_json as decisions_json
 
     start = None
     if since is not None:
-        try:
-            start = time.time() - parse_duration(since).total_seconds()
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--since") from exc
+        start = time.time() - _since_window(since).total_seconds()
     wanted = DecisionFilter(
         since=start,
         service=service,
@@ -1323,13 +1321,9 @@ def report(
     """KPIs per process and service: auto-routed share, overrides, confidence, SLAs."""
     import time
 
-    from connector.catalogue import parse_duration
     from connector.report import RENDERERS, correction_counts, kpis
 
-    try:
-        window = parse_duration(since)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    window = _since_window(since)
     runtime = _runtime(catalogue_path, read_only=True)
     retention = runtime.settings.retention
     if retention and window.total_seconds() > retention:
