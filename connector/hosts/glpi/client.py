@@ -387,6 +387,11 @@ class GlpiClient(HostClient):
         if self._own_note_exists(ticket_id):
             return
         lines = routing_note_lines(decision, outcome, agent_group)
+        self._post_followup(ticket_id, note_html(lines), private=True)
+
+    def _post_followup(self, ticket_id: str, content: str, private: bool) -> None:
+        """A followup, not retried within the call: after a lost answer it may exist, and
+        the callers look for it first."""
         self._call(
             "POST",
             "ITILFollowup",
@@ -395,8 +400,8 @@ class GlpiClient(HostClient):
                 "input": {
                     "itemtype": "Ticket",
                     "items_id": int(ticket_id),
-                    "content": note_html(lines),
-                    "is_private": 1,
+                    "content": content,
+                    "is_private": 1 if private else 0,
                 }
             },
         )
@@ -726,19 +731,7 @@ class GlpiClient(HostClient):
         if any(" ".join(t.split()) == wanted for t in self._followups(event.ticket_id)):
             return  # posted before; the answer was lost
         content = f"<!-- {NOTE_MARKER} reply -->" + note_html(text.strip().splitlines())
-        self._call(
-            "POST",
-            "ITILFollowup",
-            retry=False,
-            json={
-                "input": {
-                    "itemtype": "Ticket",
-                    "items_id": int(event.ticket_id),
-                    "content": content,
-                    "is_private": 0 if send else 1,
-                }
-            },
-        )
+        self._post_followup(event.ticket_id, content, private=not send)
 
     def add_tags(self, ticket_id: str, tags: tuple[str, ...]) -> None:
         """GLPI has no tags (only a plugin does): nothing to do. apply() lists the tags in
