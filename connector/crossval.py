@@ -4,18 +4,22 @@ zero-shot figures of the same folds, plus a learning curve. Pure (no I/O)."""
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from connector.classify import CatalogueIndex
+from connector.classify import CatalogueIndex, shipped_thesaurus, ticket_tokens
 from connector.evaluate import LabelledTicket, evaluate, summarise
-from connector.learn import LabelledText, LearnedScorer, learn
+from connector.learn import LabelledText, LearnedScorer, concept_keys, learn, ticket_features
 from connector.mapping import Mapping
 
 SEED = 19
 CURVE = (0.10, 0.25, 0.50, 1.00)
 FIGURES = ("service_accuracy", "process_accuracy", "process_macro_f1")
+# Headroom: a feature is the service's in the training folds when at least this many of its
+# tickets have it, and at least this share of the training tickets with it are the service's.
+HEADROOM_SUPPORTS = (1, 2, 3)
+HEADROOM_PRECISION = 0.5
 
 
 def folds(tickets: Sequence[LabelledTicket], k: int, seed: int = SEED) -> list[list[int]]:
@@ -69,6 +73,7 @@ def cross_validate(
     """Per fold and on average: zero-shot and learned figures, and the learning curve."""
     base = index.with_learned(None)
     zero = evaluate(list(tickets), base, mapping)["predictions"]
+    right = [p["service"] == t.service for p, t in zip(zero, tickets, strict=True)]
     threshold = mapping.confidence_threshold
     rows: list[dict[str, Any]] = []
     for number, test in enumerate(folds(tickets, k, seed)):
@@ -90,7 +95,57 @@ def cross_validate(
             row["curve"][f"{share:.2f}"] = {"train": len(chosen), **figures}
         row["learned"] = row["curve"][f"{curve[-1]:.2f}"]
         rows.append(row)
-    return {"k": k, "seed": seed, "n": len(tickets), "folds": rows, "mean": _means(rows, curve)}
+    return {
+        "k": k,
+        "seed": seed,
+        "n": len(tickets),
+        "folds": rows,
+        "mean": _means(rows, curve),
+        "headroom": headroom(tickets, base, right, k, seed),
+    }
+
+
+def headroom(
+    tickets: Sequence[LabelledTicket],
+    index: CatalogueIndex,
+    right: Sequence[bool],
+    k: int,
+    seed: int = SEED,
+) -> dict[str, Any]:
+    """What learning could fix at most: of each fold's zero-shot errors (`right`: the
+    zero-shot answer of each ticket was its service), those whose ticket has a feature the
+    learner can learn (a word, word pair or thesaurus concept, keyed as the classifier keys
+    them) that the training folds' tickets of the ticket's own service have, per minimum
+    number of such tickets (HEADROOM_SUPPORTS). An error with none holds nothing the sorted
+    tickets taught, whatever the learner."""
+    concepts = concept_keys(index, shipped_thesaurus())
+    features = [
+        set(ticket_features(index, ticket_tokens(t.subject, t.body), concepts)) for t in tickets
+    ]
+    learnable = dict.fromkeys(HEADROOM_SUPPORTS, 0)
+    for test in folds(tickets, k, seed):
+        held = set(test)
+        seen: Counter[Any] = Counter()
+        of_service: Counter[tuple[Any, str | None]] = Counter()
+        for position, ticket in enumerate(tickets):
+            if position not in held:
+                seen.update(features[position])
+                of_service.update((f, ticket.service) for f in features[position])
+        for position in test:
+            if right[position]:
+                continue
+            service = tickets[position].service
+            best = max(
+                (
+                    of_service[(f, service)]
+                    for f in features[position]
+                    if of_service[(f, service)] >= HEADROOM_PRECISION * seen[f]
+                ),
+                default=0,
+            )
+            for support in HEADROOM_SUPPORTS:
+                learnable[support] += best >= support
+    return {"errors": sum(not r for r in right), "learnable": learnable}
 
 
 def _figures(result: dict[str, Any]) -> dict[str, float]:
@@ -137,6 +192,17 @@ def format_cv(result: dict[str, Any]) -> str:
         f"{'mean':>5} {'':>6} {'':>5}  "
         + "  ".join(pair(mean["zero_shot"], mean["learned"], name) for name in FIGURES)
     )
+    room = result["headroom"]
+    n = result["n"]
+    lines += [
+        "",
+        f"headroom (what learning can fix at most): of {room['errors']} zero-shot errors, those "
+        "with a word,",
+        f"word pair or concept that training tickets of their own service share (precision ≥ "
+        f"{HEADROOM_PRECISION:.0%})",
+    ]
+    for support, count in room["learnable"].items():
+        lines.append(f"  in ≥ {support} ticket(s): {count} (+{count / n:.3f} service accuracy)")
     lines += ["", "learning curve (share of the training folds: mean figures)"]
     lines.append(f"{'share':>6} {'train':>6}  {'service acc':>11}  {'process macro-F1':>16}")
     z = mean["zero_shot"]

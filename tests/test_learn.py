@@ -16,8 +16,8 @@ from connector.catalogue import Catalogue, load_catalogue
 from connector.classify import CatalogueIndex, build_index, ticket_tokens
 from connector.cli import main
 from connector.config import load_settings
-from connector.crossval import as_learning, cross_validate, folds, subsample
-from connector.evaluate import evaluate, read_labelled
+from connector.crossval import as_learning, cross_validate, folds, headroom, subsample
+from connector.evaluate import LabelledTicket, evaluate, read_labelled
 from connector.events import TicketEvent
 from connector.hosts import settings_models
 from connector.learn import (
@@ -272,6 +272,39 @@ def test_cross_validation_reports_zero_shot_and_learned_figures_of_the_same_fold
     weighted = sum(r["zero_shot"]["service_accuracy"] * r["test"] for r in result["folds"])
     assert weighted / len(tickets) == pytest.approx(zero_shot["service_accuracy"], abs=1e-3)
     assert set(result["mean"]["curve"]) == {"0.50", "1.00"}
+
+
+# Words found nowhere else: the only thing these tickets share is "zorblex".
+NONSENSE = [
+    ("Zorblex qwimvar", "Zorblex fnargle plotvik."),
+    ("Zorblex drubnik", "Zorblex wexquol strimbo."),
+    ("Zorblex yavrent", "Zorblex klompith darvuse."),
+]
+
+
+def test_headroom_counts_the_errors_a_word_of_the_training_folds_could_fix():
+    own = read_labelled(TICKETS, index().catalogue)
+    taught = [
+        LabelledTicket(9000 + i, s, b, "case-management", "reactive")
+        for i, (s, b) in enumerate(NONSENSE)
+    ]
+    tickets = [*own, *taught]
+    zorblex = set(range(len(own), len(tickets)))
+    # Say zero-shot got the three wrong and everything else right.
+    right = [position not in zorblex for position in range(len(tickets))]
+    room = headroom(tickets, index(), right, k=3)
+    assert room["errors"] == 3
+    # A zorblex ticket can learn from the other zorblex tickets its own fold does not hold.
+    fold_of = {p: n for n, fold in enumerate(folds(tickets, 3)) for p in fold}
+    others = [sum(fold_of[q] != fold_of[p] for q in zorblex - {p}) for p in sorted(zorblex)]
+    assert room["learnable"] == {s: sum(n >= s for n in others) for s in (1, 2, 3)}
+    assert room["learnable"][3] == 0 and room["learnable"][1] >= 1
+    # Words that other services' tickets have teach a ticket's own service nothing.
+    apart = [
+        LabelledTicket(t.line, t.subject, t.body, service, t.process)
+        for t, service in zip(taught, ("case-management", "email", "printing"), strict=True)
+    ]
+    assert headroom([*own, *apart], index(), right, k=3)["learnable"][1] == 0
 
 
 def test_learning_from_the_labelled_set_takes_seconds():
