@@ -307,6 +307,22 @@ def test_headroom_counts_the_errors_a_word_of_the_training_folds_could_fix():
     assert headroom([*own, *apart], index(), right, k=3)["learnable"][1] == 0
 
 
+def test_cli_cross_validation_prints_folds_headroom_and_curve():
+    code, out = _run("evaluate", str(TICKETS), "--catalogue", str(CATALOGUE), "--cv", "3")
+    assert code == 0, out
+    errors = int(out.split("headroom (what learning can fix at most): of ")[1].split()[0])
+    predictions = evaluate(read_labelled(TICKETS, index().catalogue), index(), Mapping())
+    assert errors == sum(
+        p["service"] != t.service
+        for p, t in zip(
+            predictions["predictions"], read_labelled(TICKETS, index().catalogue), strict=True
+        )
+    )
+    assert out.index("headroom") < out.index("learning curve")
+    code, out = _run("evaluate", str(TICKETS), "--catalogue", str(CATALOGUE), "--cv", "3", "--json")
+    assert set(json.loads(out)["headroom"]["learnable"]) == {"1", "2", "3"}
+
+
 def test_learning_from_the_labelled_set_takes_seconds():
     # Not a timing assertion: the work is bounded by the tickets' words, each looked up once.
     model = learn(index(), labelled())
