@@ -69,6 +69,7 @@ from connector.classify.words import (
     SHORT_STEM,
     Keys,
     brackets,
+    by_second_word,
     deletions,
     strip_brackets,
 )
@@ -600,11 +601,7 @@ class IndexBuilder:
             ]
         self.phrase_next = {}
         for key, patterns in self.phrase_groups.items():
-            by_next: dict[str, list[int]] = defaultdict(list)
-            for number, (pattern, _, _) in enumerate(patterns):
-                for second in pattern[1] if len(pattern) > 1 else ("",):
-                    by_next[second].append(number)
-            self.phrase_next[key] = {k: tuple(v) for k, v in by_next.items()}
+            self.phrase_next[key] = by_second_word(pattern for pattern, _, _ in patterns)
 
     def _build_key_arrays(self) -> None:
         """Every key's postings as arrays, once: a word new to a worker then costs a few

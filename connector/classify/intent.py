@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from connector.catalogue import Catalogue
-from connector.classify.words import Keys
+from connector.classify.words import Keys, by_second_word
 from connector.text import language_data
 
 
@@ -59,11 +59,7 @@ def intent_cues(
                 table.cues[key].append((cue_keys, cue, group))
     table.starts = frozenset(table.cues)
     for key, entries in table.cues.items():
-        by_next: dict[str, list[int]] = defaultdict(list)
-        for number, (cue_keys, _, _) in enumerate(entries):
-            for second in cue_keys[1] if len(cue_keys) > 1 else ("",):
-                by_next[second].append(number)
-        table.following[key] = {second: tuple(v) for second, v in by_next.items()}
+        table.following[key] = by_second_word(cue_keys for cue_keys, _, _ in entries)
     return table
 
 

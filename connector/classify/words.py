@@ -3,7 +3,8 @@ makes of a word (same word family, plausible typo, compound parts). Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +99,17 @@ def token_keys(
     ticket and shared by the passes that read them all (phrases, intents, known words),
     which each asked for them again."""
     return [keys_of(token.text) for token in tokens]
+
+
+def by_second_word(patterns: Iterable[Sequence[frozenset[str]]]) -> dict[str, tuple[int, ...]]:
+    """The patterns' positions by each key of their second word ("" for one-word patterns):
+    patterns filed under a first word are then tested only when the next ticket word can
+    continue them (phrase groups and intent cues)."""
+    by_next: dict[str, list[int]] = defaultdict(list)
+    for number, pattern in enumerate(patterns):
+        for second in pattern[1] if len(pattern) > 1 else ("",):
+            by_next[second].append(number)
+    return {second: tuple(numbers) for second, numbers in by_next.items()}
 
 
 def brackets(name: str) -> list[str]:
