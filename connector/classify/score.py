@@ -648,7 +648,7 @@ def carried(
             total = sum(
                 w * CARRIER_SHARE if c else w for w, c in zip(weights, carrier, strict=True)
             )
-            score = float(total * len(weights) ** COORDINATION) / norm[s]
+            score = coordinate(total, len(weights)) / norm[s]
         result.append((score, s))
     return result
 
@@ -776,7 +776,7 @@ class Rows:
             row_services[starts].tolist(), starts.tolist(), ends, strict=True
         ):
             total = sum(hit_weights[start:end])
-            scored.append((float(total * (end - start) ** COORDINATION) / norm[number], number))
+            scored.append((coordinate(total, end - start) / norm[number], number))
             spans[number] = (start, end)
         if carrier:
             is_carrier = [w in carrier for w in self.words]
@@ -837,7 +837,13 @@ class KeptHits(dict[int, list[Hit]]):
 def coordinated(hits: list[Hit]) -> float:
     """Sum of the evidence, raised for services that several distinct words point to: a
     ticket about a printer says printer, paper and toner; a stray word says one thing."""
-    return float(sum(h.weight for h in hits) * len(hits) ** COORDINATION)
+    return coordinate(sum(h.weight for h in hits), len(hits))
+
+
+def coordinate(total: float, words: int) -> float:
+    """coordinated() of evidence summing to `total` from `words` distinct words (for
+    callers that hold the weights, not the hits)."""
+    return float(total * words**COORDINATION)
 
 
 def one_term_per_word(terms: dict[str, Hit]) -> list[Hit]:
