@@ -79,14 +79,17 @@ def test_updates_of_a_consumer_that_lost_its_lease_change_nothing(any_store):
 
 def test_a_live_lease_keeps_the_job_from_being_taken_over(any_store):
     pk = any_store.record_delivery(_event("d1"))
-    holder = any_store.claim(pk, 0.5)
+    # Leases of 1.5 s, renewed every 0.5 s: a pause of the test process itself (a full
+    # garbage collection late in the suite) must not outlast a lease between the renewal
+    # and the claim that follows it (with 0.5 s leases one did, once, in CI).
+    holder = any_store.claim(pk, 1.5)
     assert holder is not None
     for _ in range(4):  # renewed (as the heartbeat does) past the first lease's end
-        time.sleep(0.25)
-        assert any_store.renew(pk, holder.lease_token, 0.5)
-        assert any_store.claim(pk, 0.5) is None
-    time.sleep(0.6)  # not renewed: the holder is presumed dead, the job is free again
-    assert any_store.claim(pk, 0.5) is not None
+        time.sleep(0.5)
+        assert any_store.renew(pk, holder.lease_token, 1.5)
+        assert any_store.claim(pk, 1.5) is None
+    time.sleep(1.6)  # not renewed: the holder is presumed dead, the job is free again
+    assert any_store.claim(pk, 1.5) is not None
 
 
 def test_one_delivery_of_a_ticket_is_claimed_at_a_time(any_store):
