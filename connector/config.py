@@ -77,6 +77,10 @@ class Settings(BaseModel):
     lease_seconds: float = 120.0  # a claimed job is retaken after this (worker killed)
     sweep_interval: float = 5.0  # how often abandoned deliveries are looked for
     dispatch_interval: float = 0.05  # how often new deliveries are handed to the job queue
+    # Ingest first (connector/burst.py): while more webhooks than this arrive per second,
+    # the consumers wait, each job at most burst_yield seconds; 0 turns it off.
+    burst_rate: float = 200.0
+    burst_yield: float = 5.0
     maintenance_interval: float = 600.0  # how often maintenance is checked; 0: never
     # An open improvement ticket is asked about (is it closed yet?) at most this often:
     # during an incident every reactive ticket of the service would otherwise cost a call.
@@ -253,6 +257,8 @@ def load_settings(
         ("lease_seconds", "BPSM_LEASE_SECONDS"),
         ("sweep_interval", "BPSM_SWEEP_INTERVAL"),
         ("dispatch_interval", "BPSM_DISPATCH_INTERVAL"),
+        ("burst_rate", "BPSM_BURST_RATE"),
+        ("burst_yield", "BPSM_BURST_YIELD"),
         ("maintenance_interval", "BPSM_MAINTENANCE_INTERVAL"),
         ("improvement_recheck", "BPSM_IMPROVEMENT_RECHECK"),
         ("http_timeout", "BPSM_HTTP_TIMEOUT"),

@@ -14,6 +14,7 @@ from typing import Any
 
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
 
+from connector.burst import IngestGate
 from connector.config import Settings
 from connector.context import Context
 from connector.datadir import private_file
@@ -53,9 +54,14 @@ class JobQueue:
         self.huey = huey
         self.context = context
         self._task = huey.task(name=TASK_NAME)(self.run)
+        settings = context.settings
+        self.gate = IngestGate(settings.burst_rate, settings.burst_yield, on_change=_log_burst)
+        self.stopping = threading.Event()  # a job waiting out a burst stops waiting
 
     def run(self, delivery_pk: int) -> str:
-        """One job: the worker handles the delivery; a retry it asks for is planned here."""
+        """One job: the worker handles the delivery (after a burst of webhooks, see
+        connector.burst); a retry it asks for is planned here."""
+        self.gate.wait(self.stopping)
         handled = process_delivery(self.context, delivery_pk)
         if handled.retry_in is not None:
             self.enqueue(delivery_pk, handled.retry_in)
@@ -69,14 +75,23 @@ class JobQueue:
 
     def dispatch(self) -> int:
         """Hand newly recorded deliveries to the job queue; returns how many. A delivery whose
-        enqueue fails (queue down) is picked up by the sweep once the queue is back."""
+        enqueue fails (queue down) is picked up by the sweep once the queue is back. During
+        a burst of webhooks (connector.burst) nothing is handed: the deliveries wait in the
+        store, and the dispatcher only watches the rate until the burst is over."""
+        if self.gate.hold():
+            self.gate.observe(self.context.store.newest_delivery_id())
+            return 0
         ids = self.context.store.take_new()
+        self.gate.observe(ids[-1] if ids else None)  # ids ascending: the newest last
         for pk in ids:
             self.enqueue(pk)
         return len(ids)
 
     def sweep(self, grace: float | None = None) -> int:
-        """Re-enqueue deliveries nobody is working on (lost enqueue, killed worker)."""
+        """Re-enqueue deliveries nobody is working on (lost enqueue, killed worker); not
+        during a burst, when the dispatcher holds new deliveries back on purpose."""
+        if self.gate.busy:
+            return 0
         grace = self.context.settings.lease_seconds if grace is None else grace
         ids = self.context.store.due_for_enqueue(grace)
         for pk in ids:
@@ -88,6 +103,16 @@ class JobQueue:
     def pending_count(self) -> int:
         """Jobs waiting in the queue; raises when the queue cannot be reached."""
         return int(self.huey.pending_count())
+
+
+def _log_burst(burst: bool, rate: float) -> None:
+    if burst:
+        log.info(
+            "webhook burst: routing waits until it is over",
+            extra=log_extra({"webhooks_per_s": round(rate)}),
+        )
+    else:
+        log.info("webhook burst over: routing again", extra=log_extra({}))
 
 
 class BackgroundWorker:
@@ -184,6 +209,7 @@ class BackgroundWorker:
 
     def stop(self, graceful: bool = True) -> None:
         self._stop.set()
+        self.queue.stopping.set()
         self.consumer.stop(graceful=graceful)
         self._sweeper.join(timeout=5)
         self._dispatcher.join(timeout=5)

@@ -59,6 +59,7 @@ _FRESH = (deliveries.c.status == "queued") & (deliveries.c.enqueued_at == NOT_EN
 _NEW_IDS = (
     select(deliveries.c.id).where(_FRESH).order_by(deliveries.c.id).limit(bindparam("b_limit"))
 )
+_NEWEST_ID = select(func.max(deliveries.c.id))
 _TAKE = (
     update(deliveries)
     .where(deliveries.c.id.in_(bindparam("b_ids", expanding=True)) & _FRESH)
@@ -254,6 +255,12 @@ class Outbox(StoreEngine):
             else:  # SQLite before 3.35 (e.g. RHEL 8): one conditional UPDATE per row
                 taken = _take_each(conn, [(pk, NOT_ENQUEUED) for pk in ids], now, _FRESH)
         return sorted(int(pk) for pk in taken)
+
+    def newest_delivery_id(self) -> int:
+        """The id of the latest delivery recorded (0: none): ids are handed out in the order
+        webhooks arrive, so its growth is their rate (connector.burst)."""
+        with self.autocommit.connect() as conn:
+            return int(conn.execute(_NEWEST_ID).scalar() or 0)
 
     def due_for_enqueue(
         self, grace: float, now: float | None = None, limit: int = 500
