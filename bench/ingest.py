@@ -4,6 +4,7 @@
     .venv/bin/python bench/ingest.py --skip-e2e --duration 5
     .venv/bin/python bench/ingest.py --skip-throughput --e2e-stores sqlite --e2e-seconds 10
     .venv/bin/python bench/ingest.py --skip-e2e --consumer-nice 0,10    # priorities side by side
+    .venv/bin/python bench/ingest.py --skip-e2e --burst-rate 0,200  # ingest first, off and on
     .venv/bin/python bench/ingest.py --skip-throughput --e2e-stores postgres --consumers 2 \
         --e2e-threads 4
 
@@ -528,25 +529,37 @@ def throughput(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
         BPSM_LOG_LEVEL="INFO",
     )
     serve_mode = args.server == "serve"
-    # `bpsm serve --consumer-nice` values to compare side by side (one server each, own store)
+    # `bpsm serve --consumer-nice` and `--burst-rate` values to compare side by side (one
+    # server each, own store): every combination of the two lists.
     nices: list[int | None] = (
         [int(n) for n in args.consumer_nice.split(",")]
         if serve_mode and args.consumer_nice
         else [None]
     )
+    bursts: list[str | None] = (
+        args.burst_rate.split(",") if serve_mode and args.burst_rate else [None]
+    )
+    variants = [(nice, burst) for nice in nices for burst in bursts]
 
-    def label(store: str, nice: int | None) -> str:
-        return store if len(nices) == 1 else f"{store} nice {nice}"
+    def label(store: str, nice: int | None, burst: str | None) -> str:
+        return (
+            store
+            + (f" nice {nice}" if len(nices) > 1 else "")
+            + (f" burst {burst}" if len(bursts) > 1 else "")
+        )
+
+    def variant_env(burst: str | None) -> dict[str, str]:
+        return {"BPSM_BURST_RATE": burst} if burst is not None else {}
 
     # name, WSGI app, environment, store URL (None: bare Flask), consumer nice
     configs: list[tuple[str, str, dict[str, str], str | None, int | None]] = [
         ("bare-flask", "bare_app:app", {**base_env, "PYTHONPATH": str(ROOT / "bench")}, None, None)
     ]
-    for nice in nices:
-        data = workdir / f"ingest-sqlite-{nice}"
-        env = {**base_env, "BPSM_DATA_DIR": str(data)}
+    for nice, burst in variants:
+        data = workdir / f"ingest-sqlite-{nice}-{burst}"
+        env = {**base_env, **variant_env(burst), "BPSM_DATA_DIR": str(data)}
         url = f"sqlite:///{data / 'bpsm.db'}"
-        name = label("sqlite+sqlitehuey", nice)
+        name = label("sqlite+sqlitehuey", nice, burst)
         configs.append((name, "webhook_app:create_app()", env, url, nice))
     with ExitStack() as stack:
         if services_up():
@@ -563,16 +576,17 @@ def throughput(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
                 }
                 url = f"sqlite:///{redis_data / 'bpsm.db'}"
                 configs.append(("sqlite+redis", "webhook_app:create_app()", redis_env, url, None))
-            for nice in nices:
+            for nice, burst in variants:
                 pg_url = stack.enter_context(postgres_database())
                 pg_env = {
                     **base_env,
-                    "BPSM_DATA_DIR": str(workdir / f"ingest-pg-{nice}"),
+                    **variant_env(burst),
+                    "BPSM_DATA_DIR": str(workdir / f"ingest-pg-{nice}-{burst}"),
                     "BPSM_DATABASE_URL": pg_url,
                     "BPSM_REDIS_URL": REDIS_URL,
                     "BPSM_QUEUE_NAME": stack.enter_context(redis_queue()),
                 }
-                name = label("postgres+redis", nice)
+                name = label("postgres+redis", nice, burst)
                 configs.append((name, "webhook_app:create_app()", pg_env, pg_url, nice))
         urls = {name: url for name, _, _, url, _ in configs if url is not None}
         servers: list[tuple[str, int]] = []
@@ -725,6 +739,8 @@ def e2e(args: argparse.Namespace, workdir: Path, store: str) -> dict[str, Any]:
         BPSM_LOG_LEVEL="INFO",
         PROMETHEUS_MULTIPROC_DIR=str(workdir / f"e2e-{store}-metrics"),
     )
+    if args.burst_rate:
+        env["BPSM_BURST_RATE"] = args.burst_rate.split(",")[0]
     Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(exist_ok=True)
     with ExitStack() as stack:
         stack.callback(fake.stop)
@@ -1007,6 +1023,13 @@ def main() -> None:
         default=None,
         help="`bpsm serve --consumer-nice` (default: its own, 10); for the throughput part a "
         "comma-separated list compares them in one run, e.g. 0,10",
+    )
+    parser.add_argument(
+        "--burst-rate",
+        default=None,
+        help="BPSM_BURST_RATE of `bpsm serve` (default: its own, 200 webhooks/s; 0: the "
+        "consumers never step aside during a burst); for the throughput part a comma-separated "
+        "list compares them in one run, e.g. 0,200 (the end-to-end part takes the first)",
     )
     parser.add_argument(
         "--drain-timeout", type=float, default=300.0, help="seconds a backlog may take to drain"
