@@ -19,6 +19,7 @@ from connector.config import Settings
 from connector.context import Context
 from connector.datadir import private_file
 from connector.logs import log_extra
+from connector.metrics import BURST_WAIT, BURSTS
 from connector.processes import run_maintenance
 from connector.worker import process_delivery
 
@@ -55,13 +56,15 @@ class JobQueue:
         self.context = context
         self._task = huey.task(name=TASK_NAME)(self.run)
         settings = context.settings
-        self.gate = IngestGate(settings.burst_rate, settings.burst_yield, on_change=_log_burst)
+        self.gate = IngestGate(settings.burst_rate, settings.burst_yield, on_change=report_burst)
         self.stopping = threading.Event()  # a job waiting out a burst stops waiting
 
     def run(self, delivery_pk: int) -> str:
         """One job: the worker handles the delivery (after a burst of webhooks, see
         connector.burst); a retry it asks for is planned here."""
-        self.gate.wait(self.stopping)
+        waited = self.gate.wait(self.stopping)
+        if waited:
+            BURST_WAIT.inc(waited)
         handled = process_delivery(self.context, delivery_pk)
         if handled.retry_in is not None:
             self.enqueue(delivery_pk, handled.retry_in)
@@ -105,8 +108,10 @@ class JobQueue:
         return int(self.huey.pending_count())
 
 
-def _log_burst(burst: bool, rate: float) -> None:
+def report_burst(burst: bool, rate: float) -> None:
+    """The gate's on_change: a burst's start and end in the log, and its count in /metrics."""
     if burst:
+        BURSTS.inc()
         log.info(
             "webhook burst: routing waits until it is over",
             extra=log_extra({"webhooks_per_s": round(rate)}),

@@ -38,6 +38,10 @@ APPLY_SECONDS = Histogram(
 )
 RETRIES = Counter("bpsm_retries_total", "Job-level retries (host unavailable)", ["host"])
 DEAD = Counter("bpsm_dead_letters_total", "Deliveries moved to dead letters", ["host"])
+BURSTS = Counter("bpsm_bursts_total", "Bursts of webhooks during which routing waited")
+BURST_WAIT = Counter(
+    "bpsm_burst_wait_seconds_total", "Seconds jobs waited for a burst of webhooks to end"
+)
 
 
 def package_version() -> str:

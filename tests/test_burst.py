@@ -7,11 +7,13 @@ import threading
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from connector.burst import WINDOW, IngestGate
 from connector.config import load_settings
 from connector.events import TicketEvent
 from connector.hosts import settings_models
+from connector.jobqueue import report_burst
 from connector.runtime import Runtime
 from tests.e2e import ROOT, example_index, wait_for
 
@@ -166,13 +168,19 @@ def test_the_dispatcher_holds_deliveries_in_the_store_during_a_burst(tmp_path):
     rt.close()
 
 
+def _counter(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
 def test_a_job_waits_while_the_burst_lasts_then_decides_its_delivery(tmp_path):
     rt = _runtime(tmp_path)
-    rt.queue.gate = IngestGate(100.0, 30.0)
+    rt.queue.gate = IngestGate(100.0, 30.0, on_change=report_burst)
+    bursts, waited = _counter("bpsm_bursts_total"), _counter("bpsm_burst_wait_seconds_total")
     _record(rt, 0, 1)
     rt.queue.gate.observe(0)
     time.sleep(0.3)
     rt.queue.gate.observe(1_000)
+    assert _counter("bpsm_bursts_total") == bursts + 1
     outcome: list[str] = []
     job = threading.Thread(target=lambda: outcome.append(rt.queue.run(1)))
     job.start()
@@ -181,6 +189,7 @@ def test_a_job_waits_while_the_burst_lasts_then_decides_its_delivery(tmp_path):
     wait_for(lambda: (rt.queue.gate.observe(None), not rt.queue.gate.busy)[1], timeout=5.0)
     job.join(timeout=10.0)
     assert outcome and rt.store.delivery(1).status == "done"
+    assert _counter("bpsm_burst_wait_seconds_total") - waited >= 0.3  # counted in /metrics
     rt.close()
 
 
