@@ -137,6 +137,9 @@ class LanguageData:
     # Of any language, as ticket tokens (a phrase's joined by spaces): the device, channel or
     # login words a ticket about almost any system names in passing.
     carrier_words: frozenset[str]
+    # Of any language: words every trouble report uses ("error", "feil"), which in a
+    # service's description say nothing about which service it is.
+    trouble_words: frozenset[str]
     # Per letter, the letters a typo turns it into: neighbouring keys and written variants.
     slips: dict[str, frozenset[str]]
 
@@ -197,6 +200,9 @@ def language_data() -> LanguageData:
             for words in raw.get("carrier_words", {}).values()
             for w in words
         ),
+        trouble_words=frozenset().union(*sets("trouble_words").values())
+        if "trouble_words" in raw
+        else frozenset(),
         word_onsets={
             lang: frozenset(fold(o) for o in onsets)
             for lang, onsets in raw.get("word_onsets", {}).items()

@@ -982,6 +982,48 @@ def test_a_domain_no_thesaurus_knows_routes_from_the_catalogue_descriptions():
     assert any(e.how == "phrase" and e.term == "crate washer" for e in match.evidence)
 
 
+def test_a_trouble_word_in_a_description_is_no_evidence_for_its_service():
+    """Every trouble report says "feil" or "error": a description that names faults does
+    not draw them all. A keyword that names them still counts (the catalogue means it)."""
+    catalogue = Catalogue.model_validate(
+        {
+            "version": 1,
+            "languages": ["nb", "en"],
+            "services": [
+                {
+                    "id": "devices",
+                    "name": {"nb": "Medisinsk utstyr", "en": "Medical devices"},
+                    "description": {
+                        "nb": "Pumper og monitorer: feil, kalibrering og service.",
+                        "en": "Pumps and monitors: faults, calibration and servicing.",
+                    },
+                },
+                {
+                    "id": "lab",
+                    "name": {"nb": "Laboratoriesvar", "en": "Lab results"},
+                    "description": {"nb": "Prøvesvar i journalen.", "en": "Results in the record."},
+                },
+            ],
+        }
+    )
+    index = build_index(catalogue, [])
+    for text in ("det er feil på barnet", "there are faults again, errors everywhere"):
+        scored, _ = index.candidates(ticket_tokens("", text))
+        assert [index.services[n].id for _, n in scored] == [], text
+    scored, _ = index.candidates(ticket_tokens("", "feil i prøvesvar fra i går"))
+    assert [index.services[n].id for _, n in scored] == ["lab"]
+    with_keyword = catalogue.model_copy(
+        update={
+            "services": (
+                catalogue.services[0].model_copy(update={"keywords": {"nb": ["feil"]}}),
+                catalogue.services[1],
+            )
+        }
+    )
+    scored, _ = build_index(with_keyword, []).candidates(ticket_tokens("", "feil igjen"))
+    assert [index.services[n].id for _, n in scored] == ["devices"]
+
+
 def test_a_large_index_reads_its_postings_and_phrases_back_from_columns_unchanged():
     """A large catalogue's postings and phrases are columns of arrays (a prebuilt index
     maps them instead of unpickling objects): read back, key by key and position by

@@ -278,10 +278,12 @@ class IndexBuilder:
             terms += [
                 (w, "keyword", self._keyword_weight(w), self.keyword_parts, lang) for w in words
             ]
+        trouble = language_data().trouble_words
         for lang, text in service.description.items():
             # Descriptions are prose: their IT words carry signal, and so do the words of
             # the organisation's own domain the thesaurus does not know ("specimen labels");
-            # how specific a word is to the service is left to its idf over services.
+            # how specific a word is to the service is left to its idf over services. Not
+            # the words of any trouble report ("feil", "faults"): every ticket has them.
             terms += [
                 (
                     w,
@@ -292,7 +294,7 @@ class IndexBuilder:
                     lang,
                 )
                 for w in dict.fromkeys(tokenize(text))
-                if len(w) > 2 and w not in self.stopwords and not w.isdigit()
+                if len(w) > 2 and w not in self.stopwords and not w.isdigit() and w not in trouble
             ]
             terms += [
                 (pair, "description", FIELD_WEIGHT["description"] * DESCRIPTION_PHRASE, False, lang)
