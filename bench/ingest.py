@@ -101,6 +101,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def burst_env(burst: str | None) -> dict[str, str]:
+    """`bpsm serve`'s BPSM_BURST_RATE for a --burst-rate value (None: the service's own)."""
+    return {"BPSM_BURST_RATE": burst} if burst is not None else {}
+
+
 class Proc:
     """A server subprocess in its own process group; stop() ends that group only."""
 
@@ -548,16 +553,13 @@ def throughput(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
             + (f" burst {burst}" if len(bursts) > 1 else "")
         )
 
-    def variant_env(burst: str | None) -> dict[str, str]:
-        return {"BPSM_BURST_RATE": burst} if burst is not None else {}
-
     # name, WSGI app, environment, store URL (None: bare Flask), consumer nice
     configs: list[tuple[str, str, dict[str, str], str | None, int | None]] = [
         ("bare-flask", "bare_app:app", {**base_env, "PYTHONPATH": str(ROOT / "bench")}, None, None)
     ]
     for nice, burst in variants:
         data = workdir / f"ingest-sqlite-{nice}-{burst}"
-        env = {**base_env, **variant_env(burst), "BPSM_DATA_DIR": str(data)}
+        env = {**base_env, **burst_env(burst), "BPSM_DATA_DIR": str(data)}
         url = f"sqlite:///{data / 'bpsm.db'}"
         name = label("sqlite+sqlitehuey", nice, burst)
         configs.append((name, "webhook_app:create_app()", env, url, nice))
@@ -580,7 +582,7 @@ def throughput(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
                 pg_url = stack.enter_context(postgres_database())
                 pg_env = {
                     **base_env,
-                    **variant_env(burst),
+                    **burst_env(burst),
                     "BPSM_DATA_DIR": str(workdir / f"ingest-pg-{nice}-{burst}"),
                     "BPSM_DATABASE_URL": pg_url,
                     "BPSM_REDIS_URL": REDIS_URL,
@@ -739,8 +741,7 @@ def e2e(args: argparse.Namespace, workdir: Path, store: str) -> dict[str, Any]:
         BPSM_LOG_LEVEL="INFO",
         PROMETHEUS_MULTIPROC_DIR=str(workdir / f"e2e-{store}-metrics"),
     )
-    if args.burst_rate:
-        env["BPSM_BURST_RATE"] = args.burst_rate.split(",")[0]
+    env.update(burst_env(args.burst_rate.split(",")[0] if args.burst_rate else None))
     Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(exist_ok=True)
     with ExitStack() as stack:
         stack.callback(fake.stop)
