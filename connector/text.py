@@ -200,9 +200,7 @@ def language_data() -> LanguageData:
             for words in raw.get("carrier_words", {}).values()
             for w in words
         ),
-        trouble_words=frozenset().union(*sets("trouble_words").values())
-        if "trouble_words" in raw
-        else frozenset(),
+        trouble_words=frozenset().union(*sets("trouble_words").values()),
         word_onsets={
             lang: frozenset(fold(o) for o in onsets)
             for lang, onsets in raw.get("word_onsets", {}).items()
